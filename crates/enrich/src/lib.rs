@@ -1,0 +1,303 @@
+//! Cost, energy and carbon enrichment (pure, no I/O).
+//!
+//! Formulas (see `../shared/DESIGN.md`, "Enrichment"):
+//! - inference cost: `(input − cached)/1000 × price_in + cached/1000 × price_cached + output/1000 × price_out`
+//! - training cost: `gpu_count × duration_hours × price_per_hour(gpu_type)`
+//! - inference energy: `(input + output)/1000 × energy_wh_per_1k(model)`
+//! - training energy: `gpu_count × hours × watts(gpu_type) × utilization × PUE`
+//! - carbon: `energy_wh / 1000 × intensity(region)` g CO2e (SCI: O = E × I)
+//!
+//! The [`PriceBook`] comes from the pipeline config; [`Defaults`] (from the
+//! environment) price whatever the book does not match.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use tollgate_event::{Body, Event};
+
+/// Prices and factors used when the price book has no matching entry.
+/// Read from the environment by [`Defaults::from_lookup`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    pub cost_per_1k_input_tokens: f64,
+    pub cost_per_1k_output_tokens: f64,
+    pub compute_cost_per_hour: f64,
+    pub energy_wh_per_1k_tokens: f64,
+    pub carbon_intensity_g_per_kwh: f64,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            cost_per_1k_input_tokens: 0.001,
+            cost_per_1k_output_tokens: 0.002,
+            compute_cost_per_hour: 1.00,
+            energy_wh_per_1k_tokens: 0.3,
+            carbon_intensity_g_per_kwh: 400.0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EnrichConfigError {
+    #[error("environment variable {name}={value:?} is not a non-negative number")]
+    BadEnv { name: &'static str, value: String },
+    #[error("price book: {0}")]
+    Book(String),
+}
+
+impl Defaults {
+    /// The environment variables that set the defaults.
+    pub const ENV: [&'static str; 5] = [
+        "COST_PER_1K_INPUT_TOKENS",
+        "COST_PER_1K_OUTPUT_TOKENS",
+        "COMPUTE_COST_PER_HOUR",
+        "ENERGY_WH_PER_1K_TOKENS",
+        "CARBON_INTENSITY_G_PER_KWH",
+    ];
+
+    /// Build defaults from a variable lookup (normally `std::env::var`), falling
+    /// back to the built-in values for unset variables. A set but malformed
+    /// variable is an error, not silently ignored.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, EnrichConfigError> {
+        let mut d = Defaults::default();
+        let slots: [&mut f64; 5] = [
+            &mut d.cost_per_1k_input_tokens,
+            &mut d.cost_per_1k_output_tokens,
+            &mut d.compute_cost_per_hour,
+            &mut d.energy_wh_per_1k_tokens,
+            &mut d.carbon_intensity_g_per_kwh,
+        ];
+        for (name, slot) in Self::ENV.into_iter().zip(slots) {
+            if let Some(value) = lookup(name) {
+                match value.trim().parse::<f64>() {
+                    Ok(x) if x.is_finite() && x >= 0.0 => *slot = x,
+                    _ => return Err(EnrichConfigError::BadEnv { name, value }),
+                }
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// Prices for model names matching `pattern` (`*` matches any run of
+/// characters), effective from `effective_from` (UTC date, inclusive).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub pattern: String,
+    #[serde(default)]
+    pub effective_from: Option<String>,
+    pub input_per_1k: f64,
+    pub output_per_1k: f64,
+    /// Price of cached input tokens; the input price when absent.
+    #[serde(default)]
+    pub cached_input_per_1k: Option<f64>,
+    #[serde(default)]
+    pub energy_wh_per_1k: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GpuPrice {
+    pub gpu_type: String,
+    pub price_per_hour: f64,
+    pub watts: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegionIntensity {
+    pub region: String,
+    pub carbon_intensity_g_per_kwh: f64,
+}
+
+fn default_pue() -> f64 {
+    1.2
+}
+fn default_gpu_watts() -> f64 {
+    400.0
+}
+
+/// The price book section of the pipeline config.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBook {
+    #[serde(default)]
+    pub models: Vec<ModelPrice>,
+    #[serde(default)]
+    pub gpus: Vec<GpuPrice>,
+    #[serde(default)]
+    pub regions: Vec<RegionIntensity>,
+    /// Power usage effectiveness of the data centres (training energy).
+    #[serde(default = "default_pue")]
+    pub pue: f64,
+    /// Board power for GPU types the book does not list.
+    #[serde(default = "default_gpu_watts")]
+    pub default_gpu_watts: f64,
+}
+
+impl Default for PriceBook {
+    fn default() -> Self {
+        PriceBook { models: vec![], gpus: vec![], regions: vec![], pue: default_pue(), default_gpu_watts: default_gpu_watts() }
+    }
+}
+
+/// The unit economics added to every event.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Enriched {
+    pub cost_usd: f64,
+    /// Cost per unit of work: per request (inference), per GPU-hour
+    /// (training), 0 for heartbeats.
+    pub unit_cost_usd: f64,
+    pub energy_wh: f64,
+    pub carbon_g: f64,
+    pub gpu_hours: f64,
+    /// Inference `duration_ms`, training duration in ms, heartbeat `latency_ms`.
+    pub duration_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rates {
+    /// Epoch millis from which these rates apply.
+    from_ms: i64,
+    input: f64,
+    cached: f64,
+    output: f64,
+    energy: f64,
+}
+
+/// Applies a price book and defaults to events. Caches the rates resolved per
+/// model name, so the pattern scan runs once per distinct model.
+#[derive(Debug)]
+pub struct Enricher {
+    book: PriceBook,
+    defaults: Defaults,
+    /// Per model name: the matching book entries, newest first, then the defaults.
+    model_cache: HashMap<Box<str>, Vec<Rates>>,
+    gpu: HashMap<String, (f64, f64)>,
+    region: HashMap<String, f64>,
+}
+
+fn parse_date_ms(s: &str) -> Option<i64> {
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+/// `*`-glob match, case-sensitive.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let tail: Vec<&str> = parts.collect();
+    let Some((last, middle)) = tail.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+impl Enricher {
+    pub fn new(book: PriceBook, defaults: Defaults) -> Result<Self, EnrichConfigError> {
+        let bad = |what: String| Err(EnrichConfigError::Book(what));
+        for m in &book.models {
+            for (name, v) in [("input_per_1k", Some(m.input_per_1k)), ("output_per_1k", Some(m.output_per_1k)), ("cached_input_per_1k", m.cached_input_per_1k), ("energy_wh_per_1k", m.energy_wh_per_1k)] {
+                if let Some(v) = v {
+                    if !(v.is_finite() && v >= 0.0) {
+                        return bad(format!("model `{}`: {name} must be a non-negative number", m.pattern));
+                    }
+                }
+            }
+            if let Some(d) = &m.effective_from {
+                if parse_date_ms(d).is_none() {
+                    return bad(format!("model `{}`: effective_from `{d}` is not a YYYY-MM-DD date", m.pattern));
+                }
+            }
+        }
+        if !(book.pue.is_finite() && book.pue >= 1.0) {
+            return bad(format!("pue must be >= 1.0, got {}", book.pue));
+        }
+        let gpu = book.gpus.iter().map(|g| (g.gpu_type.to_ascii_lowercase(), (g.price_per_hour, g.watts))).collect();
+        let region = book.regions.iter().map(|r| (r.region.clone(), r.carbon_intensity_g_per_kwh)).collect();
+        Ok(Enricher { book, defaults, model_cache: HashMap::new(), gpu, region })
+    }
+
+    pub fn defaults(&self) -> &Defaults {
+        &self.defaults
+    }
+
+    fn resolve_model(&self, model: &str) -> Vec<Rates> {
+        let d = &self.defaults;
+        let mut rates: Vec<Rates> = self
+            .book
+            .models
+            .iter()
+            .filter(|m| glob_match(&m.pattern, model))
+            .map(|m| Rates {
+                from_ms: m.effective_from.as_deref().and_then(parse_date_ms).unwrap_or(i64::MIN),
+                input: m.input_per_1k,
+                cached: m.cached_input_per_1k.unwrap_or(m.input_per_1k),
+                output: m.output_per_1k,
+                energy: m.energy_wh_per_1k.unwrap_or(d.energy_wh_per_1k_tokens),
+            })
+            .collect();
+        // Newest effective date first; among equal dates the first listed wins (stable sort).
+        rates.sort_by(|a, b| b.from_ms.cmp(&a.from_ms));
+        rates.push(Rates {
+            from_ms: i64::MIN,
+            input: d.cost_per_1k_input_tokens,
+            cached: d.cost_per_1k_input_tokens,
+            output: d.cost_per_1k_output_tokens,
+            energy: d.energy_wh_per_1k_tokens,
+        });
+        rates
+    }
+
+    fn model_rates(&mut self, model: &str, ts_ms: i64) -> Rates {
+        if !self.model_cache.contains_key(model) {
+            let rates = self.resolve_model(model);
+            self.model_cache.insert(model.into(), rates);
+        }
+        let list = &self.model_cache[model];
+        // The last entry (defaults) applies from the beginning of time, so a match exists.
+        *list.iter().find(|r| r.from_ms <= ts_ms).unwrap_or(&list[list.len() - 1])
+    }
+
+    /// Grid intensity for a region (g CO2e per kWh).
+    pub fn intensity(&self, region: Option<&str>) -> f64 {
+        region.and_then(|r| self.region.get(r).copied()).unwrap_or(self.defaults.carbon_intensity_g_per_kwh)
+    }
+
+    pub fn enrich(&mut self, e: &Event<'_>) -> Enriched {
+        let (cost_usd, unit_cost_usd, energy_wh, gpu_hours, duration_ms) = match &e.body {
+            Body::Inference { model, input_tokens, output_tokens, cached_input_tokens, duration_ms, .. } => {
+                let r = self.model_rates(model, e.ts_ms);
+                let uncached = (input_tokens - cached_input_tokens) as f64;
+                let cost = uncached / 1000.0 * r.input + *cached_input_tokens as f64 / 1000.0 * r.cached + *output_tokens as f64 / 1000.0 * r.output;
+                let energy = (input_tokens + output_tokens) as f64 / 1000.0 * r.energy;
+                (cost, cost, energy, 0.0, Some(*duration_ms))
+            }
+            Body::Training { gpu_type, gpu_count, duration_hours, gpu_utilization, .. } => {
+                let (price, watts) = self
+                    .gpu
+                    .get(&gpu_type.to_ascii_lowercase())
+                    .copied()
+                    .unwrap_or((self.defaults.compute_cost_per_hour, self.book.default_gpu_watts));
+                let gpu_hours = *gpu_count as f64 * duration_hours;
+                let cost = gpu_hours * price;
+                let energy = gpu_hours * watts * gpu_utilization.unwrap_or(1.0) * self.book.pue;
+                let unit = if gpu_hours > 0.0 { cost / gpu_hours } else { 0.0 };
+                (cost, unit, energy, gpu_hours, Some(duration_hours * 3_600_000.0))
+            }
+            Body::Heartbeat { latency_ms, .. } => (0.0, 0.0, 0.0, 0.0, *latency_ms),
+        };
+        let carbon_g = energy_wh / 1000.0 * self.intensity(e.region.as_deref());
+        Enriched { cost_usd, unit_cost_usd, energy_wh, carbon_g, gpu_hours, duration_ms }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+use super::*;
+
+fn inf(json: &str) -> Result<Event<'_>, DecodeError> {
+    decode(json.as_bytes(), Kind::Inference, &Limits::default())
+}
+
+const OK: &str = r#"{"event_id":"e1","ts":1700000000000,"tenant":"acme","tags":{"team":"ai","environment":"prod","other":"x"},"model":"gpt-4o","input_tokens":1200,"output_tokens":300,"cached_input_tokens":200,"duration_ms":812.5,"region":"eu-west-1"}"#;
+
+#[test]
+fn decodes_a_valid_inference_event_borrowing_its_strings() {
+    let e = inf(OK).expect("valid");
+    assert_eq!(e.kind(), Kind::Inference);
+    assert_eq!(e.ts_ms, 1_700_000_000_000);
+    assert_eq!(e.tags.team.as_deref(), Some("ai"));
+    assert!(matches!(e.event_id, Cow::Borrowed(_)));
+    assert!(matches!(e.tags.team, Some(Cow::Borrowed(_))));
+    match e.body {
+        Body::Inference { input_tokens, output_tokens, cached_input_tokens, duration_ms, .. } => {
+            assert_eq!((input_tokens, output_tokens, cached_input_tokens), (1200, 300, 200));
+            assert_eq!(duration_ms, 812.5);
+        }
+        other => panic!("wrong body {other:?}"),
+    }
+}
+
+#[test]
+fn accepts_rfc3339_and_epoch_millis() {
+    let text = OK.replace("1700000000000", "\"2023-11-14T22:13:20Z\"");
+    let a = inf(&text).expect("rfc3339");
+    assert_eq!(a.ts_ms, 1_700_000_000_000);
+    let text = OK.replace("1700000000000", "\"2023-11-14T23:13:20.250+01:00\"");
+    let b = inf(&text).expect("offset");
+    assert_eq!(b.ts_ms, 1_700_000_000_250);
+    let bad = inf(&OK.replace("1700000000000", "\"yesterday\"")).unwrap_err();
+    assert!(bad.to_string().contains("`ts`"), "{bad}");
+    assert!(inf(&OK.replace("1700000000000", "-5")).is_err());
+    assert!(inf(&OK.replace("1700000000000", "true")).is_err());
+}
+
+#[test]
+fn accepts_otel_genai_aliases() {
+    let j = r#"{"event_id":"e2","ts":1,"tenant":"t","gen_ai.request.model":"claude","gen_ai.usage.input_tokens":10,"gen_ai.usage.output_tokens":5,"duration_ms":3}"#;
+    let e = inf(j).expect("aliases");
+    assert_eq!(e.model(), Some("claude"));
+}
+
+#[test]
+fn both_name_and_alias_is_a_duplicate() {
+    let j = r#"{"event_id":"e2","ts":1,"tenant":"t","model":"a","gen_ai.request.model":"b","input_tokens":1,"output_tokens":1,"duration_ms":3}"#;
+    assert!(matches!(inf(j), Err(DecodeError::Json(m)) if m.contains("duplicate")));
+}
+
+#[test]
+fn rejects_negative_and_fractional_token_counts() {
+    let neg = inf(&OK.replace("\"input_tokens\":1200", "\"input_tokens\":-1")).unwrap_err();
+    assert_eq!(neg.to_string(), "field `input_tokens` is -1, expected a non-negative integer");
+    let frac = inf(&OK.replace("\"output_tokens\":300", "\"output_tokens\":1.5")).unwrap_err();
+    assert!(frac.to_string().contains("output_tokens"), "{frac}");
+    // An integral float is still an integer.
+    assert!(inf(&OK.replace("\"output_tokens\":300", "\"output_tokens\":300.0")).is_ok());
+    let text = inf(&OK.replace("\"output_tokens\":300", "\"output_tokens\":\"300\"")).unwrap_err();
+    assert!(matches!(text, DecodeError::Json(_)), "{text}");
+}
+
+#[test]
+fn rejects_cached_tokens_above_input() {
+    let e = inf(&OK.replace("\"cached_input_tokens\":200", "\"cached_input_tokens\":5000")).unwrap_err();
+    assert!(e.to_string().contains("cached_input_tokens"), "{e}");
+}
+
+#[test]
+fn rejects_missing_required_fields() {
+    for field in ["event_id", "tenant", "model", "input_tokens", "output_tokens", "duration_ms", "ts"] {
+        let mut v: serde_json::Value = serde_json::from_str(OK).expect("json");
+        v.as_object_mut().expect("object").remove(field);
+        let text = v.to_string();
+        assert_eq!(inf(&text).unwrap_err(), DecodeError::Missing(field), "{field}");
+    }
+    let hb = r#"{"event_id":"h","ts":1,"tenant":"t","node_id":"n1"}"#;
+    assert_eq!(decode(hb.as_bytes(), Kind::Heartbeat, &Limits::default()).unwrap_err(), DecodeError::Missing("region"));
+}
+
+#[test]
+fn rejects_empty_identifiers() {
+    let e = inf(&OK.replace("\"tenant\":\"acme\"", "\"tenant\":\"\"")).unwrap_err();
+    assert_eq!(e.to_string(), "field `tenant` must not be empty");
+}
+
+#[test]
+fn rejects_non_finite_and_out_of_range_numbers() {
+    assert!(inf(&OK.replace("812.5", "1e999")).is_err());
+    assert!(inf(&OK.replace("812.5", "NaN")).is_err());
+    assert!(inf(&OK.replace("812.5", "-3")).is_err());
+}
+
+#[test]
+fn rejects_unknown_and_mismatched_kinds() {
+    let unknown = OK.replacen('{', r#"{"kind":"billing","#, 1);
+    assert_eq!(inf(&unknown).unwrap_err(), DecodeError::UnknownKind("billing".into()));
+    let other = OK.replacen('{', r#"{"kind":"training","#, 1);
+    assert_eq!(inf(&other).unwrap_err(), DecodeError::KindMismatch { expected: Kind::Inference, found: Kind::Training });
+    let same = OK.replacen('{', r#"{"kind":"inference","#, 1);
+    assert!(inf(&same).is_ok());
+    assert_eq!(decode_self_described(OK.as_bytes(), &Limits::default()).unwrap_err(), DecodeError::Missing("kind"));
+    assert!(decode_self_described(same.as_bytes(), &Limits::default()).is_ok());
+}
+
+#[test]
+fn rejects_oversize_messages_before_parsing() {
+    let limits = Limits { max_message_bytes: 64 };
+    let e = decode(OK.as_bytes(), Kind::Inference, &limits).unwrap_err();
+    assert!(matches!(e, DecodeError::TooLarge { max: 64, .. }));
+}
+
+#[test]
+fn rejects_garbage_and_non_string_tags() {
+    assert!(matches!(inf("not json"), Err(DecodeError::Json(_))));
+    assert!(matches!(inf("[1,2]"), Err(DecodeError::Json(_))));
+    let e = inf(&OK.replace("\"team\":\"ai\"", "\"team\":7")).unwrap_err();
+    assert!(e.to_string().contains("tag `team` must be a string"), "{e}");
+}
+
+#[test]
+fn decodes_training_and_heartbeat() {
+    let t = r#"{"event_id":"t1","ts":5,"tenant":"t","model":"llama","gpu_type":"h100","gpu_count":8,"duration_hours":1.5,"gpu_utilization":0.7}"#;
+    let e = decode(t.as_bytes(), Kind::Training, &Limits::default()).expect("training");
+    assert!(matches!(e.body, Body::Training { gpu_count: 8, .. }));
+    let zero = t.replace("\"gpu_count\":8", "\"gpu_count\":0");
+    assert!(decode(zero.as_bytes(), Kind::Training, &Limits::default()).is_err());
+    let over = t.replace("0.7", "1.7");
+    assert!(decode(over.as_bytes(), Kind::Training, &Limits::default()).is_err());
+    let h = r#"{"event_id":"h1","ts":5,"tenant":"t","node_id":"n1","region":"us-east-1","latency_ms":12,"uptime_ratio":0.999,"proof_ok":true}"#;
+    let e = decode(h.as_bytes(), Kind::Heartbeat, &Limits::default()).expect("heartbeat");
+    assert_eq!(e.kind(), Kind::Heartbeat);
+    assert_eq!(e.model(), None);
+}
+
+#[test]
+fn escaped_strings_are_decoded() {
+    let text = OK.replace("\"e1\"", r#""e\u00e91""#);
+    let e = inf(&text).expect("escaped");
+    assert_eq!(e.event_id, "eé1");
+}

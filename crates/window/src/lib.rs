@@ -1,0 +1,364 @@
+//! Event-time windows for one topic-partition: assignment, watermark,
+//! dedup, aggregation, and the bookkeeping of the exactly-once protocol
+//! (`ARCHITECTURE.md`, "Delivery protocol"). Pure code, no I/O: the ingest
+//! adapter feeds it events with their offsets and writes what it hands back.
+
+mod sketch;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use tollgate_enrich::Enriched;
+use tollgate_event::{Body, Event, Kind};
+
+pub use sketch::Sketch;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
+
+/// Tumbling event-time windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub size_ms: i64,
+    /// How far behind the highest event time the watermark trails.
+    pub lateness_ms: i64,
+}
+
+impl WindowSpec {
+    pub fn start_of(&self, ts_ms: i64) -> i64 {
+        ts_ms.div_euclid(self.size_ms) * self.size_ms
+    }
+}
+
+/// Group dimensions of a rollup row (kind is the partition's, so not here).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dims {
+    pub tenant: String,
+    pub team: Option<String>,
+    pub environment: Option<String>,
+    pub model: Option<String>,
+    pub region: Option<String>,
+}
+
+const NONE_LEN: u32 = u32::MAX;
+
+fn push_field(buf: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(s) => {
+            buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            buf.extend_from_slice(s.as_bytes());
+        }
+        None => buf.extend_from_slice(&NONE_LEN.to_le_bytes()),
+    }
+}
+
+/// Length-prefixed, unambiguous encoding of the row key.
+fn encode_key(buf: &mut Vec<u8>, e: &Event<'_>) {
+    buf.clear();
+    push_field(buf, Some(&e.tenant));
+    push_field(buf, e.tags.team.as_deref());
+    push_field(buf, e.tags.environment.as_deref());
+    push_field(buf, e.model());
+    push_field(buf, e.region.as_deref());
+}
+
+fn decode_key(mut key: &[u8]) -> Dims {
+    let mut next = || -> Option<String> {
+        let (len, rest) = key.split_at(4);
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+        if len == NONE_LEN {
+            key = rest;
+            return None;
+        }
+        let (s, rest) = rest.split_at(len as usize);
+        key = rest;
+        // Keys are built from &str, so this is always UTF-8.
+        Some(String::from_utf8_lossy(s).into_owned())
+    };
+    let tenant = next().unwrap_or_default();
+    Dims { tenant, team: next(), environment: next(), model: next(), region: next() }
+}
+
+/// Additive measures of one rollup row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measures {
+    pub events: u64,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub energy_wh: f64,
+    pub carbon_g: f64,
+    pub gpu_hours: f64,
+    pub max_unit_cost_usd: f64,
+    pub duration_ms_sum: f64,
+    pub duration_ms_max: f64,
+    pub duration: Sketch,
+}
+
+impl Measures {
+    fn add(&mut self, e: &Event<'_>, x: &Enriched) {
+        self.events += 1;
+        if let Body::Inference { input_tokens, output_tokens, cached_input_tokens, .. } = e.body {
+            self.input_tokens += input_tokens;
+            self.output_tokens += output_tokens;
+            self.cached_input_tokens += cached_input_tokens;
+        }
+        self.cost_usd += x.cost_usd;
+        self.energy_wh += x.energy_wh;
+        self.carbon_g += x.carbon_g;
+        self.gpu_hours += x.gpu_hours;
+        self.max_unit_cost_usd = self.max_unit_cost_usd.max(x.unit_cost_usd);
+        if let Some(d) = x.duration_ms {
+            self.duration_ms_sum += d;
+            self.duration_ms_max = self.duration_ms_max.max(d);
+            self.duration.add(d);
+        }
+    }
+
+    pub fn duration_ms_p95(&self) -> Option<f64> {
+        self.duration.quantile(0.95)
+    }
+}
+
+/// What became of one offered event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Counted in its window.
+    Accepted,
+    /// Same `(tenant, event_id)` already counted in this window.
+    Duplicate,
+    /// A replayed event of a window already written (its offset is below the
+    /// window's `close_offset`): skipped, it is in the file.
+    AlreadyWritten,
+    /// Its window is closed: goes to the late-data output.
+    Late { window_start: i64 },
+}
+
+struct OpenWindow {
+    first_offset: i64,
+    /// Watermark just before `first_offset` was processed.
+    wm_before: i64,
+    rows: FastMap<Box<[u8]>, Measures>,
+    seen: FastSet<u128>,
+    duplicates: u64,
+}
+
+/// A window handed to the adapter to be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedWindow {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub first_offset: i64,
+    /// Offset after the last one this window considered: every event of this
+    /// window below it is in the file (or was a duplicate).
+    pub close_offset: i64,
+    /// Watermark when the window closed.
+    pub watermark_ms: i64,
+    pub duplicates: u64,
+    /// Rows sorted by their dimensions, so a replay writes an identical file.
+    pub rows: Vec<(Dims, Measures)>,
+}
+
+impl ClosedWindow {
+    pub fn events(&self) -> u64 {
+        self.rows.iter().map(|(_, m)| m.events).sum()
+    }
+}
+
+/// The point a partition can be committed at, and the state needed to resume
+/// from it exactly: the watermark just before that offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub offset: i64,
+    pub watermark_ms: Option<i64>,
+}
+
+const CHECKPOINT_PREFIX: &str = "tollgate/1 wm=";
+
+impl Checkpoint {
+    /// Text stored as the Kafka commit metadata.
+    pub fn metadata(&self) -> String {
+        match self.watermark_ms {
+            Some(wm) => format!("{CHECKPOINT_PREFIX}{wm}"),
+            None => format!("{CHECKPOINT_PREFIX}none"),
+        }
+    }
+
+    /// The watermark from commit metadata. `Err` when the metadata is not
+    /// ours (or garbled): the caller must not guess.
+    pub fn parse_watermark(metadata: &str) -> Result<Option<i64>, String> {
+        let rest = metadata
+            .strip_prefix(CHECKPOINT_PREFIX)
+            .ok_or_else(|| format!("commit metadata {metadata:?} was not written by tollgate"))?;
+        if rest == "none" {
+            return Ok(None);
+        }
+        rest.parse::<i64>().map(Some).map_err(|_| format!("commit metadata {metadata:?} has a bad watermark"))
+    }
+}
+
+/// Window state of one topic-partition.
+pub struct PartitionState {
+    spec: WindowSpec,
+    kind: Kind,
+    /// `i64::MIN` until the first event.
+    wm: i64,
+    open: BTreeMap<i64, OpenWindow>,
+    /// Windows written before a restart whose `close_offset` lies beyond the
+    /// resume point: start → close_offset.
+    written: HashMap<i64, i64>,
+    /// First late event not yet flushed, with the watermark before it.
+    late_hold: Option<(i64, i64)>,
+    next_offset: Option<i64>,
+    key_buf: Vec<u8>,
+}
+
+fn dedup_key(e: &Event<'_>) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(e.tenant.as_bytes());
+    h.update(&[0xff]);
+    h.update(e.event_id.as_bytes());
+    h.digest128()
+}
+
+impl PartitionState {
+    pub fn new(spec: WindowSpec, kind: Kind) -> Self {
+        PartitionState { spec, kind, wm: i64::MIN, open: BTreeMap::new(), written: HashMap::new(), late_hold: None, next_offset: None, key_buf: Vec::with_capacity(128) }
+    }
+
+    /// State for a partition resumed at `resume_offset` with the checkpoint's
+    /// watermark and the windows already written (`(start, close_offset)`).
+    pub fn restore(spec: WindowSpec, kind: Kind, checkpoint: Checkpoint, written: impl IntoIterator<Item = (i64, i64)>) -> Self {
+        let mut s = Self::new(spec, kind);
+        s.wm = checkpoint.watermark_ms.unwrap_or(i64::MIN);
+        s.written = written.into_iter().filter(|&(_, close)| close > checkpoint.offset).collect();
+        s
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        (self.wm != i64::MIN).then_some(self.wm)
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn next_offset(&self) -> Option<i64> {
+        self.next_offset
+    }
+
+    /// Feed one valid event at `offset`. Call [`Self::drain_closed`] after it.
+    pub fn offer(&mut self, offset: i64, e: &Event<'_>, x: &Enriched) -> Offer {
+        let wm_before = self.wm;
+        self.next_offset = Some(offset + 1);
+        self.wm = self.wm.max(e.ts_ms.saturating_sub(self.spec.lateness_ms));
+        let start = self.spec.start_of(e.ts_ms);
+        if let Some(&close) = self.written.get(&start) {
+            if offset < close {
+                return Offer::AlreadyWritten;
+            }
+            return self.late(offset, wm_before, start);
+        }
+        if start + self.spec.size_ms <= wm_before {
+            return self.late(offset, wm_before, start);
+        }
+        let w = self.open.entry(start).or_insert_with(|| OpenWindow {
+            first_offset: offset,
+            wm_before,
+            rows: FastMap::default(),
+            seen: FastSet::default(),
+            duplicates: 0,
+        });
+        if !w.seen.insert(dedup_key(e)) {
+            w.duplicates += 1;
+            return Offer::Duplicate;
+        }
+        encode_key(&mut self.key_buf, e);
+        match w.rows.get_mut(self.key_buf.as_slice()) {
+            Some(m) => m.add(e, x),
+            None => {
+                let mut m = Measures::default();
+                m.add(e, x);
+                w.rows.insert(self.key_buf.as_slice().into(), m);
+            }
+        }
+        Offer::Accepted
+    }
+
+    fn late(&mut self, offset: i64, wm_before: i64, window_start: i64) -> Offer {
+        if self.late_hold.is_none() {
+            self.late_hold = Some((offset, wm_before));
+        }
+        Offer::Late { window_start }
+    }
+
+    /// Note that an offset was consumed without an event (a dead-lettered
+    /// message): it moves the commit point when nothing is open.
+    pub fn skip(&mut self, offset: i64) {
+        self.next_offset = Some(offset + 1);
+    }
+
+    /// The adapter has durably written every late event offered so far.
+    pub fn late_flushed(&mut self) {
+        self.late_hold = None;
+    }
+
+    /// Windows whose end the watermark has passed, oldest first.
+    pub fn drain_closed(&mut self) -> Vec<ClosedWindow> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.open.first_entry() {
+            if *entry.key() + self.spec.size_ms > self.wm {
+                break;
+            }
+            let (start, w) = entry.remove_entry();
+            out.push(self.finish(start, w));
+        }
+        out
+    }
+
+    /// The partition has been idle: advance the watermark past every open
+    /// window and close them all.
+    pub fn flush_idle(&mut self) -> Vec<ClosedWindow> {
+        if let Some((&last, _)) = self.open.last_key_value() {
+            self.wm = self.wm.max(last + self.spec.size_ms);
+        }
+        self.drain_closed()
+    }
+
+    fn finish(&self, start: i64, w: OpenWindow) -> ClosedWindow {
+        let mut rows: Vec<(Dims, Measures)> = w.rows.into_iter().map(|(k, m)| (decode_key(&k), m)).collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        ClosedWindow {
+            start_ms: start,
+            end_ms: start + self.spec.size_ms,
+            first_offset: w.first_offset,
+            close_offset: self.next_offset.unwrap_or(w.first_offset + 1),
+            watermark_ms: self.wm,
+            duplicates: w.duplicates,
+            rows,
+        }
+    }
+
+    /// Where the partition may be committed now: the smallest offset that
+    /// still feeds unwritten state, with the watermark just before it.
+    /// `None` before the first message.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        let next = self.next_offset?;
+        let holds = self.open.values().map(|w| (w.first_offset, w.wm_before)).chain(self.late_hold);
+        let (offset, wm) = holds.min_by_key(|&(o, _)| o).unwrap_or((next, self.wm));
+        Some(Checkpoint { offset, watermark_ms: (wm != i64::MIN).then_some(wm) })
+    }
+
+    /// After a commit at `offset`: written windows closed at or before it are
+    /// covered by the watermark and need not be remembered.
+    pub fn committed(&mut self, offset: i64) {
+        self.written.retain(|_, close| *close > offset);
+    }
+}
+
+#[cfg(test)]
+mod tests;
