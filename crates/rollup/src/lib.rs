@@ -1,1 +1,279 @@
+//! The Parquet rollup tree (adapter): the rollup schema, the atomic
+//! one-file-per-window writer, the scan that restores closed windows after a
+//! restart, the late-data output, and a reader for summaries.
+//!
+//! Layout: `<root>/kind=<kind>/date=YYYY-MM-DD/hour=HH/<topic>-<partition>-<first_offset>.parquet`.
+//! The name is deterministic, so a replay rewrites the same file. The renamed
+//! file is the window's commit marker; its key-value metadata records the
+//! offsets the restart protocol needs (`ARCHITECTURE.md`).
 
+mod late;
+mod summary;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use tollgate_window::ClosedWindow;
+
+pub use late::{remove_late_from, write_late, LateRecord};
+pub use summary::{read_summary, Summary, TeamTotals};
+
+pub const SCHEMA_VERSION: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RollupError {
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("parquet {path}: {source}")]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("{path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+pub(crate) fn io<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> RollupError + 'p {
+    move |source| RollupError::Io { op, path: path.to_path_buf(), source }
+}
+
+/// The rollup file schema (hive columns `kind`, `date`, `hour` come from the path).
+pub fn schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let text = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+    let int = |n: &str| Field::new(n, DataType::Int64, false);
+    let float = |n: &str, null: bool| Field::new(n, DataType::Float64, null);
+    Arc::new(Schema::new(vec![
+        Field::new("window_start", ts.clone(), false),
+        Field::new("window_end", ts, false),
+        text("tenant", false),
+        text("team", true),
+        text("environment", true),
+        text("model", true),
+        text("region", true),
+        int("events"),
+        int("input_tokens"),
+        int("cached_input_tokens"),
+        int("output_tokens"),
+        float("cost_usd", false),
+        float("max_unit_cost_usd", false),
+        float("energy_wh", false),
+        float("carbon_g", false),
+        float("gpu_hours", false),
+        float("duration_ms_sum", false),
+        float("duration_ms_max", true),
+        float("duration_ms_p95", true),
+    ]))
+}
+
+/// Arrow batch for one closed window.
+pub fn to_batch(w: &ClosedWindow) -> Result<RecordBatch, RollupError> {
+    let n = w.rows.len();
+    let ts = |v: i64| -> ArrayRef { Arc::new(TimestampMillisecondArray::from(vec![v; n]).with_timezone("UTC")) };
+    let text = |f: &dyn Fn(&tollgate_window::Dims) -> Option<&str>| -> ArrayRef {
+        Arc::new(w.rows.iter().map(|(d, _)| f(d)).collect::<StringArray>())
+    };
+    let int = |f: &dyn Fn(&tollgate_window::Measures) -> u64| -> ArrayRef {
+        Arc::new(w.rows.iter().map(|(_, m)| i64::try_from(f(m)).unwrap_or(i64::MAX)).collect::<Int64Array>())
+    };
+    let float = |f: &dyn Fn(&tollgate_window::Measures) -> Option<f64>| -> ArrayRef {
+        Arc::new(w.rows.iter().map(|(_, m)| f(m)).collect::<Float64Array>())
+    };
+    let has_duration = |m: &tollgate_window::Measures| m.duration.count() > 0;
+    let columns: Vec<ArrayRef> = vec![
+        ts(w.start_ms),
+        ts(w.end_ms),
+        text(&|d| Some(d.tenant.as_str())),
+        text(&|d| d.team.as_deref()),
+        text(&|d| d.environment.as_deref()),
+        text(&|d| d.model.as_deref()),
+        text(&|d| d.region.as_deref()),
+        int(&|m| m.events),
+        int(&|m| m.input_tokens),
+        int(&|m| m.cached_input_tokens),
+        int(&|m| m.output_tokens),
+        float(&|m| Some(m.cost_usd)),
+        float(&|m| Some(m.max_unit_cost_usd)),
+        float(&|m| Some(m.energy_wh)),
+        float(&|m| Some(m.carbon_g)),
+        float(&|m| Some(m.gpu_hours)),
+        float(&|m| Some(m.duration_ms_sum)),
+        float(&|m| has_duration(m).then_some(m.duration_ms_max)),
+        float(&|m| m.duration_ms_p95()),
+    ];
+    Ok(RecordBatch::try_new(schema(), columns)?)
+}
+
+/// Where a window's file goes.
+pub fn window_path(root: &Path, kind: &str, topic: &str, partition: i32, w: &ClosedWindow) -> PathBuf {
+    let start = chrono::DateTime::from_timestamp_millis(w.start_ms).unwrap_or_default();
+    root.join(format!("kind={kind}"))
+        .join(format!("date={}", start.format("%Y-%m-%d")))
+        .join(format!("hour={}", start.format("%H")))
+        .join(format!("{topic}-{partition}-{}.parquet", w.first_offset))
+}
+
+/// Identifies the source of a rollup file.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub kind: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+}
+
+const META: [&str; 4] = ["tollgate.window_start_ms", "tollgate.window_end_ms", "tollgate.first_offset", "tollgate.close_offset"];
+
+/// Write one closed window: temp file, fsync, rename, fsync the directory.
+/// Returns the final path and its size in bytes.
+pub fn write_window(root: &Path, src: Source<'_>, w: &ClosedWindow) -> Result<(PathBuf, u64), RollupError> {
+    let path = window_path(root, src.kind, src.topic, src.partition, w);
+    let dir = path.parent().unwrap_or(root);
+    fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("window.parquet");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let kv = |k: &str, v: String| KeyValue::new(k.to_string(), v);
+    let meta = vec![
+        kv("tollgate.schema_version", SCHEMA_VERSION.into()),
+        kv("tollgate.kind", src.kind.into()),
+        kv("tollgate.topic", src.topic.into()),
+        kv("tollgate.partition", src.partition.to_string()),
+        kv(META[0], w.start_ms.to_string()),
+        kv(META[1], w.end_ms.to_string()),
+        kv(META[2], w.first_offset.to_string()),
+        kv(META[3], w.close_offset.to_string()),
+        kv("tollgate.watermark_ms", w.watermark_ms.to_string()),
+        kv("tollgate.duplicates", w.duplicates.to_string()),
+    ];
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| RollupError::Parquet { path: tmp.clone(), source: e })?))
+        .set_key_value_metadata(Some(meta))
+        .build();
+    let batch = to_batch(w)?;
+    let file = File::create(&tmp).map_err(io("create", &tmp))?;
+    let pq = |source| RollupError::Parquet { path: tmp.clone(), source };
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
+    writer.write(&batch).map_err(pq)?;
+    let mut file = writer.into_inner().map_err(pq)?;
+    file.flush().map_err(io("flush", &tmp))?;
+    file.sync_all().map_err(io("fsync", &tmp))?;
+    let size = file.metadata().map_err(io("stat", &tmp))?.len();
+    drop(file);
+    fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+    sync_dir(dir)?;
+    Ok((path, size))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), RollupError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+}
+
+/// A window found in the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenWindow {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub first_offset: i64,
+    pub close_offset: i64,
+    pub path: PathBuf,
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, RollupError> {
+    match fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v = rd.collect::<Result<Vec<_>, _>>().map_err(io("list", dir))?;
+            v.sort_by_key(|e| e.file_name());
+            Ok(v)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(RollupError::Io { op: "list", path: dir.to_path_buf(), source: e }),
+    }
+}
+
+/// Every `.parquet` file under `root` (sorted, temp files excluded).
+pub fn list_files(root: &Path) -> Result<Vec<PathBuf>, RollupError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in read_dir_sorted(&dir)? {
+            let p = e.path();
+            let ft = e.file_type().map_err(io("stat", &p))?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if ft.is_dir() {
+                stack.push(p);
+            } else if name.ends_with(".parquet") && !name.starts_with('.') {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn read_meta(path: &Path) -> Result<WrittenWindow, RollupError> {
+    let file = File::open(path).map_err(io("open", path))?;
+    let reader = SerializedFileReader::new(file).map_err(|source| RollupError::Parquet { path: path.to_path_buf(), source })?;
+    let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+    let get = |key: &str| -> Result<i64, RollupError> {
+        kv.iter()
+            .find(|e| e.key == key)
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| RollupError::Corrupt { path: path.to_path_buf(), reason: format!("missing or bad metadata `{key}`") })
+    };
+    Ok(WrittenWindow { start_ms: get(META[0])?, end_ms: get(META[1])?, first_offset: get(META[2])?, close_offset: get(META[3])?, path: path.to_path_buf() })
+}
+
+/// The windows of one topic-partition already in the tree, and removal of
+/// temp files a crash left behind. With `since_ms`, hour directories that end
+/// before it are not read (their windows are covered by the watermark).
+pub fn scan_written(root: &Path, src: Source<'_>, since_ms: Option<i64>) -> Result<Vec<WrittenWindow>, RollupError> {
+    let prefix = format!("{}-{}-", src.topic, src.partition);
+    let floor = since_ms.and_then(chrono::DateTime::from_timestamp_millis).map(|t| (t.format("%Y-%m-%d").to_string(), t.format("%H").to_string()));
+    let kind_dir = root.join(format!("kind={}", src.kind));
+    let mut out = Vec::new();
+    for date in read_dir_sorted(&kind_dir)? {
+        let dname = date.file_name().to_string_lossy().into_owned();
+        let Some(d) = dname.strip_prefix("date=") else { continue };
+        if floor.as_ref().is_some_and(|(fd, _)| d < fd.as_str()) {
+            continue;
+        }
+        for hour in read_dir_sorted(&date.path())? {
+            let hname = hour.file_name().to_string_lossy().into_owned();
+            let Some(h) = hname.strip_prefix("hour=") else { continue };
+            if floor.as_ref().is_some_and(|(fd, fh)| d == fd.as_str() && h < fh.as_str()) {
+                continue;
+            }
+            for f in read_dir_sorted(&hour.path())? {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let p = f.path();
+                if let Some(tmp) = name.strip_prefix('.') {
+                    if tmp.starts_with(&prefix) && tmp.ends_with(".tmp") {
+                        fs::remove_file(&p).map_err(io("remove stale temp file", &p))?;
+                    }
+                    continue;
+                }
+                let is_ours = name
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.strip_suffix(".parquet"))
+                    .is_some_and(|off| !off.is_empty() && off.bytes().all(|b| b.is_ascii_digit()));
+                if is_ours {
+                    out.push(read_meta(&p)?);
+                }
+            }
+        }
+    }
+    out.sort_by_key(|w| w.first_offset);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
