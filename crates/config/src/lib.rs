@@ -1,1 +1,235 @@
+//! Pipeline configuration: `pipelines/*.toml` plus environment overrides.
+//!
+//! Precedence: command-line flags (applied by the binary) > environment
+//! (`KAFKA_BROKERS`, the pricing defaults of `tollgate-enrich`) > file > built-in defaults.
 
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tollgate_enrich::{Defaults, EnrichConfigError, PriceBook};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Enrich(#[from] EnrichConfigError),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers; `KAFKA_BROKERS` overrides.
+    pub brokers: String,
+    pub group_id: String,
+    /// Upper bound on how long the broker may hold a fetch. Brokers such as
+    /// tansu answer slowly with librdkafka's 500 ms default; keep it low.
+    pub fetch_wait_max_ms: u32,
+    pub session_timeout_ms: u32,
+    /// Partitions for topics that tollgate creates itself.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Create missing topics at start.
+    pub create_topics: bool,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "tollgate".into(),
+            fetch_wait_max_ms: 10,
+            session_timeout_ms: 10_000,
+            partitions: 3,
+            replication_factor: 1,
+            create_topics: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    pub inference: String,
+    pub training: String,
+    pub heartbeat: String,
+    pub dlq: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            inference: "tollgate.inference".into(),
+            training: "tollgate.training".into(),
+            heartbeat: "tollgate.heartbeat".into(),
+            dlq: "tollgate.dlq".into(),
+        }
+    }
+}
+
+impl Topics {
+    /// The event topics with the kind each carries.
+    pub fn sources(&self) -> [(&str, tollgate_event::Kind); 3] {
+        use tollgate_event::Kind;
+        [(&self.inference, Kind::Inference), (&self.training, Kind::Training), (&self.heartbeat, Kind::Heartbeat)]
+    }
+
+    pub fn kind_of(&self, topic: &str) -> Option<tollgate_event::Kind> {
+        self.sources().into_iter().find(|(t, _)| *t == topic).map(|(_, k)| k)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    pub size_secs: u64,
+    pub allowed_lateness_secs: u64,
+    /// A partition with no new message for this long closes its open windows.
+    pub idle_timeout_secs: f64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig { size_secs: 60, allowed_lateness_secs: 5, idle_timeout_secs: 30.0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub rollup_dir: PathBuf,
+    pub late_dir: PathBuf,
+    /// How often offsets are committed (also after every window close).
+    pub commit_interval_ms: u64,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { rollup_dir: "data/rollups".into(), late_dir: "data/late".into(), commit_interval_ms: 1_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_message_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_message_bytes: tollgate_event::DEFAULT_MAX_MESSAGE_BYTES }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub topics: Topics,
+    pub window: WindowConfig,
+    pub output: OutputConfig,
+    pub limits: LimitsConfig,
+    pub pricing: PriceBook,
+    /// Filled from the environment, not the file.
+    #[serde(skip)]
+    pub defaults: Defaults,
+}
+
+impl Config {
+    /// Parse a config file's text; `env` is the environment lookup.
+    pub fn from_toml(text: &str, origin: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_path_buf(), message: e.to_string() })?;
+        if let Some(b) = env("KAFKA_BROKERS").filter(|b| !b.trim().is_empty()) {
+            c.kafka.brokers = b;
+        }
+        c.defaults = Defaults::from_lookup(&env)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text, path, |k| std::env::var(k).ok())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.window.size_secs == 0 {
+            return bad("window.size_secs must be at least 1".into());
+        }
+        if !(self.window.idle_timeout_secs.is_finite() && self.window.idle_timeout_secs > 0.0) {
+            return bad("window.idle_timeout_secs must be a positive number".into());
+        }
+        let t = &self.topics;
+        let names = [&t.inference, &t.training, &t.heartbeat, &t.dlq];
+        for (i, a) in names.iter().enumerate() {
+            if a.is_empty() {
+                return bad("topic names must not be empty".into());
+            }
+            if names[i + 1..].contains(a) {
+                return bad(format!("topic `{a}` is configured twice; every kind and the DLQ need their own topic"));
+            }
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return bad("kafka.brokers is empty (set it in the config or KAFKA_BROKERS)".into());
+        }
+        if self.kafka.partitions < 1 {
+            return bad("kafka.partitions must be at least 1".into());
+        }
+        // Surfaces price book errors at load, with the entry named.
+        tollgate_enrich::Enricher::new(self.pricing.clone(), self.defaults.clone())?;
+        Ok(())
+    }
+
+    pub fn window_spec(&self) -> tollgate_window::WindowSpec {
+        tollgate_window::WindowSpec {
+            size_ms: (self.window.size_secs as i64).saturating_mul(1000),
+            lateness_ms: (self.window.allowed_lateness_secs as i64).saturating_mul(1000),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn shipped_default_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/default.toml");
+        let text = std::fs::read_to_string(&path).expect("pipelines/default.toml");
+        let c = Config::from_toml(&text, &path, none).expect("valid");
+        assert!(!c.pricing.models.is_empty());
+        assert_eq!(c.topics.kind_of("tollgate.training"), Some(tollgate_event::Kind::Training));
+        assert_eq!(c.kafka.fetch_wait_max_ms, 10);
+    }
+
+    #[test]
+    fn env_overrides_brokers_and_defaults() {
+        let env = |k: &str| match k {
+            "KAFKA_BROKERS" => Some("k1:9092,k2:9092".to_string()),
+            "COST_PER_1K_INPUT_TOKENS" => Some("0.5".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml("", Path::new("x.toml"), env).expect("valid");
+        assert_eq!(c.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(c.defaults.cost_per_1k_input_tokens, 0.5);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_problem() {
+        let e = Config::from_toml("[window]\nsize = 3\n", Path::new("p.toml"), none).unwrap_err();
+        assert!(e.to_string().starts_with("config p.toml:") && e.to_string().contains("size"), "{e}");
+        let e = Config::from_toml("[topics]\ntraining = \"tollgate.inference\"\n", Path::new("p.toml"), none).unwrap_err();
+        assert!(e.to_string().contains("configured twice"), "{e}");
+        let e = Config::from_toml("[window]\nsize_secs = 0\n", Path::new("p.toml"), none).unwrap_err();
+        assert!(e.to_string().contains("size_secs"), "{e}");
+    }
+}

@@ -231,11 +231,23 @@ impl Enricher {
 
     fn resolve_model(&self, model: &str) -> Vec<Rates> {
         let d = &self.defaults;
-        let mut rates: Vec<Rates> = self
+        // The most specific matching pattern (most literal characters; the
+        // first listed among equals) owns the model; its entries differ by date.
+        let specificity = |p: &str| p.chars().filter(|&c| c != '*').count();
+        let best = self
             .book
             .models
             .iter()
             .filter(|m| glob_match(&m.pattern, model))
+            .fold(None::<&str>, |best, m| match best {
+                Some(b) if specificity(b) >= specificity(&m.pattern) => Some(b),
+                _ => Some(&m.pattern),
+            });
+        let mut rates: Vec<Rates> = self
+            .book
+            .models
+            .iter()
+            .filter(|m| Some(m.pattern.as_str()) == best)
             .map(|m| Rates {
                 from_ms: m.effective_from.as_deref().and_then(parse_date_ms).unwrap_or(i64::MIN),
                 input: m.input_per_1k,

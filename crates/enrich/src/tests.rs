@@ -133,3 +133,19 @@ fn invalid_books_are_rejected_with_the_entry_named() {
     b.models[1].effective_from = Some("June".into());
     assert!(Enricher::new(b, Defaults::default()).is_err());
 }
+
+#[test]
+fn the_most_specific_pattern_wins_over_a_newer_generic_one() {
+    let mut b = book();
+    b.models.push(ModelPrice {
+        pattern: "gpt-4o-mini*".into(),
+        effective_from: Some("2023-01-01".into()),
+        input_per_1k: 0.0001,
+        output_per_1k: 0.0002,
+        cached_input_per_1k: None,
+        energy_wh_per_1k: None,
+    });
+    let mut en = Enricher::new(b, Defaults::default()).expect("enricher");
+    let e = event(Kind::Inference, r#"{"event_id":"a","ts":"2025-01-01T00:00:00Z","tenant":"t","model":"gpt-4o-mini","input_tokens":1000,"output_tokens":1000,"duration_ms":1}"#);
+    assert!(close(en.enrich(&e).cost_usd, 0.0003));
+}
