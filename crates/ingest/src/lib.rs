@@ -1,1 +1,47 @@
+//! Kafka adapter: the ingest worker (consumer group → decode → enrich →
+//! windows → Parquet rollups, with offsets committed only behind durable
+//! output), the dead-letter producer, topic administration and the synthetic
+//! load generator. See `ARCHITECTURE.md` for the delivery protocol.
 
+mod admin;
+pub mod loadgen;
+mod stats;
+mod worker;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use tollgate_config::Config;
+
+pub use admin::{ensure_topics, wait_for_broker};
+pub use stats::{Stats, StatsSnapshot};
+pub use worker::{run_pipeline, RunOptions, RunOutcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("kafka {op}: {source}")]
+    Kafka { op: &'static str, source: rdkafka::error::KafkaError },
+    #[error("broker not reachable at {brokers} after {waited:?}: {last}")]
+    BrokerUnreachable { brokers: String, waited: Duration, last: String },
+    #[error("writing output: {0}")]
+    Output(#[from] tollgate_rollup::RollupError),
+    #[error("dead-letter delivery failed: {0}")]
+    DeadLetter(String),
+    #[error("config: {0}")]
+    Config(String),
+}
+
+pub(crate) fn kafka(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> IngestError {
+    move |source| IngestError::Kafka { op, source }
+}
+
+/// Client settings shared by every client tollgate creates.
+pub fn client_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("client.id", "tollgate")
+        // Fail over quickly on a restarting local broker; librdkafka retries forever anyway.
+        .set("reconnect.backoff.max.ms", "2000")
+        .set("log_level", "4");
+    c
+}

@@ -1,0 +1,47 @@
+//! Counters of the pipeline, shared with whoever reports them.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! stats {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters (monotonic).
+        #[derive(Debug, Default)]
+        pub struct Stats { $($(#[$doc])* pub $name: AtomicU64,)* }
+
+        /// A copy of [`Stats`] at one moment.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct StatsSnapshot { $(pub $name: u64,)* }
+
+        impl Stats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+stats! {
+    /// Messages read from the event topics.
+    consumed,
+    /// Events counted in a window.
+    accepted,
+    /// Events whose `(tenant, event_id)` was already counted in their window.
+    duplicates,
+    /// Events whose window had closed (written to the late-data output).
+    late,
+    /// Invalid messages sent to the dead-letter topic.
+    dead_lettered,
+    /// Replayed events skipped because their window's file already holds them.
+    replay_skipped,
+    windows_written,
+    rows_written,
+    bytes_written,
+    late_files_written,
+    commits,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}

@@ -1,0 +1,468 @@
+//! The ingest worker: one consumer-group member on one thread.
+//!
+//! Delivery protocol (per topic-partition; `ARCHITECTURE.md`):
+//! 1. Each open window remembers the first offset that fed it and the
+//!    watermark just before it (`tollgate-window`).
+//! 2. A closed window is written to its Parquet file (temp, fsync, rename);
+//!    late events pending in the partition are flushed with it.
+//! 3. The commit point is the smallest first offset still feeding unwritten
+//!    state; it is committed with the watermark at that point as commit
+//!    metadata, after the dead-letter producer has flushed.
+//! 4. On (re)assignment a partition restores from the committed offset, its
+//!    watermark and the windows already in the rollup tree, so replayed
+//!    events are neither lost nor counted twice.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use tollgate_config::Config;
+use tollgate_enrich::Enricher;
+use tollgate_event::{decode, DecodeError, Kind, Limits};
+use tollgate_rollup::{LateRecord, Source};
+use tollgate_window::{Checkpoint, ClosedWindow, Offer, PartitionState};
+use tracing::{debug, error, info, info_span, warn};
+
+use crate::{client_config, kafka, IngestError, Stats};
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Stop once every assigned partition is read to its end, all windows
+    /// are written and the offsets are committed (quick start, tests, benchmarks).
+    pub exit_when_idle: bool,
+    /// Set to stop: the worker commits what is safe and returns.
+    pub stop: Arc<AtomicBool>,
+    /// Late events buffered per partition before they are flushed to a file.
+    pub late_batch: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { exit_when_idle: false, stop: Arc::new(AtomicBool::new(false)), late_batch: 10_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    Stopped,
+    Drained,
+}
+
+/// Consumer context: records revoked partitions so the worker drops their state.
+#[derive(Default)]
+struct Ctx {
+    revoked: Mutex<Vec<(String, i32)>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let mut r = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+                for e in tpl.elements() {
+                    r.push((e.topic().to_string(), e.partition()));
+                }
+                info!(partitions = tpl.count(), "partitions revoked");
+            }
+            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Dead-letter producer context: remembers the first delivery failure.
+#[derive(Default)]
+struct DlqCtx {
+    failed: Mutex<Option<String>>,
+}
+
+impl ClientContext for DlqCtx {}
+
+impl ProducerContext for DlqCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            error!(error = %e, "dead-letter delivery failed");
+            let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            f.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+struct Part {
+    topic: String,
+    partition: i32,
+    kind: Kind,
+    state: PartitionState,
+    late: Vec<LateRecord>,
+    last_message: Instant,
+    committed: Option<Checkpoint>,
+}
+
+struct Worker<'a> {
+    cfg: &'a Config,
+    opts: &'a RunOptions,
+    stats: &'a Stats,
+    dlq: ThreadedProducer<DlqCtx>,
+    enricher: Enricher,
+    limits: Limits,
+    parts: Vec<Part>,
+    last_commit: Instant,
+    commit_due: bool,
+    last_message: Instant,
+    last_broker_error: Option<Instant>,
+}
+
+/// Run the pipeline until stopped (or drained, with `exit_when_idle`).
+/// Returns an error for conditions a restart may cure (the caller retries
+/// with backoff); bad input never returns an error, it is dead-lettered.
+pub fn run_pipeline(cfg: &Config, opts: &RunOptions, stats: &Stats) -> Result<RunOutcome, IngestError> {
+    let mut cc = client_config(cfg);
+    cc.set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", cfg.kafka.fetch_wait_max_ms.to_string())
+        .set("session.timeout.ms", cfg.kafka.session_timeout_ms.to_string());
+    let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx::default()).map_err(kafka("create consumer"))?;
+    let topics: Vec<&str> = cfg.topics.sources().iter().map(|(t, _)| *t).collect();
+    consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
+
+    let mut pc = client_config(cfg);
+    pc.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("message.timeout.ms", "60000");
+    let dlq: ThreadedProducer<DlqCtx> = pc.create_with_context(DlqCtx::default()).map_err(kafka("create dead-letter producer"))?;
+
+    let enricher = Enricher::new(cfg.pricing.clone(), cfg.defaults.clone()).map_err(|e| IngestError::Config(e.to_string()))?;
+    let mut w = Worker {
+        cfg,
+        opts,
+        stats,
+        dlq,
+        enricher,
+        limits: Limits { max_message_bytes: cfg.limits.max_message_bytes },
+        parts: Vec::new(),
+        last_commit: Instant::now(),
+        commit_due: false,
+        last_message: Instant::now(),
+        last_broker_error: None,
+    };
+    info!(topics = ?topics, group = %cfg.kafka.group_id, brokers = %cfg.kafka.brokers, "consuming");
+    w.run(&consumer)
+}
+
+impl Worker<'_> {
+    fn run(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<RunOutcome, IngestError> {
+        let tick = Duration::from_millis(100);
+        let mut last_tick = Instant::now();
+        loop {
+            if self.opts.stop.load(Ordering::Relaxed) {
+                self.commit(consumer)?;
+                info!("stopped; committed what is written");
+                return Ok(RunOutcome::Stopped);
+            }
+            let polled = consumer.poll(tick);
+            self.apply_revocations(consumer);
+            match polled {
+                Some(Ok(msg)) => self.handle(consumer, &msg)?,
+                Some(Err(e)) => self.kafka_error(e)?,
+                None => {}
+            }
+            if last_tick.elapsed() >= tick {
+                last_tick = Instant::now();
+                self.on_tick(consumer)?;
+                if self.opts.exit_when_idle && self.drained(consumer)? {
+                    self.commit(consumer)?;
+                    info!("all assigned partitions read to their end and written");
+                    return Ok(RunOutcome::Drained);
+                }
+            }
+        }
+    }
+
+    fn kafka_error(&mut self, e: KafkaError) -> Result<(), IngestError> {
+        if let Some(code) = e.rdkafka_error_code() {
+            use rdkafka::types::RDKafkaErrorCode as C;
+            if matches!(code, C::Fatal) {
+                return Err(IngestError::Kafka { op: "consume", source: e });
+            }
+        }
+        // librdkafka reconnects by itself; say so once every 10 s, not per poll.
+        if self.last_broker_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            warn!(error = %e, "kafka consumer error (retrying)");
+            self.last_broker_error = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn apply_revocations(&mut self, consumer: &BaseConsumer<Ctx>) {
+        let revoked = std::mem::take(&mut *consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
+        if revoked.is_empty() {
+            return;
+        }
+        // Their unwritten state is rebuilt by whoever owns them next, from the committed offset.
+        self.parts.retain(|p| !revoked.iter().any(|(t, n)| *t == p.topic && *n == p.partition));
+    }
+
+    fn part_index(&mut self, consumer: &BaseConsumer<Ctx>, topic: &str, partition: i32) -> Result<usize, IngestError> {
+        if let Some(i) = self.parts.iter().position(|p| p.partition == partition && p.topic == topic) {
+            return Ok(i);
+        }
+        let part = self.restore(consumer, topic, partition)?;
+        self.parts.push(part);
+        Ok(self.parts.len() - 1)
+    }
+
+    /// Rebuild a partition's state from its committed offset and the rollup tree.
+    fn restore(&self, consumer: &BaseConsumer<Ctx>, topic: &str, partition: i32) -> Result<Part, IngestError> {
+        let kind = self.cfg.topics.kind_of(topic).ok_or_else(|| IngestError::Config(format!("message from unexpected topic {topic}")))?;
+        let _span = info_span!("restore", topic, partition).entered();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).map_err(kafka("read committed offset"))?;
+        let (offset, metadata) = committed
+            .find_partition(topic, partition)
+            .map(|e| (e.offset(), e.metadata().to_string()))
+            .unwrap_or((Offset::Invalid, String::new()));
+        let checkpoint = match offset {
+            Offset::Offset(o) => {
+                let wm = Checkpoint::parse_watermark(&metadata).unwrap_or_else(|reason| {
+                    warn!(%reason, "committed offset has no tollgate watermark; late-event classification restarts from the replay");
+                    None
+                });
+                Checkpoint { offset: o, watermark_ms: wm }
+            }
+            _ => Checkpoint { offset: 0, watermark_ms: None },
+        };
+        let spec = self.cfg.window_spec();
+        let src = Source { kind: kind.as_str(), topic, partition };
+        let since = checkpoint.watermark_ms.map(|wm| wm.saturating_sub(spec.size_ms));
+        let written = tollgate_rollup::scan_written(&self.cfg.output.rollup_dir, src, since)?;
+        let removed = tollgate_rollup::remove_late_from(&self.cfg.output.late_dir, topic, partition, checkpoint.offset)?;
+        info!(offset = checkpoint.offset, watermark_ms = ?checkpoint.watermark_ms, windows_on_disk = written.len(), late_files_removed = removed, "partition restored");
+        let state = PartitionState::restore(spec, kind, checkpoint, written.iter().map(|w| (w.start_ms, w.close_offset)));
+        Ok(Part {
+            topic: topic.to_string(),
+            partition,
+            kind,
+            state,
+            late: Vec::new(),
+            last_message: Instant::now(),
+            committed: matches!(offset, Offset::Offset(_)).then_some(checkpoint),
+        })
+    }
+
+    fn handle(&mut self, consumer: &BaseConsumer<Ctx>, msg: &BorrowedMessage<'_>) -> Result<(), IngestError> {
+        let now = Instant::now();
+        self.last_message = now;
+        Stats::add(&self.stats.consumed, 1);
+        let i = self.part_index(consumer, msg.topic(), msg.partition())?;
+        let offset = msg.offset();
+        let part = &mut self.parts[i];
+        part.last_message = now;
+        let payload = msg.payload().unwrap_or_default();
+        let decoded = if payload.is_empty() {
+            Err(DecodeError::Json("empty message".into()))
+        } else {
+            decode(payload, part.kind, &self.limits)
+        };
+        match decoded {
+            Err(err) => {
+                part.state.skip(offset);
+                self.dead_letter(msg, &err)?;
+            }
+            Ok(event) => {
+                let x = self.enricher.enrich(&event);
+                match part.state.offer(offset, &event, &x) {
+                    Offer::Accepted => Stats::add(&self.stats.accepted, 1),
+                    Offer::Duplicate => Stats::add(&self.stats.duplicates, 1),
+                    Offer::AlreadyWritten => Stats::add(&self.stats.replay_skipped, 1),
+                    Offer::Late { window_start } => {
+                        Stats::add(&self.stats.late, 1);
+                        let event = serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
+                        part.late.push(LateRecord { offset, window_start_ms: window_start, watermark_ms: part.state.watermark(), event });
+                        if part.late.len() >= self.opts.late_batch {
+                            self.flush_late(i)?;
+                        }
+                    }
+                }
+                let closed = self.parts[i].state.drain_closed();
+                self.write_windows(i, closed)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dead_letter(&self, msg: &BorrowedMessage<'_>, err: &DecodeError) -> Result<(), IngestError> {
+        Stats::add(&self.stats.dead_lettered, 1);
+        let partition = msg.partition().to_string();
+        let offset = msg.offset().to_string();
+        let reason = err.to_string();
+        debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %reason, "dead-lettered");
+        let mut headers = OwnedHeaders::new()
+            .insert(Header { key: "tollgate.source.topic", value: Some(msg.topic()) })
+            .insert(Header { key: "tollgate.source.partition", value: Some(&partition) })
+            .insert(Header { key: "tollgate.source.offset", value: Some(&offset) })
+            .insert(Header { key: "tollgate.error", value: Some(&reason) });
+        if let Some(h) = msg.headers() {
+            for hd in h.iter() {
+                headers = headers.insert(hd);
+            }
+        }
+        let payload = msg.payload().unwrap_or_default();
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.cfg.topics.dlq).payload(payload).headers(headers);
+        if let Some(k) = msg.key() {
+            record = record.key(k);
+        }
+        let mut record = record;
+        loop {
+            match self.dlq.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(IngestError::DeadLetter(e.to_string())),
+            }
+        }
+    }
+
+    fn write_windows(&mut self, i: usize, closed: Vec<ClosedWindow>) -> Result<(), IngestError> {
+        if closed.is_empty() {
+            return Ok(());
+        }
+        let part = &self.parts[i];
+        let src = Source { kind: part.kind.as_str(), topic: &part.topic, partition: part.partition };
+        for w in &closed {
+            let started = Instant::now();
+            let (path, bytes) = tollgate_rollup::write_window(&self.cfg.output.rollup_dir, src, w)?;
+            Stats::add(&self.stats.windows_written, 1);
+            Stats::add(&self.stats.rows_written, w.rows.len() as u64);
+            Stats::add(&self.stats.bytes_written, bytes);
+            info!(
+                topic = %part.topic, partition = part.partition, window_start_ms = w.start_ms,
+                events = w.events(), rows = w.rows.len(), duplicates = w.duplicates,
+                first_offset = w.first_offset, close_offset = w.close_offset,
+                path = %path.display(), write_seconds = started.elapsed().as_secs_f64(),
+                "window written"
+            );
+        }
+        self.flush_late(i)?;
+        self.commit_due = true;
+        Ok(())
+    }
+
+    fn flush_late(&mut self, i: usize) -> Result<(), IngestError> {
+        let part = &mut self.parts[i];
+        if part.late.is_empty() {
+            part.state.late_flushed();
+            return Ok(());
+        }
+        if let Some(path) = tollgate_rollup::write_late(&self.cfg.output.late_dir, &part.topic, part.partition, &part.late)? {
+            info!(topic = %part.topic, partition = part.partition, events = part.late.len(), path = %path.display(), "late events written");
+            Stats::add(&self.stats.late_files_written, 1);
+        }
+        part.late.clear();
+        part.state.late_flushed();
+        Ok(())
+    }
+
+    fn on_tick(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+        let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
+        for i in 0..self.parts.len() {
+            let p = &mut self.parts[i];
+            if p.last_message.elapsed() >= idle && (p.state.open_windows() > 0 || !p.late.is_empty()) {
+                info!(topic = %p.topic, partition = p.partition, open = p.state.open_windows(), "partition idle; closing its windows");
+                let closed = p.state.flush_idle();
+                self.write_windows(i, closed)?;
+                self.flush_late(i)?;
+            }
+        }
+        let interval = Duration::from_millis(self.cfg.output.commit_interval_ms);
+        if self.commit_due || self.last_commit.elapsed() >= interval {
+            self.commit(consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Commit every partition's checkpoint that moved, after the dead-letter
+    /// producer has delivered everything sent so far.
+    fn commit(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+        self.last_commit = Instant::now();
+        self.commit_due = false;
+        let mut tpl = TopicPartitionList::new();
+        let mut moved = Vec::new();
+        for (i, p) in self.parts.iter().enumerate() {
+            let Some(cp) = p.state.checkpoint() else { continue };
+            if p.committed == Some(cp) {
+                continue;
+            }
+            let mut e = tpl.add_partition(&p.topic, p.partition);
+            e.set_offset(Offset::Offset(cp.offset)).map_err(kafka("commit"))?;
+            e.set_metadata(cp.metadata());
+            moved.push((i, cp));
+        }
+        if moved.is_empty() {
+            return Ok(());
+        }
+        if self.dlq.in_flight_count() > 0 {
+            self.dlq.flush(Duration::from_secs(30)).map_err(kafka("flush dead-letter producer"))?;
+        }
+        if let Some(f) = self.dlq.context().failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(IngestError::DeadLetter(f));
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                Stats::add(&self.stats.commits, 1);
+                for (i, cp) in moved {
+                    let p = &mut self.parts[i];
+                    p.committed = Some(cp);
+                    p.state.committed(cp.offset);
+                    debug!(topic = %p.topic, partition = p.partition, offset = cp.offset, "committed");
+                }
+                Ok(())
+            }
+            // Not fatal: the output is written, the offsets will be committed next time.
+            Err(e) => {
+                warn!(error = %e, "offset commit failed; will retry");
+                Ok(())
+            }
+        }
+    }
+
+    /// Every assigned partition is read to its high watermark, nothing is
+    /// open or pending, and everything is committed.
+    fn drained(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<bool, IngestError> {
+        let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
+        if self.last_message.elapsed() < idle.min(Duration::from_secs(2)) {
+            return Ok(false);
+        }
+        if self.parts.iter().any(|p| p.state.open_windows() > 0 || !p.late.is_empty() || p.state.checkpoint() != p.committed) {
+            return Ok(false);
+        }
+        let assignment = consumer.assignment().map_err(kafka("assignment"))?;
+        if assignment.count() == 0 {
+            return Ok(false);
+        }
+        let committed = consumer.committed(Duration::from_secs(5)).map_err(kafka("read committed offsets"))?;
+        for e in assignment.elements() {
+            let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5)).map_err(kafka("fetch watermarks"))?;
+            let done = match committed.find_partition(e.topic(), e.partition()).map(|c| c.offset()) {
+                Some(Offset::Offset(o)) => o >= high,
+                _ => high == 0,
+            };
+            if !done {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
