@@ -1,1 +1,363 @@
-fn main() {}
+//! `tollgate`: the pipeline, the load generator and the rollup summary.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tollgate_config::Config;
+use tollgate_ingest::{loadgen, RunOptions, RunOutcome, Stats};
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "FinOps and carbon telemetry pipeline with policy gates"
+)]
+struct Cli {
+    /// Log format: text or json (also TOLLGATE_LOG_FORMAT). Levels via RUST_LOG.
+    #[arg(
+        long,
+        env = "TOLLGATE_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Pipeline config file.
+    #[arg(
+        long,
+        short,
+        env = "TOLLGATE_CONFIG",
+        default_value = "pipelines/default.toml"
+    )]
+    config: PathBuf,
+    /// Kafka bootstrap servers (overrides the config and KAFKA_BROKERS).
+    #[arg(long)]
+    brokers: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline: consume, enrich, window, write rollups.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Consumer group (overrides the config).
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        rollup_dir: Option<PathBuf>,
+        #[arg(long)]
+        late_dir: Option<PathBuf>,
+        /// Seconds without messages after which a partition closes its windows.
+        #[arg(long)]
+        idle_timeout_secs: Option<f64>,
+        /// Exit once every assigned partition is read to its end and written.
+        #[arg(long)]
+        exit_when_idle: bool,
+        /// With --exit-when-idle: give up if the broker is unreachable this long.
+        #[arg(long, default_value_t = 120)]
+        broker_wait_secs: u64,
+    },
+    /// Produce synthetic events (inference, training, heartbeat).
+    Produce {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Events per second; 0 = as fast as the broker takes them.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value_t = 8)]
+        teams: u32,
+        #[arg(long, default_value_t = 4)]
+        models: u32,
+        #[arg(long, default_value_t = 2)]
+        tenants: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Event time span covered by the events, ending now.
+        #[arg(long, default_value_t = 600)]
+        span_secs: u64,
+        /// Share of events re-sent as duplicates (0..1).
+        #[arg(long, default_value_t = 0.0)]
+        duplicates: f64,
+    },
+    /// Print spend, tokens and carbon by team from the rollup files.
+    Summary {
+        #[arg(long, default_value = "data/rollups")]
+        rollup_dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(common: &Common) -> Result<Config> {
+    let mut cfg = Config::load(&common.config)?;
+    if let Some(b) = &common.brokers {
+        cfg.kafka.brokers = b.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let result = match cli.command {
+        Command::Run {
+            common,
+            group,
+            rollup_dir,
+            late_dir,
+            idle_timeout_secs,
+            exit_when_idle,
+            broker_wait_secs,
+        } => (|| {
+            let mut cfg = load(&common)?;
+            if let Some(g) = group {
+                cfg.kafka.group_id = g;
+            }
+            if let Some(d) = rollup_dir {
+                cfg.output.rollup_dir = d;
+            }
+            if let Some(d) = late_dir {
+                cfg.output.late_dir = d;
+            }
+            if let Some(t) = idle_timeout_secs {
+                cfg.window.idle_timeout_secs = t;
+            }
+            cfg.validate()?;
+            run(cfg, exit_when_idle, Duration::from_secs(broker_wait_secs))
+        })(),
+        Command::Produce {
+            common,
+            count,
+            rate,
+            teams,
+            models,
+            tenants,
+            seed,
+            span_secs,
+            duplicates,
+        } => (|| {
+            let cfg = load(&common)?;
+            if !(0.0..1.0).contains(&duplicates) {
+                bail!("--duplicates must be in [0, 1)");
+            }
+            let span_ms = (span_secs as i64) * 1000;
+            let now = chrono::Utc::now().timestamp_millis();
+            let spec = loadgen::LoadSpec {
+                count,
+                teams: teams.max(1),
+                models,
+                tenants: tenants.max(1),
+                seed,
+                start_ms: now - span_ms,
+                span_ms,
+                duplicate_ratio: duplicates,
+                ..Default::default()
+            };
+            produce(cfg, spec, rate)
+        })(),
+        Command::Summary { rollup_dir, json } => summary(&rollup_dir, json),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("tollgate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("start async runtime")
+}
+
+fn run(cfg: Config, exit_when_idle: bool, broker_wait: Duration) -> Result<()> {
+    let rt = runtime()?;
+    let opts = RunOptions {
+        exit_when_idle,
+        ..RunOptions::default()
+    };
+    let stop = opts.stop.clone();
+    rt.spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let sigterm = async {
+            match term.as_mut() {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm => {}
+        }
+        info!("shutdown requested");
+        stop.store(true, Ordering::Relaxed);
+    });
+    let stats = Arc::new(Stats::default());
+    let reporter = {
+        let stats = stats.clone();
+        rt.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let s = stats.snapshot();
+                info!(
+                    consumed = s.consumed,
+                    accepted = s.accepted,
+                    duplicates = s.duplicates,
+                    late = s.late,
+                    dead_lettered = s.dead_lettered,
+                    windows_written = s.windows_written,
+                    "progress"
+                );
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(500);
+    let outcome = loop {
+        if opts.stop.load(Ordering::Relaxed) {
+            break RunOutcome::Stopped;
+        }
+        let max_wait = if exit_when_idle {
+            broker_wait
+        } else {
+            Duration::MAX
+        };
+        let attempt = tollgate_ingest::wait_for_broker(&cfg, max_wait).and_then(|()| {
+            if cfg.kafka.create_topics {
+                rt.block_on(tollgate_ingest::ensure_topics(&cfg))?;
+            }
+            tollgate_ingest::run_pipeline(&cfg, &opts, &stats)
+        });
+        match attempt {
+            Ok(o) => break o,
+            Err(e @ tollgate_ingest::IngestError::BrokerUnreachable { .. }) => return Err(e.into()),
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "pipeline stopped with an error; restarting from the committed offsets");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    reporter.abort();
+    let s = stats.snapshot();
+    let secs = started.elapsed().as_secs_f64();
+    info!(
+        ?outcome,
+        consumed = s.consumed,
+        accepted = s.accepted,
+        duplicates = s.duplicates,
+        late = s.late,
+        dead_lettered = s.dead_lettered,
+        replay_skipped = s.replay_skipped,
+        windows_written = s.windows_written,
+        rows_written = s.rows_written,
+        bytes_written = s.bytes_written,
+        commits = s.commits,
+        seconds = secs,
+        events_per_second = s.consumed as f64 / secs.max(1e-9),
+        peak_rss_bytes = peak_rss_bytes().unwrap_or(0),
+        "pipeline finished"
+    );
+    Ok(())
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn produce(cfg: Config, spec: loadgen::LoadSpec, rate: u64) -> Result<()> {
+    tollgate_ingest::wait_for_broker(&cfg, Duration::from_secs(120))?;
+    if cfg.kafka.create_topics {
+        runtime()?.block_on(tollgate_ingest::ensure_topics(&cfg))?;
+    }
+    let total = spec.count;
+    let started = Instant::now();
+    let sent = loadgen::produce(&cfg, spec, rate, |n| {
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        eprintln!("produced {n}/{total} ({:.0} events/s)", n as f64 / secs);
+    })?;
+    info!(
+        sent,
+        seconds = started.elapsed().as_secs_f64(),
+        "produce finished"
+    );
+    Ok(())
+}
+
+fn summary(root: &std::path::Path, json: bool) -> Result<()> {
+    let s = tollgate_rollup::read_summary(root)
+        .with_context(|| format!("reading rollups under {}", root.display()))?;
+    if json {
+        let teams: serde_json::Map<String, serde_json::Value> = s
+            .by_team
+            .iter()
+            .map(|(team, t)| (team.clone(), serde_json::json!({"events": t.events, "input_tokens": t.input_tokens, "output_tokens": t.output_tokens, "cost_usd": t.cost_usd, "energy_wh": t.energy_wh, "carbon_g": t.carbon_g, "gpu_hours": t.gpu_hours})))
+            .collect();
+        let t = &s.total;
+        println!(
+            "{}",
+            serde_json::json!({"files": s.files, "by_team": teams, "total": {"events": t.events, "input_tokens": t.input_tokens, "output_tokens": t.output_tokens, "cost_usd": t.cost_usd, "energy_wh": t.energy_wh, "carbon_g": t.carbon_g, "gpu_hours": t.gpu_hours}})
+        );
+        return Ok(());
+    }
+    if s.files == 0 {
+        println!("no rollup files under {} yet", root.display());
+        return Ok(());
+    }
+    println!("{} rollup files under {}\n", s.files, root.display());
+    println!(
+        "{:<16} {:>10} {:>14} {:>14} {:>12} {:>14}",
+        "team", "events", "input tokens", "output tokens", "spend USD", "carbon g CO2e"
+    );
+    let row = |name: &str, t: &tollgate_rollup::TeamTotals| {
+        println!(
+            "{:<16} {:>10} {:>14} {:>14} {:>12.4} {:>14.3}",
+            name, t.events, t.input_tokens, t.output_tokens, t.cost_usd, t.carbon_g
+        );
+    };
+    for (team, t) in &s.by_team {
+        row(team, t);
+    }
+    row("TOTAL", &s.total);
+    Ok(())
+}

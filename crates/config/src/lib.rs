@@ -11,7 +11,10 @@ use tollgate_enrich::{Defaults, EnrichConfigError, PriceBook};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config: {0}")]
@@ -75,11 +78,18 @@ impl Topics {
     /// The event topics with the kind each carries.
     pub fn sources(&self) -> [(&str, tollgate_event::Kind); 3] {
         use tollgate_event::Kind;
-        [(&self.inference, Kind::Inference), (&self.training, Kind::Training), (&self.heartbeat, Kind::Heartbeat)]
+        [
+            (&self.inference, Kind::Inference),
+            (&self.training, Kind::Training),
+            (&self.heartbeat, Kind::Heartbeat),
+        ]
     }
 
     pub fn kind_of(&self, topic: &str) -> Option<tollgate_event::Kind> {
-        self.sources().into_iter().find(|(t, _)| *t == topic).map(|(_, k)| k)
+        self.sources()
+            .into_iter()
+            .find(|(t, _)| *t == topic)
+            .map(|(_, k)| k)
     }
 }
 
@@ -94,7 +104,11 @@ pub struct WindowConfig {
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        WindowConfig { size_secs: 60, allowed_lateness_secs: 5, idle_timeout_secs: 30.0 }
+        WindowConfig {
+            size_secs: 60,
+            allowed_lateness_secs: 5,
+            idle_timeout_secs: 30.0,
+        }
     }
 }
 
@@ -109,7 +123,11 @@ pub struct OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { rollup_dir: "data/rollups".into(), late_dir: "data/late".into(), commit_interval_ms: 1_000 }
+        OutputConfig {
+            rollup_dir: "data/rollups".into(),
+            late_dir: "data/late".into(),
+            commit_interval_ms: 1_000,
+        }
     }
 }
 
@@ -121,7 +139,9 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_message_bytes: tollgate_event::DEFAULT_MAX_MESSAGE_BYTES }
+        LimitsConfig {
+            max_message_bytes: tollgate_event::DEFAULT_MAX_MESSAGE_BYTES,
+        }
     }
 }
 
@@ -141,8 +161,15 @@ pub struct Config {
 
 impl Config {
     /// Parse a config file's text; `env` is the environment lookup.
-    pub fn from_toml(text: &str, origin: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_path_buf(), message: e.to_string() })?;
+    pub fn from_toml(
+        text: &str,
+        origin: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
         if let Some(b) = env("KAFKA_BROKERS").filter(|b| !b.trim().is_empty()) {
             c.kafka.brokers = b;
         }
@@ -152,7 +179,10 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_toml(&text, path, |k| std::env::var(k).ok())
     }
 
@@ -171,7 +201,9 @@ impl Config {
                 return bad("topic names must not be empty".into());
             }
             if names[i + 1..].contains(a) {
-                return bad(format!("topic `{a}` is configured twice; every kind and the DLQ need their own topic"));
+                return bad(format!(
+                    "topic `{a}` is configured twice; every kind and the DLQ need their own topic"
+                ));
             }
         }
         if self.kafka.brokers.trim().is_empty() {
@@ -207,7 +239,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("pipelines/default.toml");
         let c = Config::from_toml(&text, &path, none).expect("valid");
         assert!(!c.pricing.models.is_empty());
-        assert_eq!(c.topics.kind_of("tollgate.training"), Some(tollgate_event::Kind::Training));
+        assert_eq!(
+            c.topics.kind_of("tollgate.training"),
+            Some(tollgate_event::Kind::Training)
+        );
         assert_eq!(c.kafka.fetch_wait_max_ms, 10);
     }
 
@@ -226,10 +261,19 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_the_problem() {
         let e = Config::from_toml("[window]\nsize = 3\n", Path::new("p.toml"), none).unwrap_err();
-        assert!(e.to_string().starts_with("config p.toml:") && e.to_string().contains("size"), "{e}");
-        let e = Config::from_toml("[topics]\ntraining = \"tollgate.inference\"\n", Path::new("p.toml"), none).unwrap_err();
+        assert!(
+            e.to_string().starts_with("config p.toml:") && e.to_string().contains("size"),
+            "{e}"
+        );
+        let e = Config::from_toml(
+            "[topics]\ntraining = \"tollgate.inference\"\n",
+            Path::new("p.toml"),
+            none,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("configured twice"), "{e}");
-        let e = Config::from_toml("[window]\nsize_secs = 0\n", Path::new("p.toml"), none).unwrap_err();
+        let e =
+            Config::from_toml("[window]\nsize_secs = 0\n", Path::new("p.toml"), none).unwrap_err();
         assert!(e.to_string().contains("size_secs"), "{e}");
     }
 }

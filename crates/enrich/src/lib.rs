@@ -139,7 +139,13 @@ pub struct PriceBook {
 
 impl Default for PriceBook {
     fn default() -> Self {
-        PriceBook { models: vec![], gpus: vec![], regions: vec![], pue: default_pue(), default_gpu_watts: default_gpu_watts() }
+        PriceBook {
+            models: vec![],
+            gpus: vec![],
+            regions: vec![],
+            pue: default_pue(),
+            default_gpu_watts: default_gpu_watts(),
+        }
     }
 }
 
@@ -188,9 +194,13 @@ fn parse_date_ms(s: &str) -> Option<i64> {
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or("");
-    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
     let tail: Vec<&str> = parts.collect();
-    let Some((last, middle)) = tail.split_last() else { return rest.is_empty() };
+    let Some((last, middle)) = tail.split_last() else {
+        return rest.is_empty();
+    };
     for part in middle {
         match rest.find(part) {
             Some(i) => rest = &rest[i + part.len()..],
@@ -204,25 +214,50 @@ impl Enricher {
     pub fn new(book: PriceBook, defaults: Defaults) -> Result<Self, EnrichConfigError> {
         let bad = |what: String| Err(EnrichConfigError::Book(what));
         for m in &book.models {
-            for (name, v) in [("input_per_1k", Some(m.input_per_1k)), ("output_per_1k", Some(m.output_per_1k)), ("cached_input_per_1k", m.cached_input_per_1k), ("energy_wh_per_1k", m.energy_wh_per_1k)] {
+            for (name, v) in [
+                ("input_per_1k", Some(m.input_per_1k)),
+                ("output_per_1k", Some(m.output_per_1k)),
+                ("cached_input_per_1k", m.cached_input_per_1k),
+                ("energy_wh_per_1k", m.energy_wh_per_1k),
+            ] {
                 if let Some(v) = v {
                     if !(v.is_finite() && v >= 0.0) {
-                        return bad(format!("model `{}`: {name} must be a non-negative number", m.pattern));
+                        return bad(format!(
+                            "model `{}`: {name} must be a non-negative number",
+                            m.pattern
+                        ));
                     }
                 }
             }
             if let Some(d) = &m.effective_from {
                 if parse_date_ms(d).is_none() {
-                    return bad(format!("model `{}`: effective_from `{d}` is not a YYYY-MM-DD date", m.pattern));
+                    return bad(format!(
+                        "model `{}`: effective_from `{d}` is not a YYYY-MM-DD date",
+                        m.pattern
+                    ));
                 }
             }
         }
         if !(book.pue.is_finite() && book.pue >= 1.0) {
             return bad(format!("pue must be >= 1.0, got {}", book.pue));
         }
-        let gpu = book.gpus.iter().map(|g| (g.gpu_type.to_ascii_lowercase(), (g.price_per_hour, g.watts))).collect();
-        let region = book.regions.iter().map(|r| (r.region.clone(), r.carbon_intensity_g_per_kwh)).collect();
-        Ok(Enricher { book, defaults, model_cache: HashMap::new(), gpu, region })
+        let gpu = book
+            .gpus
+            .iter()
+            .map(|g| (g.gpu_type.to_ascii_lowercase(), (g.price_per_hour, g.watts)))
+            .collect();
+        let region = book
+            .regions
+            .iter()
+            .map(|r| (r.region.clone(), r.carbon_intensity_g_per_kwh))
+            .collect();
+        Ok(Enricher {
+            book,
+            defaults,
+            model_cache: HashMap::new(),
+            gpu,
+            region,
+        })
     }
 
     pub fn defaults(&self) -> &Defaults {
@@ -249,7 +284,11 @@ impl Enricher {
             .iter()
             .filter(|m| Some(m.pattern.as_str()) == best)
             .map(|m| Rates {
-                from_ms: m.effective_from.as_deref().and_then(parse_date_ms).unwrap_or(i64::MIN),
+                from_ms: m
+                    .effective_from
+                    .as_deref()
+                    .and_then(parse_date_ms)
+                    .unwrap_or(i64::MIN),
                 input: m.input_per_1k,
                 cached: m.cached_input_per_1k.unwrap_or(m.input_per_1k),
                 output: m.output_per_1k,
@@ -275,39 +314,79 @@ impl Enricher {
         }
         let list = &self.model_cache[model];
         // The last entry (defaults) applies from the beginning of time, so a match exists.
-        *list.iter().find(|r| r.from_ms <= ts_ms).unwrap_or(&list[list.len() - 1])
+        *list
+            .iter()
+            .find(|r| r.from_ms <= ts_ms)
+            .unwrap_or(&list[list.len() - 1])
     }
 
     /// Grid intensity for a region (g CO2e per kWh).
     pub fn intensity(&self, region: Option<&str>) -> f64 {
-        region.and_then(|r| self.region.get(r).copied()).unwrap_or(self.defaults.carbon_intensity_g_per_kwh)
+        region
+            .and_then(|r| self.region.get(r).copied())
+            .unwrap_or(self.defaults.carbon_intensity_g_per_kwh)
     }
 
     pub fn enrich(&mut self, e: &Event<'_>) -> Enriched {
         let (cost_usd, unit_cost_usd, energy_wh, gpu_hours, duration_ms) = match &e.body {
-            Body::Inference { model, input_tokens, output_tokens, cached_input_tokens, duration_ms, .. } => {
+            Body::Inference {
+                model,
+                input_tokens,
+                output_tokens,
+                cached_input_tokens,
+                duration_ms,
+                ..
+            } => {
                 let r = self.model_rates(model, e.ts_ms);
                 let uncached = (input_tokens - cached_input_tokens) as f64;
-                let cost = uncached / 1000.0 * r.input + *cached_input_tokens as f64 / 1000.0 * r.cached + *output_tokens as f64 / 1000.0 * r.output;
+                let cost = uncached / 1000.0 * r.input
+                    + *cached_input_tokens as f64 / 1000.0 * r.cached
+                    + *output_tokens as f64 / 1000.0 * r.output;
                 let energy = (input_tokens + output_tokens) as f64 / 1000.0 * r.energy;
                 (cost, cost, energy, 0.0, Some(*duration_ms))
             }
-            Body::Training { gpu_type, gpu_count, duration_hours, gpu_utilization, .. } => {
+            Body::Training {
+                gpu_type,
+                gpu_count,
+                duration_hours,
+                gpu_utilization,
+                ..
+            } => {
                 let (price, watts) = self
                     .gpu
                     .get(&gpu_type.to_ascii_lowercase())
                     .copied()
-                    .unwrap_or((self.defaults.compute_cost_per_hour, self.book.default_gpu_watts));
+                    .unwrap_or((
+                        self.defaults.compute_cost_per_hour,
+                        self.book.default_gpu_watts,
+                    ));
                 let gpu_hours = *gpu_count as f64 * duration_hours;
                 let cost = gpu_hours * price;
                 let energy = gpu_hours * watts * gpu_utilization.unwrap_or(1.0) * self.book.pue;
-                let unit = if gpu_hours > 0.0 { cost / gpu_hours } else { 0.0 };
-                (cost, unit, energy, gpu_hours, Some(duration_hours * 3_600_000.0))
+                let unit = if gpu_hours > 0.0 {
+                    cost / gpu_hours
+                } else {
+                    0.0
+                };
+                (
+                    cost,
+                    unit,
+                    energy,
+                    gpu_hours,
+                    Some(duration_hours * 3_600_000.0),
+                )
             }
             Body::Heartbeat { latency_ms, .. } => (0.0, 0.0, 0.0, 0.0, *latency_ms),
         };
         let carbon_g = energy_wh / 1000.0 * self.intensity(e.region.as_deref());
-        Enriched { cost_usd, unit_cost_usd, energy_wh, carbon_g, gpu_hours, duration_ms }
+        Enriched {
+            cost_usd,
+            unit_cost_usd,
+            energy_wh,
+            carbon_g,
+            gpu_hours,
+            duration_ms,
+        }
     }
 }
 

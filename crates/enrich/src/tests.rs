@@ -41,7 +41,10 @@ fn close(a: f64, b: f64) -> bool {
 fn inference_cost_uses_cached_price_and_effective_dates() {
     let mut en = Enricher::new(book(), Defaults::default()).expect("enricher");
     // 2024-01-01: before the newer entry takes effect.
-    let old = event(Kind::Inference, r#"{"event_id":"a","ts":"2024-01-01T00:00:00Z","tenant":"t","model":"gpt-4o-mini","input_tokens":2000,"cached_input_tokens":1000,"output_tokens":500,"duration_ms":10,"region":"eu-north-1"}"#);
+    let old = event(
+        Kind::Inference,
+        r#"{"event_id":"a","ts":"2024-01-01T00:00:00Z","tenant":"t","model":"gpt-4o-mini","input_tokens":2000,"cached_input_tokens":1000,"output_tokens":500,"duration_ms":10,"region":"eu-north-1"}"#,
+    );
     let r = en.enrich(&old);
     let cost = 1.0 * 0.0025 + 1.0 * 0.00125 + 0.5 * 0.01;
     assert!(close(r.cost_usd, cost), "{r:?}");
@@ -50,7 +53,10 @@ fn inference_cost_uses_cached_price_and_effective_dates() {
     assert!(close(r.carbon_g, 2.5 * 0.4 / 1000.0 * 30.0));
     assert_eq!(r.duration_ms, Some(10.0));
     // After 2024-06-01 the newer entry applies; its cached price defaults to its input price.
-    let new = event(Kind::Inference, r#"{"event_id":"b","ts":"2024-07-01T00:00:00Z","tenant":"t","model":"gpt-4o","input_tokens":2000,"cached_input_tokens":1000,"output_tokens":500,"duration_ms":10}"#);
+    let new = event(
+        Kind::Inference,
+        r#"{"event_id":"b","ts":"2024-07-01T00:00:00Z","tenant":"t","model":"gpt-4o","input_tokens":2000,"cached_input_tokens":1000,"output_tokens":500,"duration_ms":10}"#,
+    );
     let r = en.enrich(&new);
     assert!(close(r.cost_usd, 2.0 * 0.002 + 0.5 * 0.008), "{r:?}");
     // Energy falls back to the default, intensity to the default region value.
@@ -67,7 +73,10 @@ fn unknown_model_uses_env_defaults() {
     };
     let d = Defaults::from_lookup(env).expect("defaults");
     let mut en = Enricher::new(book(), d).expect("enricher");
-    let e = event(Kind::Inference, r#"{"event_id":"a","ts":1,"tenant":"t","model":"mystery","input_tokens":1000,"output_tokens":1000,"duration_ms":1}"#);
+    let e = event(
+        Kind::Inference,
+        r#"{"event_id":"a","ts":1,"tenant":"t","model":"mystery","input_tokens":1000,"output_tokens":1000,"duration_ms":1}"#,
+    );
     let r = en.enrich(&e);
     assert!(close(r.cost_usd, 0.03), "{r:?}");
     assert!(close(r.carbon_g, 2.0 * 0.3 / 1000.0 * 100.0));
@@ -76,20 +85,37 @@ fn unknown_model_uses_env_defaults() {
 #[test]
 fn seed_defaults_match_the_issue() {
     let d = Defaults::from_lookup(|_| None).expect("defaults");
-    assert_eq!((d.cost_per_1k_input_tokens, d.cost_per_1k_output_tokens, d.compute_cost_per_hour), (0.001, 0.002, 1.0));
+    assert_eq!(
+        (
+            d.cost_per_1k_input_tokens,
+            d.cost_per_1k_output_tokens,
+            d.compute_cost_per_hour
+        ),
+        (0.001, 0.002, 1.0)
+    );
 }
 
 #[test]
 fn malformed_env_is_an_error() {
-    let e = Defaults::from_lookup(|k| (k == "COMPUTE_COST_PER_HOUR").then(|| "cheap".to_string())).unwrap_err();
-    assert_eq!(e.to_string(), "environment variable COMPUTE_COST_PER_HOUR=\"cheap\" is not a non-negative number");
-    assert!(Defaults::from_lookup(|k| (k == "COMPUTE_COST_PER_HOUR").then(|| "-1".to_string())).is_err());
+    let e = Defaults::from_lookup(|k| (k == "COMPUTE_COST_PER_HOUR").then(|| "cheap".to_string()))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "environment variable COMPUTE_COST_PER_HOUR=\"cheap\" is not a non-negative number"
+    );
+    assert!(
+        Defaults::from_lookup(|k| (k == "COMPUTE_COST_PER_HOUR").then(|| "-1".to_string()))
+            .is_err()
+    );
 }
 
 #[test]
 fn training_cost_energy_and_carbon() {
     let mut en = Enricher::new(book(), Defaults::default()).expect("enricher");
-    let e = event(Kind::Training, r#"{"event_id":"t","ts":1,"tenant":"t","model":"llama","gpu_type":"h100","gpu_count":8,"duration_hours":2,"gpu_utilization":0.5,"region":"eu-north-1"}"#);
+    let e = event(
+        Kind::Training,
+        r#"{"event_id":"t","ts":1,"tenant":"t","model":"llama","gpu_type":"h100","gpu_count":8,"duration_hours":2,"gpu_utilization":0.5,"region":"eu-north-1"}"#,
+    );
     let r = en.enrich(&e);
     assert!(close(r.gpu_hours, 16.0));
     assert!(close(r.cost_usd, 64.0));
@@ -97,7 +123,10 @@ fn training_cost_energy_and_carbon() {
     assert!(close(r.energy_wh, 16.0 * 700.0 * 0.5 * 1.5));
     assert!(close(r.carbon_g, 16.0 * 700.0 * 0.5 * 1.5 / 1000.0 * 30.0));
     // Unknown GPU: COMPUTE_COST_PER_HOUR and the book's default watts; utilization 1.
-    let u = event(Kind::Training, r#"{"event_id":"u","ts":1,"tenant":"t","model":"llama","gpu_type":"tpu","gpu_count":1,"duration_hours":1}"#);
+    let u = event(
+        Kind::Training,
+        r#"{"event_id":"u","ts":1,"tenant":"t","model":"llama","gpu_type":"tpu","gpu_count":1,"duration_hours":1}"#,
+    );
     let r = en.enrich(&u);
     assert!(close(r.cost_usd, 1.0));
     assert!(close(r.energy_wh, 300.0 * 1.5));
@@ -106,9 +135,18 @@ fn training_cost_energy_and_carbon() {
 #[test]
 fn heartbeat_carries_latency_and_no_cost() {
     let mut en = Enricher::new(book(), Defaults::default()).expect("enricher");
-    let e = event(Kind::Heartbeat, r#"{"event_id":"h","ts":1,"tenant":"t","node_id":"n","region":"r","latency_ms":42}"#);
+    let e = event(
+        Kind::Heartbeat,
+        r#"{"event_id":"h","ts":1,"tenant":"t","node_id":"n","region":"r","latency_ms":42}"#,
+    );
     let r = en.enrich(&e);
-    assert_eq!(r, Enriched { duration_ms: Some(42.0), ..Enriched::default() });
+    assert_eq!(
+        r,
+        Enriched {
+            duration_ms: Some(42.0),
+            ..Enriched::default()
+        }
+    );
 }
 
 #[test]
@@ -146,6 +184,9 @@ fn the_most_specific_pattern_wins_over_a_newer_generic_one() {
         energy_wh_per_1k: None,
     });
     let mut en = Enricher::new(b, Defaults::default()).expect("enricher");
-    let e = event(Kind::Inference, r#"{"event_id":"a","ts":"2025-01-01T00:00:00Z","tenant":"t","model":"gpt-4o-mini","input_tokens":1000,"output_tokens":1000,"duration_ms":1}"#);
+    let e = event(
+        Kind::Inference,
+        r#"{"event_id":"a","ts":"2025-01-01T00:00:00Z","tenant":"t","model":"gpt-4o-mini","input_tokens":1000,"output_tokens":1000,"duration_ms":1}"#,
+    );
     assert!(close(en.enrich(&e).cost_usd, 0.0003));
 }

@@ -72,7 +72,10 @@ pub enum DecodeError {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
-    DecodeError::Invalid { field, reason: reason.into() }
+    DecodeError::Invalid {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// Cost tags carried in `tags`.
@@ -149,27 +152,44 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+        Limits {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
     }
 }
 
 /// Decode and validate one message read from a topic that carries `topic_kind`
 /// events. An explicit `kind` field must agree with the topic.
-pub fn decode<'a>(bytes: &'a [u8], topic_kind: Kind, limits: &Limits) -> Result<Event<'a>, DecodeError> {
+pub fn decode<'a>(
+    bytes: &'a [u8],
+    topic_kind: Kind,
+    limits: &Limits,
+) -> Result<Event<'a>, DecodeError> {
     if bytes.len() > limits.max_message_bytes {
-        return Err(DecodeError::TooLarge { size: bytes.len(), max: limits.max_message_bytes });
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            max: limits.max_message_bytes,
+        });
     }
-    let wire: Wire<'a> = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let wire: Wire<'a> =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
     wire.validate(topic_kind)
 }
 
 /// Decode a message whose kind is given by its own `kind` field (HTTP ingest of
 /// mixed kinds, tests). A message without `kind` is rejected.
-pub fn decode_self_described<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Event<'a>, DecodeError> {
+pub fn decode_self_described<'a>(
+    bytes: &'a [u8],
+    limits: &Limits,
+) -> Result<Event<'a>, DecodeError> {
     if bytes.len() > limits.max_message_bytes {
-        return Err(DecodeError::TooLarge { size: bytes.len(), max: limits.max_message_bytes });
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            max: limits.max_message_bytes,
+        });
     }
-    let wire: Wire<'a> = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let wire: Wire<'a> =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
     let kind = match &wire.kind {
         None => return Err(DecodeError::Missing("kind")),
         Some(Text(k)) => Kind::parse(k).ok_or_else(|| DecodeError::UnknownKind(k.to_string()))?,
@@ -237,7 +257,10 @@ fn ident<'a>(v: Option<Text<'a>>, field: &'static str) -> Result<Cow<'a, str>, D
     Ok(s)
 }
 
-fn opt_ident<'a>(v: Option<Text<'a>>, field: &'static str) -> Result<Option<Cow<'a, str>>, DecodeError> {
+fn opt_ident<'a>(
+    v: Option<Text<'a>>,
+    field: &'static str,
+) -> Result<Option<Cow<'a, str>>, DecodeError> {
     match v {
         Some(Text(s)) => {
             check_text(&s, field)?;
@@ -252,7 +275,10 @@ fn check_text(s: &str, field: &'static str) -> Result<(), DecodeError> {
         return Err(invalid(field, "must not be empty"));
     }
     if s.len() > MAX_ID_BYTES {
-        return Err(invalid(field, format!("is {} bytes, longer than {MAX_ID_BYTES}", s.len())));
+        return Err(invalid(
+            field,
+            format!("is {} bytes, longer than {MAX_ID_BYTES}", s.len()),
+        ));
     }
     Ok(())
 }
@@ -262,7 +288,10 @@ impl<'a> Wire<'a> {
         if let Some(Text(k)) = &self.kind {
             let found = Kind::parse(k).ok_or_else(|| DecodeError::UnknownKind(k.to_string()))?;
             if found != topic_kind {
-                return Err(DecodeError::KindMismatch { expected: topic_kind, found });
+                return Err(DecodeError::KindMismatch {
+                    expected: topic_kind,
+                    found,
+                });
             }
         }
         let event_id = ident(self.event_id, "event_id")?;
@@ -273,8 +302,10 @@ impl<'a> Wire<'a> {
         let node_id = opt_ident(self.node_id, "node_id")?;
         let body = match topic_kind {
             Kind::Inference => {
-                let input_tokens = required(self.input_tokens, "input_tokens")?.count("input_tokens")?;
-                let output_tokens = required(self.output_tokens, "output_tokens")?.count("output_tokens")?;
+                let input_tokens =
+                    required(self.input_tokens, "input_tokens")?.count("input_tokens")?;
+                let output_tokens =
+                    required(self.output_tokens, "output_tokens")?.count("output_tokens")?;
                 let cached_input_tokens = match self.cached_input_tokens {
                     Some(n) => n.count("cached_input_tokens")?,
                     None => 0,
@@ -282,7 +313,9 @@ impl<'a> Wire<'a> {
                 if cached_input_tokens > input_tokens {
                     return Err(invalid(
                         "cached_input_tokens",
-                        format!("({cached_input_tokens}) is larger than input_tokens ({input_tokens})"),
+                        format!(
+                            "({cached_input_tokens}) is larger than input_tokens ({input_tokens})"
+                        ),
                     ));
                 }
                 Body::Inference {
@@ -290,7 +323,8 @@ impl<'a> Wire<'a> {
                     input_tokens,
                     output_tokens,
                     cached_input_tokens,
-                    duration_ms: required(self.duration_ms, "duration_ms")?.non_negative("duration_ms")?,
+                    duration_ms: required(self.duration_ms, "duration_ms")?
+                        .non_negative("duration_ms")?,
                     status: self.status.map(|t| t.0),
                 }
             }
@@ -303,7 +337,8 @@ impl<'a> Wire<'a> {
                     model: ident(self.model, "model")?,
                     gpu_type: ident(self.gpu_type, "gpu_type")?,
                     gpu_count,
-                    duration_hours: required(self.duration_hours, "duration_hours")?.non_negative("duration_hours")?,
+                    duration_hours: required(self.duration_hours, "duration_hours")?
+                        .non_negative("duration_hours")?,
                     gpu_utilization: opt_ratio(self.gpu_utilization, "gpu_utilization")?,
                 }
             }
@@ -324,7 +359,15 @@ impl<'a> Wire<'a> {
                 }
             }
         };
-        Ok(Event { event_id, ts_ms, tenant, tags, region, node_id, body })
+        Ok(Event {
+            event_id,
+            ts_ms,
+            tenant,
+            tags,
+            region,
+            node_id,
+            body,
+        })
     }
 }
 
@@ -338,7 +381,10 @@ fn opt_ratio(v: Option<Num>, field: &'static str) -> Result<Option<f64>, DecodeE
         Some(n) => {
             let x = n.non_negative(field)?;
             if x > 1.0 {
-                return Err(invalid(field, format!("is {x}, expected a ratio between 0 and 1")));
+                return Err(invalid(
+                    field,
+                    format!("is {x}, expected a ratio between 0 and 1"),
+                ));
             }
             Ok(Some(x))
         }
@@ -366,9 +412,17 @@ impl Num {
     fn count(self, field: &'static str) -> Result<u64, DecodeError> {
         match self {
             Num::U(u) => Ok(u),
-            Num::I(i) => Err(invalid(field, format!("is {i}, expected a non-negative integer"))),
-            Num::F(f) if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= MAX_EXACT_INT => Ok(f as u64),
-            Num::F(f) => Err(invalid(field, format!("is {f}, expected a non-negative integer"))),
+            Num::I(i) => Err(invalid(
+                field,
+                format!("is {i}, expected a non-negative integer"),
+            )),
+            Num::F(f) if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= MAX_EXACT_INT => {
+                Ok(f as u64)
+            }
+            Num::F(f) => Err(invalid(
+                field,
+                format!("is {f}, expected a non-negative integer"),
+            )),
         }
     }
 
@@ -378,7 +432,10 @@ impl Num {
             return Err(invalid(field, "must be a finite number"));
         }
         if x < 0.0 {
-            return Err(invalid(field, format!("is {x}, expected a non-negative number")));
+            return Err(invalid(
+                field,
+                format!("is {x}, expected a non-negative number"),
+            ));
         }
         Ok(x)
     }
@@ -441,17 +498,25 @@ impl Ts<'_> {
     fn to_millis(&self) -> Result<i64, DecodeError> {
         match self {
             Ts::Millis(n) => {
-                let ms = n.count("ts").map_err(|_| invalid("ts", "must be epoch milliseconds (a non-negative integer) or RFC 3339 text"))?;
+                let ms = n.count("ts").map_err(|_| {
+                    invalid(
+                        "ts",
+                        "must be epoch milliseconds (a non-negative integer) or RFC 3339 text",
+                    )
+                })?;
                 i64::try_from(ms).map_err(|_| invalid("ts", "is out of range"))
             }
-            Ts::Text(s) => parse_rfc3339_millis(s).ok_or_else(|| invalid("ts", format!("`{s}` is not RFC 3339 date-time text"))),
+            Ts::Text(s) => parse_rfc3339_millis(s)
+                .ok_or_else(|| invalid("ts", format!("`{s}` is not RFC 3339 date-time text"))),
         }
     }
 }
 
 /// Parse RFC 3339 (`2026-11-22T05:57:15.123Z`, `...+01:00`) to epoch millis.
 pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Ts<'a> {
@@ -466,7 +531,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Ts<'a> {
                 Ok(Ts::Millis(Num::U(v)))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ts<'de>, E> {
-                Ok(Ts::Millis(if v >= 0 { Num::U(v as u64) } else { Num::I(v) }))
+                Ok(Ts::Millis(if v >= 0 {
+                    Num::U(v as u64)
+                } else {
+                    Num::I(v)
+                }))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ts<'de>, E> {
                 Ok(Ts::Millis(Num::F(v)))
@@ -494,12 +563,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Tags<'a> {
                 let mut tags = Tags::default();
                 while let Some(key) = map.next_key::<Text<'de>>()? {
                     let key = key.0;
-                    let value: Cow<'de, str> = map
-                        .next_value::<Text<'de>>()
-                        .map(|t| t.0)
-                        .map_err(|_| de::Error::custom(format_args!("tag `{key}` must be a string")))?;
+                    let value: Cow<'de, str> =
+                        map.next_value::<Text<'de>>().map(|t| t.0).map_err(|_| {
+                            de::Error::custom(format_args!("tag `{key}` must be a string"))
+                        })?;
                     if value.len() > MAX_ID_BYTES {
-                        return Err(de::Error::custom(format_args!("tag `{key}` is longer than {MAX_ID_BYTES} bytes")));
+                        return Err(de::Error::custom(format_args!(
+                            "tag `{key}` is longer than {MAX_ID_BYTES} bytes"
+                        )));
                     }
                     let slot = match key.as_ref() {
                         "team" => &mut tags.team,

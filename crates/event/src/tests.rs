@@ -15,8 +15,17 @@ fn decodes_a_valid_inference_event_borrowing_its_strings() {
     assert!(matches!(e.event_id, Cow::Borrowed(_)));
     assert!(matches!(e.tags.team, Some(Cow::Borrowed(_))));
     match e.body {
-        Body::Inference { input_tokens, output_tokens, cached_input_tokens, duration_ms, .. } => {
-            assert_eq!((input_tokens, output_tokens, cached_input_tokens), (1200, 300, 200));
+        Body::Inference {
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            duration_ms,
+            ..
+        } => {
+            assert_eq!(
+                (input_tokens, output_tokens, cached_input_tokens),
+                (1200, 300, 200)
+            );
             assert_eq!(duration_ms, 812.5);
         }
         other => panic!("wrong body {other:?}"),
@@ -53,7 +62,10 @@ fn both_name_and_alias_is_a_duplicate() {
 #[test]
 fn rejects_negative_and_fractional_token_counts() {
     let neg = inf(&OK.replace("\"input_tokens\":1200", "\"input_tokens\":-1")).unwrap_err();
-    assert_eq!(neg.to_string(), "field `input_tokens` is -1, expected a non-negative integer");
+    assert_eq!(
+        neg.to_string(),
+        "field `input_tokens` is -1, expected a non-negative integer"
+    );
     let frac = inf(&OK.replace("\"output_tokens\":300", "\"output_tokens\":1.5")).unwrap_err();
     assert!(frac.to_string().contains("output_tokens"), "{frac}");
     // An integral float is still an integer.
@@ -64,20 +76,39 @@ fn rejects_negative_and_fractional_token_counts() {
 
 #[test]
 fn rejects_cached_tokens_above_input() {
-    let e = inf(&OK.replace("\"cached_input_tokens\":200", "\"cached_input_tokens\":5000")).unwrap_err();
+    let e = inf(&OK.replace(
+        "\"cached_input_tokens\":200",
+        "\"cached_input_tokens\":5000",
+    ))
+    .unwrap_err();
     assert!(e.to_string().contains("cached_input_tokens"), "{e}");
 }
 
 #[test]
 fn rejects_missing_required_fields() {
-    for field in ["event_id", "tenant", "model", "input_tokens", "output_tokens", "duration_ms", "ts"] {
+    for field in [
+        "event_id",
+        "tenant",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "duration_ms",
+        "ts",
+    ] {
         let mut v: serde_json::Value = serde_json::from_str(OK).expect("json");
         v.as_object_mut().expect("object").remove(field);
         let text = v.to_string();
-        assert_eq!(inf(&text).unwrap_err(), DecodeError::Missing(field), "{field}");
+        assert_eq!(
+            inf(&text).unwrap_err(),
+            DecodeError::Missing(field),
+            "{field}"
+        );
     }
     let hb = r#"{"event_id":"h","ts":1,"tenant":"t","node_id":"n1"}"#;
-    assert_eq!(decode(hb.as_bytes(), Kind::Heartbeat, &Limits::default()).unwrap_err(), DecodeError::Missing("region"));
+    assert_eq!(
+        decode(hb.as_bytes(), Kind::Heartbeat, &Limits::default()).unwrap_err(),
+        DecodeError::Missing("region")
+    );
 }
 
 #[test]
@@ -96,18 +127,32 @@ fn rejects_non_finite_and_out_of_range_numbers() {
 #[test]
 fn rejects_unknown_and_mismatched_kinds() {
     let unknown = OK.replacen('{', r#"{"kind":"billing","#, 1);
-    assert_eq!(inf(&unknown).unwrap_err(), DecodeError::UnknownKind("billing".into()));
+    assert_eq!(
+        inf(&unknown).unwrap_err(),
+        DecodeError::UnknownKind("billing".into())
+    );
     let other = OK.replacen('{', r#"{"kind":"training","#, 1);
-    assert_eq!(inf(&other).unwrap_err(), DecodeError::KindMismatch { expected: Kind::Inference, found: Kind::Training });
+    assert_eq!(
+        inf(&other).unwrap_err(),
+        DecodeError::KindMismatch {
+            expected: Kind::Inference,
+            found: Kind::Training
+        }
+    );
     let same = OK.replacen('{', r#"{"kind":"inference","#, 1);
     assert!(inf(&same).is_ok());
-    assert_eq!(decode_self_described(OK.as_bytes(), &Limits::default()).unwrap_err(), DecodeError::Missing("kind"));
+    assert_eq!(
+        decode_self_described(OK.as_bytes(), &Limits::default()).unwrap_err(),
+        DecodeError::Missing("kind")
+    );
     assert!(decode_self_described(same.as_bytes(), &Limits::default()).is_ok());
 }
 
 #[test]
 fn rejects_oversize_messages_before_parsing() {
-    let limits = Limits { max_message_bytes: 64 };
+    let limits = Limits {
+        max_message_bytes: 64,
+    };
     let e = decode(OK.as_bytes(), Kind::Inference, &limits).unwrap_err();
     assert!(matches!(e, DecodeError::TooLarge { max: 64, .. }));
 }

@@ -14,7 +14,9 @@ use crate::{client_config, kafka, IngestError};
 /// Block until the broker answers a metadata request, retrying with
 /// exponential backoff (capped at 5 s) for at most `max_wait`.
 pub fn wait_for_broker(cfg: &Config, max_wait: Duration) -> Result<(), IngestError> {
-    let probe: BaseConsumer = client_config(cfg).create().map_err(kafka("create client"))?;
+    let probe: BaseConsumer = client_config(cfg)
+        .create()
+        .map_err(kafka("create client"))?;
     let start = Instant::now();
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -25,7 +27,11 @@ pub fn wait_for_broker(cfg: &Config, max_wait: Duration) -> Result<(), IngestErr
             }
             Err(e) => {
                 if start.elapsed() >= max_wait {
-                    return Err(IngestError::BrokerUnreachable { brokers: cfg.kafka.brokers.clone(), waited: start.elapsed(), last: e.to_string() });
+                    return Err(IngestError::BrokerUnreachable {
+                        brokers: cfg.kafka.brokers.clone(),
+                        waited: start.elapsed(),
+                        last: e.to_string(),
+                    });
                 }
                 warn!(brokers = %cfg.kafka.brokers, error = %e, retry_in_ms = backoff.as_millis() as u64, "broker not reachable yet");
                 std::thread::sleep(backoff);
@@ -37,22 +43,38 @@ pub fn wait_for_broker(cfg: &Config, max_wait: Duration) -> Result<(), IngestErr
 
 /// Create the event, dead-letter topics if they do not exist.
 pub async fn ensure_topics(cfg: &Config) -> Result<(), IngestError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg).create().map_err(kafka("create admin client"))?;
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg)
+        .create()
+        .map_err(kafka("create admin client"))?;
     let t = &cfg.topics;
     let names = [&t.inference, &t.training, &t.heartbeat, &t.dlq];
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, cfg.kafka.partitions, TopicReplication::Fixed(cfg.kafka.replication_factor)))
+        .map(|n| {
+            NewTopic::new(
+                n,
+                cfg.kafka.partitions,
+                TopicReplication::Fixed(cfg.kafka.replication_factor),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin.create_topics(topics.iter(), &opts).await.map_err(kafka("create topics"))?;
+    let results = admin
+        .create_topics(topics.iter(), &opts)
+        .await
+        .map_err(kafka("create topics"))?;
     for r in results {
         match r {
             Ok(name) => info!(topic = %name, partitions = cfg.kafka.partitions, "created topic"),
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => tracing::debug!(topic = %name, "topic exists"),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic = %name, "topic exists")
+            }
             Err((name, code)) => {
-                return Err(IngestError::Kafka { op: "create topic", source: rdkafka::error::KafkaError::AdminOp(code) })
-                    .inspect_err(|_| warn!(topic = %name, error = %code, "cannot create topic"));
+                return Err(IngestError::Kafka {
+                    op: "create topic",
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                })
+                .inspect_err(|_| warn!(topic = %name, error = %code, "cannot create topic"));
             }
         }
     }

@@ -20,9 +20,16 @@ pub use worker::{run_pipeline, RunOptions, RunOutcome};
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("kafka {op}: {source}")]
-    Kafka { op: &'static str, source: rdkafka::error::KafkaError },
+    Kafka {
+        op: &'static str,
+        source: rdkafka::error::KafkaError,
+    },
     #[error("broker not reachable at {brokers} after {waited:?}: {last}")]
-    BrokerUnreachable { brokers: String, waited: Duration, last: String },
+    BrokerUnreachable {
+        brokers: String,
+        waited: Duration,
+        last: String,
+    },
     #[error("writing output: {0}")]
     Output(#[from] tollgate_rollup::RollupError),
     #[error("dead-letter delivery failed: {0}")]

@@ -10,8 +10,23 @@ use tollgate_event::Kind;
 
 use crate::{client_config, kafka, IngestError};
 
-const MODELS: [&str; 8] = ["gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "llama-3.1-70b-instruct", "mistral-large", "gpt-4o-2024-08-06", "claude-3-7-sonnet", "phi-4"];
-const REGIONS: [&str; 5] = ["us-east-1", "us-west-2", "eu-west-1", "eu-north-1", "ap-southeast-1"];
+const MODELS: [&str; 8] = [
+    "gpt-4o",
+    "gpt-4o-mini",
+    "claude-3-5-sonnet",
+    "llama-3.1-70b-instruct",
+    "mistral-large",
+    "gpt-4o-2024-08-06",
+    "claude-3-7-sonnet",
+    "phi-4",
+];
+const REGIONS: [&str; 5] = [
+    "us-east-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-north-1",
+    "ap-southeast-1",
+];
 const GPUS: [&str; 3] = ["h100", "a100", "l4"];
 const ENVS: [&str; 3] = ["prod", "staging", "dev"];
 
@@ -35,7 +50,17 @@ pub struct LoadSpec {
 
 impl Default for LoadSpec {
     fn default() -> Self {
-        LoadSpec { count: 10_000, teams: 8, models: 4, tenants: 2, seed: 1, start_ms: 0, span_ms: 600_000, duplicate_ratio: 0.0, other_kinds_ratio: 0.05 }
+        LoadSpec {
+            count: 10_000,
+            teams: 8,
+            models: 4,
+            tenants: 2,
+            seed: 1,
+            start_ms: 0,
+            span_ms: 600_000,
+            duplicate_ratio: 0.0,
+            other_kinds_ratio: 0.05,
+        }
     }
 }
 
@@ -77,7 +102,12 @@ pub struct Generator {
 impl Generator {
     pub fn new(spec: LoadSpec) -> Self {
         let rng = Rng(spec.seed);
-        Generator { spec, rng, i: 0, last: None }
+        Generator {
+            spec,
+            rng,
+            i: 0,
+            last: None,
+        }
     }
 }
 
@@ -91,7 +121,11 @@ impl Iterator for Generator {
         self.i += 1;
         if self.rng.unit() < self.spec.duplicate_ratio {
             if let Some(last) = &self.last {
-                return Some(Generated { kind: last.kind, key: last.key.clone(), payload: last.payload.clone() });
+                return Some(Generated {
+                    kind: last.kind,
+                    key: last.key.clone(),
+                    payload: last.payload.clone(),
+                });
             }
         }
         let s = &self.spec;
@@ -104,22 +138,47 @@ impl Iterator for Generator {
         let region = REGIONS[r.below(REGIONS.len() as u64) as usize];
         let model = MODELS[r.below(s.models.clamp(1, MODELS.len() as u32) as u64) as usize];
         let roll = r.unit();
-        let common = format!(r#""event_id":"ev-{}-{n}","ts":{ts},"tenant":"tenant-{tenant}","tags":{{"team":"team-{team}","environment":"{env}"}},"region":"{region}""#, s.seed);
+        let common = format!(
+            r#""event_id":"ev-{}-{n}","ts":{ts},"tenant":"tenant-{tenant}","tags":{{"team":"team-{team}","environment":"{env}"}},"region":"{region}""#,
+            s.seed
+        );
         let (kind, body) = if roll < s.other_kinds_ratio {
             let gpu = GPUS[r.below(GPUS.len() as u64) as usize];
-            let body = format!(r#""model":"{model}","gpu_type":"{gpu}","gpu_count":{},"duration_hours":{:.3},"gpu_utilization":{:.2}"#, 1 + r.below(8), 0.05 + r.unit(), 0.3 + 0.7 * r.unit());
+            let body = format!(
+                r#""model":"{model}","gpu_type":"{gpu}","gpu_count":{},"duration_hours":{:.3},"gpu_utilization":{:.2}"#,
+                1 + r.below(8),
+                0.05 + r.unit(),
+                0.3 + 0.7 * r.unit()
+            );
             (Kind::Training, body)
         } else if roll < 2.0 * s.other_kinds_ratio {
-            let body = format!(r#""node_id":"node-{}","latency_ms":{:.1},"uptime_ratio":{:.4},"proof_ok":true"#, r.below(64), 5.0 + 200.0 * r.unit(), 0.95 + 0.05 * r.unit());
+            let body = format!(
+                r#""node_id":"node-{}","latency_ms":{:.1},"uptime_ratio":{:.4},"proof_ok":true"#,
+                r.below(64),
+                5.0 + 200.0 * r.unit(),
+                0.95 + 0.05 * r.unit()
+            );
             (Kind::Heartbeat, body)
         } else {
             let input = 50 + r.below(4000);
             let cached = if r.below(4) == 0 { r.below(input) } else { 0 };
-            let body = format!(r#""model":"{model}","input_tokens":{input},"cached_input_tokens":{cached},"output_tokens":{},"duration_ms":{:.1}"#, 10 + r.below(1500), 50.0 + 3000.0 * r.unit());
+            let body = format!(
+                r#""model":"{model}","input_tokens":{input},"cached_input_tokens":{cached},"output_tokens":{},"duration_ms":{:.1}"#,
+                10 + r.below(1500),
+                50.0 + 3000.0 * r.unit()
+            );
             (Kind::Inference, body)
         };
-        let g = Generated { kind, key: format!("tenant-{tenant}/team-{team}"), payload: format!("{{{common},{body}}}") };
-        self.last = Some(Generated { kind, key: g.key.clone(), payload: g.payload.clone() });
+        let g = Generated {
+            kind,
+            key: format!("tenant-{tenant}/team-{team}"),
+            payload: format!("{{{common},{body}}}"),
+        };
+        self.last = Some(Generated {
+            kind,
+            key: g.key.clone(),
+            payload: g.payload.clone(),
+        });
         Some(g)
     }
 }
@@ -127,7 +186,12 @@ impl Iterator for Generator {
 /// Produce a generated stream to the configured topics with an idempotent
 /// producer keyed by tenant/team. `rate` = 0 means as fast as possible.
 /// `progress` is called about once a second with the number sent.
-pub fn produce(cfg: &Config, spec: LoadSpec, rate: u64, mut progress: impl FnMut(u64)) -> Result<u64, IngestError> {
+pub fn produce(
+    cfg: &Config,
+    spec: LoadSpec,
+    rate: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, IngestError> {
     let mut pc = client_config(cfg);
     pc.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -151,7 +215,9 @@ pub fn produce(cfg: &Config, spec: LoadSpec, rate: u64, mut progress: impl FnMut
                 std::thread::sleep(wait);
             }
         }
-        let mut record = BaseRecord::<str, str>::to(topic(g.kind)).key(&g.key).payload(&g.payload);
+        let mut record = BaseRecord::<str, str>::to(topic(g.kind))
+            .key(&g.key)
+            .payload(&g.payload);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -159,7 +225,12 @@ pub fn produce(cfg: &Config, spec: LoadSpec, rate: u64, mut progress: impl FnMut
                     record = r;
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err((e, _)) => return Err(IngestError::Kafka { op: "produce", source: e }),
+                Err((e, _)) => {
+                    return Err(IngestError::Kafka {
+                        op: "produce",
+                        source: e,
+                    })
+                }
             }
         }
         sent += 1;
@@ -168,7 +239,9 @@ pub fn produce(cfg: &Config, spec: LoadSpec, rate: u64, mut progress: impl FnMut
             progress(sent);
         }
     }
-    producer.flush(Duration::from_secs(120)).map_err(kafka("flush producer"))?;
+    producer
+        .flush(Duration::from_secs(120))
+        .map_err(kafka("flush producer"))?;
     progress(sent);
     Ok(sent)
 }
@@ -180,7 +253,13 @@ mod tests {
 
     #[test]
     fn generated_events_are_valid_deterministic_and_spread_over_the_span() {
-        let spec = LoadSpec { count: 2_000, duplicate_ratio: 0.1, start_ms: 1_000_000, span_ms: 600_000, ..LoadSpec::default() };
+        let spec = LoadSpec {
+            count: 2_000,
+            duplicate_ratio: 0.1,
+            start_ms: 1_000_000,
+            span_ms: 600_000,
+            ..LoadSpec::default()
+        };
         let a: Vec<Generated> = Generator::new(spec.clone()).collect();
         let b: Vec<Generated> = Generator::new(spec).collect();
         assert_eq!(a.len(), 2_000);
@@ -194,6 +273,10 @@ mod tests {
             ids.insert(e.event_id.to_string());
         }
         assert_eq!(kinds.len(), 3, "all kinds appear");
-        assert!(ids.len() < 1_950 && ids.len() > 1_700, "about 10% duplicates: {} unique", ids.len());
+        assert!(
+            ids.len() < 1_950 && ids.len() > 1_700,
+            "about 10% duplicates: {} unique",
+            ids.len()
+        );
     }
 }

@@ -45,7 +45,11 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { exit_when_idle: false, stop: Arc::new(AtomicBool::new(false)), late_batch: 10_000 }
+        RunOptions {
+            exit_when_idle: false,
+            stop: Arc::new(AtomicBool::new(false)),
+            late_batch: 10_000,
+        }
     }
 }
 
@@ -125,30 +129,47 @@ struct Worker<'a> {
 /// Run the pipeline until stopped (or drained, with `exit_when_idle`).
 /// Returns an error for conditions a restart may cure (the caller retries
 /// with backoff); bad input never returns an error, it is dead-lettered.
-pub fn run_pipeline(cfg: &Config, opts: &RunOptions, stats: &Stats) -> Result<RunOutcome, IngestError> {
+pub fn run_pipeline(
+    cfg: &Config,
+    opts: &RunOptions,
+    stats: &Stats,
+) -> Result<RunOutcome, IngestError> {
     let mut cc = client_config(cfg);
     cc.set("group.id", &cfg.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", cfg.kafka.fetch_wait_max_ms.to_string())
-        .set("session.timeout.ms", cfg.kafka.session_timeout_ms.to_string());
-    let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx::default()).map_err(kafka("create consumer"))?;
+        .set(
+            "session.timeout.ms",
+            cfg.kafka.session_timeout_ms.to_string(),
+        );
+    let consumer: BaseConsumer<Ctx> = cc
+        .create_with_context(Ctx::default())
+        .map_err(kafka("create consumer"))?;
     let topics: Vec<&str> = cfg.topics.sources().iter().map(|(t, _)| *t).collect();
     consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
 
     let mut pc = client_config(cfg);
-    pc.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("message.timeout.ms", "60000");
-    let dlq: ThreadedProducer<DlqCtx> = pc.create_with_context(DlqCtx::default()).map_err(kafka("create dead-letter producer"))?;
+    pc.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000");
+    let dlq: ThreadedProducer<DlqCtx> = pc
+        .create_with_context(DlqCtx::default())
+        .map_err(kafka("create dead-letter producer"))?;
 
-    let enricher = Enricher::new(cfg.pricing.clone(), cfg.defaults.clone()).map_err(|e| IngestError::Config(e.to_string()))?;
+    let enricher = Enricher::new(cfg.pricing.clone(), cfg.defaults.clone())
+        .map_err(|e| IngestError::Config(e.to_string()))?;
     let mut w = Worker {
         cfg,
         opts,
         stats,
         dlq,
         enricher,
-        limits: Limits { max_message_bytes: cfg.limits.max_message_bytes },
+        limits: Limits {
+            max_message_bytes: cfg.limits.max_message_bytes,
+        },
         parts: Vec::new(),
         last_commit: Instant::now(),
         commit_due: false,
@@ -192,11 +213,17 @@ impl Worker<'_> {
         if let Some(code) = e.rdkafka_error_code() {
             use rdkafka::types::RDKafkaErrorCode as C;
             if matches!(code, C::Fatal) {
-                return Err(IngestError::Kafka { op: "consume", source: e });
+                return Err(IngestError::Kafka {
+                    op: "consume",
+                    source: e,
+                });
             }
         }
         // librdkafka reconnects by itself; say so once every 10 s, not per poll.
-        if self.last_broker_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+        if self
+            .last_broker_error
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
             warn!(error = %e, "kafka consumer error (retrying)");
             self.last_broker_error = Some(Instant::now());
         }
@@ -204,16 +231,35 @@ impl Worker<'_> {
     }
 
     fn apply_revocations(&mut self, consumer: &BaseConsumer<Ctx>) {
-        let revoked = std::mem::take(&mut *consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
+        let revoked = std::mem::take(
+            &mut *consumer
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         if revoked.is_empty() {
             return;
         }
         // Their unwritten state is rebuilt by whoever owns them next, from the committed offset.
-        self.parts.retain(|p| !revoked.iter().any(|(t, n)| *t == p.topic && *n == p.partition));
+        self.parts.retain(|p| {
+            !revoked
+                .iter()
+                .any(|(t, n)| *t == p.topic && *n == p.partition)
+        });
     }
 
-    fn part_index(&mut self, consumer: &BaseConsumer<Ctx>, topic: &str, partition: i32) -> Result<usize, IngestError> {
-        if let Some(i) = self.parts.iter().position(|p| p.partition == partition && p.topic == topic) {
+    fn part_index(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        topic: &str,
+        partition: i32,
+    ) -> Result<usize, IngestError> {
+        if let Some(i) = self
+            .parts
+            .iter()
+            .position(|p| p.partition == partition && p.topic == topic)
+        {
             return Ok(i);
         }
         let part = self.restore(consumer, topic, partition)?;
@@ -222,12 +268,22 @@ impl Worker<'_> {
     }
 
     /// Rebuild a partition's state from its committed offset and the rollup tree.
-    fn restore(&self, consumer: &BaseConsumer<Ctx>, topic: &str, partition: i32) -> Result<Part, IngestError> {
-        let kind = self.cfg.topics.kind_of(topic).ok_or_else(|| IngestError::Config(format!("message from unexpected topic {topic}")))?;
+    fn restore(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Part, IngestError> {
+        let kind =
+            self.cfg.topics.kind_of(topic).ok_or_else(|| {
+                IngestError::Config(format!("message from unexpected topic {topic}"))
+            })?;
         let _span = info_span!("restore", topic, partition).entered();
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition);
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).map_err(kafka("read committed offset"))?;
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(kafka("read committed offset"))?;
         let (offset, metadata) = committed
             .find_partition(topic, partition)
             .map(|e| (e.offset(), e.metadata().to_string()))
@@ -238,17 +294,39 @@ impl Worker<'_> {
                     warn!(%reason, "committed offset has no tollgate watermark; late-event classification restarts from the replay");
                     None
                 });
-                Checkpoint { offset: o, watermark_ms: wm }
+                Checkpoint {
+                    offset: o,
+                    watermark_ms: wm,
+                }
             }
-            _ => Checkpoint { offset: 0, watermark_ms: None },
+            _ => Checkpoint {
+                offset: 0,
+                watermark_ms: None,
+            },
         };
         let spec = self.cfg.window_spec();
-        let src = Source { kind: kind.as_str(), topic, partition };
-        let since = checkpoint.watermark_ms.map(|wm| wm.saturating_sub(spec.size_ms));
+        let src = Source {
+            kind: kind.as_str(),
+            topic,
+            partition,
+        };
+        let since = checkpoint
+            .watermark_ms
+            .map(|wm| wm.saturating_sub(spec.size_ms));
         let written = tollgate_rollup::scan_written(&self.cfg.output.rollup_dir, src, since)?;
-        let removed = tollgate_rollup::remove_late_from(&self.cfg.output.late_dir, topic, partition, checkpoint.offset)?;
+        let removed = tollgate_rollup::remove_late_from(
+            &self.cfg.output.late_dir,
+            topic,
+            partition,
+            checkpoint.offset,
+        )?;
         info!(offset = checkpoint.offset, watermark_ms = ?checkpoint.watermark_ms, windows_on_disk = written.len(), late_files_removed = removed, "partition restored");
-        let state = PartitionState::restore(spec, kind, checkpoint, written.iter().map(|w| (w.start_ms, w.close_offset)));
+        let state = PartitionState::restore(
+            spec,
+            kind,
+            checkpoint,
+            written.iter().map(|w| (w.start_ms, w.close_offset)),
+        );
         Ok(Part {
             topic: topic.to_string(),
             partition,
@@ -260,7 +338,11 @@ impl Worker<'_> {
         })
     }
 
-    fn handle(&mut self, consumer: &BaseConsumer<Ctx>, msg: &BorrowedMessage<'_>) -> Result<(), IngestError> {
+    fn handle(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        msg: &BorrowedMessage<'_>,
+    ) -> Result<(), IngestError> {
         let now = Instant::now();
         self.last_message = now;
         Stats::add(&self.stats.consumed, 1);
@@ -287,8 +369,14 @@ impl Worker<'_> {
                     Offer::AlreadyWritten => Stats::add(&self.stats.replay_skipped, 1),
                     Offer::Late { window_start } => {
                         Stats::add(&self.stats.late, 1);
-                        let event = serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
-                        part.late.push(LateRecord { offset, window_start_ms: window_start, watermark_ms: part.state.watermark(), event });
+                        let event =
+                            serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
+                        part.late.push(LateRecord {
+                            offset,
+                            window_start_ms: window_start,
+                            watermark_ms: part.state.watermark(),
+                            event,
+                        });
                         if part.late.len() >= self.opts.late_batch {
                             self.flush_late(i)?;
                         }
@@ -308,17 +396,31 @@ impl Worker<'_> {
         let reason = err.to_string();
         debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %reason, "dead-lettered");
         let mut headers = OwnedHeaders::new()
-            .insert(Header { key: "tollgate.source.topic", value: Some(msg.topic()) })
-            .insert(Header { key: "tollgate.source.partition", value: Some(&partition) })
-            .insert(Header { key: "tollgate.source.offset", value: Some(&offset) })
-            .insert(Header { key: "tollgate.error", value: Some(&reason) });
+            .insert(Header {
+                key: "tollgate.source.topic",
+                value: Some(msg.topic()),
+            })
+            .insert(Header {
+                key: "tollgate.source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "tollgate.source.offset",
+                value: Some(&offset),
+            })
+            .insert(Header {
+                key: "tollgate.error",
+                value: Some(&reason),
+            });
         if let Some(h) = msg.headers() {
             for hd in h.iter() {
                 headers = headers.insert(hd);
             }
         }
         let payload = msg.payload().unwrap_or_default();
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.cfg.topics.dlq).payload(payload).headers(headers);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.cfg.topics.dlq)
+            .payload(payload)
+            .headers(headers);
         if let Some(k) = msg.key() {
             record = record.key(k);
         }
@@ -326,7 +428,10 @@ impl Worker<'_> {
         loop {
             match self.dlq.send(record) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
                     record = r;
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -340,7 +445,11 @@ impl Worker<'_> {
             return Ok(());
         }
         let part = &self.parts[i];
-        let src = Source { kind: part.kind.as_str(), topic: &part.topic, partition: part.partition };
+        let src = Source {
+            kind: part.kind.as_str(),
+            topic: &part.topic,
+            partition: part.partition,
+        };
         for w in &closed {
             let started = Instant::now();
             let (path, bytes) = tollgate_rollup::write_window(&self.cfg.output.rollup_dir, src, w)?;
@@ -366,7 +475,12 @@ impl Worker<'_> {
             part.state.late_flushed();
             return Ok(());
         }
-        if let Some(path) = tollgate_rollup::write_late(&self.cfg.output.late_dir, &part.topic, part.partition, &part.late)? {
+        if let Some(path) = tollgate_rollup::write_late(
+            &self.cfg.output.late_dir,
+            &part.topic,
+            part.partition,
+            &part.late,
+        )? {
             info!(topic = %part.topic, partition = part.partition, events = part.late.len(), path = %path.display(), "late events written");
             Stats::add(&self.stats.late_files_written, 1);
         }
@@ -379,7 +493,9 @@ impl Worker<'_> {
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
         for i in 0..self.parts.len() {
             let p = &mut self.parts[i];
-            if p.last_message.elapsed() >= idle && (p.state.open_windows() > 0 || !p.late.is_empty()) {
+            if p.last_message.elapsed() >= idle
+                && (p.state.open_windows() > 0 || !p.late.is_empty())
+            {
                 info!(topic = %p.topic, partition = p.partition, open = p.state.open_windows(), "partition idle; closing its windows");
                 let closed = p.state.flush_idle();
                 self.write_windows(i, closed)?;
@@ -401,12 +517,15 @@ impl Worker<'_> {
         let mut tpl = TopicPartitionList::new();
         let mut moved = Vec::new();
         for (i, p) in self.parts.iter().enumerate() {
-            let Some(cp) = p.state.checkpoint() else { continue };
+            let Some(cp) = p.state.checkpoint() else {
+                continue;
+            };
             if p.committed == Some(cp) {
                 continue;
             }
             let mut e = tpl.add_partition(&p.topic, p.partition);
-            e.set_offset(Offset::Offset(cp.offset)).map_err(kafka("commit"))?;
+            e.set_offset(Offset::Offset(cp.offset))
+                .map_err(kafka("commit"))?;
             e.set_metadata(cp.metadata());
             moved.push((i, cp));
         }
@@ -414,9 +533,18 @@ impl Worker<'_> {
             return Ok(());
         }
         if self.dlq.in_flight_count() > 0 {
-            self.dlq.flush(Duration::from_secs(30)).map_err(kafka("flush dead-letter producer"))?;
+            self.dlq
+                .flush(Duration::from_secs(30))
+                .map_err(kafka("flush dead-letter producer"))?;
         }
-        if let Some(f) = self.dlq.context().failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(f) = self
+            .dlq
+            .context()
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Err(IngestError::DeadLetter(f));
         }
         match consumer.commit(&tpl, CommitMode::Sync) {
@@ -445,17 +573,26 @@ impl Worker<'_> {
         if self.last_message.elapsed() < idle.min(Duration::from_secs(2)) {
             return Ok(false);
         }
-        if self.parts.iter().any(|p| p.state.open_windows() > 0 || !p.late.is_empty() || p.state.checkpoint() != p.committed) {
+        if self.parts.iter().any(|p| {
+            p.state.open_windows() > 0 || !p.late.is_empty() || p.state.checkpoint() != p.committed
+        }) {
             return Ok(false);
         }
         let assignment = consumer.assignment().map_err(kafka("assignment"))?;
         if assignment.count() == 0 {
             return Ok(false);
         }
-        let committed = consumer.committed(Duration::from_secs(5)).map_err(kafka("read committed offsets"))?;
+        let committed = consumer
+            .committed(Duration::from_secs(5))
+            .map_err(kafka("read committed offsets"))?;
         for e in assignment.elements() {
-            let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5)).map_err(kafka("fetch watermarks"))?;
-            let done = match committed.find_partition(e.topic(), e.partition()).map(|c| c.offset()) {
+            let (_, high) = consumer
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+                .map_err(kafka("fetch watermarks"))?;
+            let done = match committed
+                .find_partition(e.topic(), e.partition())
+                .map(|c| c.offset())
+            {
                 Some(Offset::Offset(o)) => o >= high,
                 _ => high == 0,
             };

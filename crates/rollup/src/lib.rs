@@ -15,7 +15,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -32,17 +34,31 @@ pub const SCHEMA_VERSION: &str = "1";
 #[derive(Debug, thiserror::Error)]
 pub enum RollupError {
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parquet {path}: {source}")]
-    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    Parquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }
 
-pub(crate) fn io<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> RollupError + 'p {
-    move |source| RollupError::Io { op, path: path.to_path_buf(), source }
+pub(crate) fn io<'p>(
+    op: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(std::io::Error) -> RollupError + 'p {
+    move |source| RollupError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The rollup file schema (hive columns `kind`, `date`, `hour` come from the path).
@@ -77,12 +93,19 @@ pub fn schema() -> SchemaRef {
 /// Arrow batch for one closed window.
 pub fn to_batch(w: &ClosedWindow) -> Result<RecordBatch, RollupError> {
     let n = w.rows.len();
-    let ts = |v: i64| -> ArrayRef { Arc::new(TimestampMillisecondArray::from(vec![v; n]).with_timezone("UTC")) };
+    let ts = |v: i64| -> ArrayRef {
+        Arc::new(TimestampMillisecondArray::from(vec![v; n]).with_timezone("UTC"))
+    };
     let text = |f: &dyn Fn(&tollgate_window::Dims) -> Option<&str>| -> ArrayRef {
         Arc::new(w.rows.iter().map(|(d, _)| f(d)).collect::<StringArray>())
     };
     let int = |f: &dyn Fn(&tollgate_window::Measures) -> u64| -> ArrayRef {
-        Arc::new(w.rows.iter().map(|(_, m)| i64::try_from(f(m)).unwrap_or(i64::MAX)).collect::<Int64Array>())
+        Arc::new(
+            w.rows
+                .iter()
+                .map(|(_, m)| i64::try_from(f(m)).unwrap_or(i64::MAX))
+                .collect::<Int64Array>(),
+        )
     };
     let float = |f: &dyn Fn(&tollgate_window::Measures) -> Option<f64>| -> ArrayRef {
         Arc::new(w.rows.iter().map(|(_, m)| f(m)).collect::<Float64Array>())
@@ -113,7 +136,13 @@ pub fn to_batch(w: &ClosedWindow) -> Result<RecordBatch, RollupError> {
 }
 
 /// Where a window's file goes.
-pub fn window_path(root: &Path, kind: &str, topic: &str, partition: i32, w: &ClosedWindow) -> PathBuf {
+pub fn window_path(
+    root: &Path,
+    kind: &str,
+    topic: &str,
+    partition: i32,
+    w: &ClosedWindow,
+) -> PathBuf {
     let start = chrono::DateTime::from_timestamp_millis(w.start_ms).unwrap_or_default();
     root.join(format!("kind={kind}"))
         .join(format!("date={}", start.format("%Y-%m-%d")))
@@ -129,15 +158,27 @@ pub struct Source<'a> {
     pub partition: i32,
 }
 
-const META: [&str; 4] = ["tollgate.window_start_ms", "tollgate.window_end_ms", "tollgate.first_offset", "tollgate.close_offset"];
+const META: [&str; 4] = [
+    "tollgate.window_start_ms",
+    "tollgate.window_end_ms",
+    "tollgate.first_offset",
+    "tollgate.close_offset",
+];
 
 /// Write one closed window: temp file, fsync, rename, fsync the directory.
 /// Returns the final path and its size in bytes.
-pub fn write_window(root: &Path, src: Source<'_>, w: &ClosedWindow) -> Result<(PathBuf, u64), RollupError> {
+pub fn write_window(
+    root: &Path,
+    src: Source<'_>,
+    w: &ClosedWindow,
+) -> Result<(PathBuf, u64), RollupError> {
     let path = window_path(root, src.kind, src.topic, src.partition, w);
     let dir = path.parent().unwrap_or(root);
     fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("window.parquet");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("window.parquet");
     let tmp = dir.join(format!(".{name}.tmp"));
     let kv = |k: &str, v: String| KeyValue::new(k.to_string(), v);
     let meta = vec![
@@ -153,12 +194,20 @@ pub fn write_window(root: &Path, src: Source<'_>, w: &ClosedWindow) -> Result<(P
         kv("tollgate.duplicates", w.duplicates.to_string()),
     ];
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| RollupError::Parquet { path: tmp.clone(), source: e })?))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| {
+            RollupError::Parquet {
+                path: tmp.clone(),
+                source: e,
+            }
+        })?))
         .set_key_value_metadata(Some(meta))
         .build();
     let batch = to_batch(w)?;
     let file = File::create(&tmp).map_err(io("create", &tmp))?;
-    let pq = |source| RollupError::Parquet { path: tmp.clone(), source };
+    let pq = |source| RollupError::Parquet {
+        path: tmp.clone(),
+        source,
+    };
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
     writer.write(&batch).map_err(pq)?;
     let mut file = writer.into_inner().map_err(pq)?;
@@ -172,7 +221,9 @@ pub fn write_window(root: &Path, src: Source<'_>, w: &ClosedWindow) -> Result<(P
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), RollupError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync directory", dir))
 }
 
 /// A window found in the tree.
@@ -193,7 +244,11 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, RollupError> {
             Ok(v)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
-        Err(e) => Err(RollupError::Io { op: "list", path: dir.to_path_buf(), source: e }),
+        Err(e) => Err(RollupError::Io {
+            op: "list",
+            path: dir.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -220,36 +275,66 @@ pub fn list_files(root: &Path) -> Result<Vec<PathBuf>, RollupError> {
 
 fn read_meta(path: &Path) -> Result<WrittenWindow, RollupError> {
     let file = File::open(path).map_err(io("open", path))?;
-    let reader = SerializedFileReader::new(file).map_err(|source| RollupError::Parquet { path: path.to_path_buf(), source })?;
-    let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+    let reader = SerializedFileReader::new(file).map_err(|source| RollupError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let kv = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
     let get = |key: &str| -> Result<i64, RollupError> {
         kv.iter()
             .find(|e| e.key == key)
             .and_then(|e| e.value.as_deref())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| RollupError::Corrupt { path: path.to_path_buf(), reason: format!("missing or bad metadata `{key}`") })
+            .ok_or_else(|| RollupError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("missing or bad metadata `{key}`"),
+            })
     };
-    Ok(WrittenWindow { start_ms: get(META[0])?, end_ms: get(META[1])?, first_offset: get(META[2])?, close_offset: get(META[3])?, path: path.to_path_buf() })
+    Ok(WrittenWindow {
+        start_ms: get(META[0])?,
+        end_ms: get(META[1])?,
+        first_offset: get(META[2])?,
+        close_offset: get(META[3])?,
+        path: path.to_path_buf(),
+    })
 }
 
 /// The windows of one topic-partition already in the tree, and removal of
 /// temp files a crash left behind. With `since_ms`, hour directories that end
 /// before it are not read (their windows are covered by the watermark).
-pub fn scan_written(root: &Path, src: Source<'_>, since_ms: Option<i64>) -> Result<Vec<WrittenWindow>, RollupError> {
+pub fn scan_written(
+    root: &Path,
+    src: Source<'_>,
+    since_ms: Option<i64>,
+) -> Result<Vec<WrittenWindow>, RollupError> {
     let prefix = format!("{}-{}-", src.topic, src.partition);
-    let floor = since_ms.and_then(chrono::DateTime::from_timestamp_millis).map(|t| (t.format("%Y-%m-%d").to_string(), t.format("%H").to_string()));
+    let floor = since_ms
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| (t.format("%Y-%m-%d").to_string(), t.format("%H").to_string()));
     let kind_dir = root.join(format!("kind={}", src.kind));
     let mut out = Vec::new();
     for date in read_dir_sorted(&kind_dir)? {
         let dname = date.file_name().to_string_lossy().into_owned();
-        let Some(d) = dname.strip_prefix("date=") else { continue };
+        let Some(d) = dname.strip_prefix("date=") else {
+            continue;
+        };
         if floor.as_ref().is_some_and(|(fd, _)| d < fd.as_str()) {
             continue;
         }
         for hour in read_dir_sorted(&date.path())? {
             let hname = hour.file_name().to_string_lossy().into_owned();
-            let Some(h) = hname.strip_prefix("hour=") else { continue };
-            if floor.as_ref().is_some_and(|(fd, fh)| d == fd.as_str() && h < fh.as_str()) {
+            let Some(h) = hname.strip_prefix("hour=") else {
+                continue;
+            };
+            if floor
+                .as_ref()
+                .is_some_and(|(fd, fh)| d == fd.as_str() && h < fh.as_str())
+            {
                 continue;
             }
             for f in read_dir_sorted(&hour.path())? {

@@ -47,20 +47,44 @@ pub fn read_summary(root: &Path) -> Result<Summary, RollupError> {
     for path in list_files(root)? {
         s.files += 1;
         let file = File::open(&path).map_err(io("open", &path))?;
-        let pq = |source| RollupError::Parquet { path: path.clone(), source };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?.build().map_err(pq)?;
+        let pq = |source| RollupError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(pq)?
+            .build()
+            .map_err(pq)?;
         for batch in reader {
             let batch = batch?;
             let col = |name: &str| {
-                batch.column_by_name(name).ok_or_else(|| RollupError::Corrupt { path: path.clone(), reason: format!("no column `{name}`") })
+                batch
+                    .column_by_name(name)
+                    .ok_or_else(|| RollupError::Corrupt {
+                        path: path.clone(),
+                        reason: format!("no column `{name}`"),
+                    })
             };
             let team = col("team")?.as_string::<i32>().clone();
             let ints = |n| col(n).map(|c| c.as_primitive::<Int64Type>().clone());
             let floats = |n| col(n).map(|c| c.as_primitive::<Float64Type>().clone());
-            let (events, tin, tout) = (ints("events")?, ints("input_tokens")?, ints("output_tokens")?);
-            let (cost, energy, carbon, gpu) = (floats("cost_usd")?, floats("energy_wh")?, floats("carbon_g")?, floats("gpu_hours")?);
+            let (events, tin, tout) = (
+                ints("events")?,
+                ints("input_tokens")?,
+                ints("output_tokens")?,
+            );
+            let (cost, energy, carbon, gpu) = (
+                floats("cost_usd")?,
+                floats("energy_wh")?,
+                floats("carbon_g")?,
+                floats("gpu_hours")?,
+            );
             for i in 0..batch.num_rows() {
-                let key = if team.is_null(i) { "(untagged)".to_string() } else { team.value(i).to_string() };
+                let key = if team.is_null(i) {
+                    "(untagged)".to_string()
+                } else {
+                    team.value(i).to_string()
+                };
                 let row = TeamTotals {
                     events: events.value(i),
                     input_tokens: tin.value(i),

@@ -3,11 +3,22 @@ use arrow::array::Array;
 use tollgate_window::{Dims, Measures};
 
 fn window(start: i64, first: i64, close: i64) -> ClosedWindow {
-    let mut m = Measures { events: 3, input_tokens: 30, output_tokens: 6, cost_usd: 1.5, carbon_g: 0.25, ..Measures::default() };
+    let mut m = Measures {
+        events: 3,
+        input_tokens: 30,
+        output_tokens: 6,
+        cost_usd: 1.5,
+        carbon_g: 0.25,
+        ..Measures::default()
+    };
     for d in [10.0, 20.0, 30.0] {
         m.duration.add(d);
     }
-    let untagged = Measures { events: 1, cost_usd: 0.5, ..Measures::default() };
+    let untagged = Measures {
+        events: 1,
+        cost_usd: 0.5,
+        ..Measures::default()
+    };
     ClosedWindow {
         start_ms: start,
         end_ms: start + 60_000,
@@ -16,13 +27,30 @@ fn window(start: i64, first: i64, close: i64) -> ClosedWindow {
         watermark_ms: start + 60_000,
         duplicates: 0,
         rows: vec![
-            (Dims { tenant: "t".into(), team: Some("ai".into()), ..Dims::default() }, m),
-            (Dims { tenant: "t".into(), ..Dims::default() }, untagged),
+            (
+                Dims {
+                    tenant: "t".into(),
+                    team: Some("ai".into()),
+                    ..Dims::default()
+                },
+                m,
+            ),
+            (
+                Dims {
+                    tenant: "t".into(),
+                    ..Dims::default()
+                },
+                untagged,
+            ),
         ],
     }
 }
 
-const SRC: Source<'static> = Source { kind: "inference", topic: "tollgate.inference", partition: 2 };
+const SRC: Source<'static> = Source {
+    kind: "inference",
+    topic: "tollgate.inference",
+    partition: 2,
+};
 
 #[test]
 fn writes_hive_layout_with_deterministic_name_and_metadata() {
@@ -32,19 +60,47 @@ fn writes_hive_layout_with_deterministic_name_and_metadata() {
     let (path, size) = write_window(dir.path(), SRC, &w).expect("write");
     assert!(size > 0);
     let rel = path.strip_prefix(dir.path()).expect("under root");
-    assert_eq!(rel, Path::new("kind=inference/date=2023-11-14/hour=22/tollgate.inference-2-42.parquet"));
+    assert_eq!(
+        rel,
+        Path::new("kind=inference/date=2023-11-14/hour=22/tollgate.inference-2-42.parquet")
+    );
     let bytes = fs::read(&path).expect("read");
     // A replay rewrites an identical file.
     write_window(dir.path(), SRC, &w).expect("rewrite");
     assert_eq!(fs::read(&path).expect("read"), bytes);
 
     let found = scan_written(dir.path(), SRC, None).expect("scan");
-    assert_eq!(found, vec![WrittenWindow { start_ms: w.start_ms, end_ms: w.end_ms, first_offset: 42, close_offset: 57, path: path.clone() }]);
+    assert_eq!(
+        found,
+        vec![WrittenWindow {
+            start_ms: w.start_ms,
+            end_ms: w.end_ms,
+            first_offset: 42,
+            close_offset: 57,
+            path: path.clone()
+        }]
+    );
     // Another partition's files are not ours.
-    assert!(scan_written(dir.path(), Source { partition: 3, ..SRC }, None).expect("scan").is_empty());
+    assert!(scan_written(
+        dir.path(),
+        Source {
+            partition: 3,
+            ..SRC
+        },
+        None
+    )
+    .expect("scan")
+    .is_empty());
     // Hours before `since` are pruned.
-    assert!(scan_written(dir.path(), SRC, Some(1_700_003_600_000)).expect("scan").is_empty());
-    assert_eq!(scan_written(dir.path(), SRC, Some(1_699_999_000_000)).expect("scan").len(), 1);
+    assert!(scan_written(dir.path(), SRC, Some(1_700_003_600_000))
+        .expect("scan")
+        .is_empty());
+    assert_eq!(
+        scan_written(dir.path(), SRC, Some(1_699_999_000_000))
+            .expect("scan")
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -52,8 +108,16 @@ fn scan_removes_stale_temp_files_of_its_partition_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, _) = write_window(dir.path(), SRC, &window(0, 0, 5)).expect("write");
     let hour = path.parent().expect("dir");
-    fs::write(hour.join(".tollgate.inference-2-99.parquet.tmp"), b"partial").expect("tmp");
-    fs::write(hour.join(".tollgate.inference-3-99.parquet.tmp"), b"partial").expect("tmp");
+    fs::write(
+        hour.join(".tollgate.inference-2-99.parquet.tmp"),
+        b"partial",
+    )
+    .expect("tmp");
+    fs::write(
+        hour.join(".tollgate.inference-3-99.parquet.tmp"),
+        b"partial",
+    )
+    .expect("tmp");
     scan_written(dir.path(), SRC, None).expect("scan");
     assert!(!hour.join(".tollgate.inference-2-99.parquet.tmp").exists());
     assert!(hour.join(".tollgate.inference-3-99.parquet.tmp").exists());
@@ -78,7 +142,12 @@ fn summary_totals_by_team() {
 fn batch_has_the_documented_schema_and_p95() {
     let b = to_batch(&window(0, 0, 1)).expect("batch");
     assert_eq!(b.schema(), schema());
-    let p95 = b.column_by_name("duration_ms_p95").expect("p95").as_any().downcast_ref::<Float64Array>().expect("f64");
+    let p95 = b
+        .column_by_name("duration_ms_p95")
+        .expect("p95")
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("f64");
     assert!((p95.value(0) - 30.0).abs() < 0.5);
     assert!(p95.is_null(1), "a row without durations has no percentile");
 }
@@ -86,15 +155,31 @@ fn batch_has_the_documented_schema_and_p95() {
 #[test]
 fn late_files_are_named_by_first_offset_and_removed_on_replay() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = |o| LateRecord { offset: o, window_start_ms: 0, watermark_ms: Some(9), event: serde_json::json!({"event_id": o}) };
-    let p = write_late(dir.path(), "tollgate.inference", 2, &[rec(7), rec(8)]).expect("write").expect("path");
-    assert_eq!(p.file_name().and_then(|n| n.to_str()), Some("tollgate.inference-2-7.ndjson"));
+    let rec = |o| LateRecord {
+        offset: o,
+        window_start_ms: 0,
+        watermark_ms: Some(9),
+        event: serde_json::json!({"event_id": o}),
+    };
+    let p = write_late(dir.path(), "tollgate.inference", 2, &[rec(7), rec(8)])
+        .expect("write")
+        .expect("path");
+    assert_eq!(
+        p.file_name().and_then(|n| n.to_str()),
+        Some("tollgate.inference-2-7.ndjson")
+    );
     let text = fs::read_to_string(&p).expect("read");
     assert_eq!(text.lines().count(), 2);
     assert!(text.contains(r#""offset":8"#));
     write_late(dir.path(), "tollgate.inference", 2, &[rec(20)]).expect("write");
-    assert_eq!(remove_late_from(dir.path(), "tollgate.inference", 2, 10).expect("remove"), 1);
+    assert_eq!(
+        remove_late_from(dir.path(), "tollgate.inference", 2, 10).expect("remove"),
+        1
+    );
     assert!(p.exists());
-    assert_eq!(remove_late_from(dir.path(), "tollgate.inference", 2, 7).expect("remove"), 1);
+    assert_eq!(
+        remove_late_from(dir.path(), "tollgate.inference", 2, 7).expect("remove"),
+        1
+    );
     assert!(!p.exists());
 }

@@ -75,7 +75,13 @@ fn decode_key(mut key: &[u8]) -> Dims {
         Some(String::from_utf8_lossy(s).into_owned())
     };
     let tenant = next().unwrap_or_default();
-    Dims { tenant, team: next(), environment: next(), model: next(), region: next() }
+    Dims {
+        tenant,
+        team: next(),
+        environment: next(),
+        model: next(),
+        region: next(),
+    }
 }
 
 /// Additive measures of one rollup row.
@@ -98,7 +104,13 @@ pub struct Measures {
 impl Measures {
     fn add(&mut self, e: &Event<'_>, x: &Enriched) {
         self.events += 1;
-        if let Body::Inference { input_tokens, output_tokens, cached_input_tokens, .. } = e.body {
+        if let Body::Inference {
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            ..
+        } = e.body
+        {
             self.input_tokens += input_tokens;
             self.output_tokens += output_tokens;
             self.cached_input_tokens += cached_input_tokens;
@@ -193,7 +205,9 @@ impl Checkpoint {
         if rest == "none" {
             return Ok(None);
         }
-        rest.parse::<i64>().map(Some).map_err(|_| format!("commit metadata {metadata:?} has a bad watermark"))
+        rest.parse::<i64>()
+            .map(Some)
+            .map_err(|_| format!("commit metadata {metadata:?} has a bad watermark"))
     }
 }
 
@@ -223,15 +237,32 @@ fn dedup_key(e: &Event<'_>) -> u128 {
 
 impl PartitionState {
     pub fn new(spec: WindowSpec, kind: Kind) -> Self {
-        PartitionState { spec, kind, wm: i64::MIN, open: BTreeMap::new(), written: HashMap::new(), late_hold: None, next_offset: None, key_buf: Vec::with_capacity(128) }
+        PartitionState {
+            spec,
+            kind,
+            wm: i64::MIN,
+            open: BTreeMap::new(),
+            written: HashMap::new(),
+            late_hold: None,
+            next_offset: None,
+            key_buf: Vec::with_capacity(128),
+        }
     }
 
     /// State for a partition resumed at `resume_offset` with the checkpoint's
     /// watermark and the windows already written (`(start, close_offset)`).
-    pub fn restore(spec: WindowSpec, kind: Kind, checkpoint: Checkpoint, written: impl IntoIterator<Item = (i64, i64)>) -> Self {
+    pub fn restore(
+        spec: WindowSpec,
+        kind: Kind,
+        checkpoint: Checkpoint,
+        written: impl IntoIterator<Item = (i64, i64)>,
+    ) -> Self {
         let mut s = Self::new(spec, kind);
         s.wm = checkpoint.watermark_ms.unwrap_or(i64::MIN);
-        s.written = written.into_iter().filter(|&(_, close)| close > checkpoint.offset).collect();
+        s.written = written
+            .into_iter()
+            .filter(|&(_, close)| close > checkpoint.offset)
+            .collect();
         s
     }
 
@@ -330,7 +361,11 @@ impl PartitionState {
     }
 
     fn finish(&self, start: i64, w: OpenWindow) -> ClosedWindow {
-        let mut rows: Vec<(Dims, Measures)> = w.rows.into_iter().map(|(k, m)| (decode_key(&k), m)).collect();
+        let mut rows: Vec<(Dims, Measures)> = w
+            .rows
+            .into_iter()
+            .map(|(k, m)| (decode_key(&k), m))
+            .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         ClosedWindow {
             start_ms: start,
@@ -348,9 +383,16 @@ impl PartitionState {
     /// `None` before the first message.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
         let next = self.next_offset?;
-        let holds = self.open.values().map(|w| (w.first_offset, w.wm_before)).chain(self.late_hold);
+        let holds = self
+            .open
+            .values()
+            .map(|w| (w.first_offset, w.wm_before))
+            .chain(self.late_hold);
         let (offset, wm) = holds.min_by_key(|&(o, _)| o).unwrap_or((next, self.wm));
-        Some(Checkpoint { offset, watermark_ms: (wm != i64::MIN).then_some(wm) })
+        Some(Checkpoint {
+            offset,
+            watermark_ms: (wm != i64::MIN).then_some(wm),
+        })
     }
 
     /// After a commit at `offset`: written windows closed at or before it are

@@ -2,15 +2,24 @@ use super::*;
 use std::collections::BTreeMap;
 use tollgate_event::{decode, Limits};
 
-const SPEC: WindowSpec = WindowSpec { size_ms: 60_000, lateness_ms: 5_000 };
+const SPEC: WindowSpec = WindowSpec {
+    size_ms: 60_000,
+    lateness_ms: 5_000,
+};
 
 fn json(id: &str, ts: i64, team: &str, tokens: u64) -> String {
-    format!(r#"{{"event_id":"{id}","ts":{ts},"tenant":"t","tags":{{"team":"{team}"}},"model":"m","input_tokens":{tokens},"output_tokens":1,"duration_ms":10}}"#)
+    format!(
+        r#"{{"event_id":"{id}","ts":{ts},"tenant":"t","tags":{{"team":"{team}"}},"model":"m","input_tokens":{tokens},"output_tokens":1,"duration_ms":10}}"#
+    )
 }
 
 fn offer(s: &mut PartitionState, offset: i64, text: &str) -> Offer {
     let e = decode(text.as_bytes(), Kind::Inference, &Limits::default()).expect("valid");
-    let x = Enriched { cost_usd: e_tokens(&e) as f64, duration_ms: Some(10.0), ..Enriched::default() };
+    let x = Enriched {
+        cost_usd: e_tokens(&e) as f64,
+        duration_ms: Some(10.0),
+        ..Enriched::default()
+    };
     s.offer(offset, &e, &x)
 }
 
@@ -33,14 +42,26 @@ fn assigns_tumbling_windows_including_negative_times() {
 fn window_closes_when_watermark_passes_its_end() {
     let mut s = PartitionState::new(SPEC, Kind::Inference);
     assert_eq!(offer(&mut s, 0, &json("a", 1_000, "x", 5)), Offer::Accepted);
-    assert_eq!(offer(&mut s, 1, &json("b", 64_999, "x", 5)), Offer::Accepted);
-    assert!(s.drain_closed().is_empty(), "watermark 59_999 is before the end 60_000");
+    assert_eq!(
+        offer(&mut s, 1, &json("b", 64_999, "x", 5)),
+        Offer::Accepted
+    );
+    assert!(
+        s.drain_closed().is_empty(),
+        "watermark 59_999 is before the end 60_000"
+    );
     assert_eq!(s.watermark(), Some(59_999));
-    assert_eq!(offer(&mut s, 2, &json("c", 65_000, "y", 5)), Offer::Accepted);
+    assert_eq!(
+        offer(&mut s, 2, &json("c", 65_000, "y", 5)),
+        Offer::Accepted
+    );
     let closed = s.drain_closed();
     assert_eq!(closed.len(), 1);
     let w = &closed[0];
-    assert_eq!((w.start_ms, w.end_ms, w.first_offset, w.close_offset), (0, 60_000, 0, 3));
+    assert_eq!(
+        (w.start_ms, w.end_ms, w.first_offset, w.close_offset),
+        (0, 60_000, 0, 3)
+    );
     assert_eq!(w.events(), 1);
     assert_eq!(w.rows[0].0.team.as_deref(), Some("x"));
 }
@@ -51,20 +72,35 @@ fn late_events_are_reported_not_counted() {
     offer(&mut s, 0, &json("a", 1_000, "x", 5));
     offer(&mut s, 1, &json("b", 130_000, "x", 5));
     assert_eq!(s.drain_closed().len(), 1);
-    assert_eq!(offer(&mut s, 2, &json("c", 2_000, "x", 5)), Offer::Late { window_start: 0 });
+    assert_eq!(
+        offer(&mut s, 2, &json("c", 2_000, "x", 5)),
+        Offer::Late { window_start: 0 }
+    );
     // A window that never opened but is already below the watermark is late too.
-    assert_eq!(offer(&mut s, 3, &json("d", 61_000, "x", 5)), Offer::Late { window_start: 60_000 });
+    assert_eq!(
+        offer(&mut s, 3, &json("d", 61_000, "x", 5)),
+        Offer::Late {
+            window_start: 60_000
+        }
+    );
     // The late event holds the commit point until the adapter flushed it.
     assert_eq!(s.checkpoint().map(|c| c.offset), Some(1));
     s.late_flushed();
-    assert_eq!(s.checkpoint().map(|c| c.offset), Some(1), "window 120000 still open from offset 1");
+    assert_eq!(
+        s.checkpoint().map(|c| c.offset),
+        Some(1),
+        "window 120000 still open from offset 1"
+    );
 }
 
 #[test]
 fn duplicates_count_once_per_window() {
     let mut s = PartitionState::new(SPEC, Kind::Inference);
     assert_eq!(offer(&mut s, 0, &json("a", 1_000, "x", 5)), Offer::Accepted);
-    assert_eq!(offer(&mut s, 1, &json("a", 1_000, "x", 5)), Offer::Duplicate);
+    assert_eq!(
+        offer(&mut s, 1, &json("a", 1_000, "x", 5)),
+        Offer::Duplicate
+    );
     let w = s.flush_idle();
     assert_eq!(w[0].events(), 1);
     assert_eq!(w[0].duplicates, 1);
@@ -77,21 +113,45 @@ fn checkpoint_is_the_oldest_open_window_with_its_watermark() {
     assert_eq!(s.checkpoint(), None);
     offer(&mut s, 10, &json("a", 30_000, "x", 5));
     offer(&mut s, 11, &json("b", 70_000, "x", 5));
-    assert_eq!(s.checkpoint(), Some(Checkpoint { offset: 10, watermark_ms: None }));
+    assert_eq!(
+        s.checkpoint(),
+        Some(Checkpoint {
+            offset: 10,
+            watermark_ms: None
+        })
+    );
     offer(&mut s, 12, &json("c", 70_000, "x", 5));
     s.skip(13);
     assert_eq!(s.drain_closed().len(), 1);
     // Window 60000 opened at offset 11 when the watermark was 25_000.
-    assert_eq!(s.checkpoint(), Some(Checkpoint { offset: 11, watermark_ms: Some(25_000) }));
+    assert_eq!(
+        s.checkpoint(),
+        Some(Checkpoint {
+            offset: 11,
+            watermark_ms: Some(25_000)
+        })
+    );
     s.flush_idle();
-    assert_eq!(s.checkpoint(), Some(Checkpoint { offset: 14, watermark_ms: Some(120_000) }));
+    assert_eq!(
+        s.checkpoint(),
+        Some(Checkpoint {
+            offset: 14,
+            watermark_ms: Some(120_000)
+        })
+    );
 }
 
 #[test]
 fn checkpoint_metadata_round_trips() {
-    let c = Checkpoint { offset: 5, watermark_ms: Some(-3) };
+    let c = Checkpoint {
+        offset: 5,
+        watermark_ms: Some(-3),
+    };
     assert_eq!(Checkpoint::parse_watermark(&c.metadata()), Ok(Some(-3)));
-    let n = Checkpoint { offset: 5, watermark_ms: None };
+    let n = Checkpoint {
+        offset: 5,
+        watermark_ms: None,
+    };
     assert_eq!(Checkpoint::parse_watermark(&n.metadata()), Ok(None));
     assert!(Checkpoint::parse_watermark("").is_err());
     assert!(Checkpoint::parse_watermark("tollgate/1 wm=x").is_err());
@@ -114,8 +174,16 @@ fn stream(seed: u64, n: usize) -> Vec<String> {
     for i in 0..n {
         let jitter = (r.next() % 20_000) as i64;
         // Mostly in order, some far behind (late), some duplicates of recent ids.
-        let ts = if r.next() % 25 == 0 { i as i64 * 1_000 - 90_000 } else { i as i64 * 1_000 + jitter };
-        let id = if i > 3 && r.next() % 10 == 0 { format!("e{}", i - 1 - (r.next() % 3) as usize) } else { format!("e{i}") };
+        let ts = if r.next() % 25 == 0 {
+            i as i64 * 1_000 - 90_000
+        } else {
+            i as i64 * 1_000 + jitter
+        };
+        let id = if i > 3 && r.next() % 10 == 0 {
+            format!("e{}", i - 1 - (r.next() % 3) as usize)
+        } else {
+            format!("e{i}")
+        };
         let team = format!("team{}", r.next() % 4);
         out.push(json(&id, ts.max(0), &team, r.next() % 100));
     }
@@ -126,7 +194,15 @@ type Files = BTreeMap<i64, ClosedWindow>;
 
 /// Run from `state` over `events[from..to]`, committing every `commit_every`
 /// offsets; returns the last committed checkpoint.
-fn run(s: &mut PartitionState, events: &[String], from: usize, to: usize, commit_every: usize, files: &mut Files, late: &mut BTreeMap<i64, ()>) -> Option<Checkpoint> {
+fn run(
+    s: &mut PartitionState,
+    events: &[String],
+    from: usize,
+    to: usize,
+    commit_every: usize,
+    files: &mut Files,
+    late: &mut BTreeMap<i64, ()>,
+) -> Option<Checkpoint> {
     let mut committed = None;
     for (i, text) in events.iter().enumerate().take(to).skip(from) {
         if let Offer::Late { .. } = offer(s, i as i64, text) {
@@ -149,23 +225,59 @@ fn crash_and_replay_from_the_checkpoint_writes_exactly_the_same_windows() {
     let mut reference = Files::new();
     let mut ref_late = BTreeMap::new();
     let mut s = PartitionState::new(SPEC, Kind::Inference);
-    run(&mut s, &events, 0, events.len(), 1, &mut reference, &mut ref_late);
+    run(
+        &mut s,
+        &events,
+        0,
+        events.len(),
+        1,
+        &mut reference,
+        &mut ref_late,
+    );
     let total: u64 = reference.values().map(|w| w.events()).sum();
-    assert!(total > 400 && !ref_late.is_empty(), "the stream exercises windows and lateness ({total})");
+    assert!(
+        total > 400 && !ref_late.is_empty(),
+        "the stream exercises windows and lateness ({total})"
+    );
 
     for crash_at in [1usize, 37, 150, 299, 421, 599] {
         for commit_every in [1usize, 7, 50] {
             let mut files = Files::new();
             let mut late = BTreeMap::new();
             let mut s = PartitionState::new(SPEC, Kind::Inference);
-            let cp = run(&mut s, &events, 0, crash_at, commit_every, &mut files, &mut late)
-                .unwrap_or(Checkpoint { offset: 0, watermark_ms: None });
+            let cp = run(
+                &mut s,
+                &events,
+                0,
+                crash_at,
+                commit_every,
+                &mut files,
+                &mut late,
+            )
+            .unwrap_or(Checkpoint {
+                offset: 0,
+                watermark_ms: None,
+            });
             // Restart: only the files and the committed checkpoint survive.
             let written = files.values().map(|w| (w.start_ms, w.close_offset));
             let mut s = PartitionState::restore(SPEC, Kind::Inference, cp, written);
-            run(&mut s, &events, cp.offset as usize, events.len(), commit_every, &mut files, &mut late);
-            assert_eq!(files, reference, "crash at {crash_at}, commit every {commit_every}");
-            assert_eq!(late, ref_late, "late output differs: crash at {crash_at}, commit every {commit_every}");
+            run(
+                &mut s,
+                &events,
+                cp.offset as usize,
+                events.len(),
+                commit_every,
+                &mut files,
+                &mut late,
+            );
+            assert_eq!(
+                files, reference,
+                "crash at {crash_at}, commit every {commit_every}"
+            );
+            assert_eq!(
+                late, ref_late,
+                "late output differs: crash at {crash_at}, commit every {commit_every}"
+            );
         }
     }
 }

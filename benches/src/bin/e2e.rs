@@ -1,0 +1,186 @@
+//! End-to-end harness against a running broker (release mode):
+//!
+//! 1. produce `--count` synthetic events over `--teams` teams to fresh topics;
+//! 2. baseline: a raw rdkafka consumer that does nothing with the messages
+//!    reads all of them (new group), events/s;
+//! 3. the pipeline (same consumer settings, new group) reads the same topics
+//!    until every rollup is written, events/s, and its peak RSS;
+//! 4. prints the ratio pipeline ÷ raw consume.
+//!
+//! `scripts/bench-e2e.sh` starts the broker and runs this.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
+use tollgate_config::Config;
+use tollgate_ingest::{loadgen, RunOptions, Stats};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    #[arg(long, default_value_t = 10_000)]
+    teams: u32,
+    #[arg(long, default_value = "pipelines/default.toml")]
+    config: PathBuf,
+    /// Where rollups go (emptied first).
+    #[arg(long, default_value = "target/bench-e2e")]
+    out: PathBuf,
+}
+
+fn vm_hwm_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn raw_consume(cfg: &Config, total: u64) -> Result<f64> {
+    let mut cc = tollgate_ingest::client_config(cfg);
+    cc.set("group.id", format!("{}-raw", cfg.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", cfg.kafka.fetch_wait_max_ms.to_string());
+    let consumer: BaseConsumer = cc.create()?;
+    let topics: Vec<&str> = cfg.topics.sources().iter().map(|(t, _)| *t).collect();
+    let started = Instant::now();
+    consumer.subscribe(&topics)?;
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    while n < total {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                n += 1;
+                bytes += m.payload().map_or(0, <[u8]>::len);
+            }
+            Some(Err(e)) => eprintln!("raw consume: {e}"),
+            None => {
+                if started.elapsed() > Duration::from_secs(600) {
+                    bail!("raw consumer stalled at {n}/{total}");
+                }
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    std::hint::black_box(bytes);
+    Ok(total as f64 / secs)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut cfg = Config::load(&args.config)?;
+    let uid = std::process::id();
+    cfg.kafka.brokers = args.brokers.clone();
+    cfg.kafka.group_id = format!("bench-{uid}");
+    let t = &mut cfg.topics;
+    for (topic, kind) in [
+        (&mut t.inference, "inference"),
+        (&mut t.training, "training"),
+        (&mut t.heartbeat, "heartbeat"),
+        (&mut t.dlq, "dlq"),
+    ] {
+        *topic = format!("bench{uid}.{kind}");
+    }
+    // The final windows close on idle; keep that wait short and out of the measurement.
+    cfg.window.idle_timeout_secs = 0.5;
+    let _ = std::fs::remove_dir_all(&args.out);
+    cfg.output.rollup_dir = args.out.join("rollups");
+    cfg.output.late_dir = args.out.join("late");
+
+    tollgate_ingest::wait_for_broker(&cfg, Duration::from_secs(30))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(tollgate_ingest::ensure_topics(&cfg))?;
+
+    let spec = loadgen::LoadSpec {
+        count: args.count,
+        teams: args.teams,
+        models: 8,
+        tenants: 16,
+        seed: 11,
+        start_ms: 1_767_225_600_000,
+        span_ms: 600_000,
+        duplicate_ratio: 0.0,
+        other_kinds_ratio: 0.05,
+    };
+    let started = Instant::now();
+    let sent = loadgen::produce(&cfg, spec, 0, |n| eprint!("\rproduced {n}"))?;
+    eprintln!(
+        "\nproduced {sent} events in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let raw = raw_consume(&cfg, sent).context("raw consume")?;
+    eprintln!("raw consume: {raw:.0} events/s");
+
+    // Peak RSS of the pipeline alone: reset the high-water mark (Linux clear_refs 5).
+    std::fs::write("/proc/self/clear_refs", "5").context("reset VmHWM")?;
+    let stats = Arc::new(Stats::default());
+    let opts = RunOptions {
+        exit_when_idle: true,
+        ..RunOptions::default()
+    };
+    let stop = opts.stop.clone();
+    let started = Instant::now();
+    let worker = {
+        let (cfg, stats) = (cfg.clone(), stats.clone());
+        std::thread::spawn(move || tollgate_ingest::run_pipeline(&cfg, &opts, &stats))
+    };
+    // Time of the last window write after everything was consumed.
+    let mut last_write = started.elapsed();
+    let mut windows = 0;
+    while !worker.is_finished() {
+        let s = stats.snapshot();
+        if s.windows_written != windows {
+            windows = s.windows_written;
+            last_write = started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))??;
+    let s = stats.snapshot();
+    if s.consumed != sent {
+        bail!("pipeline consumed {} of {sent}", s.consumed);
+    }
+    let pipeline = sent as f64 / last_write.as_secs_f64();
+    let rss = vm_hwm_bytes().unwrap_or(0);
+    let summary = tollgate_rollup::read_summary(&cfg.output.rollup_dir)?;
+    println!("events                     {sent}");
+    println!("teams                      {}", args.teams);
+    println!("raw consume                {raw:.0} events/s");
+    println!(
+        "pipeline (to last rollup)  {pipeline:.0} events/s  ({:.2}s, {} windows, {} rows)",
+        last_write.as_secs_f64(),
+        s.windows_written,
+        s.rows_written
+    );
+    println!("ratio pipeline / raw       {:.2}", pipeline / raw);
+    println!(
+        "peak RSS of the pipeline   {:.0} MiB",
+        rss as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "rollup events              {} (accepted {}, duplicates {}, late {})",
+        summary.total.events, s.accepted, s.duplicates, s.late
+    );
+    Ok(())
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests of every crate, then the integration tests
+# in tests/ against a real tansu broker on 127.0.0.1 (started and stopped here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+scripts/setup.sh
+cargo fmt --all -- --check
+cargo test --workspace
+cargo build -p tollgate-cli
+port="${TOLLGATE_TEST_BROKER_PORT:-19092}"
+scripts/broker.sh start "$port"
+trap 'scripts/broker.sh stop "$port"' EXIT
+TOLLGATE_TEST_BROKER_PORT="$port" TOLLGATE_BIN="$PWD/target/debug/tollgate" python3 -m pytest tests -v -p no:cacheprovider

@@ -1,0 +1,201 @@
+"""End-to-end tests against a real broker: known events in, Parquet rollups
+out, compared with totals computed here from the raw events."""
+
+import json
+import random
+import subprocess
+import time
+
+import duckdb
+import pyarrow.parquet as pq
+
+from tollgate_testlib import actual_rollup, assert_rollups_equal, expected_rollup
+
+BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+MODELS = ["gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "llama-3.1-70b", "no-such-model"]
+REGIONS = ["us-east-1", "eu-north-1", "ap-southeast-1", None]
+
+
+def inference(i, ts, tenant, team, rng, env="prod"):
+    e = {
+        "event_id": f"inf-{i}",
+        "ts": ts,
+        "tenant": tenant,
+        "tags": {"team": team, "environment": env} if team else {"environment": env},
+        "model": rng.choice(MODELS),
+        "input_tokens": rng.randrange(1, 5000),
+        "output_tokens": rng.randrange(0, 2000),
+        "duration_ms": round(rng.uniform(5, 4000), 1),
+    }
+    if rng.random() < 0.3:
+        e["cached_input_tokens"] = rng.randrange(0, e["input_tokens"] + 1)
+    region = rng.choice(REGIONS)
+    if region:
+        e["region"] = region
+    return e
+
+
+def training(i, ts, tenant, team, rng):
+    return {
+        "event_id": f"trn-{i}",
+        "ts": ts,
+        "tenant": tenant,
+        "tags": {"team": team, "environment": "prod"},
+        "model": "llama-3.1-70b",
+        "gpu_type": rng.choice(["h100", "A100", "tpu-v5"]),
+        "gpu_count": rng.randrange(1, 9),
+        "duration_hours": round(rng.uniform(0.1, 3), 3),
+        "gpu_utilization": round(rng.uniform(0.2, 1.0), 2),
+        "region": rng.choice(["us-east-1", "eu-north-1"]),
+    }
+
+
+def heartbeat(i, ts, tenant, rng):
+    return {"event_id": f"hb-{i}", "ts": ts, "tenant": tenant, "node_id": f"n{i % 7}", "region": "eu-west-1", "latency_ms": rng.uniform(1, 90)}
+
+
+def test_end_to_end_exact_totals_with_duplicates_late_and_malformed(pipeline):
+    rng = random.Random(42)
+    tenants = ["acme", "globex", "initech"]
+    messages, counted, late_ids = [], [], set()
+    partition_of = {t: i for i, t in enumerate(tenants)}
+    for i in range(3000):
+        tenant = tenants[i % 3]
+        team = rng.choice(["search", "ads", "infra", None])
+        # Event time advances ~6.5 minutes over the stream, small jitter (< lateness).
+        ts = BASE + i * 130 + rng.randrange(0, 3000)
+        roll = rng.random()
+        if roll < 0.05:
+            kind, e = "training", training(i, ts, tenant, team or "ml", rng)
+        elif roll < 0.10:
+            kind, e = "heartbeat", heartbeat(i, ts, tenant, rng)
+        else:
+            kind, e = "inference", inference(i, ts, tenant, team, rng)
+        if rng.random() < 0.5:
+            e["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1000)) + f".{ts % 1000:03d}Z"
+            e["_ts"] = ts
+        raw = json.dumps({k: v for k, v in e.items() if k != "_ts"})
+        e["ts"] = e.pop("_ts", ts)
+        messages.append((kind, partition_of[tenant], tenant, raw))
+        counted.append((kind, e))
+        if i == 1500:  # OTel GenAI attribute names are accepted as aliases.
+            alias = {"event_id": "otel-1", "ts": e["ts"], "tenant": tenant, "tags": {"team": "ads"}, "gen_ai.request.model": "gpt-4o",
+                     "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 50, "duration_ms": 20}
+            messages.append(("inference", partition_of[tenant], tenant, json.dumps(alias)))
+            counted.append(("inference", {**alias, "model": "gpt-4o", "input_tokens": 100, "output_tokens": 50}))
+        if rng.random() < 0.03:  # a retried send: same key, same partition, same event
+            messages.append((kind, partition_of[tenant], tenant, raw))
+            counted.append((kind, e))
+    # Late events: far behind the watermark of their partition, sent last.
+    for j, tenant in enumerate(tenants):
+        e = inference(10_000 + j, BASE + 1_000, tenant, "search", rng)
+        messages.append(("inference", partition_of[tenant], tenant, json.dumps(e)))
+        late_ids.add(e["event_id"])
+    bad = [
+        ("inference", b"{not json"),
+        ("inference", json.dumps({"event_id": "neg", "ts": BASE, "tenant": "acme", "model": "m", "input_tokens": -5, "output_tokens": 1, "duration_ms": 1}).encode()),
+        ("inference", json.dumps({"event_id": "frac", "ts": BASE, "tenant": "acme", "model": "m", "input_tokens": 1.5, "output_tokens": 1, "duration_ms": 1}).encode()),
+        ("training", json.dumps({"event_id": "nogpu", "ts": BASE, "tenant": "acme", "model": "m", "gpu_count": 1, "duration_hours": 1}).encode()),
+        ("heartbeat", json.dumps({"kind": "inference", "event_id": "x", "ts": BASE, "tenant": "acme", "node_id": "n", "region": "r"}).encode()),
+        ("inference", json.dumps({"kind": "billing", "event_id": "y", "ts": BASE, "tenant": "acme"}).encode()),
+        ("inference", b"x" * 70_000),
+    ]
+    for n, (kind, raw) in enumerate(bad):
+        messages.insert(100 + 200 * n, (kind, 1, "globex", raw))
+    pipeline.produce(messages)
+
+    pipeline.run_to_end()
+
+    expected = expected_rollup(pipeline.book, counted)
+    actual, table = actual_rollup(pipeline.rollups)
+    assert_rollups_equal(expected, actual)
+
+    # Every file is one window of one partition; names are deterministic.
+    names = [f.name for f in pipeline.files()]
+    assert len(names) == len(set(names))
+    for f in pipeline.files():
+        meta = pq.read_metadata(f).metadata
+        assert int(meta[b"tollgate.first_offset"]) == int(f.stem.rsplit("-", 1)[1])
+        assert f.parent.name.startswith("hour=") and f.parent.parent.name.startswith("date=")
+
+    # DuckDB reads the tree with nothing but the glob, hive columns included.
+    con = duckdb.connect()
+    row = con.execute(f"SELECT sum(events), sum(input_tokens), count(DISTINCT kind), min(date) FROM read_parquet('{pipeline.rollups}/**/*.parquet')").fetchone()
+    unique = {(e["tenant"], e["event_id"]) for _, e in counted}
+    assert row[0] == len(unique)
+    assert row[1] == sum(v[1] for v in expected.values())
+    assert row[2] == 3
+    assert str(row[3]) == "2026-01-01"
+
+    # Late events are in the late-data output, not in the rollups.
+    late_lines = [json.loads(line) for f in sorted(pipeline.late.glob("*.ndjson")) for line in f.read_text().splitlines()]
+    assert {line["event"]["event_id"] for line in late_lines} == late_ids
+
+    # Malformed messages are on the DLQ with their source and error.
+    dlq = pipeline.read_topic("dlq", len(bad))
+    assert len(dlq) == len(bad)
+    errors = []
+    for m in dlq:
+        h = {k: v.decode() for k, v in m.headers()}
+        assert h["tollgate.source.topic"].startswith(f"t{pipeline.uid}.")
+        assert int(h["tollgate.source.partition"]) == 1
+        assert int(h["tollgate.source.offset"]) >= 0
+        errors.append(h["tollgate.error"])
+    joined = "\n".join(errors)
+    for needle in ["not valid JSON", "input_tokens` is -5", "input_tokens` is 1.5", "missing required field `gpu_type`",
+                   "event of kind `inference`", "unknown kind `billing`", "larger than the limit"]:
+        assert needle in joined, f"{needle!r} not in DLQ errors:\n{joined}"
+
+    # A second run of the same group finds nothing new and rewrites nothing.
+    before = {f: f.stat().st_mtime_ns for f in pipeline.files()}
+    pipeline.run_to_end()
+    assert {f: f.stat().st_mtime_ns for f in pipeline.files()} == before
+
+
+def test_hard_kill_and_restart_keeps_totals_exact(pipeline):
+    rng = random.Random(7)
+    messages, counted = [], []
+    n = 60_000
+    for i in range(n):
+        partition = i % 3
+        tenant = f"tenant-{partition}"
+        ts = BASE + i * 20 + rng.randrange(0, 2000)  # 20 minutes of event time
+        e = inference(i, ts, tenant, f"team-{rng.randrange(40)}", rng)
+        raw = json.dumps(e)
+        messages.append(("inference", partition, tenant, raw))
+        counted.append(("inference", e))
+        if rng.random() < 0.02:
+            messages.append(("inference", partition, tenant, raw))
+    pipeline.produce(messages)
+
+    # Kill -9 at three points while windows are being written, then run to the end.
+    for want_files in (2, 10, 25):
+        proc = pipeline.start("--idle-timeout-secs", "30")
+        deadline = time.time() + 120
+        while len(pipeline.files()) < want_files and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"pipeline exited early:\n{pipeline.log_tail()}"
+        pipeline.kill_hard(proc)
+    pipeline.run_to_end()
+
+    expected = expected_rollup(pipeline.book, counted)
+    actual, _ = actual_rollup(pipeline.rollups)
+    assert_rollups_equal(expected, actual)
+    assert not list(pipeline.rollups.rglob(".*.tmp")), "no temp files left behind"
+    assert not list(pipeline.late.glob("*.ndjson")) if pipeline.late.exists() else True
+    log = (pipeline.tmp / "run.log").read_text()
+    assert "partition restored" in log
+
+
+def test_unreachable_broker_is_a_clear_error_not_a_panic(tmp_path, tollgate_bin):
+    from tollgate_testlib import ROOT_CONFIG  # noqa: F401  (documented default config)
+
+    proc = subprocess.run(
+        [str(tollgate_bin), "run", "--config", ROOT_CONFIG, "--brokers", "127.0.0.1:1", "--exit-when-idle", "--broker-wait-secs", "3",
+         "--rollup-dir", str(tmp_path / "r"), "--late-dir", str(tmp_path / "l")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "broker not reachable at 127.0.0.1:1" in proc.stderr
+    assert "panicked" not in proc.stderr
+    assert "broker not reachable yet" in proc.stderr, "retries are logged"

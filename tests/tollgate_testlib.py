@@ -1,0 +1,210 @@
+"""Test helpers: an independent implementation of the cost and carbon model
+(read from the same pipeline config), a Kafka producer and consumer that are
+not tollgate's, and a handle on one pipeline instance."""
+
+import fnmatch
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import tomllib
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+class PriceBook:
+    """The enrichment formulas of DESIGN.md, written independently of the Rust code."""
+
+    def __init__(self, config_path, env=None):
+        cfg = tomllib.loads(Path(config_path).read_text())
+        env = env or {}
+        self.pricing = cfg.get("pricing", {})
+        self.d_in = float(env.get("COST_PER_1K_INPUT_TOKENS", 0.001))
+        self.d_out = float(env.get("COST_PER_1K_OUTPUT_TOKENS", 0.002))
+        self.d_hour = float(env.get("COMPUTE_COST_PER_HOUR", 1.0))
+        self.d_energy = float(env.get("ENERGY_WH_PER_1K_TOKENS", 0.3))
+        self.d_intensity = float(env.get("CARBON_INTENSITY_G_PER_KWH", 400))
+        self.pue = self.pricing.get("pue", 1.2)
+        self.default_watts = self.pricing.get("default_gpu_watts", 400)
+
+    def model_entry(self, model, ts_ms):
+        matches = [m for m in self.pricing.get("models", []) if fnmatch.fnmatchcase(model, m["pattern"])]
+        if not matches:
+            return None
+        best = max(len(m["pattern"].replace("*", "")) for m in matches)
+        owner = next(m["pattern"] for m in matches if len(m["pattern"].replace("*", "")) == best)
+        day = datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d")
+        dated = [m for m in matches if m["pattern"] == owner and m.get("effective_from", "0000-00-00") <= day]
+        if not dated:
+            return None
+        return max(dated, key=lambda m: m.get("effective_from", "0000-00-00"))
+
+    def intensity(self, region):
+        for r in self.pricing.get("regions", []):
+            if r["region"] == region:
+                return r["carbon_intensity_g_per_kwh"]
+        return self.d_intensity
+
+    def enrich(self, kind, e):
+        """(cost_usd, energy_wh, carbon_g, gpu_hours, input_tokens, output_tokens)"""
+        ts = e["ts"]
+        if kind == "inference":
+            m = self.model_entry(e["model"], ts)
+            p_in, p_out = (m["input_per_1k"], m["output_per_1k"]) if m else (self.d_in, self.d_out)
+            p_cached = m.get("cached_input_per_1k", p_in) if m else self.d_in
+            energy_k = m.get("energy_wh_per_1k", self.d_energy) if m else self.d_energy
+            cached = e.get("cached_input_tokens", 0)
+            cost = (e["input_tokens"] - cached) / 1000 * p_in + cached / 1000 * p_cached + e["output_tokens"] / 1000 * p_out
+            energy = (e["input_tokens"] + e["output_tokens"]) / 1000 * energy_k
+            return cost, energy, energy / 1000 * self.intensity(e.get("region")), 0.0, e["input_tokens"], e["output_tokens"]
+        if kind == "training":
+            gpu = next((g for g in self.pricing.get("gpus", []) if g["gpu_type"].lower() == e["gpu_type"].lower()), None)
+            price, watts = (gpu["price_per_hour"], gpu["watts"]) if gpu else (self.d_hour, self.default_watts)
+            hours = e["gpu_count"] * e["duration_hours"]
+            energy = hours * watts * e.get("gpu_utilization", 1.0) * self.pue
+            return hours * price, energy, energy / 1000 * self.intensity(e.get("region")), hours, 0, 0
+        return 0.0, 0.0, 0.0, 0.0, 0, 0
+
+
+def expected_rollup(book, events):
+    """Totals per (kind, tenant, team, model, region) over `events`:
+    [(kind, event dict)], already free of late events; duplicates (same tenant
+    and event_id) count once."""
+    seen = set()
+    out = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0])
+    for kind, e in events:
+        key = (e["tenant"], e["event_id"])
+        if key in seen:
+            continue
+        seen.add(key)
+        cost, _energy, carbon, hours, tin, tout = book.enrich(kind, e)
+        dims = (kind, e["tenant"], e.get("tags", {}).get("team"), e.get("model"), e.get("region"))
+        row = out[dims]
+        row[0] += 1
+        row[1] += tin
+        row[2] += tout
+        row[3] += cost
+        row[4] += carbon
+        row[5] += hours
+    return dict(out)
+
+
+def actual_rollup(root):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(root)
+    out = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0])
+    for r in table.to_pylist():
+        dims = (str(r["kind"]), r["tenant"], r["team"], r["model"], r["region"])
+        row = out[dims]
+        row[0] += r["events"]
+        row[1] += r["input_tokens"]
+        row[2] += r["output_tokens"]
+        row[3] += r["cost_usd"]
+        row[4] += r["carbon_g"]
+        row[5] += r["gpu_hours"]
+    return dict(out), table
+
+
+def assert_rollups_equal(expected, actual):
+    assert set(expected) == set(actual), f"missing {set(expected) - set(actual)}, extra {set(actual) - set(expected)}"
+    for k, e in expected.items():
+        a = actual[k]
+        assert a[:3] == e[:3], f"{k}: events/tokens {a[:3]} != {e[:3]}"
+        for i, name in [(3, "cost"), (4, "carbon"), (5, "gpu_hours")]:
+            assert abs(a[i] - e[i]) <= 1e-9 * max(1.0, abs(e[i])), f"{k}: {name} {a[i]} != {e[i]}"
+
+
+class Pipeline:
+    """One isolated tollgate setup: its own topics, group and directories."""
+
+    def __init__(self, root, tmp, brokers, binary, uid):
+        self.root, self.tmp, self.brokers, self.binary, self.uid = root, Path(tmp), brokers, binary, uid
+        text = (root / "pipelines" / "default.toml").read_text()
+        text = text.replace('"tollgate.', f'"t{uid}.')
+        text = re.sub(r'(?m)^brokers = .*$', f'brokers = "{brokers}"', text)
+        text = re.sub(r'(?m)^group_id = .*$', f'group_id = "g{uid}"', text)
+        self.config = self.tmp / "pipeline.toml"
+        self.config.write_text(text)
+        self.rollups = self.tmp / "rollups"
+        self.late = self.tmp / "late"
+        self.book = PriceBook(self.config)
+        self.topics = {k: f"t{uid}.{k}" for k in ("inference", "training", "heartbeat", "dlq")}
+        self.partitions = 3
+        self.procs = []
+        admin = AdminClient({"bootstrap.servers": brokers})
+        futures = admin.create_topics([NewTopic(t, num_partitions=self.partitions, replication_factor=1) for t in self.topics.values()])
+        for f in futures.values():
+            f.result(30)
+
+    def producer(self):
+        return Producer({"bootstrap.servers": self.brokers, "enable.idempotence": True, "linger.ms": 10, "queue.buffering.max.messages": 1000000})
+
+    def produce(self, messages):
+        """messages: [(kind, partition, key, value bytes/str)]"""
+        p = self.producer()
+        for kind, partition, key, value in messages:
+            while True:
+                try:
+                    p.produce(self.topics[kind], value=value, key=key, partition=partition)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+            p.poll(0)
+        assert p.flush(60) == 0, "producer did not deliver everything"
+
+    def args(self, *extra):
+        return [str(self.binary), "run", "--config", str(self.config), "--rollup-dir", str(self.rollups), "--late-dir", str(self.late), *extra]
+
+    def start(self, *extra, log_name="run.log"):
+        log = open(self.tmp / log_name, "ab")
+        proc = subprocess.Popen(self.args(*extra), cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def run_to_end(self, idle=3, timeout=300):
+        proc = self.start("--exit-when-idle", "--idle-timeout-secs", str(idle))
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"pipeline did not drain in {timeout}s; log:\n{self.log_tail()}")
+        assert rc == 0, f"pipeline exited {rc}; log:\n{self.log_tail()}"
+
+    def log_tail(self, n=60):
+        p = self.tmp / "run.log"
+        return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.exists() else ""
+
+    def files(self):
+        return sorted(self.rollups.rglob("*.parquet"))
+
+    def kill_hard(self, proc):
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    def read_topic(self, kind, expect, timeout=60):
+        c = Consumer({"bootstrap.servers": self.brokers, "group.id": f"reader-{self.uid}-{time.time_ns()}", "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
+        c.subscribe([self.topics[kind]])
+        out, deadline = [], time.time() + timeout
+        while len(out) < expect and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            out.append(m)
+        c.close()
+        return out
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+ROOT_CONFIG = str(Path(__file__).resolve().parent.parent / "pipelines" / "default.toml")
