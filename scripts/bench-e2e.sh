@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# End-to-end benchmark (release build): raw consume vs the pipeline on the same
+# 1 M events over 10,000 teams, and the pipeline's peak RSS.
+#   scripts/bench-e2e.sh [--count N] [--teams N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+scripts/setup.sh --no-python
+port="${TOLLGATE_BENCH_BROKER_PORT:-29092}"
+scripts/broker.sh start "$port"
+trap 'scripts/broker.sh stop "$port"' EXIT
+cargo build -q --release -p tollgate-benches --bin e2e
+RUST_LOG="${RUST_LOG:-warn}" target/release/e2e --brokers "127.0.0.1:$port" "$@"
