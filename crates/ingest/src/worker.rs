@@ -289,16 +289,10 @@ impl Worker<'_> {
             .map(|e| (e.offset(), e.metadata().to_string()))
             .unwrap_or((Offset::Invalid, String::new()));
         let checkpoint = match offset {
-            Offset::Offset(o) => {
-                let wm = Checkpoint::parse_watermark(&metadata).unwrap_or_else(|reason| {
-                    warn!(%reason, "committed offset has no tollgate watermark; late-event classification restarts from the replay");
-                    None
-                });
-                Checkpoint {
-                    offset: o,
-                    watermark_ms: wm,
-                }
-            }
+            Offset::Offset(o) => Checkpoint {
+                offset: o,
+                watermark_ms: self.committed_watermark(topic, partition, o, &metadata)?,
+            },
             _ => Checkpoint {
                 offset: 0,
                 watermark_ms: None,
@@ -336,6 +330,29 @@ impl Worker<'_> {
             last_message: Instant::now(),
             committed: matches!(offset, Offset::Offset(_)).then_some(checkpoint),
         })
+    }
+
+    /// The watermark at committed offset `offset`: from the checkpoint file
+    /// beside the rollups, else from the Kafka commit metadata.
+    fn committed_watermark(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        metadata: &str,
+    ) -> Result<Option<i64>, IngestError> {
+        if let Some(e) =
+            tollgate_rollup::load_checkpoint(&self.cfg.output.rollup_dir, topic, partition, offset)?
+        {
+            return Ok(e.watermark_ms);
+        }
+        match Checkpoint::parse_watermark(metadata) {
+            Ok(wm) => Ok(wm),
+            Err(reason) => {
+                warn!(%reason, offset, "no recorded watermark for the committed offset; late-event classification restarts with the replay");
+                Ok(None)
+            }
+        }
     }
 
     fn handle(
@@ -546,6 +563,19 @@ impl Worker<'_> {
             .clone()
         {
             return Err(IngestError::DeadLetter(f));
+        }
+        for (i, cp) in &moved {
+            let p = &self.parts[*i];
+            let entry = tollgate_rollup::CheckpointEntry {
+                offset: cp.offset,
+                watermark_ms: cp.watermark_ms,
+            };
+            tollgate_rollup::save_checkpoint(
+                &self.cfg.output.rollup_dir,
+                &p.topic,
+                p.partition,
+                entry,
+            )?;
         }
         match consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => {

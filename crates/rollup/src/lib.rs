@@ -7,6 +7,7 @@
 //! file is the window's commit marker; its key-value metadata records the
 //! offsets the restart protocol needs (`ARCHITECTURE.md`).
 
+mod checkpoint;
 mod late;
 mod summary;
 
@@ -26,6 +27,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use tollgate_window::ClosedWindow;
 
+pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointEntry};
 pub use late::{remove_late_from, write_late, LateRecord};
 pub use summary::{read_summary, Summary, TeamTotals};
 

@@ -183,3 +183,45 @@ fn late_files_are_named_by_first_offset_and_removed_on_replay() {
     );
     assert!(!p.exists());
 }
+
+#[test]
+fn checkpoints_keep_recent_history_and_find_the_committed_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for o in 0..100 {
+        save_checkpoint(
+            dir.path(),
+            "t.inference",
+            1,
+            CheckpointEntry {
+                offset: o,
+                watermark_ms: Some(o * 10),
+            },
+        )
+        .expect("save");
+    }
+    assert_eq!(
+        load_checkpoint(dir.path(), "t.inference", 1, 99).expect("load"),
+        Some(CheckpointEntry {
+            offset: 99,
+            watermark_ms: Some(990)
+        })
+    );
+    assert_eq!(
+        load_checkpoint(dir.path(), "t.inference", 1, 40).expect("load"),
+        Some(CheckpointEntry {
+            offset: 40,
+            watermark_ms: Some(400)
+        })
+    );
+    assert_eq!(
+        load_checkpoint(dir.path(), "t.inference", 1, 10).expect("load"),
+        None,
+        "older than the kept history"
+    );
+    assert_eq!(
+        load_checkpoint(dir.path(), "t.inference", 2, 99).expect("load"),
+        None
+    );
+    // Readers of the rollup tree do not see checkpoints.
+    assert!(list_files(dir.path()).expect("list").is_empty());
+}
