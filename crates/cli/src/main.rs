@@ -234,16 +234,7 @@ fn run(cfg: Config, exit_when_idle: bool, broker_wait: Duration) -> Result<()> {
             every.tick().await;
             loop {
                 every.tick().await;
-                let s = stats.snapshot();
-                info!(
-                    consumed = s.consumed,
-                    accepted = s.accepted,
-                    duplicates = s.duplicates,
-                    late = s.late,
-                    dead_lettered = s.dead_lettered,
-                    windows_written = s.windows_written,
-                    "progress"
-                );
+                log_counters("progress", &stats.snapshot());
             }
         })
     };
@@ -277,8 +268,19 @@ fn run(cfg: Config, exit_when_idle: bool, broker_wait: Duration) -> Result<()> {
     reporter.abort();
     let s = stats.snapshot();
     let secs = started.elapsed().as_secs_f64();
+    log_counters("pipeline finished", &s);
     info!(
         ?outcome,
+        seconds = secs,
+        events_per_second = s.consumed as f64 / secs.max(1e-9),
+        peak_rss_bytes = peak_rss_bytes().unwrap_or(0),
+        "pipeline finished"
+    );
+    Ok(())
+}
+
+fn log_counters(what: &str, s: &tollgate_ingest::StatsSnapshot) {
+    info!(
         consumed = s.consumed,
         accepted = s.accepted,
         duplicates = s.duplicates,
@@ -289,12 +291,8 @@ fn run(cfg: Config, exit_when_idle: bool, broker_wait: Duration) -> Result<()> {
         rows_written = s.rows_written,
         bytes_written = s.bytes_written,
         commits = s.commits,
-        seconds = secs,
-        events_per_second = s.consumed as f64 / secs.max(1e-9),
-        peak_rss_bytes = peak_rss_bytes().unwrap_or(0),
-        "pipeline finished"
+        "{what}"
     );
-    Ok(())
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).

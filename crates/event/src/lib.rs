@@ -165,15 +165,7 @@ pub fn decode<'a>(
     topic_kind: Kind,
     limits: &Limits,
 ) -> Result<Event<'a>, DecodeError> {
-    if bytes.len() > limits.max_message_bytes {
-        return Err(DecodeError::TooLarge {
-            size: bytes.len(),
-            max: limits.max_message_bytes,
-        });
-    }
-    let wire: Wire<'a> =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
-    wire.validate(topic_kind)
+    parse_wire(bytes, limits)?.validate(topic_kind)
 }
 
 /// Decode a message whose kind is given by its own `kind` field (HTTP ingest of
@@ -182,19 +174,22 @@ pub fn decode_self_described<'a>(
     bytes: &'a [u8],
     limits: &Limits,
 ) -> Result<Event<'a>, DecodeError> {
+    let wire = parse_wire(bytes, limits)?;
+    let kind = match &wire.kind {
+        None => return Err(DecodeError::Missing("kind")),
+        Some(Text(k)) => Kind::parse(k).ok_or_else(|| DecodeError::UnknownKind(k.to_string()))?,
+    };
+    wire.validate(kind)
+}
+
+fn parse_wire<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Wire<'a>, DecodeError> {
     if bytes.len() > limits.max_message_bytes {
         return Err(DecodeError::TooLarge {
             size: bytes.len(),
             max: limits.max_message_bytes,
         });
     }
-    let wire: Wire<'a> =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
-    let kind = match &wire.kind {
-        None => return Err(DecodeError::Missing("kind")),
-        Some(Text(k)) => Kind::parse(k).ok_or_else(|| DecodeError::UnknownKind(k.to_string()))?,
-    };
-    wire.validate(kind)
+    serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))
 }
 
 /// The message as it is on the wire, before validation.
