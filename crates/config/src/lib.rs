@@ -29,6 +29,11 @@ pub struct KafkaConfig {
     /// Bootstrap servers; `KAFKA_BROKERS` overrides.
     pub brokers: String,
     pub group_id: String,
+    /// Static group membership (`group.instance.id`, KIP-345): a restarted
+    /// worker with the same id takes its partitions back at once instead of
+    /// waiting out a rebalance. Must be unique per running worker; empty turns
+    /// it off. Default `tollgate-<hostname>`; `TOLLGATE_INSTANCE_ID` overrides.
+    pub instance_id: Option<String>,
     /// Upper bound on how long the broker may hold a fetch. Brokers such as
     /// tansu answer slowly with librdkafka's 500 ms default; keep it low.
     pub fetch_wait_max_ms: u32,
@@ -38,6 +43,9 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Create missing topics at start.
     pub create_topics: bool,
+    /// Extra librdkafka properties for every client (security.protocol,
+    /// sasl.*, ssl.*, debug, ...). Applied after tollgate's own settings.
+    pub client: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -45,11 +53,13 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: "tollgate".into(),
+            instance_id: None,
             fetch_wait_max_ms: 10,
             session_timeout_ms: 10_000,
             partitions: 3,
             replication_factor: 1,
             create_topics: true,
+            client: Default::default(),
         }
     }
 }
@@ -172,6 +182,15 @@ impl Config {
         })?;
         if let Some(b) = env("KAFKA_BROKERS").filter(|b| !b.trim().is_empty()) {
             c.kafka.brokers = b;
+        }
+        if let Some(id) = env("TOLLGATE_INSTANCE_ID") {
+            c.kafka.instance_id = Some(id);
+        }
+        if c.kafka.instance_id.is_none() {
+            let host = env("HOSTNAME")
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "local".into());
+            c.kafka.instance_id = Some(format!("tollgate-{host}"));
         }
         c.defaults = Defaults::from_lookup(&env)?;
         c.validate()?;

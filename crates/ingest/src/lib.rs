@@ -50,5 +50,8 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
         // Fail over quickly on a restarting local broker; librdkafka retries forever anyway.
         .set("reconnect.backoff.max.ms", "2000")
         .set("log_level", "4");
+    for (k, v) in &cfg.kafka.client {
+        c.set(k, v);
+    }
     c
 }

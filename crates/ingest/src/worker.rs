@@ -144,6 +144,9 @@ pub fn run_pipeline(
             "session.timeout.ms",
             cfg.kafka.session_timeout_ms.to_string(),
         );
+    if let Some(id) = cfg.kafka.instance_id.as_deref().filter(|id| !id.is_empty()) {
+        cc.set("group.instance.id", id);
+    }
     let consumer: BaseConsumer<Ctx> = cc
         .create_with_context(Ctx::default())
         .map_err(kafka("create consumer"))?;
@@ -176,7 +179,7 @@ pub fn run_pipeline(
         last_message: Instant::now(),
         last_broker_error: None,
     };
-    info!(topics = ?topics, group = %cfg.kafka.group_id, brokers = %cfg.kafka.brokers, "consuming");
+    info!(topics = ?topics, group = %cfg.kafka.group_id, instance = ?cfg.kafka.instance_id, brokers = %cfg.kafka.brokers, "consuming");
     w.run(&consumer)
 }
 
