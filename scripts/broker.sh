@@ -3,7 +3,10 @@
 #   scripts/broker.sh start [PORT]   # idempotent; installs tansu if missing
 #   scripts/broker.sh stop  [PORT]
 #   scripts/broker.sh status [PORT]
-# Storage is in memory unless TANSU_STORAGE is set (e.g. sqlite://$PWD/.run/tansu.db).
+# Storage: SQLite in .run/tansu-PORT.db (survives a broker restart), unless
+# TANSU_STORAGE is set. Not `memory://`: tansu 0.6's memory engine answers a
+# fetch that starts inside a record batch with the *next* batch, which skips
+# messages whenever a consumer resumes from a committed offset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -28,11 +31,11 @@ case "$cmd" in
       exit 1
     fi
     scripts/ensure-tansu.sh
-    storage="${TANSU_STORAGE:-memory://tansu/}"
-    nohup tansu broker \
+    storage="${TANSU_STORAGE:-sqlite://tansu-$port.db}"
+    (cd "$run_dir" && exec nohup tansu broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "$storage" >"$log_file" 2>&1 &
+      --storage-engine "$storage" >"$log_file" 2>&1) &
     echo $! >"$pid_file"
     for _ in $(seq 1 100); do
       if listening; then

@@ -20,12 +20,17 @@ pub fn wait_for_broker(cfg: &Config, max_wait: Duration) -> Result<(), IngestErr
     let start = Instant::now();
     let mut backoff = Duration::from_millis(200);
     loop {
-        match probe.fetch_metadata(None, Duration::from_secs(3)) {
+        let remaining = max_wait.saturating_sub(start.elapsed());
+        match probe.fetch_metadata(
+            None,
+            remaining.clamp(Duration::from_millis(500), Duration::from_secs(3)),
+        ) {
             Ok(md) => {
                 info!(brokers = %cfg.kafka.brokers, count = md.brokers().len(), "broker reachable");
                 return Ok(());
             }
             Err(e) => {
+                warn!(brokers = %cfg.kafka.brokers, error = %e, retry_in_ms = backoff.as_millis() as u64, "broker not reachable yet");
                 if start.elapsed() >= max_wait {
                     return Err(IngestError::BrokerUnreachable {
                         brokers: cfg.kafka.brokers.clone(),
@@ -33,7 +38,6 @@ pub fn wait_for_broker(cfg: &Config, max_wait: Duration) -> Result<(), IngestErr
                         last: e.to_string(),
                     });
                 }
-                warn!(brokers = %cfg.kafka.brokers, error = %e, retry_in_ms = backoff.as_millis() as u64, "broker not reachable yet");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

@@ -34,6 +34,13 @@ pub enum IngestError {
     Output(#[from] tollgate_rollup::RollupError),
     #[error("dead-letter delivery failed: {0}")]
     DeadLetter(String),
+    #[error("broker returned offset {got} of {topic}/{partition} when asked for {wanted}; refusing to skip or repeat events")]
+    OffsetGap {
+        topic: String,
+        partition: i32,
+        wanted: i64,
+        got: i64,
+    },
     #[error("config: {0}")]
     Config(String),
 }

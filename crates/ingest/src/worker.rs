@@ -110,6 +110,9 @@ struct Part {
     late: Vec<LateRecord>,
     last_message: Instant,
     committed: Option<Checkpoint>,
+    /// Where the partition must resume (the restored checkpoint's offset).
+    resume_at: i64,
+    seeked: bool,
 }
 
 struct Worker<'a> {
@@ -332,6 +335,8 @@ impl Worker<'_> {
             late: Vec::new(),
             last_message: Instant::now(),
             committed: matches!(offset, Offset::Offset(_)).then_some(checkpoint),
+            resume_at: checkpoint.offset,
+            seeked: false,
         })
     }
 
@@ -369,6 +374,33 @@ impl Worker<'_> {
         let i = self.part_index(consumer, msg.topic(), msg.partition())?;
         let offset = msg.offset();
         let part = &mut self.parts[i];
+        if part.state.next_offset().is_none()
+            && part.committed.is_some()
+            && offset != part.resume_at
+        {
+            // The fetch position is not the committed offset we restored from:
+            // resuming here would skip or repeat events. Go back to it once; if
+            // the broker still answers from elsewhere, stop rather than lose data.
+            if part.seeked {
+                return Err(IngestError::OffsetGap {
+                    topic: part.topic.clone(),
+                    partition: part.partition,
+                    wanted: part.resume_at,
+                    got: offset,
+                });
+            }
+            part.seeked = true;
+            warn!(topic = %part.topic, partition = part.partition, fetched = offset, resume_at = part.resume_at, "fetch position differs from the committed offset; seeking");
+            consumer
+                .seek(
+                    &part.topic,
+                    part.partition,
+                    Offset::Offset(part.resume_at),
+                    Duration::from_secs(10),
+                )
+                .map_err(kafka("seek to the committed offset"))?;
+            return Ok(());
+        }
         part.last_message = now;
         let payload = msg.payload().unwrap_or_default();
         let decoded = if payload.is_empty() {
