@@ -56,6 +56,22 @@ fn bench(c: &mut Criterion) {
                 }
             })
         });
+        g.bench_function("decode", |b| {
+            b.iter(|| {
+                for (kind, p) in &evs {
+                    std::hint::black_box(decode(p, *kind, &limits).expect("valid"));
+                }
+            })
+        });
+        g.bench_function("decode_enrich", |b| {
+            let mut en = Enricher::new(book(), Defaults::default()).expect("book");
+            b.iter(|| {
+                for (kind, p) in &evs {
+                    let e = decode(p, *kind, &limits).expect("valid");
+                    std::hint::black_box(en.enrich(&e));
+                }
+            })
+        });
         g.bench_function("decode_enrich_aggregate", |b| {
             b.iter_batched(
                 || {

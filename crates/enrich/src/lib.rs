@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 use serde::Deserialize;
 use tollgate_event::{Body, Event};
 
@@ -180,9 +182,9 @@ pub struct Enricher {
     book: PriceBook,
     defaults: Defaults,
     /// Per model name: the matching book entries, newest first, then the defaults.
-    model_cache: HashMap<Box<str>, Vec<Rates>>,
-    gpu: HashMap<String, (f64, f64)>,
-    region: HashMap<String, f64>,
+    model_cache: FastMap<Box<str>, Vec<Rates>>,
+    gpu: FastMap<String, (f64, f64)>,
+    region: FastMap<String, f64>,
 }
 
 fn parse_date_ms(s: &str) -> Option<i64> {
@@ -254,7 +256,7 @@ impl Enricher {
         Ok(Enricher {
             book,
             defaults,
-            model_cache: HashMap::new(),
+            model_cache: FastMap::default(),
             gpu,
             region,
         })
@@ -308,16 +310,25 @@ impl Enricher {
     }
 
     fn model_rates(&mut self, model: &str, ts_ms: i64) -> Rates {
-        if !self.model_cache.contains_key(model) {
-            let rates = self.resolve_model(model);
-            self.model_cache.insert(model.into(), rates);
-        }
-        let list = &self.model_cache[model];
-        // The last entry (defaults) applies from the beginning of time, so a match exists.
-        *list
-            .iter()
+        let list = match self.model_cache.get(model) {
+            Some(list) => list,
+            None => {
+                let rates = self.resolve_model(model);
+                self.model_cache.entry(model.into()).or_insert(rates)
+            }
+        };
+        // The last entry (the defaults) applies from the beginning of time.
+        list.iter()
             .find(|r| r.from_ms <= ts_ms)
-            .unwrap_or(&list[list.len() - 1])
+            .or(list.last())
+            .copied()
+            .unwrap_or(Rates {
+                from_ms: i64::MIN,
+                input: self.defaults.cost_per_1k_input_tokens,
+                cached: self.defaults.cost_per_1k_input_tokens,
+                output: self.defaults.cost_per_1k_output_tokens,
+                energy: self.defaults.energy_wh_per_1k_tokens,
+            })
     }
 
     /// Grid intensity for a region (g CO2e per kWh).

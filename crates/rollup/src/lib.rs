@@ -98,7 +98,7 @@ pub fn to_batch(w: &ClosedWindow) -> Result<RecordBatch, RollupError> {
     let ts = |v: i64| -> ArrayRef {
         Arc::new(TimestampMillisecondArray::from(vec![v; n]).with_timezone("UTC"))
     };
-    let text = |f: &dyn Fn(&tollgate_window::Dims) -> Option<&str>| -> ArrayRef {
+    let text = |f: &dyn for<'a> Fn(tollgate_window::DimsRef<'a>) -> Option<&'a str>| -> ArrayRef {
         Arc::new(w.rows.iter().map(|(d, _)| f(d)).collect::<StringArray>())
     };
     let int = |f: &dyn Fn(&tollgate_window::Measures) -> u64| -> ArrayRef {
@@ -116,11 +116,11 @@ pub fn to_batch(w: &ClosedWindow) -> Result<RecordBatch, RollupError> {
     let columns: Vec<ArrayRef> = vec![
         ts(w.start_ms),
         ts(w.end_ms),
-        text(&|d| Some(d.tenant.as_str())),
-        text(&|d| d.team.as_deref()),
-        text(&|d| d.environment.as_deref()),
-        text(&|d| d.model.as_deref()),
-        text(&|d| d.region.as_deref()),
+        text(&|d| Some(d.tenant)),
+        text(&|d| d.team),
+        text(&|d| d.environment),
+        text(&|d| d.model),
+        text(&|d| d.region),
         int(&|m| m.events),
         int(&|m| m.input_tokens),
         int(&|m| m.cached_input_tokens),

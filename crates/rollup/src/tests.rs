@@ -1,6 +1,6 @@
 use super::*;
 use arrow::array::Array;
-use tollgate_window::{Dims, Measures};
+use tollgate_window::{DimsRef, Measures, RowSet};
 
 fn window(start: i64, first: i64, close: i64) -> ClosedWindow {
     let mut m = Measures {
@@ -26,23 +26,28 @@ fn window(start: i64, first: i64, close: i64) -> ClosedWindow {
         close_offset: close,
         watermark_ms: start + 60_000,
         duplicates: 0,
-        rows: vec![
+        rows: RowSet::from_rows([
             (
-                Dims {
-                    tenant: "t".into(),
-                    team: Some("ai".into()),
-                    ..Dims::default()
+                DimsRef {
+                    tenant: "t",
+                    team: Some("ai"),
+                    environment: None,
+                    model: None,
+                    region: None,
                 },
                 m,
             ),
             (
-                Dims {
-                    tenant: "t".into(),
-                    ..Dims::default()
+                DimsRef {
+                    tenant: "t",
+                    team: None,
+                    environment: None,
+                    model: None,
+                    region: None,
                 },
                 untagged,
             ),
-        ],
+        ]),
     }
 }
 

@@ -3,16 +3,19 @@
 //! (`ARCHITECTURE.md`, "Delivery protocol"). Pure code, no I/O: the ingest
 //! adapter feeds it events with their offsets and writes what it hands back.
 
+mod rows;
 mod sketch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use rows::RowTable;
+
 use tollgate_enrich::Enriched;
 use tollgate_event::{Body, Event, Kind};
 
+pub use rows::{DimsRef, RowSet};
 pub use sketch::Sketch;
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
 
 /// Tumbling event-time windows.
@@ -29,59 +32,14 @@ impl WindowSpec {
     }
 }
 
-/// Group dimensions of a rollup row (kind is the partition's, so not here).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Dims {
-    pub tenant: String,
-    pub team: Option<String>,
-    pub environment: Option<String>,
-    pub model: Option<String>,
-    pub region: Option<String>,
-}
-
-const NONE_LEN: u32 = u32::MAX;
-
-fn push_field(buf: &mut Vec<u8>, v: Option<&str>) {
-    match v {
-        Some(s) => {
-            buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            buf.extend_from_slice(s.as_bytes());
-        }
-        None => buf.extend_from_slice(&NONE_LEN.to_le_bytes()),
-    }
-}
-
 /// Length-prefixed, unambiguous encoding of the row key.
 fn encode_key(buf: &mut Vec<u8>, e: &Event<'_>) {
     buf.clear();
-    push_field(buf, Some(&e.tenant));
-    push_field(buf, e.tags.team.as_deref());
-    push_field(buf, e.tags.environment.as_deref());
-    push_field(buf, e.model());
-    push_field(buf, e.region.as_deref());
-}
-
-fn decode_key(mut key: &[u8]) -> Dims {
-    let mut next = || -> Option<String> {
-        let (len, rest) = key.split_at(4);
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
-        if len == NONE_LEN {
-            key = rest;
-            return None;
-        }
-        let (s, rest) = rest.split_at(len as usize);
-        key = rest;
-        // Keys are built from &str, so this is always UTF-8.
-        Some(String::from_utf8_lossy(s).into_owned())
-    };
-    let tenant = next().unwrap_or_default();
-    Dims {
-        tenant,
-        team: next(),
-        environment: next(),
-        model: next(),
-        region: next(),
-    }
+    rows::push_field(buf, Some(&e.tenant));
+    rows::push_field(buf, e.tags.team.as_deref());
+    rows::push_field(buf, e.tags.environment.as_deref());
+    rows::push_field(buf, e.model());
+    rows::push_field(buf, e.region.as_deref());
 }
 
 /// Additive measures of one rollup row.
@@ -150,7 +108,7 @@ struct OpenWindow {
     first_offset: i64,
     /// Watermark just before `first_offset` was processed.
     wm_before: i64,
-    rows: FastMap<Box<[u8]>, Measures>,
+    rows: RowTable,
     seen: FastSet<u128>,
     duplicates: u64,
 }
@@ -167,8 +125,8 @@ pub struct ClosedWindow {
     /// Watermark when the window closed.
     pub watermark_ms: i64,
     pub duplicates: u64,
-    /// Rows sorted by their dimensions, so a replay writes an identical file.
-    pub rows: Vec<(Dims, Measures)>,
+    /// Rows in a deterministic order, so a replay writes an identical file.
+    pub rows: RowSet,
 }
 
 impl ClosedWindow {
@@ -288,7 +246,10 @@ impl PartitionState {
         self.next_offset = Some(offset + 1);
         self.wm = self.wm.max(e.ts_ms.saturating_sub(self.spec.lateness_ms));
         let start = self.spec.start_of(e.ts_ms);
-        if let Some(&close) = self.written.get(&start) {
+        if let Some(&close) = (!self.written.is_empty())
+            .then(|| self.written.get(&start))
+            .flatten()
+        {
             if offset < close {
                 return Offer::AlreadyWritten;
             }
@@ -300,7 +261,7 @@ impl PartitionState {
         let w = self.open.entry(start).or_insert_with(|| OpenWindow {
             first_offset: offset,
             wm_before,
-            rows: FastMap::default(),
+            rows: RowTable::default(),
             seen: FastSet::default(),
             duplicates: 0,
         });
@@ -309,14 +270,7 @@ impl PartitionState {
             return Offer::Duplicate;
         }
         encode_key(&mut self.key_buf, e);
-        match w.rows.get_mut(self.key_buf.as_slice()) {
-            Some(m) => m.add(e, x),
-            None => {
-                let mut m = Measures::default();
-                m.add(e, x);
-                w.rows.insert(self.key_buf.as_slice().into(), m);
-            }
-        }
+        w.rows.get_or_insert(&self.key_buf).add(e, x);
         Offer::Accepted
     }
 
@@ -361,12 +315,7 @@ impl PartitionState {
     }
 
     fn finish(&self, start: i64, w: OpenWindow) -> ClosedWindow {
-        let mut rows: Vec<(Dims, Measures)> = w
-            .rows
-            .into_iter()
-            .map(|(k, m)| (decode_key(&k), m))
-            .collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let rows = w.rows.finish();
         ClosedWindow {
             start_ms: start,
             end_ms: start + self.spec.size_ms,

@@ -10,6 +10,8 @@ pub struct Sketch {
     /// Index of `counts[0]`.
     base: i32,
     counts: Vec<u64>,
+    /// While every value fell in one bucket: (bucket, count), no allocation.
+    single: Option<(i32, u64)>,
     total: u64,
 }
 
@@ -31,6 +33,26 @@ impl Sketch {
         }
         let i = bucket(v);
         if self.counts.is_empty() {
+            match self.single {
+                None => {
+                    self.single = Some((i, 1));
+                    return;
+                }
+                Some((j, c)) if j == i => {
+                    self.single = Some((j, c + 1));
+                    return;
+                }
+                Some((j, c)) => {
+                    self.single = None;
+                    self.dense_add(j, c);
+                }
+            }
+        }
+        self.dense_add(i, 1);
+    }
+
+    fn dense_add(&mut self, i: i32, n: u64) {
+        if self.counts.is_empty() {
             self.base = i;
             self.counts.push(0);
         } else if i < self.base {
@@ -40,7 +62,7 @@ impl Sketch {
         } else if (i - self.base) as usize >= self.counts.len() {
             self.counts.resize((i - self.base) as usize + 1, 0);
         }
-        self.counts[(i - self.base) as usize] += 1;
+        self.counts[(i - self.base) as usize] += n;
     }
 
     pub fn count(&self) -> u64 {
@@ -55,6 +77,9 @@ impl Sketch {
         let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
         if rank <= self.zeros {
             return Some(0.0);
+        }
+        if let Some((i, _)) = self.single {
+            return Some(representative(i));
         }
         let mut seen = self.zeros;
         for (k, c) in self.counts.iter().enumerate() {

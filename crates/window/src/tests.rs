@@ -63,7 +63,7 @@ fn window_closes_when_watermark_passes_its_end() {
         (0, 60_000, 0, 3)
     );
     assert_eq!(w.events(), 1);
-    assert_eq!(w.rows[0].0.team.as_deref(), Some("x"));
+    assert_eq!(w.rows.iter().next().map(|(d, _)| d.team), Some(Some("x")));
 }
 
 #[test]
@@ -104,7 +104,10 @@ fn duplicates_count_once_per_window() {
     let w = s.flush_idle();
     assert_eq!(w[0].events(), 1);
     assert_eq!(w[0].duplicates, 1);
-    assert_eq!(w[0].rows[0].1.input_tokens, 5);
+    assert_eq!(
+        w[0].rows.iter().next().map(|(_, m)| m.input_tokens),
+        Some(5)
+    );
 }
 
 #[test]

@@ -1,0 +1,168 @@
+//! The rows of one window: keys in one byte arena, measures in one vector,
+//! a hash table of row indices. One allocation per window, not per row.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+use crate::Measures;
+
+const NONE_LEN: u32 = u32::MAX;
+
+/// Append one length-prefixed field (unambiguous for any text).
+pub(crate) fn push_field(buf: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(s) => {
+            buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            buf.extend_from_slice(s.as_bytes());
+        }
+        None => buf.extend_from_slice(&NONE_LEN.to_le_bytes()),
+    }
+}
+
+/// The dimensions of one row, borrowed from the window's key arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DimsRef<'a> {
+    pub tenant: &'a str,
+    pub team: Option<&'a str>,
+    pub environment: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub region: Option<&'a str>,
+}
+
+fn next_field<'a>(key: &mut &'a [u8]) -> Option<&'a str> {
+    if key.len() < 4 {
+        return None;
+    }
+    let (len, rest) = key.split_at(4);
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+    if len == NONE_LEN {
+        *key = rest;
+        return None;
+    }
+    let (s, rest) = rest.split_at((len as usize).min(rest.len()));
+    *key = rest;
+    // Keys are built from &str, so this never fails.
+    Some(std::str::from_utf8(s).unwrap_or_default())
+}
+
+impl<'a> DimsRef<'a> {
+    pub(crate) fn decode(mut key: &'a [u8]) -> Self {
+        let tenant = next_field(&mut key).unwrap_or_default();
+        let team = next_field(&mut key);
+        let environment = next_field(&mut key);
+        let model = next_field(&mut key);
+        let region = next_field(&mut key);
+        DimsRef {
+            tenant,
+            team,
+            environment,
+            model,
+            region,
+        }
+    }
+
+    pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
+        push_field(buf, Some(self.tenant));
+        push_field(buf, self.team);
+        push_field(buf, self.environment);
+        push_field(buf, self.model);
+        push_field(buf, self.region);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Row {
+    start: u32,
+    len: u32,
+    pub(crate) m: Measures,
+}
+
+#[derive(Default)]
+pub(crate) struct RowTable {
+    keys: Vec<u8>,
+    rows: Vec<Row>,
+    index: HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl RowTable {
+    pub(crate) fn get_or_insert(&mut self, key: &[u8]) -> &mut Measures {
+        let RowTable {
+            keys,
+            rows,
+            index,
+            hasher,
+        } = self;
+        let hash = hasher.hash_one(key);
+        let found = index.find(hash, |&i| {
+            let r = &rows[i as usize];
+            &keys[r.start as usize..(r.start + r.len) as usize] == key
+        });
+        let i = match found {
+            Some(&i) => i as usize,
+            None => {
+                let i = rows.len();
+                rows.push(Row {
+                    start: keys.len() as u32,
+                    len: key.len() as u32,
+                    m: Measures::default(),
+                });
+                keys.extend_from_slice(key);
+                index.insert_unique(hash, i as u32, |&j| {
+                    let r = &rows[j as usize];
+                    hasher.hash_one(&keys[r.start as usize..(r.start + r.len) as usize])
+                });
+                i
+            }
+        };
+        &mut rows[i].m
+    }
+
+    /// The rows in insertion order. A replay feeds a window the same events
+    /// in the same order, so this order is deterministic without a sort.
+    pub(crate) fn finish(self) -> RowSet {
+        RowSet {
+            keys: self.keys,
+            rows: self.rows,
+        }
+    }
+}
+
+/// Finished rows of a closed window.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RowSet {
+    keys: Vec<u8>,
+    rows: Vec<Row>,
+}
+
+impl RowSet {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (DimsRef<'_>, &Measures)> + '_ {
+        self.rows.iter().map(|r| {
+            (
+                DimsRef::decode(&self.keys[r.start as usize..(r.start + r.len) as usize]),
+                &r.m,
+            )
+        })
+    }
+
+    /// Build from explicit rows (tests, tools), in the order given.
+    pub fn from_rows<'a>(rows: impl IntoIterator<Item = (DimsRef<'a>, Measures)>) -> Self {
+        let mut t = RowTable::default();
+        let mut buf = Vec::new();
+        for (d, m) in rows {
+            buf.clear();
+            d.encode(&mut buf);
+            *t.get_or_insert(&buf) = m;
+        }
+        t.finish()
+    }
+}
