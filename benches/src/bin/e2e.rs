@@ -60,9 +60,12 @@ fn raw_consume(cfg: &Config, total: u64) -> Result<f64> {
     consumer.subscribe(&topics)?;
     let mut n = 0u64;
     let mut bytes = 0usize;
+    // Measured from the first message, so that group join time is not counted.
+    let mut first = None;
     while n < total {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
                 n += 1;
                 bytes += m.payload().map_or(0, <[u8]>::len);
             }
@@ -74,13 +77,49 @@ fn raw_consume(cfg: &Config, total: u64) -> Result<f64> {
             }
         }
     }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
     std::hint::black_box(bytes);
     Ok(total as f64 / secs)
 }
 
+/// One heartbeat at `ts_ms` to every partition of every event topic.
+fn produce_sentinels(cfg: &Config, ts_ms: i64) -> Result<u64> {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<_> = tollgate_ingest::client_config(cfg).create()?;
+    let mut n = 0;
+    for (topic, kind) in cfg.topics.sources() {
+        for p in 0..cfg.kafka.partitions {
+            let body = match kind {
+                tollgate_event::Kind::Inference => {
+                    r#""model":"sentinel","input_tokens":0,"output_tokens":0,"duration_ms":0"#
+                }
+                tollgate_event::Kind::Training => {
+                    r#""model":"sentinel","gpu_type":"h100","gpu_count":1,"duration_hours":0"#
+                }
+                tollgate_event::Kind::Heartbeat => r#""node_id":"sentinel","region":"us-east-1""#,
+            };
+            let payload =
+                format!(r#"{{"event_id":"sentinel-{p}","ts":{ts_ms},"tenant":"bench",{body}}}"#);
+            producer
+                .send(
+                    BaseRecord::<str, str>::to(topic)
+                        .partition(p)
+                        .payload(&payload),
+                )
+                .map_err(|(e, _)| e)?;
+            n += 1;
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(n)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let mut cfg = Config::load(&args.config)?;
     let uid = std::process::id();
     cfg.kafka.brokers = args.brokers.clone();
@@ -94,8 +133,9 @@ fn main() -> Result<()> {
     ] {
         *topic = format!("bench{uid}.{kind}");
     }
-    // The final windows close on idle; keep that wait short and out of the measurement.
-    cfg.window.idle_timeout_secs = 0.5;
+    // Every partition ends with a sentinel event an hour ahead, which closes
+    // all of its windows by watermark; the sentinels' own windows close on idle.
+    cfg.window.idle_timeout_secs = 3.0;
     let _ = std::fs::remove_dir_all(&args.out);
     cfg.output.rollup_dir = args.out.join("rollups");
     cfg.output.late_dir = args.out.join("late");
@@ -106,6 +146,7 @@ fn main() -> Result<()> {
         .build()?;
     rt.block_on(tollgate_ingest::ensure_topics(&cfg))?;
 
+    let spec_end_ms = 1_767_225_600_000 + 600_000;
     let spec = loadgen::LoadSpec {
         count: args.count,
         teams: args.teams,
@@ -124,6 +165,9 @@ fn main() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    let sentinels = produce_sentinels(&cfg, spec_end_ms + 3_600_000)?;
+    let sent = sent + sentinels;
+
     let raw = raw_consume(&cfg, sent).context("raw consume")?;
     eprintln!("raw consume: {raw:.0} events/s");
 
@@ -140,20 +184,24 @@ fn main() -> Result<()> {
         let (cfg, stats) = (cfg.clone(), stats.clone());
         std::thread::spawn(move || tollgate_ingest::run_pipeline(&cfg, &opts, &stats))
     };
-    // Time of the last window write after everything was consumed.
-    let mut last_write = started.elapsed();
-    let mut windows = 0;
+    // Time at which the last event was processed: the sentinels close every
+    // other window inline, so by then all rollups but the sentinels' are written.
+    // Measured from the first message, like the raw consumer.
+    let (mut first_at, mut done_at) = (None, None);
     while !worker.is_finished() {
-        let s = stats.snapshot();
-        if s.windows_written != windows {
-            windows = s.windows_written;
-            last_write = started.elapsed();
+        let consumed = stats.snapshot().consumed;
+        if first_at.is_none() && consumed > 0 {
+            first_at = Some(started.elapsed());
+        }
+        if done_at.is_none() && consumed >= sent {
+            done_at = Some(started.elapsed());
         }
         if started.elapsed() > Duration::from_secs(900) {
             stop.store(true, Ordering::Relaxed);
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
+    let last_write = done_at.unwrap_or_else(|| started.elapsed()) - first_at.unwrap_or_default();
     worker
         .join()
         .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))??;
@@ -172,6 +220,12 @@ fn main() -> Result<()> {
         last_write.as_secs_f64(),
         s.windows_written,
         s.rows_written
+    );
+    println!(
+        "time writing windows       {:.2}s; committing {:.2}s ({} commits)",
+        s.write_micros as f64 / 1e6,
+        s.commit_micros as f64 / 1e6,
+        s.commits
     );
     println!("ratio pipeline / raw       {:.2}", pipeline / raw);
     println!(

@@ -7,6 +7,7 @@ mod admin;
 pub mod loadgen;
 mod stats;
 mod worker;
+mod writer;
 
 use std::time::Duration;
 

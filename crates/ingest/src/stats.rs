@@ -38,6 +38,10 @@ stats! {
     bytes_written,
     late_files_written,
     commits,
+    /// Time spent writing window files (µs).
+    write_micros,
+    /// Time spent committing: DLQ flush, checkpoint file, offset commit (µs).
+    commit_micros,
 }
 
 impl Stats {

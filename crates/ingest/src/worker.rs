@@ -29,6 +29,7 @@ use tollgate_rollup::{LateRecord, Source};
 use tollgate_window::{Checkpoint, ClosedWindow, Offer, PartitionState};
 use tracing::{debug, error, info, info_span, warn};
 
+use crate::writer::{Job, Writer};
 use crate::{client_config, kafka, IngestError, Stats};
 
 /// How the worker runs.
@@ -127,6 +128,9 @@ struct Worker<'a> {
     commit_due: bool,
     last_message: Instant,
     last_broker_error: Option<Instant>,
+    writer: Writer,
+    /// The clock as last read by the loop (at most 256 messages old).
+    now: Instant,
 }
 
 /// Run the pipeline until stopped (or drained, with `exit_when_idle`).
@@ -181,6 +185,8 @@ pub fn run_pipeline(
         commit_due: false,
         last_message: Instant::now(),
         last_broker_error: None,
+        now: Instant::now(),
+        writer: Writer::spawn(cfg.output.rollup_dir.clone(), cfg.output.late_dir.clone())?,
     };
     info!(topics = ?topics, group = %cfg.kafka.group_id, instance = ?cfg.kafka.instance_id, brokers = %cfg.kafka.brokers, "consuming");
     w.run(&consumer)
@@ -190,6 +196,7 @@ impl Worker<'_> {
     fn run(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<RunOutcome, IngestError> {
         let tick = Duration::from_millis(100);
         let mut last_tick = Instant::now();
+        let mut since_clock = 0u32;
         loop {
             if self.opts.stop.load(Ordering::Relaxed) {
                 self.commit(consumer)?;
@@ -198,13 +205,26 @@ impl Worker<'_> {
             }
             let polled = consumer.poll(tick);
             self.apply_revocations(consumer);
-            match polled {
-                Some(Ok(msg)) => self.handle(consumer, &msg)?,
-                Some(Err(e)) => self.kafka_error(e)?,
-                None => {}
+            let busy = match polled {
+                Some(Ok(msg)) => {
+                    self.handle(consumer, &msg)?;
+                    true
+                }
+                Some(Err(e)) => {
+                    self.kafka_error(e)?;
+                    false
+                }
+                None => false,
+            };
+            // While messages stream in, read the clock every 256 messages only.
+            since_clock += 1;
+            if busy && since_clock < 256 {
+                continue;
             }
-            if last_tick.elapsed() >= tick {
-                last_tick = Instant::now();
+            since_clock = 0;
+            self.now = Instant::now();
+            if self.now.duration_since(last_tick) >= tick {
+                last_tick = self.now;
                 self.on_tick(consumer)?;
                 if self.opts.exit_when_idle && self.drained(consumer)? {
                     self.commit(consumer)?;
@@ -285,6 +305,7 @@ impl Worker<'_> {
                 IngestError::Config(format!("message from unexpected topic {topic}"))
             })?;
         let _span = info_span!("restore", topic, partition).entered();
+        let started = Instant::now();
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition);
         let committed = consumer
@@ -320,7 +341,7 @@ impl Worker<'_> {
             partition,
             checkpoint.offset,
         )?;
-        info!(offset = checkpoint.offset, watermark_ms = ?checkpoint.watermark_ms, windows_on_disk = written.len(), late_files_removed = removed, "partition restored");
+        info!(offset = checkpoint.offset, watermark_ms = ?checkpoint.watermark_ms, windows_on_disk = written.len(), late_files_removed = removed, seconds = started.elapsed().as_secs_f64(), "partition restored");
         let state = PartitionState::restore(
             spec,
             kind,
@@ -368,7 +389,7 @@ impl Worker<'_> {
         consumer: &BaseConsumer<Ctx>,
         msg: &BorrowedMessage<'_>,
     ) -> Result<(), IngestError> {
-        let now = Instant::now();
+        let now = self.now;
         self.last_message = now;
         Stats::add(&self.stats.consumed, 1);
         let i = self.part_index(consumer, msg.topic(), msg.partition())?;
@@ -492,56 +513,76 @@ impl Worker<'_> {
         }
     }
 
+    /// Hand closed windows (and the partition's pending late events) to the writer.
     fn write_windows(&mut self, i: usize, closed: Vec<ClosedWindow>) -> Result<(), IngestError> {
         if closed.is_empty() {
             return Ok(());
         }
         let part = &self.parts[i];
-        let src = Source {
-            kind: part.kind.as_str(),
-            topic: &part.topic,
-            partition: part.partition,
-        };
-        for w in &closed {
-            let started = Instant::now();
-            let (path, bytes) = tollgate_rollup::write_window(&self.cfg.output.rollup_dir, src, w)?;
-            Stats::add(&self.stats.windows_written, 1);
-            Stats::add(&self.stats.rows_written, w.rows.len() as u64);
-            Stats::add(&self.stats.bytes_written, bytes);
-            info!(
-                topic = %part.topic, partition = part.partition, window_start_ms = w.start_ms,
-                events = w.events(), rows = w.rows.len(), duplicates = w.duplicates,
-                first_offset = w.first_offset, close_offset = w.close_offset,
-                path = %path.display(), write_seconds = started.elapsed().as_secs_f64(),
-                "window written"
-            );
+        let topic: Arc<str> = part.topic.as_str().into();
+        for window in closed {
+            let job = Job::Window {
+                topic: topic.clone(),
+                partition: part.partition,
+                kind: part.kind,
+                window,
+            };
+            self.writer.submit(job)?;
         }
-        self.flush_late(i)?;
-        self.commit_due = true;
-        Ok(())
+        self.flush_late(i)
     }
 
     fn flush_late(&mut self, i: usize) -> Result<(), IngestError> {
         let part = &mut self.parts[i];
-        if part.late.is_empty() {
-            part.state.late_flushed();
+        let Some(key) = part.state.late_submitted() else {
             return Ok(());
+        };
+        let records = std::mem::take(&mut part.late);
+        let job = Job::Late {
+            topic: part.topic.as_str().into(),
+            partition: part.partition,
+            key,
+            records,
+        };
+        self.writer.submit(job)
+    }
+
+    /// Apply the writer's acknowledgements: each releases its hold on the
+    /// partition's commit point.
+    fn collect_written(&mut self) -> Result<(), IngestError> {
+        while let Some(done) = self.writer.try_done()? {
+            let w = done.result?;
+            if let Some(p) = self
+                .parts
+                .iter_mut()
+                .find(|p| p.partition == done.partition && *p.topic == *done.topic)
+            {
+                p.state.written(done.key);
+            }
+            self.commit_due = true;
+            Stats::add(&self.stats.write_micros, w.micros);
+            match w.window_start_ms {
+                Some(start) => {
+                    Stats::add(&self.stats.windows_written, 1);
+                    Stats::add(&self.stats.rows_written, w.rows as u64);
+                    Stats::add(&self.stats.bytes_written, w.bytes);
+                    info!(
+                        topic = %done.topic, partition = done.partition, window_start_ms = start,
+                        events = w.events, rows = w.rows, duplicates = w.duplicates, first_offset = done.key,
+                        path = %w.path.display(), write_seconds = w.micros as f64 / 1e6, "window written"
+                    );
+                }
+                None => {
+                    Stats::add(&self.stats.late_files_written, 1);
+                    info!(topic = %done.topic, partition = done.partition, events = w.events, path = %w.path.display(), "late events written");
+                }
+            }
         }
-        if let Some(path) = tollgate_rollup::write_late(
-            &self.cfg.output.late_dir,
-            &part.topic,
-            part.partition,
-            &part.late,
-        )? {
-            info!(topic = %part.topic, partition = part.partition, events = part.late.len(), path = %path.display(), "late events written");
-            Stats::add(&self.stats.late_files_written, 1);
-        }
-        part.late.clear();
-        part.state.late_flushed();
         Ok(())
     }
 
     fn on_tick(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+        self.collect_written()?;
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
         for i in 0..self.parts.len() {
             let p = &mut self.parts[i];
@@ -564,6 +605,17 @@ impl Worker<'_> {
     /// Commit every partition's checkpoint that moved, after the dead-letter
     /// producer has delivered everything sent so far.
     fn commit(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+        let started = Instant::now();
+        let result = self.commit_inner(consumer);
+        Stats::add(
+            &self.stats.commit_micros,
+            started.elapsed().as_micros() as u64,
+        );
+        result
+    }
+
+    fn commit_inner(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+        self.collect_written()?;
         self.last_commit = Instant::now();
         self.commit_due = false;
         let mut tpl = TopicPartitionList::new();
@@ -636,6 +688,10 @@ impl Worker<'_> {
     fn drained(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<bool, IngestError> {
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
         if self.last_message.elapsed() < idle.min(Duration::from_secs(2)) {
+            return Ok(false);
+        }
+        self.collect_written()?;
+        if self.writer.in_flight() > 0 {
             return Ok(false);
         }
         if self.parts.iter().any(|p| {

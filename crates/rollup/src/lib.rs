@@ -94,23 +94,25 @@ pub fn schema() -> SchemaRef {
 
 /// Arrow batch for one closed window.
 pub fn to_batch(w: &ClosedWindow) -> Result<RecordBatch, RollupError> {
-    let n = w.rows.len();
+    // Decode every row's dimensions once.
+    let rows: Vec<(tollgate_window::DimsRef<'_>, &tollgate_window::Measures)> =
+        w.rows.iter().collect();
+    let n = rows.len();
     let ts = |v: i64| -> ArrayRef {
         Arc::new(TimestampMillisecondArray::from(vec![v; n]).with_timezone("UTC"))
     };
     let text = |f: &dyn for<'a> Fn(tollgate_window::DimsRef<'a>) -> Option<&'a str>| -> ArrayRef {
-        Arc::new(w.rows.iter().map(|(d, _)| f(d)).collect::<StringArray>())
+        Arc::new(rows.iter().map(|(d, _)| f(*d)).collect::<StringArray>())
     };
     let int = |f: &dyn Fn(&tollgate_window::Measures) -> u64| -> ArrayRef {
         Arc::new(
-            w.rows
-                .iter()
+            rows.iter()
                 .map(|(_, m)| i64::try_from(f(m)).unwrap_or(i64::MAX))
                 .collect::<Int64Array>(),
         )
     };
     let float = |f: &dyn Fn(&tollgate_window::Measures) -> Option<f64>| -> ArrayRef {
-        Arc::new(w.rows.iter().map(|(_, m)| f(m)).collect::<Float64Array>())
+        Arc::new(rows.iter().map(|(_, m)| f(m)).collect::<Float64Array>())
     };
     let has_duration = |m: &tollgate_window::Measures| m.duration.count() > 0;
     let columns: Vec<ArrayRef> = vec![

@@ -181,6 +181,9 @@ pub struct PartitionState {
     written: HashMap<i64, i64>,
     /// First late event not yet flushed, with the watermark before it.
     late_hold: Option<(i64, i64)>,
+    /// Writes handed to the adapter and not yet acknowledged durable:
+    /// first offset → watermark before it. They hold the commit point.
+    pending: BTreeMap<i64, i64>,
     next_offset: Option<i64>,
     key_buf: Vec<u8>,
 }
@@ -202,6 +205,7 @@ impl PartitionState {
             open: BTreeMap::new(),
             written: HashMap::new(),
             late_hold: None,
+            pending: BTreeMap::new(),
             next_offset: None,
             key_buf: Vec::with_capacity(128),
         }
@@ -287,12 +291,27 @@ impl PartitionState {
         self.next_offset = Some(offset + 1);
     }
 
-    /// The adapter has durably written every late event offered so far.
-    pub fn late_flushed(&mut self) {
-        self.late_hold = None;
+    /// The late events offered so far were handed to a writer; until
+    /// [`Self::written`] is called with the returned key they hold the commit point.
+    pub fn late_submitted(&mut self) -> Option<i64> {
+        let (offset, wm) = self.late_hold.take()?;
+        self.pending.insert(offset, wm);
+        Some(offset)
     }
 
-    /// Windows whose end the watermark has passed, oldest first.
+    /// A write handed off by [`Self::drain_closed`] (key: the window's
+    /// `first_offset`) or [`Self::late_submitted`] is durable.
+    pub fn written(&mut self, key: i64) {
+        self.pending.remove(&key);
+    }
+
+    /// Writes handed off and not yet acknowledged.
+    pub fn pending_writes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Windows whose end the watermark has passed, oldest first. Each holds
+    /// the commit point until [`Self::written`] is called with its `first_offset`.
     pub fn drain_closed(&mut self) -> Vec<ClosedWindow> {
         let mut out = Vec::new();
         while let Some(entry) = self.open.first_entry() {
@@ -300,6 +319,7 @@ impl PartitionState {
                 break;
             }
             let (start, w) = entry.remove_entry();
+            self.pending.insert(w.first_offset, w.wm_before);
             out.push(self.finish(start, w));
         }
         out
@@ -336,7 +356,8 @@ impl PartitionState {
             .open
             .values()
             .map(|w| (w.first_offset, w.wm_before))
-            .chain(self.late_hold);
+            .chain(self.late_hold)
+            .chain(self.pending.iter().map(|(&o, &wm)| (o, wm)));
         let (offset, wm) = holds.min_by_key(|&(o, _)| o).unwrap_or((next, self.wm));
         Some(Checkpoint {
             offset,

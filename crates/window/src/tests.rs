@@ -83,14 +83,48 @@ fn late_events_are_reported_not_counted() {
             window_start: 60_000
         }
     );
-    // The late event holds the commit point until the adapter flushed it.
-    assert_eq!(s.checkpoint().map(|c| c.offset), Some(1));
-    s.late_flushed();
+    // The closed window holds the commit point until it is written.
+    assert_eq!(s.checkpoint().map(|c| c.offset), Some(0));
+    s.written(0);
     assert_eq!(
         s.checkpoint().map(|c| c.offset),
         Some(1),
-        "window 120000 still open from offset 1"
+        "window 120000 open from offset 1"
     );
+    let key = s.late_submitted().expect("late events pending");
+    assert_eq!(key, 2, "keyed by the first late offset");
+    assert_eq!(s.late_submitted(), None);
+    s.written(key);
+    assert_eq!(s.pending_writes(), 0);
+}
+
+#[test]
+fn pending_late_events_hold_the_commit_point() {
+    let mut s = PartitionState::new(SPEC, Kind::Inference);
+    offer(&mut s, 0, &json("a", 1_000, "x", 5));
+    offer(&mut s, 1, &json("b", 200_000, "x", 5));
+    for w in s.flush_idle() {
+        s.written(w.first_offset);
+    }
+    assert_eq!(s.checkpoint().map(|c| c.offset), Some(2));
+    assert!(matches!(
+        offer(&mut s, 2, &json("c", 2_000, "x", 5)),
+        Offer::Late { .. }
+    ));
+    offer(&mut s, 3, &json("d", 300_000, "x", 5));
+    for w in s.drain_closed() {
+        s.written(w.first_offset);
+    }
+    // Window 300000 opened at 3, but the late event at 2 is not written yet.
+    assert_eq!(s.checkpoint().map(|c| c.offset), Some(2));
+    let key = s.late_submitted().expect("late");
+    assert_eq!(
+        s.checkpoint().map(|c| c.offset),
+        Some(2),
+        "submitted is not written"
+    );
+    s.written(key);
+    assert_eq!(s.checkpoint().map(|c| c.offset), Some(3));
 }
 
 #[test]
@@ -125,7 +159,12 @@ fn checkpoint_is_the_oldest_open_window_with_its_watermark() {
     );
     offer(&mut s, 12, &json("c", 70_000, "x", 5));
     s.skip(13);
-    assert_eq!(s.drain_closed().len(), 1);
+    let closed = s.drain_closed();
+    assert_eq!(closed.len(), 1);
+    // Until its file is written, the closed window holds the commit point.
+    assert_eq!(s.checkpoint().map(|c| c.offset), Some(10));
+    assert_eq!(s.pending_writes(), 1);
+    s.written(closed[0].first_offset);
     // Window 60000 opened at offset 11 when the watermark was 25_000.
     assert_eq!(
         s.checkpoint(),
@@ -134,7 +173,9 @@ fn checkpoint_is_the_oldest_open_window_with_its_watermark() {
             watermark_ms: Some(25_000)
         })
     );
-    s.flush_idle();
+    for w in s.flush_idle() {
+        s.written(w.first_offset);
+    }
     assert_eq!(
         s.checkpoint(),
         Some(Checkpoint {
@@ -212,8 +253,11 @@ fn run(
             late.insert(i as i64, ());
         }
         for w in s.drain_closed() {
+            s.written(w.first_offset);
             files.insert(w.first_offset, w);
-            s.late_flushed();
+            if let Some(key) = s.late_submitted() {
+                s.written(key);
+            }
         }
         if (i + 1) % commit_every == 0 {
             committed = s.checkpoint();
