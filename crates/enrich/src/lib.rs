@@ -298,7 +298,7 @@ impl Enricher {
             })
             .collect();
         // Newest effective date first; among equal dates the first listed wins (stable sort).
-        rates.sort_by(|a, b| b.from_ms.cmp(&a.from_ms));
+        rates.sort_by_key(|r| std::cmp::Reverse(r.from_ms));
         rates.push(Rates {
             from_ms: i64::MIN,
             input: d.cost_per_1k_input_tokens,
@@ -402,4 +402,5 @@ impl Enricher {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -587,4 +587,5 @@ impl<'de: 'a, 'a> Deserialize<'de> for Tags<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -247,6 +247,7 @@ pub fn produce(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use tollgate_event::{decode, Limits};

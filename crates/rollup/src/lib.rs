@@ -365,4 +365,5 @@ pub fn scan_written(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -373,4 +373,5 @@ impl PartitionState {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -27,7 +27,7 @@ fn representative(i: i32) -> f64 {
 impl Sketch {
     pub fn add(&mut self, v: f64) {
         self.total += 1;
-        if !(v > 1e-9) {
+        if v.is_nan() || v <= 1e-9 {
             self.zeros += 1;
             return;
         }
