@@ -53,7 +53,11 @@ fn raw_consume(cfg: &Config, total: u64) -> Result<f64> {
     cc.set("group.id", format!("{}-raw", cfg.kafka.group_id))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", cfg.kafka.fetch_wait_max_ms.to_string());
+        .set("fetch.wait.max.ms", cfg.kafka.fetch_wait_max_ms.to_string())
+        .set(
+            "fetch.queue.backoff.ms",
+            cfg.kafka.fetch_queue_backoff_ms.to_string(),
+        );
     let consumer: BaseConsumer = cc.create()?;
     let topics: Vec<&str> = cfg.topics.sources().iter().map(|(t, _)| *t).collect();
     let started = Instant::now();

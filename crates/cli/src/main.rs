@@ -292,6 +292,9 @@ fn log_counters(what: &str, s: &tollgate_ingest::StatsSnapshot) {
         rows_written = s.rows_written,
         bytes_written = s.bytes_written,
         commits = s.commits,
+        write_seconds = s.write_micros as f64 / 1e6,
+        commit_seconds = s.commit_micros as f64 / 1e6,
+        empty_polls = s.empty_polls,
         "{what}"
     );
 }

@@ -37,6 +37,10 @@ pub struct KafkaConfig {
     /// Upper bound on how long the broker may hold a fetch. Brokers such as
     /// tansu answer slowly with librdkafka's 500 ms default; keep it low.
     pub fetch_wait_max_ms: u32,
+    /// How long librdkafka pauses fetching a partition whose local queue is
+    /// full. Its default (1000 ms) leaves a consumer that is slower than the
+    /// broker idle for most of each second; keep it low.
+    pub fetch_queue_backoff_ms: u32,
     pub session_timeout_ms: u32,
     /// Partitions for topics that tollgate creates itself.
     pub partitions: i32,
@@ -55,6 +59,7 @@ impl Default for KafkaConfig {
             group_id: "tollgate".into(),
             instance_id: None,
             fetch_wait_max_ms: 10,
+            fetch_queue_backoff_ms: 10,
             session_timeout_ms: 10_000,
             partitions: 3,
             replication_factor: 1,

@@ -42,6 +42,8 @@ stats! {
     write_micros,
     /// Time spent committing: DLQ flush, checkpoint file, offset commit (µs).
     commit_micros,
+    /// Polls that returned no message (the consumer was waiting for the broker).
+    empty_polls,
 }
 
 impl Stats {

@@ -148,6 +148,10 @@ pub fn run_pipeline(
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", cfg.kafka.fetch_wait_max_ms.to_string())
         .set(
+            "fetch.queue.backoff.ms",
+            cfg.kafka.fetch_queue_backoff_ms.to_string(),
+        )
+        .set(
             "session.timeout.ms",
             cfg.kafka.session_timeout_ms.to_string(),
         );
@@ -214,7 +218,10 @@ impl Worker<'_> {
                     self.kafka_error(e)?;
                     false
                 }
-                None => false,
+                None => {
+                    Stats::add(&self.stats.empty_polls, 1);
+                    false
+                }
             };
             // While messages stream in, read the clock every 256 messages only.
             since_clock += 1;
