@@ -49,15 +49,7 @@ fn vm_hwm_bytes() -> Option<u64> {
 }
 
 fn raw_consume(cfg: &Config, total: u64) -> Result<f64> {
-    let mut cc = tollgate_ingest::client_config(cfg);
-    cc.set("group.id", format!("{}-raw", cfg.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", cfg.kafka.fetch_wait_max_ms.to_string())
-        .set(
-            "fetch.queue.backoff.ms",
-            cfg.kafka.fetch_queue_backoff_ms.to_string(),
-        );
+    let cc = tollgate_ingest::consumer_config(cfg, &format!("{}-raw", cfg.kafka.group_id));
     let consumer: BaseConsumer = cc.create()?;
     let topics: Vec<&str> = cfg.topics.sources().iter().map(|(t, _)| *t).collect();
     let started = Instant::now();

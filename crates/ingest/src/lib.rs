@@ -63,3 +63,22 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
     }
     c
 }
+
+/// Consumer settings shared by the pipeline and the benchmark's raw consumer:
+/// manual commits, earliest start, and the fetch tuning from the config.
+pub fn consumer_config(cfg: &Config, group_id: &str) -> ClientConfig {
+    let mut c = client_config(cfg);
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", cfg.kafka.fetch_wait_max_ms.to_string())
+        .set(
+            "fetch.queue.backoff.ms",
+            cfg.kafka.fetch_queue_backoff_ms.to_string(),
+        )
+        .set(
+            "session.timeout.ms",
+            cfg.kafka.session_timeout_ms.to_string(),
+        );
+    c
+}

@@ -30,7 +30,7 @@ use tollgate_window::{Checkpoint, ClosedWindow, Offer, PartitionState};
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::writer::{Job, Writer};
-use crate::{client_config, kafka, IngestError, Stats};
+use crate::{client_config, consumer_config, kafka, IngestError, Stats};
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -141,20 +141,8 @@ pub fn run_pipeline(
     opts: &RunOptions,
     stats: &Stats,
 ) -> Result<RunOutcome, IngestError> {
-    let mut cc = client_config(cfg);
-    cc.set("group.id", &cfg.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", cfg.kafka.fetch_wait_max_ms.to_string())
-        .set(
-            "fetch.queue.backoff.ms",
-            cfg.kafka.fetch_queue_backoff_ms.to_string(),
-        )
-        .set(
-            "session.timeout.ms",
-            cfg.kafka.session_timeout_ms.to_string(),
-        );
+    let mut cc = consumer_config(cfg, &cfg.kafka.group_id);
+    cc.set("enable.auto.offset.store", "false");
     if let Some(id) = cfg.kafka.instance_id.as_deref().filter(|id| !id.is_empty()) {
         cc.set("group.instance.id", id);
     }
