@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start or stop a local tansu broker (Kafka-compatible) on 127.0.0.1.
-#   scripts/broker.sh start [PORT]   # idempotent; installs tansu if missing
+#   scripts/broker.sh start [PORT] [--fresh]   # idempotent; installs tansu if missing;
+#                                              # --fresh: start from an empty store
 #   scripts/broker.sh stop  [PORT]
 #   scripts/broker.sh status [PORT]
 # Storage: SQLite in .run/tansu-PORT.db (survives a broker restart), unless
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 cmd="${1:-start}"
 port="${2:-${TOLLGATE_BROKER_PORT:-9092}}"
+fresh="${3:-}"
 run_dir="$PWD/.run"
 pid_file="$run_dir/tansu-$port.pid"
 log_file="$run_dir/tansu-$port.log"
@@ -31,6 +33,9 @@ case "$cmd" in
       exit 1
     fi
     scripts/ensure-tansu.sh
+    if [ "$fresh" = "--fresh" ]; then
+      rm -f "$run_dir/tansu-$port.db" "$run_dir/tansu-$port.db-shm" "$run_dir/tansu-$port.db-wal"
+    fi
     storage="${TANSU_STORAGE:-sqlite://tansu-$port.db}"
     (cd "$run_dir" && exec nohup tansu broker \
       --listener-url "tcp://127.0.0.1:$port" \

@@ -9,6 +9,7 @@ cargo fmt --all -- --check
 cargo test --workspace
 cargo build -p tollgate-cli
 port="${TOLLGATE_TEST_BROKER_PORT:-19092}"
-scripts/broker.sh start "$port"
+scripts/broker.sh stop "$port"
+scripts/broker.sh start "$port" --fresh
 trap 'scripts/broker.sh stop "$port"' EXIT
 TOLLGATE_TEST_BROKER_PORT="$port" TOLLGATE_BIN="$PWD/target/debug/tollgate" python3 -m pytest tests -v -p no:cacheprovider

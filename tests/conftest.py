@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def brokers():
     port = os.environ.get("TOLLGATE_TEST_BROKER_PORT", "19092")
-    subprocess.run([str(ROOT / "scripts" / "broker.sh"), "start", port], check=True)
+    subprocess.run([str(ROOT / "scripts" / "broker.sh"), "start", port, "--fresh"], check=True)
     return f"127.0.0.1:{port}"
 
 

@@ -47,6 +47,11 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Create missing topics at start.
     pub create_topics: bool,
+    /// With no partition assigned for this long, leave and rejoin the group
+    /// (self-healing against coordinators that never finish a rebalance, as
+    /// tansu 0.6 sometimes does). 0 turns it off; turn it off when running
+    /// more workers than partitions on purpose.
+    pub rejoin_when_unassigned_secs: u64,
     /// Extra librdkafka properties for every client (security.protocol,
     /// sasl.*, ssl.*, debug, ...). Applied after tollgate's own settings.
     pub client: std::collections::BTreeMap<String, String>,
@@ -64,6 +69,7 @@ impl Default for KafkaConfig {
             partitions: 3,
             replication_factor: 1,
             create_topics: true,
+            rejoin_when_unassigned_secs: 30,
             client: Default::default(),
         }
     }

@@ -131,6 +131,9 @@ struct Worker<'a> {
     writer: Writer,
     /// The clock as last read by the loop (at most 256 messages old).
     now: Instant,
+    topics: Vec<String>,
+    /// Since when the consumer has had no partition assigned.
+    unassigned_since: Option<Instant>,
 }
 
 /// Run the pipeline until stopped (or drained, with `exit_when_idle`).
@@ -178,6 +181,8 @@ pub fn run_pipeline(
         last_message: Instant::now(),
         last_broker_error: None,
         now: Instant::now(),
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        unassigned_since: None,
         writer: Writer::spawn(cfg.output.rollup_dir.clone(), cfg.output.late_dir.clone())?,
     };
     info!(topics = ?topics, group = %cfg.kafka.group_id, instance = ?cfg.kafka.instance_id, brokers = %cfg.kafka.brokers, "consuming");
@@ -578,6 +583,7 @@ impl Worker<'_> {
 
     fn on_tick(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
         self.collect_written()?;
+        self.rejoin_if_unassigned(consumer)?;
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
         for i in 0..self.parts.len() {
             let p = &mut self.parts[i];
@@ -593,6 +599,30 @@ impl Worker<'_> {
         let interval = Duration::from_millis(self.cfg.output.commit_interval_ms);
         if self.commit_due || self.last_commit.elapsed() >= interval {
             self.commit(consumer)?;
+        }
+        Ok(())
+    }
+
+    fn rejoin_if_unassigned(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+        let limit = self.cfg.kafka.rejoin_when_unassigned_secs;
+        if limit == 0 {
+            return Ok(());
+        }
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        if assigned > 0 {
+            self.unassigned_since = None;
+            return Ok(());
+        }
+        let since = *self.unassigned_since.get_or_insert(self.now);
+        if self.now.duration_since(since) >= Duration::from_secs(limit) {
+            warn!(
+                seconds = limit,
+                "no partitions assigned; leaving and rejoining the consumer group"
+            );
+            consumer.unsubscribe();
+            let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
+            self.unassigned_since = None;
         }
         Ok(())
     }
