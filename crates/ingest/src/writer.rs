@@ -16,7 +16,7 @@ use tollgate_window::ClosedWindow;
 use crate::IngestError;
 
 /// Jobs queued at most before `submit` blocks (backpressure).
-const QUEUE: usize = 32;
+const QUEUE: usize = 8;
 
 pub(crate) enum Job {
     Window {
