@@ -11,6 +11,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
+mod fast;
+
 /// Default upper bound for one message, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest accepted `event_id`, `tenant` and tag value, in bytes.
@@ -189,11 +191,14 @@ fn parse_wire<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Wire<'a>, DecodeEr
             max: limits.max_message_bytes,
         });
     }
-    serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))
+    match fast::parse(bytes) {
+        Some(wire) => Ok(wire),
+        None => serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string())),
+    }
 }
 
 /// The message as it is on the wire, before validation.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 struct Wire<'a> {
     #[serde(borrow, default)]
     kind: Option<Text<'a>>,
@@ -459,6 +464,7 @@ impl<'de> Deserialize<'de> for Num {
 }
 
 /// A JSON string that borrows from the message when it has no escapes.
+#[derive(Debug, PartialEq)]
 struct Text<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
@@ -484,6 +490,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 }
 
 /// `ts` as found on the wire: epoch milliseconds or RFC 3339 text.
+#[derive(Debug, PartialEq)]
 enum Ts<'a> {
     Millis(Num),
     Text(Cow<'a, str>),

@@ -186,3 +186,89 @@ fn escaped_strings_are_decoded() {
     let e = inf(&text).expect("escaped");
     assert_eq!(e.event_id, "eé1");
 }
+
+const SEEDS: &[&str] = &[
+    OK,
+    r#"{"event_id":"ev-1-7","ts":1767225600130,"tenant":"tenant-1","tags":{"team":"team-3","environment":"prod"},"region":"eu-west-1","model":"gpt-4o","input_tokens":812,"cached_input_tokens":0,"output_tokens":95,"duration_ms":1203.4}"#,
+    r#"{"event_id":"t1","ts":"2026-01-01T00:00:00.5Z","tenant":"t","model":"llama","gpu_type":"h100","gpu_count":8,"duration_hours":1.5e0,"gpu_utilization":0.7,"metadata":null}"#,
+    r#" { "event_id" : "h1" , "ts" : 5 , "tenant" : "t" , "node_id" : "n1" , "region" : "us-east-1" , "latency_ms" : 12 , "uptime_ratio" : 0.999 , "proof_ok" : true , "extra" : -3.25E-2 } "#,
+    r#"{"kind":"inference","event_id":"e2","ts":1,"tenant":"t","gen_ai.request.model":"claude","gen_ai.usage.input_tokens":10,"gen_ai.usage.output_tokens":5,"duration_ms":3,"status":null,"tags":{}}"#,
+    r#"{"event_id":"x","ts":-1,"tenant":"t","tags":{"team":"","other":"v","project":"p"},"model":"m","input_tokens":-7,"output_tokens":1.0,"duration_ms":0,"unknown":false}"#,
+];
+
+/// Mutations that keep most of the message and hit the grammar's corners.
+fn mutations(seed: &str, rng: &mut u64) -> Vec<Vec<u8>> {
+    let mut next = move || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    const ALPHABET: &[u8] = b"{}[]\",:\\ \t\n0123456789.eE+-ntfrua\x01\xc3\xa9";
+    let base = seed.as_bytes();
+    let mut out = vec![base.to_vec()];
+    for _ in 0..3000 {
+        let mut b = base.to_vec();
+        for _ in 0..(1 + next() % 3) {
+            let at = (next() as usize) % (b.len() + 1);
+            match next() % 5 {
+                0 if at < b.len() => {
+                    b.remove(at);
+                }
+                1 => b.insert(at, ALPHABET[(next() as usize) % ALPHABET.len()]),
+                2 if at < b.len() => b[at] = ALPHABET[(next() as usize) % ALPHABET.len()],
+                3 => b.truncate(at),
+                _ => {
+                    // Repeat a field: `,"<key>":<value>` copied before the closing brace.
+                    let find = |hay: &[u8], from: usize, pat: &[u8]| {
+                        hay[from..]
+                            .windows(pat.len())
+                            .position(|w| w == pat)
+                            .map(|p| p + from)
+                    };
+                    if let (Some(start), Some(close)) =
+                        (find(&b, 0, b",\""), b.iter().rposition(|&c| c == b'}'))
+                    {
+                        let end = find(&b, start + 1, b",").unwrap_or(close).min(close);
+                        if start < end {
+                            let field = b[start..end].to_vec();
+                            b.splice(close..close, field);
+                        }
+                    }
+                }
+            }
+        }
+        out.push(b);
+    }
+    out
+}
+
+#[test]
+fn fast_reader_agrees_with_serde_json_whenever_it_answers() {
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut answered, mut total) = (0, 0);
+    for seed in SEEDS {
+        assert!(
+            fast::parse(seed.as_bytes()).is_some(),
+            "the common shape takes the fast path: {seed}"
+        );
+        for input in mutations(seed, &mut rng) {
+            total += 1;
+            let slow: Result<Wire<'_>, _> = serde_json::from_slice(&input);
+            if let Some(fast) = fast::parse(&input) {
+                answered += 1;
+                match slow {
+                    Ok(slow) => assert_eq!(fast, slow, "{}", String::from_utf8_lossy(&input)),
+                    Err(e) => panic!(
+                        "fast path accepted what serde_json rejects ({e}): {}",
+                        String::from_utf8_lossy(&input)
+                    ),
+                }
+            }
+        }
+    }
+    assert!(
+        answered > total / 10,
+        "the fast path answered {answered} of {total}"
+    );
+}

@@ -1,0 +1,365 @@
+//! A strict single-pass reader for the common shape of an event: one flat
+//! JSON object whose values are strings without escapes, numbers, booleans,
+//! `null`, and a `tags` object of such strings. Anything else — escapes,
+//! nested values under unknown keys, duplicate keys, unusual numbers, any
+//! syntax error — makes it give up (`None`), and the message is decoded by
+//! `serde_json`, which also produces the error text. So this is purely an
+//! optimisation: whenever it answers, it answers what `serde_json` would
+//! (checked by the differential test in `tests.rs`).
+
+use std::borrow::Cow;
+
+use crate::{Num, Tags, Text, Ts, Wire, MAX_ID_BYTES};
+
+struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        if self.peek()? == c {
+            self.i += 1;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn string(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.raw_string()?).ok()
+    }
+
+    /// The bytes of a string without escapes or control characters. Keys are
+    /// matched against ASCII names as bytes, so they need no UTF-8 check.
+    fn raw_string(&mut self) -> Option<&'a [u8]> {
+        self.ws();
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let start = self.i + 1;
+        let rest = self.b.get(start..)?;
+        let len = rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        self.i = start + len + 1;
+        Some(&rest[..len])
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.b.get(self.i..self.i + word.len())? == word {
+            self.i += word.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A JSON number, strictly by the grammar, as serde_json would type it.
+    fn number(&mut self) -> Option<Num> {
+        self.ws();
+        let start = self.i;
+        let neg = self.peek()? == b'-';
+        if neg {
+            self.i += 1;
+        }
+        let int_start = self.i;
+        let mut mag: u64 = 0;
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => {
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    // 19 digits always fit in a u64; longer ones go to serde_json.
+                    if self.i - int_start >= 19 {
+                        return None;
+                    }
+                    mag = mag * 10 + u64::from(d - b'0');
+                    self.i += 1;
+                }
+            }
+            _ => return None,
+        }
+        let mut float = false;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return None;
+            }
+            while matches!(self.peek(), Some(b'0'..=b'9')) {
+                self.i += 1;
+            }
+            float = true;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return None;
+            }
+            while matches!(self.peek(), Some(b'0'..=b'9')) {
+                self.i += 1;
+            }
+            float = true;
+        }
+        if float {
+            let x: f64 = std::str::from_utf8(&self.b[start..self.i])
+                .ok()?
+                .parse()
+                .ok()?;
+            return x.is_finite().then_some(Num::F(x));
+        }
+        match (neg, mag) {
+            (false, m) => Some(Num::U(m)),
+            (true, 0) => None,
+            (true, m) => Some(Num::I(0i64.checked_sub_unsigned(m)?)),
+        }
+    }
+
+    /// `null` → `Ok(None)`; otherwise the value read by `f`.
+    fn nullable<T>(&mut self, f: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        self.ws();
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+            return Some(None);
+        }
+        f(self).map(Some)
+    }
+
+    fn text(&mut self) -> Option<Option<Text<'a>>> {
+        self.nullable(|r| r.string().map(|s| Text(Cow::Borrowed(s))))
+    }
+
+    fn num(&mut self) -> Option<Option<Num>> {
+        self.nullable(Self::number)
+    }
+
+    fn ts(&mut self) -> Option<Option<Ts<'a>>> {
+        self.nullable(|r| match r.peek()? {
+            b'"' => r.string().map(|s| Ts::Text(Cow::Borrowed(s))),
+            _ => r.number().map(Ts::Millis),
+        })
+    }
+
+    fn boolean(&mut self) -> Option<Option<bool>> {
+        self.nullable(|r| match r.peek()? {
+            b't' => r.literal(b"true").map(|()| true),
+            b'f' => r.literal(b"false").map(|()| false),
+            _ => None,
+        })
+    }
+
+    /// A scalar under a key nobody reads; nested values give up.
+    fn skip_scalar(&mut self) -> Option<()> {
+        self.ws();
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number().map(drop),
+            _ => None,
+        }
+    }
+
+    fn tags(&mut self) -> Option<Option<Tags<'a>>> {
+        self.nullable(|r| {
+            r.eat(b'{')?;
+            let mut tags = Tags::default();
+            let mut seen = [false; 3];
+            r.ws();
+            if r.peek()? == b'}' {
+                r.i += 1;
+                return Some(tags);
+            }
+            loop {
+                let key = r.raw_string()?;
+                r.eat(b':')?;
+                let value = r.string()?;
+                if value.len() > MAX_ID_BYTES {
+                    return None;
+                }
+                let slot = match key {
+                    b"team" => Some(0),
+                    b"environment" => Some(1),
+                    b"project" => Some(2),
+                    _ => {
+                        std::str::from_utf8(key).ok()?;
+                        None
+                    }
+                };
+                if let Some(k) = slot {
+                    if std::mem::replace(&mut seen[k], true) {
+                        return None;
+                    }
+                    let v = (!value.is_empty()).then_some(Cow::Borrowed(value));
+                    match k {
+                        0 => tags.team = v,
+                        1 => tags.environment = v,
+                        _ => tags.project = v,
+                    }
+                }
+                r.ws();
+                match r.peek()? {
+                    b',' => r.i += 1,
+                    b'}' => {
+                        r.i += 1;
+                        return Some(tags);
+                    }
+                    _ => return None,
+                }
+            }
+        })
+    }
+}
+
+/// Read the common shape of an event, or `None` to let serde_json decide.
+pub(crate) fn parse(b: &[u8]) -> Option<Wire<'_>> {
+    let mut r = Reader { b, i: 0 };
+    let mut w = Wire::default();
+    let mut seen = 0u32;
+    r.eat(b'{')?;
+    r.ws();
+    if r.peek()? == b'}' {
+        r.i += 1;
+    } else {
+        loop {
+            let key = r.raw_string()?;
+            r.eat(b':')?;
+            // Each known field (aliases share their field's bit) may appear once.
+            let mut bit = |n: u32| -> Option<()> {
+                if seen & (1 << n) != 0 {
+                    return None;
+                }
+                seen |= 1 << n;
+                Some(())
+            };
+            match key {
+                b"kind" => {
+                    bit(0)?;
+                    w.kind = r.text()?;
+                }
+                b"event_id" => {
+                    bit(1)?;
+                    w.event_id = r.text()?;
+                }
+                b"ts" => {
+                    bit(2)?;
+                    w.ts = r.ts()?;
+                }
+                b"tenant" => {
+                    bit(3)?;
+                    w.tenant = r.text()?;
+                }
+                b"tags" => {
+                    bit(4)?;
+                    w.tags = r.tags()?;
+                }
+                b"model" | b"gen_ai.request.model" => {
+                    bit(5)?;
+                    w.model = r.text()?;
+                }
+                b"region" => {
+                    bit(6)?;
+                    w.region = r.text()?;
+                }
+                b"node_id" => {
+                    bit(7)?;
+                    w.node_id = r.text()?;
+                }
+                b"input_tokens" | b"gen_ai.usage.input_tokens" => {
+                    bit(8)?;
+                    w.input_tokens = r.num()?;
+                }
+                b"output_tokens" | b"gen_ai.usage.output_tokens" => {
+                    bit(9)?;
+                    w.output_tokens = r.num()?;
+                }
+                b"cached_input_tokens" => {
+                    bit(10)?;
+                    w.cached_input_tokens = r.num()?;
+                }
+                b"duration_ms" => {
+                    bit(11)?;
+                    w.duration_ms = r.num()?;
+                }
+                b"status" => {
+                    bit(12)?;
+                    w.status = r.text()?;
+                }
+                b"gpu_type" => {
+                    bit(13)?;
+                    w.gpu_type = r.text()?;
+                }
+                b"gpu_count" => {
+                    bit(14)?;
+                    w.gpu_count = r.num()?;
+                }
+                b"duration_hours" => {
+                    bit(15)?;
+                    w.duration_hours = r.num()?;
+                }
+                b"gpu_utilization" => {
+                    bit(16)?;
+                    w.gpu_utilization = r.num()?;
+                }
+                b"latency_ms" => {
+                    bit(17)?;
+                    w.latency_ms = r.num()?;
+                }
+                b"power_watts" => {
+                    bit(18)?;
+                    w.power_watts = r.num()?;
+                }
+                b"uptime_ratio" => {
+                    bit(19)?;
+                    w.uptime_ratio = r.num()?;
+                }
+                b"proof_ok" => {
+                    bit(20)?;
+                    w.proof_ok = r.boolean()?;
+                }
+                b"metadata" => {
+                    bit(21)?;
+                    r.skip_scalar()?;
+                }
+                // Unknown keys (serde_json checks their UTF-8 too): scalars only here.
+                _ => {
+                    std::str::from_utf8(key).ok()?;
+                    r.skip_scalar()?
+                }
+            }
+            r.ws();
+            match r.peek()? {
+                b',' => r.i += 1,
+                b'}' => {
+                    r.i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    r.ws();
+    (r.i == b.len()).then_some(w)
+}
