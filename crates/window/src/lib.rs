@@ -186,8 +186,6 @@ pub struct PartitionState {
     pending: BTreeMap<i64, i64>,
     next_offset: Option<i64>,
     key_buf: Vec<u8>,
-    /// Rows and distinct events of the last closed window.
-    size_hint: (usize, usize),
 }
 
 fn dedup_key(e: &Event<'_>) -> u128 {
@@ -210,7 +208,6 @@ impl PartitionState {
             pending: BTreeMap::new(),
             next_offset: None,
             key_buf: Vec::with_capacity(128),
-            size_hint: (0, 0),
         }
     }
 
@@ -268,9 +265,8 @@ impl PartitionState {
         let w = self.open.entry(start).or_insert_with(|| OpenWindow {
             first_offset: offset,
             wm_before,
-            // Sized like the previous window, so busy windows do not rehash as they grow.
-            rows: RowTable::with_capacity(self.size_hint.0, 64),
-            seen: FastSet::with_capacity_and_hasher(self.size_hint.1, Default::default()),
+            rows: RowTable::default(),
+            seen: FastSet::default(),
             duplicates: 0,
         });
         if !w.seen.insert(dedup_key(e)) {
@@ -338,8 +334,7 @@ impl PartitionState {
         self.drain_closed()
     }
 
-    fn finish(&mut self, start: i64, w: OpenWindow) -> ClosedWindow {
-        self.size_hint = (w.rows.len(), w.seen.len());
+    fn finish(&self, start: i64, w: OpenWindow) -> ClosedWindow {
         let rows = w.rows.finish();
         ClosedWindow {
             start_ms: start,

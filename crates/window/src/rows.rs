@@ -87,16 +87,6 @@ pub(crate) struct RowTable {
 }
 
 impl RowTable {
-    /// A table sized for about `rows` rows of `key_bytes` key bytes each.
-    pub(crate) fn with_capacity(rows: usize, key_bytes: usize) -> Self {
-        RowTable {
-            keys: Vec::with_capacity(rows * key_bytes),
-            rows: Vec::with_capacity(rows),
-            index: HashTable::with_capacity(rows),
-            hasher: Default::default(),
-        }
-    }
-
     pub(crate) fn get_or_insert(&mut self, key: &[u8]) -> &mut Measures {
         let RowTable {
             keys,
@@ -127,10 +117,6 @@ impl RowTable {
             }
         };
         &mut rows[i].m
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.rows.len()
     }
 
     /// The rows in insertion order. A replay feeds a window the same events
