@@ -254,91 +254,37 @@ pub(crate) fn parse(b: &[u8]) -> Option<Wire<'_>> {
                 seen |= 1 << n;
                 Some(())
             };
+            // One known field: its bit (aliases share it), its slot, its reader.
+            macro_rules! set {
+                ($n:expr, $slot:expr, $read:expr) => {{
+                    bit($n)?;
+                    $slot = $read?;
+                }};
+            }
             match key {
-                b"kind" => {
-                    bit(0)?;
-                    w.kind = r.text()?;
-                }
-                b"event_id" => {
-                    bit(1)?;
-                    w.event_id = r.text()?;
-                }
-                b"ts" => {
-                    bit(2)?;
-                    w.ts = r.ts()?;
-                }
-                b"tenant" => {
-                    bit(3)?;
-                    w.tenant = r.text()?;
-                }
-                b"tags" => {
-                    bit(4)?;
-                    w.tags = r.tags()?;
-                }
-                b"model" | b"gen_ai.request.model" => {
-                    bit(5)?;
-                    w.model = r.text()?;
-                }
-                b"region" => {
-                    bit(6)?;
-                    w.region = r.text()?;
-                }
-                b"node_id" => {
-                    bit(7)?;
-                    w.node_id = r.text()?;
-                }
-                b"input_tokens" | b"gen_ai.usage.input_tokens" => {
-                    bit(8)?;
-                    w.input_tokens = r.num()?;
-                }
+                b"kind" => set!(0, w.kind, r.text()),
+                b"event_id" => set!(1, w.event_id, r.text()),
+                b"ts" => set!(2, w.ts, r.ts()),
+                b"tenant" => set!(3, w.tenant, r.text()),
+                b"tags" => set!(4, w.tags, r.tags()),
+                b"model" | b"gen_ai.request.model" => set!(5, w.model, r.text()),
+                b"region" => set!(6, w.region, r.text()),
+                b"node_id" => set!(7, w.node_id, r.text()),
+                b"input_tokens" | b"gen_ai.usage.input_tokens" => set!(8, w.input_tokens, r.num()),
                 b"output_tokens" | b"gen_ai.usage.output_tokens" => {
-                    bit(9)?;
-                    w.output_tokens = r.num()?;
+                    set!(9, w.output_tokens, r.num())
                 }
-                b"cached_input_tokens" => {
-                    bit(10)?;
-                    w.cached_input_tokens = r.num()?;
-                }
-                b"duration_ms" => {
-                    bit(11)?;
-                    w.duration_ms = r.num()?;
-                }
-                b"status" => {
-                    bit(12)?;
-                    w.status = r.text()?;
-                }
-                b"gpu_type" => {
-                    bit(13)?;
-                    w.gpu_type = r.text()?;
-                }
-                b"gpu_count" => {
-                    bit(14)?;
-                    w.gpu_count = r.num()?;
-                }
-                b"duration_hours" => {
-                    bit(15)?;
-                    w.duration_hours = r.num()?;
-                }
-                b"gpu_utilization" => {
-                    bit(16)?;
-                    w.gpu_utilization = r.num()?;
-                }
-                b"latency_ms" => {
-                    bit(17)?;
-                    w.latency_ms = r.num()?;
-                }
-                b"power_watts" => {
-                    bit(18)?;
-                    w.power_watts = r.num()?;
-                }
-                b"uptime_ratio" => {
-                    bit(19)?;
-                    w.uptime_ratio = r.num()?;
-                }
-                b"proof_ok" => {
-                    bit(20)?;
-                    w.proof_ok = r.boolean()?;
-                }
+                b"cached_input_tokens" => set!(10, w.cached_input_tokens, r.num()),
+                b"duration_ms" => set!(11, w.duration_ms, r.num()),
+                b"status" => set!(12, w.status, r.text()),
+                b"gpu_type" => set!(13, w.gpu_type, r.text()),
+                b"gpu_count" => set!(14, w.gpu_count, r.num()),
+                b"duration_hours" => set!(15, w.duration_hours, r.num()),
+                b"gpu_utilization" => set!(16, w.gpu_utilization, r.num()),
+                b"latency_ms" => set!(17, w.latency_ms, r.num()),
+                b"power_watts" => set!(18, w.power_watts, r.num()),
+                b"uptime_ratio" => set!(19, w.uptime_ratio, r.num()),
+                b"proof_ok" => set!(20, w.proof_ok, r.boolean()),
                 b"metadata" => {
                     bit(21)?;
                     r.skip_scalar()?;
