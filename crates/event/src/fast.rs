@@ -74,6 +74,15 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// One or more decimal digits.
+    fn digits(&mut self) -> Option<()> {
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        (self.i > start).then_some(())
+    }
+
     /// A JSON number, strictly by the grammar, as serde_json would type it.
     fn number(&mut self) -> Option<Num> {
         self.ws();
@@ -101,12 +110,7 @@ impl<'a> Reader<'a> {
         let mut float = false;
         if self.peek() == Some(b'.') {
             self.i += 1;
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return None;
-            }
-            while matches!(self.peek(), Some(b'0'..=b'9')) {
-                self.i += 1;
-            }
+            self.digits()?;
             float = true;
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
@@ -114,12 +118,7 @@ impl<'a> Reader<'a> {
             if matches!(self.peek(), Some(b'+' | b'-')) {
                 self.i += 1;
             }
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return None;
-            }
-            while matches!(self.peek(), Some(b'0'..=b'9')) {
-                self.i += 1;
-            }
+            self.digits()?;
             float = true;
         }
         if float {

@@ -2,13 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 use tollgate_config::Config;
 use tollgate_event::Kind;
 
-use crate::{client_config, kafka, IngestError};
+use crate::{client_config, kafka, send_when_queued, IngestError};
 
 const MODELS: [&str; 8] = [
     "gpt-4o",
@@ -215,24 +213,10 @@ pub fn produce(
                 std::thread::sleep(wait);
             }
         }
-        let mut record = BaseRecord::<str, str>::to(topic(g.kind))
+        let record = BaseRecord::<str, str>::to(topic(g.kind))
             .key(&g.key)
             .payload(&g.payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => {
-                    return Err(IngestError::Kafka {
-                        op: "produce",
-                        source: e,
-                    })
-                }
-            }
-        }
+        send_when_queued(&producer, record).map_err(kafka("produce"))?;
         sent += 1;
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();

@@ -30,7 +30,7 @@ use tollgate_window::{Checkpoint, ClosedWindow, Offer, PartitionState};
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::writer::{Job, Writer};
-use crate::{client_config, consumer_config, kafka, IngestError, Stats};
+use crate::{client_config, consumer_config, kafka, send_when_queued, IngestError, Stats};
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -497,20 +497,7 @@ impl Worker<'_> {
         if let Some(k) = msg.key() {
             record = record.key(k);
         }
-        let mut record = record;
-        loop {
-            match self.dlq.send(record) {
-                Ok(()) => return Ok(()),
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(IngestError::DeadLetter(e.to_string())),
-            }
-        }
+        send_when_queued(&self.dlq, record).map_err(|e| IngestError::DeadLetter(e.to_string()))
     }
 
     /// Hand closed windows (and the partition's pending late events) to the writer.
