@@ -31,7 +31,7 @@ pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointEntry};
 pub use late::{remove_late_from, write_late, LateRecord};
 pub use summary::{read_summary, Summary, TeamTotals};
 
-pub const SCHEMA_VERSION: &str = "1";
+pub const SCHEMA_VERSION: &str = "2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RollupError {
@@ -71,12 +71,13 @@ pub fn schema() -> SchemaRef {
     let float = |n: &str, null: bool| Field::new(n, DataType::Float64, null);
     Arc::new(Schema::new(vec![
         Field::new("window_start", ts.clone(), false),
-        Field::new("window_end", ts, false),
+        Field::new("window_end", ts.clone(), false),
         text("tenant", false),
         text("team", true),
         text("environment", true),
         text("model", true),
         text("region", true),
+        text("node_id", true),
         int("events"),
         int("input_tokens"),
         int("cached_input_tokens"),
@@ -89,6 +90,10 @@ pub fn schema() -> SchemaRef {
         float("duration_ms_sum", false),
         float("duration_ms_max", true),
         float("duration_ms_p95", true),
+        float("uptime_ratio_min", true),
+        // Nullable so that files of schema version 1 (without it) still
+        // merge into one table.
+        Field::new("last_event_time", ts, true),
     ]))
 }
 
@@ -123,6 +128,7 @@ pub fn to_batch(w: &ClosedWindow) -> Result<RecordBatch, RollupError> {
         text(&|d| d.environment),
         text(&|d| d.model),
         text(&|d| d.region),
+        text(&|d| d.node_id),
         int(&|m| m.events),
         int(&|m| m.input_tokens),
         int(&|m| m.cached_input_tokens),
@@ -135,6 +141,15 @@ pub fn to_batch(w: &ClosedWindow) -> Result<RecordBatch, RollupError> {
         float(&|m| Some(m.duration_ms_sum)),
         float(&|m| has_duration(m).then_some(m.duration_ms_max)),
         float(&|m| m.duration_ms_p95()),
+        float(&|m| m.uptime_ratio_min),
+        Arc::new(
+            TimestampMillisecondArray::from(
+                rows.iter()
+                    .map(|(_, m)| m.last_event_ms)
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        ),
     ];
     Ok(RecordBatch::try_new(schema(), columns)?)
 }

@@ -40,6 +40,11 @@ fn encode_key(buf: &mut Vec<u8>, e: &Event<'_>) {
     rows::push_field(buf, e.tags.environment.as_deref());
     rows::push_field(buf, e.model());
     rows::push_field(buf, e.region.as_deref());
+    let node = match e.body {
+        Body::Heartbeat { .. } => e.node_id.as_deref(),
+        _ => None,
+    };
+    rows::push_field(buf, node);
 }
 
 /// Additive measures of one rollup row.
@@ -57,6 +62,10 @@ pub struct Measures {
     pub duration_ms_sum: f64,
     pub duration_ms_max: f64,
     pub duration: Sketch,
+    /// Lowest heartbeat `uptime_ratio` (None when no event carried one).
+    pub uptime_ratio_min: Option<f64>,
+    /// Latest event time of the row (epoch ms).
+    pub last_event_ms: i64,
 }
 
 impl Measures {
@@ -73,6 +82,14 @@ impl Measures {
             self.output_tokens += output_tokens;
             self.cached_input_tokens += cached_input_tokens;
         }
+        if let Body::Heartbeat {
+            uptime_ratio: Some(u),
+            ..
+        } = e.body
+        {
+            self.uptime_ratio_min = Some(self.uptime_ratio_min.map_or(u, |m| m.min(u)));
+        }
+        self.last_event_ms = self.last_event_ms.max(e.ts_ms);
         self.cost_usd += x.cost_usd;
         self.energy_wh += x.energy_wh;
         self.carbon_g += x.carbon_g;

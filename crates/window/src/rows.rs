@@ -28,6 +28,9 @@ pub struct DimsRef<'a> {
     pub environment: Option<&'a str>,
     pub model: Option<&'a str>,
     pub region: Option<&'a str>,
+    /// Heartbeats only: one row per node. Other kinds leave it `None`, so a
+    /// node id on an inference event does not multiply the rows.
+    pub node_id: Option<&'a str>,
 }
 
 fn next_field<'a>(key: &mut &'a [u8]) -> Option<&'a str> {
@@ -53,12 +56,14 @@ impl<'a> DimsRef<'a> {
         let environment = next_field(&mut key);
         let model = next_field(&mut key);
         let region = next_field(&mut key);
+        let node_id = next_field(&mut key);
         DimsRef {
             tenant,
             team,
             environment,
             model,
             region,
+            node_id,
         }
     }
 
@@ -68,6 +73,7 @@ impl<'a> DimsRef<'a> {
         push_field(buf, self.environment);
         push_field(buf, self.model);
         push_field(buf, self.region);
+        push_field(buf, self.node_id);
     }
 }
 

@@ -1,0 +1,551 @@
+//! The decision log: append-only, hash-chained, in segment files.
+//!
+//! ```text
+//! <dir>/segment-00000000000000000001.ndjson   one canonical JSON record per line
+//! <dir>/segment-00000000000000000002.ndjson   (a new segment past `max_segment_bytes`)
+//! <dir>/HEAD.json                               records, last hash, signed
+//! ```
+//!
+//! Invariants:
+//! - Records are only appended; each one's `prev_hash` is the SHA-256 of the
+//!   line before it, across segments ([`tollgate_decision::Chain`]).
+//! - A `decision_id` is in the log at most once: [`DecisionLog::append`] of an
+//!   id already present returns the stored record instead of a new one, which
+//!   is what makes replays after a crash idempotent.
+//! - [`DecisionLog::sync`] fsyncs the segment (and the directory when a
+//!   segment was created), then replaces `HEAD.json` atomically. The pipeline
+//!   calls it before committing the offsets that produced the decisions.
+//! - `HEAD.json` is signed and names the record count and the last hash, so
+//!   [`verify_dir`] also notices records dropped from the end.
+//! - On open, an incomplete last line (a torn write: the process died
+//!   mid-append, before any sync covering it) is cut off; every other damage
+//!   refuses to open, pointing at `tollgate verify`.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use tollgate_decision::{
+    line_hash, Chain, Decision, Draft, Key, KeyRing, Verifier, VerifyError, GENESIS_HASH,
+};
+
+const SEGMENT_PREFIX: &str = "segment-";
+const SEGMENT_SUFFIX: &str = ".ndjson";
+const HEAD_FILE: &str = "HEAD.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("decision log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("decision log {path}, line {line}: {reason}; run `tollgate verify {dir}` for details", dir = .path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
+    Damaged {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+    #[error("decision log {dir}: {reason}")]
+    Head { dir: PathBuf, reason: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Location {
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+/// What [`DecisionLog::append`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    /// A new record, appended (not yet synced).
+    New { decision: Decision, line: String },
+    /// The id was already in the log; this is the stored record, unchanged.
+    Existing { decision: Decision, line: String },
+}
+
+impl Appended {
+    pub fn line(&self) -> &str {
+        match self {
+            Appended::New { line, .. } | Appended::Existing { line, .. } => line,
+        }
+    }
+    pub fn decision(&self) -> &Decision {
+        match self {
+            Appended::New { decision, .. } | Appended::Existing { decision, .. } => decision,
+        }
+    }
+    pub fn is_new(&self) -> bool {
+        matches!(self, Appended::New { .. })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    pub max_segment_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            max_segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The writer side of the log. One per process.
+pub struct DecisionLog {
+    dir: PathBuf,
+    key: Key,
+    opts: LogOptions,
+    chain: Chain,
+    segment: u64,
+    file: File,
+    segment_bytes: u64,
+    records: u64,
+    ids: HashMap<u128, Location>,
+    dirty: bool,
+    new_segment: bool,
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("{SEGMENT_PREFIX}{seq:020}{SEGMENT_SUFFIX}")
+}
+
+/// Segment files of `dir`, in order.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name
+            .strip_prefix(SEGMENT_PREFIX)
+            .and_then(|s| s.strip_suffix(SEGMENT_SUFFIX))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            out.push((seq, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn id_key(id: &str) -> Option<u128> {
+    u128::from_str_radix(id, 16).ok().filter(|_| id.len() == 32)
+}
+
+impl DecisionLog {
+    /// Open (or create) the log in `dir`, signing new records with `key`.
+    pub fn open(dir: &Path, key: Key, opts: LogOptions) -> Result<Self, LogError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let segs = segments(dir)?;
+        let mut ids = HashMap::new();
+        let mut prev = GENESIS_HASH.to_owned();
+        let mut records = 0u64;
+        for (i, (seq, path)) in segs.iter().enumerate() {
+            let last = i + 1 == segs.len();
+            let mut text = String::new();
+            File::open(path)
+                .and_then(|mut f| f.read_to_string(&mut text))
+                .map_err(io(path))?;
+            if last && !text.is_empty() && !text.ends_with('\n') {
+                let keep = text.rfind('\n').map_or(0, |p| p + 1);
+                tracing::warn!(
+                    segment = %path.display(),
+                    dropped_bytes = text.len() - keep,
+                    "cutting off an incomplete last record (torn write from a crash)"
+                );
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io(path))?;
+                f.set_len(keep as u64).map_err(io(path))?;
+                f.sync_all().map_err(io(path))?;
+                text.truncate(keep);
+            }
+            let mut offset = 0u64;
+            for (n, line) in text.split_terminator('\n').enumerate() {
+                let damaged = |reason: String| LogError::Damaged {
+                    path: path.clone(),
+                    line: n as u64 + 1,
+                    reason,
+                };
+                let d: Decision = serde_json::from_str(line)
+                    .map_err(|e| damaged(format!("not a decision record: {e}")))?;
+                if d.prev_hash != prev {
+                    return Err(damaged(
+                        VerifyError::BrokenChain {
+                            expected: prev,
+                            found: d.prev_hash,
+                        }
+                        .to_string(),
+                    ));
+                }
+                let k = id_key(&d.decision_id)
+                    .ok_or_else(|| damaged(format!("bad decision_id {:?}", d.decision_id)))?;
+                ids.insert(
+                    k,
+                    Location {
+                        segment: *seq,
+                        offset,
+                        len: line.len() as u32,
+                    },
+                );
+                prev = line_hash(line);
+                offset += line.len() as u64 + 1;
+                records += 1;
+            }
+        }
+        if let Some(head) = read_head(dir)? {
+            if head.records > records {
+                return Err(LogError::Head {
+                    dir: dir.to_owned(),
+                    reason: format!(
+                        "HEAD.json counts {} records but the segments hold {records}: records were lost or removed; run `tollgate verify {}`",
+                        head.records,
+                        dir.display()
+                    ),
+                });
+            }
+        }
+        let (segment, new_segment) = match segs.last() {
+            Some((seq, _)) => (*seq, false),
+            None => (1, true),
+        };
+        let path = dir.join(segment_name(segment));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let segment_bytes = file.metadata().map_err(io(&path))?.len();
+        tracing::info!(dir = %dir.display(), records, segment, "decision log opened");
+        Ok(DecisionLog {
+            dir: dir.to_owned(),
+            key,
+            opts,
+            chain: Chain::after(prev),
+            segment,
+            file,
+            segment_bytes,
+            records,
+            ids,
+            dirty: new_segment,
+            new_segment,
+        })
+    }
+
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    pub fn contains(&self, decision_id: &str) -> bool {
+        id_key(decision_id).is_some_and(|k| self.ids.contains_key(&k))
+    }
+
+    /// Seal and append `draft`, unless its id is already in the log.
+    pub fn append(&mut self, draft: Draft, ts: String) -> Result<Appended, LogError> {
+        let id = draft.decision_id();
+        let key = id_key(&id).unwrap_or_default();
+        if let Some(loc) = self.ids.get(&key).copied() {
+            let line = self.read_at(loc)?;
+            let decision = serde_json::from_str(&line).map_err(|e| LogError::Damaged {
+                path: self.dir.join(segment_name(loc.segment)),
+                line: 0,
+                reason: format!("record at byte {}: {e}", loc.offset),
+            })?;
+            return Ok(Appended::Existing { decision, line });
+        }
+        if self.segment_bytes >= self.opts.max_segment_bytes {
+            self.rotate()?;
+        }
+        let (decision, line) = self.chain.seal(draft, ts, &self.key);
+        let path = self.dir.join(segment_name(self.segment));
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        self.file.write_all(&buf).map_err(io(&path))?;
+        self.ids.insert(
+            key,
+            Location {
+                segment: self.segment,
+                offset: self.segment_bytes,
+                len: line.len() as u32,
+            },
+        );
+        self.segment_bytes += buf.len() as u64;
+        self.records += 1;
+        self.dirty = true;
+        Ok(Appended::New { decision, line })
+    }
+
+    fn read_at(&self, loc: Location) -> Result<String, LogError> {
+        let path = self.dir.join(segment_name(loc.segment));
+        let mut f = File::open(&path).map_err(io(&path))?;
+        f.seek(SeekFrom::Start(loc.offset)).map_err(io(&path))?;
+        let mut buf = vec![0u8; loc.len as usize];
+        f.read_exact(&mut buf).map_err(io(&path))?;
+        String::from_utf8(buf).map_err(|e| LogError::Damaged {
+            path,
+            line: 0,
+            reason: e.to_string(),
+        })
+    }
+
+    fn rotate(&mut self) -> Result<(), LogError> {
+        self.sync()?;
+        self.segment += 1;
+        let path = self.dir.join(segment_name(self.segment));
+        self.file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        self.segment_bytes = 0;
+        self.new_segment = true;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Make every appended record durable and update `HEAD.json`.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let path = self.dir.join(segment_name(self.segment));
+        self.file.sync_data().map_err(io(&path))?;
+        if self.new_segment {
+            sync_dir(&self.dir)?;
+            self.new_segment = false;
+        }
+        write_head(
+            &self.dir,
+            &Head {
+                records: self.records,
+                last_hash: self.chain.prev_hash().to_owned(),
+            },
+            &self.key,
+        )?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+struct Head {
+    records: u64,
+    last_hash: String,
+}
+
+fn head_signing_input(records: u64, last_hash: &str) -> String {
+    format!("tollgate decision log head/1\n{records}\n{last_hash}")
+}
+
+fn write_head(dir: &Path, head: &Head, key: &Key) -> Result<(), LogError> {
+    let body = json!({
+        "records": head.records,
+        "last_hash": head.last_hash,
+        "key_id": key.id(),
+        "signature": key.sign(head_signing_input(head.records, &head.last_hash).as_bytes()),
+    });
+    let tmp = dir.join(".HEAD.json.tmp");
+    let path = dir.join(HEAD_FILE);
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(body.to_string().as_bytes())
+        .and_then(|_| f.sync_data())
+        .map_err(io(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    sync_dir(dir)
+}
+
+struct SignedHead {
+    records: u64,
+    last_hash: String,
+    key_id: String,
+    signature: String,
+}
+
+fn read_head(dir: &Path) -> Result<Option<SignedHead>, LogError> {
+    let path = dir.join(HEAD_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let bad = |reason: &str| LogError::Head {
+        dir: dir.to_owned(),
+        reason: format!("HEAD.json is unreadable: {reason}"),
+    };
+    let v: Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| bad(&format!("missing {k}")))
+    };
+    Ok(Some(SignedHead {
+        records: v
+            .get("records")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("missing records"))?,
+        last_hash: s("last_hash")?,
+        key_id: s("key_id")?,
+        signature: s("signature")?,
+    }))
+}
+
+/// Where `tollgate verify` found the first problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRecord {
+    pub segment: PathBuf,
+    /// 1-based line in the segment; 0 for problems with `HEAD.json`.
+    pub line: u64,
+    /// Position in the whole log, 1-based.
+    pub record: u64,
+    pub decision_id: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.segment.display(), self.reason);
+        }
+        write!(
+            f,
+            "record {} ({}:{}{}): {}",
+            self.record,
+            self.segment.display(),
+            self.line,
+            self.decision_id
+                .as_deref()
+                .map(|id| format!(", decision_id {id}"))
+                .unwrap_or_default(),
+            self.reason
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyReport {
+    pub records: u64,
+    pub segments: usize,
+    pub last_hash: String,
+    pub first_bad: Option<BadRecord>,
+}
+
+/// Check every record's form, signature and chain link, id uniqueness, and
+/// the signed `HEAD.json`. Stops at the first bad record.
+pub fn verify_dir(dir: &Path, ring: &KeyRing) -> Result<VerifyReport, LogError> {
+    if !dir.is_dir() {
+        return Err(io(dir)(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such directory",
+        )));
+    }
+    let segs = segments(dir)?;
+    let mut v = Verifier::new(ring);
+    let mut record = 0u64;
+    let report = |records, first_bad, last_hash: &str| VerifyReport {
+        records,
+        segments: segs.len(),
+        last_hash: last_hash.to_owned(),
+        first_bad,
+    };
+    for (_, path) in &segs {
+        let mut bytes = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io(path))?;
+        if bytes.is_empty() {
+            continue;
+        }
+        let torn = !bytes.ends_with(b"\n");
+        let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
+        for (n, line) in lines.iter().enumerate() {
+            record += 1;
+            let bad = |reason: String, id: Option<String>| BadRecord {
+                segment: path.clone(),
+                line: n as u64 + 1,
+                record,
+                decision_id: id,
+                reason,
+            };
+            let problem = if torn && n + 1 == lines.len() {
+                Err((
+                    "incomplete last record (a torn write; `tollgate run` cuts it off on start)"
+                        .to_owned(),
+                    None,
+                ))
+            } else {
+                match std::str::from_utf8(line) {
+                    Err(e) => Err((format!("not UTF-8: {e}"), None)),
+                    Ok(text) => v.check_line(text).map(drop).map_err(|e| {
+                        let id = serde_json::from_str::<Value>(text)
+                            .ok()
+                            .and_then(|v| v.get("decision_id")?.as_str().map(str::to_owned));
+                        (e.to_string(), id)
+                    }),
+                }
+            };
+            if let Err((reason, id)) = problem {
+                return Ok(report(record - 1, Some(bad(reason, id)), v.last_hash()));
+            }
+        }
+    }
+    let records = record;
+    let last_hash = v.last_hash().to_owned();
+    let head_problem = match read_head(dir) {
+        Err(e) => Some(e.to_string()),
+        Ok(None) if records == 0 => None,
+        Ok(None) => Some("HEAD.json is missing, so dropped trailing records cannot be ruled out".into()),
+        Ok(Some(h)) => match ring.verification_key(&h.key_id) {
+            None => Some(format!(
+                "HEAD.json is signed with key {:?}, which is not configured for verification",
+                h.key_id
+            )),
+            Some(k) if !k.verify(head_signing_input(h.records, &h.last_hash).as_bytes(), &h.signature) => {
+                Some("HEAD.json signature does not match (changed, or another secret)".into())
+            }
+            Some(_) if h.records > records => Some(format!(
+                "HEAD.json counts {} records but the segments hold {records}: records were dropped from the end",
+                h.records
+            )),
+            Some(_) if h.records == records && h.last_hash != last_hash => Some(
+                "HEAD.json's last hash differs from the last record's: the last record was replaced"
+                    .into(),
+            ),
+            // More records than HEAD counts: appended after the last sync,
+            // which a crash can leave behind; they verified above.
+            Some(_) => None,
+        },
+    };
+    let first_bad = head_problem.map(|reason| BadRecord {
+        segment: dir.join(HEAD_FILE),
+        line: 0,
+        record: records,
+        decision_id: None,
+        reason,
+    });
+    Ok(report(records, first_bad, &last_hash))
+}
+
+#[cfg(test)]
+mod tests;

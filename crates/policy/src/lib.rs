@@ -1,0 +1,574 @@
+//! Policies as code: one TOML file per policy in a directory (the shipped
+//! ones are in `pipelines/policies/`), each with SQL that DataFusion runs over
+//! a closed window's rollups. Every row the SQL returns is a violation and
+//! becomes a [`Draft`] decision.
+//!
+//! ```toml
+//! description = "Team spend in one window above a limit"
+//! verdict = "deny"                  # or "warn"
+//! kinds = ["inference", "training"] # windows it runs on; default all
+//! subject = "tenant={tenant}/team={team}"
+//! message = "team {team} spent {spend_usd:.2} USD, above {limit_usd} USD"
+//! sql = """
+//! SELECT tenant, team, sum(cost_usd) AS spend_usd, $limit_usd AS limit_usd
+//! FROM rollups WHERE team IS NOT NULL
+//! GROUP BY tenant, team HAVING sum(cost_usd) > $limit_usd
+//! """
+//! [params]
+//! limit_usd = 100.0
+//! ```
+//!
+//! Tables: `rollups` (the closed window), `history` (every rollup file so
+//! far, with hive columns `kind`, `date`, `hour`) and `regions` (the price
+//! book's grid intensities). Parameters: see [`params`].
+//!
+//! Cost per window: the SQL is parsed, planned and checked once, at load.
+//! Per window the cached logical plan gets the window parameters bound, is
+//! optimized and executed. Errors at load name the file; errors while
+//! evaluating are reported per policy and never stop the others.
+
+pub mod fixture;
+pub mod params;
+pub mod tables;
+pub mod template;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, UInt64Type};
+use datafusion::common::ParamValues;
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tollgate_decision::{DecisionWindow, Draft, Verdict};
+
+pub use tables::SwapTable;
+use template::Template;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy {}: {message}", path.display())]
+    Load { path: PathBuf, message: String },
+    #[error("policies: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Many(Vec<PolicyError>),
+    #[error("policy directory {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("policy configuration: {0}")]
+    Config(String),
+    #[error("policy {policy}: {message}")]
+    Eval { policy: String, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    description: String,
+    verdict: String,
+    #[serde(default)]
+    kinds: Vec<String>,
+    subject: String,
+    message: String,
+    sql: String,
+    #[serde(default)]
+    params: BTreeMap<String, toml::Value>,
+}
+
+/// A loaded, planned policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub name: String,
+    pub path: PathBuf,
+    /// `sha256:` + 16 hex digits over the file and the effective parameters:
+    /// any change to either is a new revision (and new decision ids).
+    pub revision: String,
+    pub verdict: Verdict,
+    /// Window kinds it runs on; empty means all.
+    pub kinds: Vec<String>,
+    pub description: String,
+    pub params: BTreeMap<String, toml::Value>,
+    subject: Template,
+    message: Template,
+    plan: LogicalPlan,
+}
+
+impl Policy {
+    pub fn applies_to(&self, kind: &str) -> bool {
+        self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind)
+    }
+}
+
+/// What the engine is built from.
+pub struct EngineOptions {
+    /// Directory of `*.toml` policy files.
+    pub dir: PathBuf,
+    /// Parameter overrides by policy name (from the pipeline config).
+    pub params: BTreeMap<String, BTreeMap<String, toml::Value>>,
+    /// Policy names not to load.
+    pub disabled: Vec<String>,
+    /// The rollup file schema (`tollgate_rollup::schema()`).
+    pub file_schema: SchemaRef,
+    /// `history`; `None` gives an empty table of the right schema.
+    pub history: Option<Arc<dyn TableProvider>>,
+    /// `regions`: (region, g CO2e per kWh).
+    pub regions: Vec<(String, f64)>,
+}
+
+/// One closed window to evaluate.
+pub struct WindowInput<'a> {
+    pub kind: &'a str,
+    /// `<topic>/<partition>`.
+    pub source: &'a str,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Rows in the rollup file schema.
+    pub rows: &'a RecordBatch,
+}
+
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    pub drafts: Vec<Draft>,
+    /// Policies that failed on this window; the others still ran.
+    pub errors: Vec<PolicyError>,
+    /// Time per policy that ran.
+    pub timings: Vec<(String, Duration)>,
+}
+
+pub struct PolicyEngine {
+    ctx: SessionContext,
+    rollups: Arc<SwapTable>,
+    rollups_schema: SchemaRef,
+    policies: Vec<Policy>,
+    // One evaluation at a time: the `rollups` table is shared.
+    lock: tokio::sync::Mutex<()>,
+}
+
+fn session() -> SessionContext {
+    // Windows are small: one partition avoids repartitioning overhead.
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_information_schema(false);
+    SessionContext::new_with_config(config)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+const KINDS: [&str; 3] = ["inference", "training", "heartbeat"];
+
+impl PolicyEngine {
+    /// Load and plan every policy in `opts.dir`. Every broken file is
+    /// reported, each with its path.
+    pub async fn load(opts: EngineOptions) -> Result<Self, PolicyError> {
+        let ctx = session();
+        let rollups_schema = tables::rollups_schema(&opts.file_schema);
+        let rollups = SwapTable::new(rollups_schema.clone());
+        let df = |e: datafusion::error::DataFusionError| PolicyError::Config(e.to_string());
+        ctx.register_table("rollups", rollups.clone()).map_err(df)?;
+        let history: Arc<dyn TableProvider> = match opts.history {
+            Some(h) => h,
+            None => Arc::new(
+                MemTable::try_new(tables::history_schema(&opts.file_schema), vec![vec![]])
+                    .map_err(df)?,
+            ),
+        };
+        ctx.register_table("history", history).map_err(df)?;
+        let regions = tables::regions_batch(&opts.regions).map_err(df)?;
+        ctx.register_table(
+            "regions",
+            Arc::new(MemTable::try_new(regions.schema(), vec![vec![regions]]).map_err(df)?),
+        )
+        .map_err(df)?;
+
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&opts.dir)
+            .map_err(|source| PolicyError::Io {
+                path: opts.dir.clone(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+
+        let mut policies = Vec::new();
+        let mut errors = Vec::new();
+        let mut seen = HashSet::new();
+        for path in files {
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            seen.insert(name.clone());
+            if opts.disabled.contains(&name) {
+                tracing::info!(policy = %name, "disabled by configuration");
+                continue;
+            }
+            match load_one(&ctx, &path, &name, opts.params.get(&name)).await {
+                Ok(p) => policies.push(p),
+                Err(message) => errors.push(PolicyError::Load { path, message }),
+            }
+        }
+        for name in opts.params.keys().chain(opts.disabled.iter()) {
+            if !seen.contains(name) {
+                errors.push(PolicyError::Config(format!(
+                    "configuration names policy `{name}`, which is not in {}",
+                    opts.dir.display()
+                )));
+            }
+        }
+        match errors.len() {
+            0 => Ok(PolicyEngine {
+                ctx,
+                rollups,
+                rollups_schema,
+                policies,
+                lock: tokio::sync::Mutex::new(()),
+            }),
+            1 => Err(errors.remove(0)),
+            _ => Err(PolicyError::Many(errors)),
+        }
+    }
+
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// Run every policy that applies to the window's kind.
+    pub async fn evaluate(&self, w: &WindowInput<'_>) -> Evaluation {
+        let _guard = self.lock.lock().await;
+        let mut out = Evaluation::default();
+        let batch = match with_kind(w.rows, w.kind, &self.rollups_schema) {
+            Ok(b) => b,
+            Err(message) => {
+                out.errors.push(PolicyError::Eval {
+                    policy: "*".into(),
+                    message,
+                });
+                return out;
+            }
+        };
+        self.rollups.set(vec![batch]);
+        let values: ParamValues =
+            params::window_values(w.kind, w.source, w.start_ms, w.end_ms).into();
+        let window = DecisionWindow::from_millis(w.start_ms, w.end_ms, w.source);
+        for p in self.policies.iter().filter(|p| p.applies_to(w.kind)) {
+            let started = Instant::now();
+            match self.run(p, &values).await {
+                Ok(rows) => {
+                    let mut subjects = HashSet::new();
+                    for row in rows {
+                        let subject = p.subject.render(&row);
+                        if !subjects.insert(subject.clone()) {
+                            out.errors.push(PolicyError::Eval {
+                                policy: p.name.clone(),
+                                message: format!(
+                                    "two violations have the subject {subject:?}; put the distinguishing columns in `subject` (kept the first)"
+                                ),
+                            });
+                            continue;
+                        }
+                        out.drafts.push(Draft {
+                            policy: p.name.clone(),
+                            policy_revision: p.revision.clone(),
+                            reasons: vec![p.message.render(&row)],
+                            subject,
+                            window: Some(window.clone()),
+                            observed: row,
+                            verdict: p.verdict,
+                        });
+                    }
+                }
+                Err(message) => out.errors.push(PolicyError::Eval {
+                    policy: p.name.clone(),
+                    message,
+                }),
+            }
+            out.timings.push((p.name.clone(), started.elapsed()));
+        }
+        self.rollups.set(Vec::new());
+        out
+    }
+
+    async fn run(
+        &self,
+        p: &Policy,
+        values: &ParamValues,
+    ) -> Result<Vec<Map<String, Value>>, String> {
+        let plan = p
+            .plan
+            .clone()
+            .with_param_values(values.clone())
+            .map_err(|e| e.to_string())?;
+        let batches = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        json_rows(&batches)
+    }
+}
+
+/// The window's rows plus the `kind` column.
+fn with_kind(rows: &RecordBatch, kind: &str, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
+    cols.push(Arc::new(StringArray::from(vec![kind; rows.num_rows()])));
+    RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| format!("window rows do not match the rollup schema: {e}"))
+}
+
+async fn load_one(
+    ctx: &SessionContext,
+    path: &Path,
+    name: &str,
+    overrides: Option<&BTreeMap<String, toml::Value>>,
+) -> Result<Policy, String> {
+    if !valid_name(name) {
+        return Err(format!(
+            "file name `{name}` is not a valid policy name (lowercase letters, digits, `-`, `_`)"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let file: PolicyFile = toml::from_str(&text).map_err(|e| e.to_string())?;
+    let verdict: Verdict = file.verdict.parse()?;
+    if verdict == Verdict::Allow {
+        return Err(
+            "verdict must be `deny` or `warn`: every row a policy returns is a violation".into(),
+        );
+    }
+    for k in &file.kinds {
+        if !KINDS.contains(&k.as_str()) {
+            return Err(format!(
+                "unknown kind `{k}` in `kinds` (expected {})",
+                KINDS.join(", ")
+            ));
+        }
+    }
+    let mut params = file.params.clone();
+    for (k, v) in overrides.into_iter().flatten() {
+        let Some(slot) = params.get_mut(k) else {
+            return Err(format!(
+                "the pipeline config sets parameter `{k}`, which the policy does not declare under [params]"
+            ));
+        };
+        if std::mem::discriminant(slot) != std::mem::discriminant(v)
+            && !matches!(
+                (&*slot, v),
+                (toml::Value::Float(_), toml::Value::Integer(_))
+            )
+        {
+            return Err(format!(
+                "the pipeline config sets parameter `{k}` to {v}, but its default {slot} has another type"
+            ));
+        }
+        *slot = match (&*slot, v) {
+            (toml::Value::Float(_), toml::Value::Integer(i)) => toml::Value::Float(*i as f64),
+            _ => v.clone(),
+        };
+    }
+    let sql = params::substitute(&file.sql, &params)?;
+    let subject = Template::parse(&file.subject).map_err(|e| format!("subject: {e}"))?;
+    let message = Template::parse(&file.message).map_err(|e| format!("message: {e}"))?;
+
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let plan = ctx
+        .sql_with_options(&sql, options)
+        .await
+        .map_err(|e| format!("SQL: {e}"))?
+        .into_unoptimized_plan();
+    let columns: HashSet<&str> = plan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    for (what, t) in [("subject", &subject), ("message", &message)] {
+        for f in t.fields() {
+            if !columns.contains(f) {
+                let mut have: Vec<&str> = columns.iter().copied().collect();
+                have.sort();
+                return Err(format!(
+                    "{what} uses `{{{f}}}`, which the SQL does not return (it returns {})",
+                    have.join(", ")
+                ));
+            }
+        }
+    }
+    if subject.fields().next().is_none() {
+        return Err("subject must name at least one column, e.g. \"team={team}\"".into());
+    }
+    // Bind sample window values and optimize: type errors surface now, not
+    // on the first window.
+    let sample: ParamValues = params::window_values("inference", "check/0", 0, 60_000).into();
+    let bound = plan
+        .clone()
+        .with_param_values(sample)
+        .map_err(|e| format!("SQL: {e}"))?;
+    ctx.state()
+        .optimize(&bound)
+        .map_err(|e| format!("SQL: {e}"))?;
+
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    h.update([0]);
+    h.update(toml::to_string(&params).unwrap_or_default().as_bytes());
+    let revision = format!("sha256:{}", &tollgate_decision::hex(&h.finalize())[..16]);
+    Ok(Policy {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        revision,
+        verdict,
+        kinds: file.kinds,
+        description: file.description,
+        params,
+        subject,
+        message,
+        plan,
+    })
+}
+
+/// Result rows as JSON objects keyed by column name.
+pub fn json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, String> {
+    let mut out = Vec::new();
+    for b in batches {
+        let schema = b.schema();
+        let cols: Vec<Vec<Value>> = b
+            .columns()
+            .iter()
+            .map(|c| json_column(c))
+            .collect::<Result<_, _>>()?;
+        for r in 0..b.num_rows() {
+            let mut row = Map::new();
+            for (f, col) in schema.fields().iter().zip(&cols) {
+                row.insert(f.name().clone(), col[r].clone());
+            }
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+fn json_column(c: &ArrayRef) -> Result<Vec<Value>, String> {
+    use arrow::compute::cast;
+    let num = |f: f64| {
+        serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    };
+    let n = c.len();
+    let values: Vec<Value> = match c.data_type() {
+        DataType::Null => vec![Value::Null; n],
+        DataType::Boolean => {
+            let a = c.as_boolean();
+            (0..n)
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::Bool(a.value(i))
+                    }
+                })
+                .collect()
+        }
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => {
+            let c = cast(c, &DataType::Int64).map_err(|e| e.to_string())?;
+            let a = c.as_primitive::<Int64Type>();
+            (0..n)
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::from(a.value(i))
+                    }
+                })
+                .collect()
+        }
+        DataType::UInt64 => {
+            let a = c.as_primitive::<UInt64Type>();
+            (0..n)
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::from(a.value(i))
+                    }
+                })
+                .collect()
+        }
+        DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => {
+            let c = cast(c, &DataType::Float64).map_err(|e| e.to_string())?;
+            let a = c.as_primitive::<Float64Type>();
+            (0..n)
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        num(a.value(i))
+                    }
+                })
+                .collect()
+        }
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+            let ms = cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None))
+                .and_then(|c| cast(&c, &DataType::Int64))
+                .map_err(|e| e.to_string())?;
+            let a = ms.as_primitive::<Int64Type>();
+            (0..n)
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::String(tollgate_decision::rfc3339_ms(a.value(i)))
+                    }
+                })
+                .collect()
+        }
+        _ => {
+            let c = cast(c, &DataType::Utf8).map_err(|e| e.to_string())?;
+            let a = c.as_string::<i32>();
+            (0..n)
+                .map(|i| {
+                    if a.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::String(a.value(i).to_owned())
+                    }
+                })
+                .collect()
+        }
+    };
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests;
