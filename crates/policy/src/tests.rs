@@ -237,3 +237,79 @@ rollups = [{ tenant = "t", team = "ml", cost_usd = 5.0 }]
         "{results:?}"
     );
 }
+
+#[tokio::test]
+async fn policies_read_the_parquet_history() {
+    use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
+    let root = tempfile::tempdir().unwrap();
+    let history = tollgate_rollup::history_table(root.path()).unwrap();
+    assert_eq!(
+        history.schema(),
+        tables::history_schema(&tollgate_rollup::schema()),
+        "the policy engine's idea of `history` matches the Parquet tree"
+    );
+    // 2026-11-22T09:00Z: an earlier window of the month, 9,990 USD for ml.
+    let start = 1_795_338_000_000;
+    let w = ClosedWindow {
+        start_ms: start,
+        end_ms: start + 60_000,
+        first_offset: 0,
+        close_offset: 5,
+        watermark_ms: start + 60_000,
+        duplicates: 0,
+        rows: RowSet::from_rows([(
+            DimsRef {
+                tenant: "acme",
+                team: Some("ml"),
+                environment: Some("prod"),
+                model: Some("m"),
+                region: None,
+                node_id: None,
+            },
+            Measures {
+                events: 5,
+                cost_usd: 9_990.0,
+                ..Measures::default()
+            },
+        )]),
+    };
+    let src = tollgate_rollup::Source {
+        kind: "training",
+        topic: "tollgate.training",
+        partition: 0,
+    };
+    tollgate_rollup::write_window(root.path(), src, &w).unwrap();
+
+    let mut o = opts(&shipped());
+    o.history = Some(history);
+    let engine = PolicyEngine::load(o).await.unwrap();
+    let now = start + 3_600_000;
+    let rows = fixture::rows_to_batch(
+        &tollgate_rollup::schema(),
+        &[toml::toml! { tenant = "acme" team = "ml" environment = "prod" cost_usd = 20.0 }],
+        now,
+        now + 60_000,
+        "inference",
+    )
+    .unwrap();
+    let eval = engine
+        .evaluate(&WindowInput {
+            kind: "inference",
+            source: "tollgate.inference/0",
+            start_ms: now,
+            end_ms: now + 60_000,
+            rows: &rows,
+        })
+        .await;
+    assert!(eval.errors.is_empty(), "{:?}", eval.errors);
+    let budget: Vec<_> = eval
+        .drafts
+        .iter()
+        .filter(|d| d.policy == "team-monthly-budget")
+        .collect();
+    assert_eq!(budget.len(), 1, "{:?}", eval.drafts);
+    assert_eq!(
+        budget[0].observed["month_to_date_usd"],
+        serde_json::json!(10_010.0)
+    );
+}

@@ -8,6 +8,7 @@
 //! offsets the restart protocol needs (`ARCHITECTURE.md`).
 
 mod checkpoint;
+mod history;
 mod late;
 mod summary;
 
@@ -28,6 +29,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use tollgate_window::ClosedWindow;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointEntry};
+pub use history::{history_table, PARTITION_COLUMNS};
 pub use late::{remove_late_from, write_late, LateRecord};
 pub use summary::{read_summary, Summary, TeamTotals};
 
@@ -50,6 +52,8 @@ pub enum RollupError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("rollup history table: {0}")]
+    History(String),
 }
 
 pub(crate) fn io<'p>(
@@ -191,6 +195,16 @@ pub fn write_window(
     src: Source<'_>,
     w: &ClosedWindow,
 ) -> Result<(PathBuf, u64), RollupError> {
+    write_window_batch(root, src, w, &to_batch(w)?)
+}
+
+/// [`write_window`] with the window's rows already built by [`to_batch`].
+pub fn write_window_batch(
+    root: &Path,
+    src: Source<'_>,
+    w: &ClosedWindow,
+    batch: &RecordBatch,
+) -> Result<(PathBuf, u64), RollupError> {
     let path = window_path(root, src.kind, src.topic, src.partition, w);
     let dir = path.parent().unwrap_or(root);
     fs::create_dir_all(dir).map_err(io("create directory", dir))?;
@@ -221,14 +235,13 @@ pub fn write_window(
         })?))
         .set_key_value_metadata(Some(meta))
         .build();
-    let batch = to_batch(w)?;
     let file = File::create(&tmp).map_err(io("create", &tmp))?;
     let pq = |source| RollupError::Parquet {
         path: tmp.clone(),
         source,
     };
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
-    writer.write(&batch).map_err(pq)?;
+    writer.write(batch).map_err(pq)?;
     let mut file = writer.into_inner().map_err(pq)?;
     file.flush().map_err(io("flush", &tmp))?;
     file.sync_all().map_err(io("fsync", &tmp))?;
