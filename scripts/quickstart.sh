@@ -10,6 +10,15 @@ bin=target/debug/tollgate
 port="${TOLLGATE_BROKER_PORT:-9092}"
 scripts/broker.sh start "$port"
 export KAFKA_BROKERS="127.0.0.1:$port"
+if [ -z "${SAVE_HMAC_SECRET:-}" ] && [ -z "${SAVE_HMAC_SECRET_FILE:-}" ]; then
+  # Decisions are signed; for the quick start only, a generated local secret.
+  mkdir -p .run
+  if [ ! -s .run/hmac-secret ]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 > .run/hmac-secret)
+  fi
+  export SAVE_HMAC_SECRET_FILE="$PWD/.run/hmac-secret"
+  echo "== signing decisions with a generated development secret (.run/hmac-secret); set SAVE_HMAC_SECRET for real use"
+fi
 count="${QUICKSTART_EVENTS:-50000}"
 echo "== producing $count events (10 minutes of event time, 1% retried duplicates)"
 $bin produce --count "$count" --teams 8 --models 6 --span-secs 600 --duplicates 0.01 --seed "$(date +%s)"
@@ -17,3 +26,7 @@ echo "== running the pipeline until every window is written"
 $bin run --exit-when-idle --idle-timeout-secs 3
 echo "== rollups (data/rollups) by team"
 $bin summary --rollup-dir data/rollups
+echo "== decisions (data/decisions) by policy and verdict"
+cat data/decisions/segment-*.ndjson 2>/dev/null \
+  | grep -o '"policy":"[^"]*"\|"verdict":"[^"]*"' | paste - - | sort | uniq -c || true
+$bin verify data/decisions

@@ -126,6 +126,7 @@ fn main() -> Result<()> {
         (&mut t.training, "training"),
         (&mut t.heartbeat, "heartbeat"),
         (&mut t.dlq, "dlq"),
+        (&mut t.decisions, "decisions"),
     ] {
         *topic = format!("bench{uid}.{kind}");
     }
@@ -135,12 +136,16 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&args.out);
     cfg.output.rollup_dir = args.out.join("rollups");
     cfg.output.late_dir = args.out.join("late");
+    cfg.decisions.log_dir = args.out.join("decisions");
 
     tollgate_ingest::wait_for_broker(&cfg, Duration::from_secs(30))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(tollgate_ingest::ensure_topics(&cfg))?;
+    // The pipeline as deployed: every shipped policy, signed decisions.
+    let key = tollgate_decision::Key::new("k-bench", "a-benchmark-secret-0123456789")?;
+    let decisions = rt.block_on(tollgate_ingest::Decisions::open(&cfg, key))?;
 
     let spec_end_ms = 1_767_225_600_000 + 600_000;
     let spec = loadgen::LoadSpec {
@@ -177,8 +182,8 @@ fn main() -> Result<()> {
     let stop = opts.stop.clone();
     let started = Instant::now();
     let worker = {
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        std::thread::spawn(move || tollgate_ingest::run_pipeline(&cfg, &opts, &stats))
+        let (cfg, stats, decisions) = (cfg.clone(), stats.clone(), decisions.clone());
+        std::thread::spawn(move || tollgate_ingest::run_pipeline(&cfg, &opts, &stats, &decisions))
     };
     // Time at which the last event was processed: the sentinels close every
     // other window inline, so by then all rollups but the sentinels' are written.

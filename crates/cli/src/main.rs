@@ -58,6 +58,9 @@ enum Command {
         rollup_dir: Option<PathBuf>,
         #[arg(long)]
         late_dir: Option<PathBuf>,
+        /// Decision log directory (overrides decisions.log_dir).
+        #[arg(long)]
+        decision_log_dir: Option<PathBuf>,
         /// Seconds without messages after which a partition closes its windows.
         #[arg(long)]
         idle_timeout_secs: Option<f64>,
@@ -92,6 +95,22 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         duplicates: f64,
     },
+    /// Check every signature and the hash chain of a decision log. Keys come
+    /// from SAVE_HMAC_SECRET[_FILE] (+ SAVE_HMAC_KEY_ID) and
+    /// TOLLGATE_VERIFY_KEYS_FILE. Exits non-zero naming the first bad record.
+    Verify {
+        /// The decision log directory.
+        #[arg(default_value = "data/decisions")]
+        log_dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Policies: run their fixtures.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Print spend, tokens and carbon by team from the rollup files.
     Summary {
         #[arg(long, default_value = "data/rollups")]
@@ -99,6 +118,24 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Load every policy and run the fixtures in <dir>/tests/ (like `opa test`).
+    Test {
+        /// Pipeline config (for the policy directory and the region table).
+        #[arg(
+            long,
+            short,
+            env = "TOLLGATE_CONFIG",
+            default_value = "pipelines/default.toml"
+        )]
+        config: PathBuf,
+        /// Policy directory (default: the config's policies.dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -134,6 +171,7 @@ fn main() -> std::process::ExitCode {
             group,
             rollup_dir,
             late_dir,
+            decision_log_dir,
             idle_timeout_secs,
             exit_when_idle,
             broker_wait_secs,
@@ -148,11 +186,19 @@ fn main() -> std::process::ExitCode {
             if let Some(d) = late_dir {
                 cfg.output.late_dir = d;
             }
+            if let Some(d) = decision_log_dir {
+                cfg.decisions.log_dir = d;
+            }
             if let Some(t) = idle_timeout_secs {
                 cfg.window.idle_timeout_secs = t;
             }
             cfg.validate()?;
-            run(cfg, exit_when_idle, Duration::from_secs(broker_wait_secs))
+            run(
+                cfg,
+                &common.config,
+                exit_when_idle,
+                Duration::from_secs(broker_wait_secs),
+            )
         })(),
         Command::Produce {
             common,
@@ -185,6 +231,10 @@ fn main() -> std::process::ExitCode {
             produce(cfg, spec, rate)
         })(),
         Command::Summary { rollup_dir, json } => summary(&rollup_dir, json),
+        Command::Verify { log_dir, json } => verify(&log_dir, json),
+        Command::Policy {
+            command: PolicyCommand::Test { config, dir },
+        } => policy_test(&config, dir),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -204,8 +254,22 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("start async runtime")
 }
 
-fn run(cfg: Config, exit_when_idle: bool, broker_wait: Duration) -> Result<()> {
+fn run(
+    cfg: Config,
+    config_path: &std::path::Path,
+    exit_when_idle: bool,
+    broker_wait: Duration,
+) -> Result<()> {
+    // Fail closed: no signing key, no pipeline.
+    let ring = tollgate_config::keys::from_process_env(true)?;
+    let key = ring
+        .signing()
+        .cloned()
+        .context("no signing key configured")?;
     let rt = runtime()?;
+    let decisions = rt
+        .block_on(tollgate_ingest::Decisions::open(&cfg, key))
+        .context("cannot start the decision stage")?;
     let opts = RunOptions {
         exit_when_idle,
         ..RunOptions::default()
@@ -227,6 +291,32 @@ fn run(cfg: Config, exit_when_idle: bool, broker_wait: Duration) -> Result<()> {
         info!("shutdown requested");
         stop.store(true, Ordering::Relaxed);
     });
+    // SIGHUP: reload the policy files and the config's [policies] section.
+    // A broken policy is reported and the running set stays in force.
+    {
+        let decisions = decisions.clone();
+        let (cfg, path) = (cfg.clone(), config_path.to_path_buf());
+        rt.spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let mut next = cfg.clone();
+                match Config::load(&path) {
+                    Ok(c) => next.policies = c.policies,
+                    Err(e) => {
+                        error!(error = %e, "policy reload failed: cannot read the config; the running policies stay in force");
+                        continue;
+                    }
+                }
+                match decisions.reload(&next).await {
+                    Ok(n) => info!(policies = n, "policies reloaded"),
+                    Err(e) => error!(error = %e, "policy reload failed; the running policies stay in force"),
+                }
+            }
+        });
+    }
     let stats = Arc::new(Stats::default());
     let reporter = {
         let stats = stats.clone();
@@ -254,7 +344,7 @@ fn run(cfg: Config, exit_when_idle: bool, broker_wait: Duration) -> Result<()> {
             if cfg.kafka.create_topics {
                 rt.block_on(tollgate_ingest::ensure_topics(&cfg))?;
             }
-            tollgate_ingest::run_pipeline(&cfg, &opts, &stats)
+            tollgate_ingest::run_pipeline(&cfg, &opts, &stats, &decisions)
         });
         match attempt {
             Ok(o) => break o,
@@ -295,6 +385,10 @@ fn log_counters(what: &str, s: &tollgate_ingest::StatsSnapshot) {
         write_seconds = s.write_micros as f64 / 1e6,
         commit_seconds = s.commit_micros as f64 / 1e6,
         empty_polls = s.empty_polls,
+        decisions = s.decisions,
+        decisions_replayed = s.decisions_replayed,
+        policy_errors = s.policy_errors,
+        decide_seconds = s.decide_micros as f64 / 1e6,
         "{what}"
     );
 }
@@ -361,5 +455,80 @@ fn summary(root: &std::path::Path, json: bool) -> Result<()> {
         row(team, t);
     }
     row("TOTAL", &s.total);
+    Ok(())
+}
+
+fn verify(dir: &std::path::Path, json: bool) -> Result<()> {
+    let ring = tollgate_config::keys::from_process_env(false)?;
+    if ring.key_ids().next().is_none() {
+        bail!("no verification keys: set SAVE_HMAC_SECRET (or SAVE_HMAC_SECRET_FILE) and/or TOLLGATE_VERIFY_KEYS_FILE");
+    }
+    let report = tollgate_decision_log::verify_dir(dir, &ring)?;
+    if json {
+        let bad = report.first_bad.as_ref().map(|b| {
+            serde_json::json!({
+                "segment": b.segment.display().to_string(),
+                "line": b.line,
+                "record": b.record,
+                "decision_id": b.decision_id,
+                "reason": b.reason,
+            })
+        });
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": report.first_bad.is_none(),
+                "records": report.records,
+                "segments": report.segments,
+                "last_hash": report.last_hash,
+                "first_bad": bad,
+            })
+        );
+    }
+    match &report.first_bad {
+        None => {
+            if !json {
+                println!(
+                    "OK: {} decision(s) in {} segment(s); every signature and chain link verifies; last hash {}",
+                    report.records, report.segments, report.last_hash
+                );
+            }
+            Ok(())
+        }
+        Some(bad) => bail!(
+            "verification failed at {bad} ({} record(s) before it verified)",
+            report.records
+        ),
+    }
+}
+
+fn policy_test(config: &std::path::Path, dir: Option<PathBuf>) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let dir = dir.unwrap_or_else(|| cfg.policies.dir.clone());
+    let regions = cfg
+        .pricing
+        .regions
+        .iter()
+        .map(|r| (r.region.clone(), r.carbon_intensity_g_per_kwh))
+        .collect();
+    let results = runtime()?.block_on(tollgate_policy::fixture::run_dir(
+        &dir,
+        tollgate_rollup::schema(),
+        regions,
+    ))?;
+    let mut failed = 0;
+    for r in &results {
+        let verdict = if r.passed() { "PASS" } else { "FAIL" };
+        println!("{verdict}: {}: {} ({})", r.policy, r.case, r.file.display());
+        for f in &r.failures {
+            println!("    {f}");
+        }
+        failed += usize::from(!r.passed());
+    }
+    println!("{}", "-".repeat(40));
+    println!("PASS: {}/{}", results.len() - failed, results.len());
+    if failed > 0 {
+        bail!("{failed} policy test(s) failed");
+    }
     Ok(())
 }

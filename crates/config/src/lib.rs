@@ -3,7 +3,10 @@
 //! Precedence: command-line flags (applied by the binary) > environment
 //! (`KAFKA_BROKERS`, the pricing defaults of `tollgate-enrich`) > file > built-in defaults.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+pub mod keys;
 
 use serde::Deserialize;
 use tollgate_enrich::{Defaults, EnrichConfigError, PriceBook};
@@ -82,6 +85,8 @@ pub struct Topics {
     pub training: String,
     pub heartbeat: String,
     pub dlq: String,
+    /// Every decision, keyed by `decision_id`.
+    pub decisions: String,
 }
 
 impl Default for Topics {
@@ -91,6 +96,7 @@ impl Default for Topics {
             training: "tollgate.training".into(),
             heartbeat: "tollgate.heartbeat".into(),
             dlq: "tollgate.dlq".into(),
+            decisions: "tollgate.decisions".into(),
         }
     }
 }
@@ -152,6 +158,45 @@ impl Default for OutputConfig {
     }
 }
 
+/// `[policies]`: which policy files run when a window closes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoliciesConfig {
+    /// Directory of policy files (one `*.toml` per policy).
+    pub dir: PathBuf,
+    /// Policy names (file stems) not to run.
+    pub disabled: Vec<String>,
+    /// Threshold overrides: `[policies.params.<policy>] name = value`.
+    pub params: BTreeMap<String, BTreeMap<String, toml::Value>>,
+}
+
+impl Default for PoliciesConfig {
+    fn default() -> Self {
+        PoliciesConfig {
+            dir: "pipelines/policies".into(),
+            disabled: Vec::new(),
+            params: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[decisions]`: the decision log.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionsConfig {
+    pub log_dir: PathBuf,
+    pub max_segment_bytes: u64,
+}
+
+impl Default for DecisionsConfig {
+    fn default() -> Self {
+        DecisionsConfig {
+            log_dir: "data/decisions".into(),
+            max_segment_bytes: 64 << 20,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -175,6 +220,8 @@ pub struct Config {
     pub output: OutputConfig,
     pub limits: LimitsConfig,
     pub pricing: PriceBook,
+    pub policies: PoliciesConfig,
+    pub decisions: DecisionsConfig,
     /// Filled from the environment, not the file.
     #[serde(skip)]
     pub defaults: Defaults,
@@ -225,19 +272,28 @@ impl Config {
             return bad("window.idle_timeout_secs must be a positive number".into());
         }
         let t = &self.topics;
-        let names = [&t.inference, &t.training, &t.heartbeat, &t.dlq];
+        let names = [
+            &t.inference,
+            &t.training,
+            &t.heartbeat,
+            &t.dlq,
+            &t.decisions,
+        ];
         for (i, a) in names.iter().enumerate() {
             if a.is_empty() {
                 return bad("topic names must not be empty".into());
             }
             if names[i + 1..].contains(a) {
                 return bad(format!(
-                    "topic `{a}` is configured twice; every kind and the DLQ need their own topic"
+                    "topic `{a}` is configured twice; every kind, the DLQ and the decisions need their own topic"
                 ));
             }
         }
         if self.kafka.brokers.trim().is_empty() {
             return bad("kafka.brokers is empty (set it in the config or KAFKA_BROKERS)".into());
+        }
+        if self.decisions.max_segment_bytes < 4096 {
+            return bad("decisions.max_segment_bytes must be at least 4096".into());
         }
         if self.kafka.partitions < 1 {
             return bad("kafka.partitions must be at least 1".into());

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -40,7 +40,6 @@ pub enum LogError {
     #[error("decision log {path}: {source}")]
     Io {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     #[error("decision log {path}, line {line}: {reason}; run `tollgate verify {dir}` for details", dir = .path.parent().map(|p| p.display().to_string()).unwrap_or_default())]
@@ -112,7 +111,8 @@ pub struct DecisionLog {
     opts: LogOptions,
     chain: Chain,
     segment: u64,
-    file: File,
+    /// Appends are buffered; `sync` (and any read-back) flushes first.
+    file: BufWriter<File>,
     segment_bytes: u64,
     records: u64,
     ids: HashMap<u128, Location>,
@@ -239,7 +239,7 @@ impl DecisionLog {
             opts,
             chain: Chain::after(prev),
             segment,
-            file,
+            file: BufWriter::with_capacity(256 << 10, file),
             segment_bytes,
             records,
             ids,
@@ -261,6 +261,10 @@ impl DecisionLog {
         let id = draft.decision_id();
         let key = id_key(&id).unwrap_or_default();
         if let Some(loc) = self.ids.get(&key).copied() {
+            if loc.segment == self.segment {
+                let path = self.dir.join(segment_name(self.segment));
+                self.file.flush().map_err(io(&path))?;
+            }
             let line = self.read_at(loc)?;
             let decision = serde_json::from_str(&line).map_err(|e| LogError::Damaged {
                 path: self.dir.join(segment_name(loc.segment)),
@@ -273,11 +277,11 @@ impl DecisionLog {
             self.rotate()?;
         }
         let (decision, line) = self.chain.seal(draft, ts, &self.key);
-        let path = self.dir.join(segment_name(self.segment));
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
-        self.file.write_all(&buf).map_err(io(&path))?;
+        let (dir, segment) = (&self.dir, self.segment);
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.write_all(b"\n"))
+            .map_err(|e| io(&dir.join(segment_name(segment)))(e))?;
         self.ids.insert(
             key,
             Location {
@@ -286,7 +290,7 @@ impl DecisionLog {
                 len: line.len() as u32,
             },
         );
-        self.segment_bytes += buf.len() as u64;
+        self.segment_bytes += line.len() as u64 + 1;
         self.records += 1;
         self.dirty = true;
         Ok(Appended::New { decision, line })
@@ -309,11 +313,14 @@ impl DecisionLog {
         self.sync()?;
         self.segment += 1;
         let path = self.dir.join(segment_name(self.segment));
-        self.file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        self.file = BufWriter::with_capacity(
+            256 << 10,
+            OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?,
+        );
         self.segment_bytes = 0;
         self.new_segment = true;
         self.dirty = true;
@@ -326,7 +333,8 @@ impl DecisionLog {
             return Ok(());
         }
         let path = self.dir.join(segment_name(self.segment));
-        self.file.sync_data().map_err(io(&path))?;
+        self.file.flush().map_err(io(&path))?;
+        self.file.get_ref().sync_data().map_err(io(&path))?;
         if self.new_segment {
             sync_dir(&self.dir)?;
             self.new_segment = false;

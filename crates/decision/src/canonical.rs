@@ -34,21 +34,24 @@ pub fn write(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| utf16_cmp(a.0, b.0));
-            out.push('{');
-            for (i, (k, v)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                string(k, out);
-                out.push(':');
-                write(v, out);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_map(map, out),
     }
+}
+
+/// Append the canonical serialization of a JSON object.
+pub fn write_map(map: &serde_json::Map<String, Value>, out: &mut String) {
+    let mut members: Vec<(&String, &Value)> = map.iter().collect();
+    members.sort_by(|a, b| utf16_cmp(a.0, b.0));
+    out.push('{');
+    for (i, (k, v)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        string(k, out);
+        out.push(':');
+        write(v, out);
+    }
+    out.push('}');
 }
 
 fn utf16_cmp(a: &str, b: &str) -> Ordering {
@@ -58,7 +61,14 @@ fn utf16_cmp(a: &str, b: &str) -> Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
-fn string(s: &str, out: &mut String) {
+/// Append `s` as a canonical JSON string.
+pub fn string(s: &str, out: &mut String) {
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // serde_json escapes exactly `"`, `\` and control characters, with the
     // short forms \b \f \n \r \t and lowercase \u00xx otherwise: JCS's rules.
     // Serializing a &str cannot fail.

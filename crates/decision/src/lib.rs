@@ -118,14 +118,34 @@ pub fn decision_id(
     window: Option<&DecisionWindow>,
     subject: &str,
 ) -> String {
-    let key = Value::Array(vec![
-        Value::String(policy.to_owned()),
-        Value::String(revision.to_owned()),
-        serde_json::to_value(window).unwrap_or(Value::Null),
-        Value::String(subject.to_owned()),
-    ]);
-    let digest = Sha256::digest(canonical::to_string(&key).as_bytes());
+    // Canonical JSON of [policy, revision, window, subject].
+    let mut key = String::with_capacity(256);
+    key.push('[');
+    canonical::string(policy, &mut key);
+    key.push(',');
+    canonical::string(revision, &mut key);
+    key.push(',');
+    write_window(window, &mut key);
+    key.push(',');
+    canonical::string(subject, &mut key);
+    key.push(']');
+    let digest = Sha256::digest(key.as_bytes());
     hex(&digest[..16])
+}
+
+fn write_window(w: Option<&DecisionWindow>, out: &mut String) {
+    match w {
+        None => out.push_str("null"),
+        Some(w) => {
+            out.push_str("{\"end\":");
+            canonical::string(&w.end, out);
+            out.push_str(",\"source\":");
+            canonical::string(&w.source, out);
+            out.push_str(",\"start\":");
+            canonical::string(&w.start, out);
+            out.push('}');
+        }
+    }
 }
 
 /// A signed, chained decision: one record of the log.
@@ -147,19 +167,59 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Canonical JSON written member by member, in RFC 8785 order, split
+    /// where `"signature"` sorts: (members before it, members after it).
+    fn canonical_halves(&self) -> (String, String) {
+        let mut a = String::with_capacity(512);
+        a.push_str("{\"decision_id\":");
+        canonical::string(&self.decision_id, &mut a);
+        a.push_str(",\"key_id\":");
+        canonical::string(&self.key_id, &mut a);
+        a.push_str(",\"observed\":");
+        canonical::write_map(&self.observed, &mut a);
+        a.push_str(",\"policy\":");
+        canonical::string(&self.policy, &mut a);
+        a.push_str(",\"policy_revision\":");
+        canonical::string(&self.policy_revision, &mut a);
+        a.push_str(",\"prev_hash\":");
+        canonical::string(&self.prev_hash, &mut a);
+        a.push_str(",\"reasons\":[");
+        for (i, r) in self.reasons.iter().enumerate() {
+            if i > 0 {
+                a.push(',');
+            }
+            canonical::string(r, &mut a);
+        }
+        a.push(']');
+        let mut b = String::with_capacity(256);
+        b.push_str("\"subject\":");
+        canonical::string(&self.subject, &mut b);
+        b.push_str(",\"ts\":");
+        canonical::string(&self.ts, &mut b);
+        b.push_str(",\"verdict\":");
+        canonical::string(self.verdict.as_str(), &mut b);
+        b.push_str(",\"window\":");
+        write_window(self.window.as_ref(), &mut b);
+        b.push('}');
+        (a, b)
+    }
+
     /// Canonical JSON of every field but `signature`: the signed bytes.
     pub fn signing_input(&self) -> String {
-        let mut v = match serde_json::to_value(self) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
-        v.remove("signature");
-        canonical::to_string(&Value::Object(v))
+        let (mut a, b) = self.canonical_halves();
+        a.push(',');
+        a.push_str(&b);
+        a
     }
 
     /// The record as stored: canonical JSON of every field, one line.
     pub fn to_line(&self) -> String {
-        canonical::to_string(&serde_json::to_value(self).unwrap_or(Value::Null))
+        let (mut a, b) = self.canonical_halves();
+        a.push_str(",\"signature\":");
+        canonical::string(&self.signature, &mut a);
+        a.push(',');
+        a.push_str(&b);
+        a
     }
 
     pub fn draft(&self) -> Draft {
@@ -337,8 +397,17 @@ impl Chain {
             prev_hash: std::mem::replace(&mut self.prev_hash, String::new()),
             signature: String::new(),
         };
-        d.signature = key.sign(d.signing_input().as_bytes());
-        let line = d.to_line();
+        let (mut a, b) = d.canonical_halves();
+        let mut input = String::with_capacity(a.len() + b.len() + 1);
+        input.push_str(&a);
+        input.push(',');
+        input.push_str(&b);
+        d.signature = key.sign(input.as_bytes());
+        a.push_str(",\"signature\":");
+        canonical::string(&d.signature, &mut a);
+        a.push(',');
+        a.push_str(&b);
+        let line = a;
         self.prev_hash = line_hash(&line);
         (d, line)
     }

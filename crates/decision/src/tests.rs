@@ -205,3 +205,28 @@ fn signing_input_excludes_only_the_signature() {
     assert!(line.contains(&format!("\"signature\":\"{}\"", d.signature)));
     assert_eq!(serde_json::from_str::<Decision>(&line).unwrap(), d);
 }
+
+#[test]
+fn hand_written_canonical_form_equals_the_generic_one() {
+    let k = key("k1");
+    let mut chain = Chain::after(GENESIS_HASH);
+    let mut d = draft("team=\"quoted\"\n€😀", 0.1 + 0.2);
+    d.observed
+        .insert("ünïcode".into(), json!({"z": [1, null, true], "a": -0.0}));
+    let (decision, line) = chain.seal(d.clone(), rfc3339_ms(0), &k);
+    let generic = canonical::to_string(&serde_json::to_value(&decision).unwrap());
+    assert_eq!(line, generic);
+    let mut unsigned = serde_json::to_value(&decision).unwrap();
+    unsigned.as_object_mut().unwrap().remove("signature");
+    assert_eq!(decision.signing_input(), canonical::to_string(&unsigned));
+    let id_key = json!([d.policy, d.policy_revision, d.window, d.subject]);
+    let id = hex(&Sha256::digest(canonical::to_string(&id_key).as_bytes())[..16]);
+    assert_eq!(d.decision_id(), id);
+    let mut none = d.clone();
+    none.window = None;
+    let id_key = json!([none.policy, none.policy_revision, null, none.subject]);
+    assert_eq!(
+        none.decision_id(),
+        hex(&Sha256::digest(canonical::to_string(&id_key).as_bytes())[..16])
+    );
+}

@@ -51,7 +51,13 @@ pub async fn ensure_topics(cfg: &Config) -> Result<(), IngestError> {
         .create()
         .map_err(kafka("create admin client"))?;
     let t = &cfg.topics;
-    let names = [&t.inference, &t.training, &t.heartbeat, &t.dlq];
+    let names = [
+        &t.inference,
+        &t.training,
+        &t.heartbeat,
+        &t.dlq,
+        &t.decisions,
+    ];
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| {

@@ -4,6 +4,7 @@
 //! load generator. See `ARCHITECTURE.md` for the delivery protocol.
 
 mod admin;
+mod decide;
 pub mod loadgen;
 mod stats;
 mod worker;
@@ -15,6 +16,7 @@ use rdkafka::ClientConfig;
 use tollgate_config::Config;
 
 pub use admin::{ensure_topics, wait_for_broker};
+pub use decide::Decisions;
 pub use stats::{Stats, StatsSnapshot};
 pub use worker::{run_pipeline, RunOptions, RunOutcome};
 
@@ -44,6 +46,12 @@ pub enum IngestError {
     },
     #[error("config: {0}")]
     Config(String),
+    #[error(transparent)]
+    Policy(#[from] tollgate_policy::PolicyError),
+    #[error(transparent)]
+    DecisionLog(#[from] tollgate_decision_log::LogError),
+    #[error("publishing decisions: {0}")]
+    Decisions(String),
 }
 
 pub(crate) fn kafka(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> IngestError {

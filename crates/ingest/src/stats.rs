@@ -44,6 +44,14 @@ stats! {
     commit_micros,
     /// Polls that returned no message (the consumer was waiting for the broker).
     empty_polls,
+    /// Decisions appended to the log.
+    decisions,
+    /// Decisions a replay produced again (already in the log; republished).
+    decisions_replayed,
+    /// Policy evaluations that failed (the others on the window still ran).
+    policy_errors,
+    /// Time spent evaluating policies, logging and publishing decisions (µs).
+    decide_micros,
 }
 
 impl Stats {

@@ -143,6 +143,7 @@ pub fn run_pipeline(
     cfg: &Config,
     opts: &RunOptions,
     stats: &Stats,
+    decisions: &crate::Decisions,
 ) -> Result<RunOutcome, IngestError> {
     let mut cc = consumer_config(cfg, &cfg.kafka.group_id);
     cc.set("enable.auto.offset.store", "false");
@@ -183,7 +184,11 @@ pub fn run_pipeline(
         now: Instant::now(),
         topics: topics.iter().map(|t| t.to_string()).collect(),
         unassigned_since: None,
-        writer: Writer::spawn(cfg.output.rollup_dir.clone(), cfg.output.late_dir.clone())?,
+        writer: Writer::spawn(
+            cfg.output.rollup_dir.clone(),
+            cfg.output.late_dir.clone(),
+            crate::decide::Decider::new(cfg, decisions.clone())?,
+        )?,
     };
     info!(topics = ?topics, group = %cfg.kafka.group_id, instance = ?cfg.kafka.instance_id, brokers = %cfg.kafka.brokers, "consuming");
     w.run(&consumer)
@@ -548,6 +553,10 @@ impl Worker<'_> {
             }
             self.commit_due = true;
             Stats::add(&self.stats.write_micros, w.micros);
+            Stats::add(&self.stats.decisions, w.decided.new);
+            Stats::add(&self.stats.decisions_replayed, w.decided.replayed);
+            Stats::add(&self.stats.policy_errors, w.decided.policy_errors);
+            Stats::add(&self.stats.decide_micros, w.decided.micros);
             match w.window_start_ms {
                 Some(start) => {
                     Stats::add(&self.stats.windows_written, 1);

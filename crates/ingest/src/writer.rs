@@ -10,9 +10,10 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tollgate_event::Kind;
-use tollgate_rollup::{LateRecord, RollupError, Source};
+use tollgate_rollup::{LateRecord, Source};
 use tollgate_window::ClosedWindow;
 
+use crate::decide::{Decided, Decider};
 use crate::IngestError;
 
 /// Jobs queued at most before `submit` blocks (backpressure).
@@ -39,7 +40,7 @@ pub(crate) struct Done {
     pub partition: i32,
     /// `first_offset` of the window, or the first late offset.
     pub key: i64,
-    pub result: Result<Written, RollupError>,
+    pub result: Result<Written, IngestError>,
 }
 
 pub(crate) struct Written {
@@ -50,6 +51,7 @@ pub(crate) struct Written {
     pub duplicates: u64,
     pub window_start_ms: Option<i64>,
     pub micros: u64,
+    pub decided: Decided,
 }
 
 pub(crate) struct Writer {
@@ -60,7 +62,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn spawn(rollup_dir: PathBuf, late_dir: PathBuf) -> Result<Self, IngestError> {
+    pub(crate) fn spawn(
+        rollup_dir: PathBuf,
+        late_dir: PathBuf,
+        decider: Decider,
+    ) -> Result<Self, IngestError> {
         let (tx, jobs) = mpsc::sync_channel::<Job>(QUEUE);
         let (done_tx, rx) = mpsc::channel::<Done>();
         let handle = std::thread::Builder::new()
@@ -80,8 +86,20 @@ impl Writer {
                                 topic: &topic,
                                 partition,
                             };
-                            let result = tollgate_rollup::write_window(&rollup_dir, src, &window)
-                                .map(|(path, bytes)| Written {
+                            // Decisions first: the file is the window's
+                            // commit marker, so once it exists the window is
+                            // never evaluated again.
+                            let result = (|| {
+                                let batch = tollgate_rollup::to_batch(&window)?;
+                                let decided =
+                                    decider.decide(kind, &topic, partition, &window, &batch)?;
+                                let (path, bytes) = tollgate_rollup::write_window_batch(
+                                    &rollup_dir,
+                                    src,
+                                    &window,
+                                    &batch,
+                                )?;
+                                Ok(Written {
                                     path,
                                     bytes,
                                     rows: window.rows.len(),
@@ -89,7 +107,9 @@ impl Writer {
                                     duplicates: window.duplicates,
                                     window_start_ms: Some(window.start_ms),
                                     micros: started.elapsed().as_micros() as u64,
-                                });
+                                    decided,
+                                })
+                            })();
                             Done {
                                 topic,
                                 partition,
@@ -113,7 +133,9 @@ impl Writer {
                                         duplicates: 0,
                                         window_start_ms: None,
                                         micros: started.elapsed().as_micros() as u64,
-                                    });
+                                        decided: Decided::default(),
+                                    })
+                                    .map_err(IngestError::from);
                             Done {
                                 topic,
                                 partition,

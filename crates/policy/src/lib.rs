@@ -60,7 +60,6 @@ pub enum PolicyError {
     #[error("policy directory {}: {source}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     #[error("policy configuration: {0}")]
@@ -215,7 +214,7 @@ impl PolicyEngine {
                 .to_owned();
             seen.insert(name.clone());
             if opts.disabled.contains(&name) {
-                tracing::info!(policy = %name, "disabled by configuration");
+                tracing::debug!(policy = %name, "disabled by configuration");
                 continue;
             }
             match load_one(&ctx, &path, &name, opts.params.get(&name)).await {

@@ -1,0 +1,267 @@
+//! Decisions for closed windows. On the writer thread, for each closed
+//! window and before its rollup file is written (so before any offset that
+//! fed it can be committed):
+//!
+//! 1. evaluate every policy over the window's rows ([`PolicyEngine`]);
+//! 2. append the decisions to the log (an id already there returns the
+//!    stored record: a replay adds nothing) and fsync it;
+//! 3. publish every decision of the window, new or replayed, to the
+//!    decisions topic keyed by `decision_id`, and wait for the broker's
+//!    acknowledgement. Consumers of the topic de-duplicate by key: after a
+//!    crash the same bytes may be published twice, never a different record.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use tollgate_config::Config;
+use tollgate_decision::{rfc3339_ms, Key};
+use tollgate_decision_log::{Appended, DecisionLog, LogOptions};
+use tollgate_event::Kind;
+use tollgate_policy::{EngineOptions, PolicyEngine, WindowInput};
+use tollgate_window::ClosedWindow;
+use tracing::{error, info, warn};
+
+use crate::{client_config, kafka, IngestError};
+
+/// Attempts to publish a window's decisions before giving up (each waits up
+/// to the producer's `message.timeout.ms`). Giving up stops the pipeline,
+/// which restarts from the committed offsets and publishes them again.
+const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// What the pipeline decides with: the policies, the log and the topic.
+/// Built once per process and shared (the HTTP gate appends to the same log).
+#[derive(Clone)]
+pub struct Decisions {
+    engine: Arc<RwLock<Arc<PolicyEngine>>>,
+    pub log: Arc<Mutex<DecisionLog>>,
+    pub topic: String,
+}
+
+async fn load_policies(cfg: &Config) -> Result<PolicyEngine, IngestError> {
+    let history = tollgate_rollup::history_table(&cfg.output.rollup_dir)?;
+    let engine = PolicyEngine::load(EngineOptions {
+        dir: cfg.policies.dir.clone(),
+        params: cfg.policies.params.clone(),
+        disabled: cfg.policies.disabled.clone(),
+        file_schema: tollgate_rollup::schema(),
+        history: Some(history),
+        regions: cfg
+            .pricing
+            .regions
+            .iter()
+            .map(|r| (r.region.clone(), r.carbon_intensity_g_per_kwh))
+            .collect(),
+    })
+    .await?;
+    for p in engine.policies() {
+        info!(policy = %p.name, revision = %p.revision, verdict = p.verdict.as_str(), kinds = ?p.kinds, "policy loaded");
+    }
+    Ok(engine)
+}
+
+impl Decisions {
+    /// Load the policies (every broken file is an error naming it) and open
+    /// the decision log, signing with `key`.
+    pub async fn open(cfg: &Config, key: Key) -> Result<Self, IngestError> {
+        let engine = load_policies(cfg).await?;
+        let key_id = key.id().to_owned();
+        let log = open_log(&cfg.decisions.log_dir, key, cfg.decisions.max_segment_bytes)?;
+        info!(key_id = %key_id, dir = %cfg.decisions.log_dir.display(), records = log.records(), "signing decisions");
+        Ok(Decisions {
+            engine: Arc::new(RwLock::new(Arc::new(engine))),
+            log: Arc::new(Mutex::new(log)),
+            topic: cfg.topics.decisions.clone(),
+        })
+    }
+
+    /// The policies in force.
+    pub fn engine(&self) -> Arc<PolicyEngine> {
+        self.engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Load the policies again (`[policies]` of `cfg`). On any error the
+    /// policies in force stay in force and the error, naming the file, is
+    /// returned; the pipeline keeps running either way. Windows closing
+    /// during the load use the old set.
+    pub async fn reload(&self, cfg: &Config) -> Result<usize, IngestError> {
+        let engine = load_policies(cfg).await?;
+        let n = engine.policies().len();
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
+        Ok(n)
+    }
+}
+
+fn open_log(dir: &Path, key: Key, max_segment_bytes: u64) -> Result<DecisionLog, IngestError> {
+    Ok(DecisionLog::open(
+        dir,
+        key,
+        LogOptions { max_segment_bytes },
+    )?)
+}
+
+/// Counts for one window, reported back to the worker's stats.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Decided {
+    pub new: u64,
+    pub replayed: u64,
+    pub policy_errors: u64,
+    pub micros: u64,
+}
+
+pub(crate) struct Decider {
+    d: Decisions,
+    producer: FutureProducer,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Decider {
+    pub(crate) fn new(cfg: &Config, d: Decisions) -> Result<Self, IngestError> {
+        let mut pc = client_config(cfg);
+        pc.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "60000");
+        let producer: FutureProducer = pc.create().map_err(kafka("create decisions producer"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| IngestError::Config(format!("cannot start the policy runtime: {e}")))?;
+        Ok(Decider { d, producer, rt })
+    }
+
+    pub(crate) fn decide(
+        &self,
+        kind: Kind,
+        topic: &str,
+        partition: i32,
+        w: &ClosedWindow,
+        batch: &RecordBatch,
+    ) -> Result<Decided, IngestError> {
+        let started = Instant::now();
+        let source = format!("{topic}/{partition}");
+        let engine = self.d.engine();
+        let eval = self.rt.block_on(engine.evaluate(&WindowInput {
+            kind: kind.as_str(),
+            source: &source,
+            start_ms: w.start_ms,
+            end_ms: w.end_ms,
+            rows: batch,
+        }));
+        let mut out = Decided {
+            policy_errors: eval.errors.len() as u64,
+            ..Decided::default()
+        };
+        for e in &eval.errors {
+            error!(source = %source, window_start_ms = w.start_ms, error = %e, "policy failed on this window; the other policies ran");
+        }
+        if !eval.drafts.is_empty() {
+            let ts = rfc3339_ms(chrono::Utc::now().timestamp_millis());
+            let appended = {
+                let mut log = self.d.log.lock().unwrap_or_else(|p| p.into_inner());
+                let mut appended = Vec::with_capacity(eval.drafts.len());
+                for draft in eval.drafts {
+                    appended.push(log.append(draft, ts.clone())?);
+                }
+                log.sync()?;
+                appended
+            };
+            for a in &appended {
+                let d = a.decision();
+                if a.is_new() {
+                    out.new += 1;
+                    info!(decision_id = %d.decision_id, policy = %d.policy, subject = %d.subject, verdict = d.verdict.as_str(), reason = %d.reasons.join("; "), "decision");
+                } else {
+                    out.replayed += 1;
+                }
+            }
+            self.rt.block_on(self.publish(&appended))?;
+        }
+        out.micros = started.elapsed().as_micros() as u64;
+        Ok(out)
+    }
+
+    /// Publish every record and wait until the broker acknowledged each one.
+    async fn publish(&self, items: &[Appended]) -> Result<(), IngestError> {
+        let mut todo: Vec<usize> = (0..items.len()).collect();
+        for attempt in 1..=PUBLISH_ATTEMPTS {
+            let mut failed = Vec::new();
+            let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
+            for &i in &todo {
+                let d = items[i].decision();
+                loop {
+                    let record = FutureRecord::to(&self.d.topic)
+                        .key(&d.decision_id)
+                        .payload(items[i].line());
+                    match self.producer.send_result(record) {
+                        Ok(f) => {
+                            pending.push_back((i, f));
+                            break;
+                        }
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                            match pending.pop_front() {
+                                Some((j, f)) => {
+                                    if !delivered(f.await) {
+                                        failed.push(j);
+                                    }
+                                }
+                                None => tokio::time::sleep(Duration::from_millis(10)).await,
+                            }
+                        }
+                        Err((e, _)) => {
+                            return Err(IngestError::Kafka {
+                                op: "produce decision",
+                                source: e,
+                            })
+                        }
+                    }
+                }
+            }
+            for (j, f) in pending {
+                if !delivered(f.await) {
+                    failed.push(j);
+                }
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            warn!(
+                undelivered = failed.len(),
+                attempt,
+                topic = %self.d.topic,
+                "decisions not acknowledged by the broker; retrying"
+            );
+            todo = failed;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Err(IngestError::Decisions(format!(
+            "{} decision(s) not acknowledged by the broker after {PUBLISH_ATTEMPTS} attempts",
+            todo.len()
+        )))
+    }
+}
+
+fn delivered<E>(r: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, E>) -> bool {
+    match r {
+        Ok(Ok(_)) => true,
+        Ok(Err((e, _))) => {
+            warn!(error = %e, "decision delivery failed");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+impl Drop for Decider {
+    fn drop(&mut self) {
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
