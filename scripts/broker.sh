@@ -24,6 +24,10 @@ running() { [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
 
 case "$cmd" in
   start)
+    if [ "$fresh" = "--fresh" ] && running; then
+      # A fresh store needs a fresh process (and clears a wedged broker).
+      "$0" stop "$port"
+    fi
     if running && listening; then
       echo "broker: already running on 127.0.0.1:$port (pid $(cat "$pid_file"))"
       exit 0

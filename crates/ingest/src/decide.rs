@@ -27,12 +27,13 @@ use tollgate_policy::{EngineOptions, PolicyEngine, WindowInput};
 use tollgate_window::ClosedWindow;
 use tracing::{error, info, warn};
 
-use crate::{client_config, kafka, IngestError};
+use crate::{kafka, IngestError};
 
-/// Attempts to publish a window's decisions before giving up (each waits up
-/// to the producer's `message.timeout.ms`). Giving up stops the pipeline,
-/// which restarts from the committed offsets and publishes them again.
-const PUBLISH_ATTEMPTS: u32 = 3;
+/// How long to keep retrying a window's decisions while the broker does not
+/// acknowledge them (a broker restart, a leader election). Giving up stops
+/// the pipeline, which restarts from the committed offsets and publishes
+/// them again.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(120);
 
 /// What the pipeline decides with: the policies, the log and the topic.
 /// Built once per process and shared (the HTTP gate appends to the same log).
@@ -125,12 +126,9 @@ pub(crate) struct Decider {
 
 impl Decider {
     pub(crate) fn new(cfg: &Config, d: Decisions) -> Result<Self, IngestError> {
-        let mut pc = client_config(cfg);
-        pc.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "60000");
-        let producer: FutureProducer = pc.create().map_err(kafka("create decisions producer"))?;
+        let producer: FutureProducer = crate::output_producer_config(cfg)
+            .create()
+            .map_err(kafka("create decisions producer"))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -192,7 +190,9 @@ impl Decider {
     /// Publish every record and wait until the broker acknowledged each one.
     async fn publish(&self, items: &[Appended]) -> Result<(), IngestError> {
         let mut todo: Vec<usize> = (0..items.len()).collect();
-        for attempt in 1..=PUBLISH_ATTEMPTS {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(250);
+        for attempt in 1.. {
             let mut failed = Vec::new();
             let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
             for &i in &todo {
@@ -240,11 +240,16 @@ impl Decider {
                 "decisions not acknowledged by the broker; retrying"
             );
             todo = failed;
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            if started.elapsed() >= PUBLISH_PATIENCE {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         Err(IngestError::Decisions(format!(
-            "{} decision(s) not acknowledged by the broker after {PUBLISH_ATTEMPTS} attempts",
-            todo.len()
+            "{} decision(s) not acknowledged by the broker within {} s",
+            todo.len(),
+            PUBLISH_PATIENCE.as_secs()
         )))
     }
 }

@@ -72,6 +72,20 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
     c
 }
 
+/// Settings of the pipeline's own producers (dead letters, decisions):
+/// every message acknowledged by all replicas, retried by librdkafka for a
+/// minute. At-least-once: consumers of these topics de-duplicate (decisions
+/// by key). Not idempotent: tansu 0.6 (SQLite storage) panics on an
+/// idempotent produce after a broker restart and stops serving altogether.
+pub(crate) fn output_producer_config(cfg: &Config) -> ClientConfig {
+    let mut pc = client_config(cfg);
+    pc.set("enable.idempotence", "false")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000");
+    pc
+}
+
 /// Consumer settings shared by the pipeline and the benchmark's raw consumer:
 /// manual commits, earliest start, and the fetch tuning from the config.
 pub fn consumer_config(cfg: &Config, group_id: &str) -> ClientConfig {

@@ -30,7 +30,7 @@ use tollgate_window::{Checkpoint, ClosedWindow, Offer, PartitionState};
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::writer::{Job, Writer};
-use crate::{client_config, consumer_config, kafka, send_when_queued, IngestError, Stats};
+use crate::{consumer_config, kafka, send_when_queued, IngestError, Stats};
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -156,12 +156,7 @@ pub fn run_pipeline(
     let topics: Vec<&str> = cfg.topics.sources().iter().map(|(t, _)| *t).collect();
     consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
 
-    let mut pc = client_config(cfg);
-    pc.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "60000");
-    let dlq: ThreadedProducer<DlqCtx> = pc
+    let dlq: ThreadedProducer<DlqCtx> = crate::output_producer_config(cfg)
         .create_with_context(DlqCtx::default())
         .map_err(kafka("create dead-letter producer"))?;
 
