@@ -12,5 +12,6 @@ port="${TOLLGATE_BENCH_BROKER_PORT:-29092}"
 # reader here starts at offset 0.)
 TANSU_STORAGE="${TANSU_STORAGE:-memory://tansu/}" scripts/broker.sh start "$port"
 trap 'scripts/broker.sh stop "$port"' EXIT
-cargo build -q --release -p tollgate-benches --bin e2e
+# The bench profile: shares its build with `cargo bench` (same release settings).
+cargo build -q --profile bench -p tollgate-benches --bin e2e
 RUST_LOG="${RUST_LOG:-warn}" target/release/e2e --brokers "127.0.0.1:$port" "$@"

@@ -154,7 +154,12 @@ impl Iterator for Generator {
                 r#""node_id":"node-{}","latency_ms":{:.1},"uptime_ratio":{:.4},"proof_ok":true"#,
                 r.below(64),
                 5.0 + 200.0 * r.unit(),
-                0.95 + 0.05 * r.unit()
+                // Mostly healthy nodes; one heartbeat in 50 reports a dip.
+                if r.below(50) == 0 {
+                    0.9 + 0.09 * r.unit()
+                } else {
+                    0.995 + 0.005 * r.unit()
+                }
             );
             (Kind::Heartbeat, body)
         } else {

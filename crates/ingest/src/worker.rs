@@ -578,8 +578,19 @@ impl Worker<'_> {
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
         for i in 0..self.parts.len() {
             let p = &mut self.parts[i];
+            // Idle means nothing left to read, not merely no message lately:
+            // while the consumer is held up (a busy writer), a partition with
+            // a backlog must not close its windows early.
+            let backlog = || match (
+                consumer.get_watermarks(&p.topic, p.partition),
+                p.state.next_offset(),
+            ) {
+                (Ok((_, high)), Some(next)) => next < high,
+                _ => false,
+            };
             if p.last_message.elapsed() >= idle
                 && (p.state.open_windows() > 0 || !p.late.is_empty())
+                && !backlog()
             {
                 info!(topic = %p.topic, partition = p.partition, open = p.state.open_windows(), "partition idle; closing its windows");
                 let closed = p.state.flush_idle();

@@ -451,15 +451,15 @@ pub fn json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, Str
     let mut out = Vec::new();
     for b in batches {
         let schema = b.schema();
-        let cols: Vec<Vec<Value>> = b
+        let mut cols: Vec<std::vec::IntoIter<Value>> = b
             .columns()
             .iter()
-            .map(|c| json_column(c))
+            .map(|c| json_column(c).map(Vec::into_iter))
             .collect::<Result<_, _>>()?;
-        for r in 0..b.num_rows() {
+        for _ in 0..b.num_rows() {
             let mut row = Map::new();
-            for (f, col) in schema.fields().iter().zip(&cols) {
-                row.insert(f.name().clone(), col[r].clone());
+            for (f, col) in schema.fields().iter().zip(cols.iter_mut()) {
+                row.insert(f.name().clone(), col.next().unwrap_or(Value::Null));
             }
             out.push(row);
         }
