@@ -104,6 +104,8 @@ impl ProducerContext for DlqCtx {
 }
 
 struct Part {
+    /// `Writer::blocked()` when the last message arrived.
+    blocked_at_last_message: Duration,
     topic: String,
     partition: i32,
     kind: Kind,
@@ -355,6 +357,7 @@ impl Worker<'_> {
             state,
             late: Vec::new(),
             last_message: Instant::now(),
+            blocked_at_last_message: self.writer.blocked(),
             committed: matches!(offset, Offset::Offset(_)).then_some(checkpoint),
             resume_at: checkpoint.offset,
             seeked: false,
@@ -423,6 +426,7 @@ impl Worker<'_> {
             return Ok(());
         }
         part.last_message = now;
+        part.blocked_at_last_message = self.writer.blocked();
         let payload = msg.payload().unwrap_or_default();
         let decoded = if payload.is_empty() {
             Err(DecodeError::Json("empty message".into()))
@@ -576,21 +580,15 @@ impl Worker<'_> {
         self.collect_written()?;
         self.rejoin_if_unassigned(consumer)?;
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
+        let blocked = self.writer.blocked();
         for i in 0..self.parts.len() {
             let p = &mut self.parts[i];
-            // Idle means nothing left to read, not merely no message lately:
-            // while the consumer is held up (a busy writer), a partition with
-            // a backlog must not close its windows early.
-            let backlog = || match (
-                consumer.get_watermarks(&p.topic, p.partition),
-                p.state.next_offset(),
-            ) {
-                (Ok((_, high)), Some(next)) => next < high,
-                _ => false,
-            };
-            if p.last_message.elapsed() >= idle
+            // Idle means no message while the consumer was free to read one:
+            // time spent waiting on a full writer queue does not count, or a
+            // partition with a backlog would close its windows early.
+            let waited = blocked.saturating_sub(p.blocked_at_last_message);
+            if p.last_message.elapsed().saturating_sub(waited) >= idle
                 && (p.state.open_windows() > 0 || !p.late.is_empty())
-                && !backlog()
             {
                 info!(topic = %p.topic, partition = p.partition, open = p.state.open_windows(), "partition idle; closing its windows");
                 let closed = p.state.flush_idle();

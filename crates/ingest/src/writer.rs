@@ -59,6 +59,8 @@ pub(crate) struct Writer {
     rx: Receiver<Done>,
     handle: Option<JoinHandle<()>>,
     in_flight: usize,
+    /// Total time `submit` waited for room in the queue.
+    blocked: std::time::Duration,
 }
 
 impl Writer {
@@ -155,6 +157,7 @@ impl Writer {
             rx,
             handle: Some(handle),
             in_flight: 0,
+            blocked: std::time::Duration::ZERO,
         })
     }
 
@@ -164,10 +167,23 @@ impl Writer {
             .tx
             .as_ref()
             .ok_or_else(|| IngestError::Config("writer closed".into()))?;
-        tx.send(job)
-            .map_err(|_| IngestError::Config("the writer thread stopped".into()))?;
+        let stopped = || IngestError::Config("the writer thread stopped".into());
+        match tx.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(job)) => {
+                let waited = Instant::now();
+                tx.send(job).map_err(|_| stopped())?;
+                self.blocked += waited.elapsed();
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
+        }
         self.in_flight += 1;
         Ok(())
+    }
+
+    /// Total time the consumer has waited on a full queue.
+    pub(crate) fn blocked(&self) -> std::time::Duration {
+        self.blocked
     }
 
     /// A finished write, if any, without waiting.
