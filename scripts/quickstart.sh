@@ -10,6 +10,7 @@ bin=target/debug/tollgate
 port="${TOLLGATE_BROKER_PORT:-9092}"
 scripts/broker.sh start "$port"
 export KAFKA_BROKERS="127.0.0.1:$port"
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"  # see README, "Performance"
 if [ -z "${SAVE_HMAC_SECRET:-}" ] && [ -z "${SAVE_HMAC_SECRET_FILE:-}" ]; then
   # Decisions are signed; for the quick start only, a generated local secret.
   mkdir -p .run

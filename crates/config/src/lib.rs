@@ -241,6 +241,9 @@ impl Config {
         if let Some(b) = env("KAFKA_BROKERS").filter(|b| !b.trim().is_empty()) {
             c.kafka.brokers = b;
         }
+        if let Some(dir) = env("TOLLGATE_POLICIES_DIR").filter(|d| !d.is_empty()) {
+            c.policies.dir = dir.into();
+        }
         if let Some(id) = env("TOLLGATE_INSTANCE_ID") {
             c.kafka.instance_id = Some(id);
         }
