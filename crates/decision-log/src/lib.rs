@@ -209,7 +209,8 @@ impl DecisionLog {
                 records += 1;
             }
         }
-        if let Some(head) = read_head(dir)? {
+        let head = read_head(dir)?;
+        if let Some(head) = &head {
             if head.records > records {
                 return Err(LogError::Head {
                     dir: dir.to_owned(),
@@ -232,6 +233,21 @@ impl DecisionLog {
             .open(&path)
             .map_err(io(&path))?;
         let segment_bytes = file.metadata().map_err(io(&path))?.len();
+        // Records appended after the last HEAD (a crash between the append
+        // and the sync): make them durable and count them in HEAD now, or a
+        // replay that only finds existing ids would never update it.
+        if records > 0 && head.as_ref().is_none_or(|h| h.records < records) {
+            file.sync_all().map_err(io(&path))?;
+            write_head(
+                dir,
+                &Head {
+                    records,
+                    last_hash: prev.clone(),
+                },
+                &key,
+            )?;
+            tracing::info!(dir = %dir.display(), records, "HEAD.json brought up to date after a crash");
+        }
         tracing::info!(dir = %dir.display(), records, segment, "decision log opened");
         Ok(DecisionLog {
             dir: dir.to_owned(),

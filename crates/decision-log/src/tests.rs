@@ -217,3 +217,23 @@ fn head_must_verify() {
     let bad = verify_dir(dir.path(), &ring()).unwrap().first_bad.unwrap();
     assert!(bad.reason.contains("HEAD.json signature"), "{bad}");
 }
+
+#[test]
+fn a_crash_between_append_and_head_is_repaired_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(write_log(dir.path(), 2, LogOptions::default()));
+    // Appended and flushed, but the process died before HEAD.json was written.
+    let mut log = DecisionLog::open(dir.path(), key("k1"), LogOptions::default()).unwrap();
+    log.append(draft(2), rfc3339_ms(2)).unwrap();
+    log.file.flush().unwrap();
+    std::mem::forget(log);
+    fs::remove_file(dir.path().join(HEAD_FILE)).unwrap();
+    assert!(verify_dir(dir.path(), &ring()).unwrap().first_bad.is_some());
+
+    let mut log = DecisionLog::open(dir.path(), key("k1"), LogOptions::default()).unwrap();
+    // The replay finds the id already there: nothing new, and HEAD is right.
+    assert!(!log.append(draft(2), rfc3339_ms(9)).unwrap().is_new());
+    log.sync().unwrap();
+    let report = verify_dir(dir.path(), &ring()).unwrap();
+    assert_eq!((report.records, report.first_bad), (3, None));
+}
