@@ -394,7 +394,7 @@ impl Chain {
             reasons: draft.reasons,
             ts,
             key_id: key.id().to_owned(),
-            prev_hash: std::mem::replace(&mut self.prev_hash, String::new()),
+            prev_hash: std::mem::take(&mut self.prev_hash),
             signature: String::new(),
         };
         let (mut a, b) = d.canonical_halves();
