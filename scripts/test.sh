@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh
 cargo fmt --all -- --check
+# One build for the tests and the binary: building the binary on its own
+# resolves features without the dev-dependencies and rebuilds DataFusion.
+cargo build --workspace --all-targets
 cargo test --workspace
-cargo build -p tollgate-cli
 port="${TOLLGATE_TEST_BROKER_PORT:-19092}"
 scripts/broker.sh stop "$port"
 scripts/broker.sh start "$port" --fresh

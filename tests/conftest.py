@@ -22,7 +22,8 @@ def brokers():
 def tollgate_bin():
     path = Path(os.environ.get("TOLLGATE_BIN", ROOT / "target" / "debug" / "tollgate"))
     if "TOLLGATE_BIN" not in os.environ:
-        subprocess.run(["cargo", "build", "-q", "-p", "tollgate-cli"], cwd=ROOT, check=True)
+        # Same feature set as `cargo test --workspace` (see scripts/test.sh).
+        subprocess.run(["cargo", "build", "-q", "--workspace", "--all-targets"], cwd=ROOT, check=True)
     assert path.exists(), f"{path} was not built"
     return path
 
