@@ -112,6 +112,17 @@ impl Topics {
         ]
     }
 
+    /// Every topic tollgate reads or writes.
+    pub fn all(&self) -> [&String; 5] {
+        [
+            &self.inference,
+            &self.training,
+            &self.heartbeat,
+            &self.dlq,
+            &self.decisions,
+        ]
+    }
+
     pub fn kind_of(&self, topic: &str) -> Option<tollgate_event::Kind> {
         self.sources()
             .into_iter()
@@ -274,14 +285,7 @@ impl Config {
         if !(self.window.idle_timeout_secs.is_finite() && self.window.idle_timeout_secs > 0.0) {
             return bad("window.idle_timeout_secs must be a positive number".into());
         }
-        let t = &self.topics;
-        let names = [
-            &t.inference,
-            &t.training,
-            &t.heartbeat,
-            &t.dlq,
-            &t.decisions,
-        ];
+        let names = self.topics.all();
         for (i, a) in names.iter().enumerate() {
             if a.is_empty() {
                 return bad("topic names must not be empty".into());

@@ -50,14 +50,7 @@ pub async fn ensure_topics(cfg: &Config) -> Result<(), IngestError> {
     let admin: AdminClient<DefaultClientContext> = client_config(cfg)
         .create()
         .map_err(kafka("create admin client"))?;
-    let t = &cfg.topics;
-    let names = [
-        &t.inference,
-        &t.training,
-        &t.heartbeat,
-        &t.dlq,
-        &t.decisions,
-    ];
+    let names = cfg.topics.all();
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| {

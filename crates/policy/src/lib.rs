@@ -475,19 +475,17 @@ fn json_column(c: &ArrayRef) -> Result<Vec<Value>, String> {
             .unwrap_or(Value::Null)
     };
     let n = c.len();
+    // One value per row, null where the array is null.
+    let each = |a: &dyn Array, f: &dyn Fn(usize) -> Value| -> Vec<Value> {
+        (0..n)
+            .map(|i| if a.is_null(i) { Value::Null } else { f(i) })
+            .collect()
+    };
     let values: Vec<Value> = match c.data_type() {
         DataType::Null => vec![Value::Null; n],
         DataType::Boolean => {
             let a = c.as_boolean();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Value::Null
-                    } else {
-                        Value::Bool(a.value(i))
-                    }
-                })
-                .collect()
+            each(a, &|i| Value::Bool(a.value(i)))
         }
         DataType::Int8
         | DataType::Int16
@@ -498,27 +496,11 @@ fn json_column(c: &ArrayRef) -> Result<Vec<Value>, String> {
         | DataType::UInt32 => {
             let c = cast(c, &DataType::Int64).map_err(|e| e.to_string())?;
             let a = c.as_primitive::<Int64Type>();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Value::Null
-                    } else {
-                        Value::from(a.value(i))
-                    }
-                })
-                .collect()
+            each(a, &|i| Value::from(a.value(i)))
         }
         DataType::UInt64 => {
             let a = c.as_primitive::<UInt64Type>();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Value::Null
-                    } else {
-                        Value::from(a.value(i))
-                    }
-                })
-                .collect()
+            each(a, &|i| Value::from(a.value(i)))
         }
         DataType::Float16
         | DataType::Float32
@@ -527,43 +509,21 @@ fn json_column(c: &ArrayRef) -> Result<Vec<Value>, String> {
         | DataType::Decimal256(..) => {
             let c = cast(c, &DataType::Float64).map_err(|e| e.to_string())?;
             let a = c.as_primitive::<Float64Type>();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Value::Null
-                    } else {
-                        num(a.value(i))
-                    }
-                })
-                .collect()
+            each(a, &|i| num(a.value(i)))
         }
         DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
             let ms = cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None))
                 .and_then(|c| cast(&c, &DataType::Int64))
                 .map_err(|e| e.to_string())?;
             let a = ms.as_primitive::<Int64Type>();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Value::Null
-                    } else {
-                        Value::String(tollgate_decision::rfc3339_ms(a.value(i)))
-                    }
-                })
-                .collect()
+            each(a, &|i| {
+                Value::String(tollgate_decision::rfc3339_ms(a.value(i)))
+            })
         }
         _ => {
             let c = cast(c, &DataType::Utf8).map_err(|e| e.to_string())?;
             let a = c.as_string::<i32>();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Value::Null
-                    } else {
-                        Value::String(a.value(i).to_owned())
-                    }
-                })
-                .collect()
+            each(a, &|i| Value::String(a.value(i).to_owned()))
         }
     };
     Ok(values)
