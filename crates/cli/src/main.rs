@@ -31,7 +31,7 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct Common {
+struct ConfigArg {
     /// Pipeline config file.
     #[arg(
         long,
@@ -40,6 +40,12 @@ struct Common {
         default_value = "pipelines/default.toml"
     )]
     config: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    #[command(flatten)]
+    config: ConfigArg,
     /// Kafka bootstrap servers (overrides the config and KAFKA_BROKERS).
     #[arg(long)]
     brokers: Option<String>,
@@ -125,14 +131,9 @@ enum Command {
 enum PolicyCommand {
     /// Load every policy and run the fixtures in <dir>/tests/ (like `opa test`).
     Test {
-        /// Pipeline config (for the policy directory and the region table).
-        #[arg(
-            long,
-            short,
-            env = "TOLLGATE_CONFIG",
-            default_value = "pipelines/default.toml"
-        )]
-        config: PathBuf,
+        /// For the policy directory and the region table.
+        #[command(flatten)]
+        config: ConfigArg,
         /// Policy directory (default: the config's policies.dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -154,7 +155,7 @@ fn init_logging(format: &str) {
 }
 
 fn load(common: &Common) -> Result<Config> {
-    let mut cfg = Config::load(&common.config)?;
+    let mut cfg = Config::load(&common.config.config)?;
     if let Some(b) = &common.brokers {
         cfg.kafka.brokers = b.clone();
     }
@@ -195,7 +196,7 @@ fn main() -> std::process::ExitCode {
             cfg.validate()?;
             run(
                 cfg,
-                &common.config,
+                &common.config.config,
                 exit_when_idle,
                 Duration::from_secs(broker_wait_secs),
             )
@@ -234,7 +235,7 @@ fn main() -> std::process::ExitCode {
         Command::Verify { log_dir, json } => verify(&log_dir, json),
         Command::Policy {
             command: PolicyCommand::Test { config, dir },
-        } => policy_test(&config, dir),
+        } => policy_test(&config.config, dir),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
