@@ -55,6 +55,9 @@ pub struct KafkaConfig {
     /// tansu 0.6 sometimes does). 0 turns it off; turn it off when running
     /// more workers than partitions on purpose.
     pub rejoin_when_unassigned_secs: u64,
+    /// How often librdkafka reports statistics (consumer lag, broker state
+    /// for `/metrics` and `/readyz`); 0 turns them off.
+    pub statistics_interval_ms: u64,
     /// Extra librdkafka properties for every client (security.protocol,
     /// sasl.*, ssl.*, debug, ...). Applied after tollgate's own settings.
     pub client: std::collections::BTreeMap<String, String>,
@@ -73,6 +76,7 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             create_topics: true,
             rejoin_when_unassigned_secs: 30,
+            statistics_interval_ms: 5000,
             client: Default::default(),
         }
     }
@@ -208,6 +212,75 @@ impl Default for DecisionsConfig {
     }
 }
 
+/// `[gates]`: the release gate's Rego rules and their own thresholds.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatesConfig {
+    /// Directory of Rego modules (`*.rego`, package `tollgate.gate`).
+    pub dir: PathBuf,
+    /// `data.tollgate.params.gates`; the window policies' effective
+    /// parameters are beside it under their policy names.
+    pub params: BTreeMap<String, toml::Value>,
+}
+
+impl Default for GatesConfig {
+    fn default() -> Self {
+        GatesConfig {
+            dir: "pipelines/gates".into(),
+            params: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[http]`: the API served by `tollgate run`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port`; empty: no HTTP API. Env `TOLLGATE_HTTP_LISTEN`.
+    pub listen: String,
+    /// Largest request body (env `MAX_BODY_BYTES`); larger: 413.
+    pub max_body_bytes: usize,
+    /// Whole-request deadline; slower: 408.
+    pub request_timeout_ms: u64,
+    /// Requests served at once; more are shed with 503.
+    pub max_concurrency: usize,
+    /// `/readyz` fails while the summed consumer lag is above this.
+    pub ready_max_lag: i64,
+    /// How often the consumer publishes live window state for the API.
+    pub live_refresh_ms: u64,
+    /// Most rows `POST /v1/query` returns.
+    pub max_query_rows: usize,
+    /// Deadline of one `POST /v1/query`.
+    pub query_timeout_ms: u64,
+    /// Memory one query may use for sorts, joins and aggregates.
+    pub query_memory_bytes: usize,
+    /// Most records one `GET /v1/decisions` page returns.
+    pub max_page: usize,
+    /// Most (tenant, team, model) label sets of the business counters.
+    pub metrics_series_cap: usize,
+    /// How long HTTP ingest waits for the broker to acknowledge.
+    pub ingest_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1 << 20,
+            request_timeout_ms: 10_000,
+            max_concurrency: 1024,
+            ready_max_lag: 100_000,
+            live_refresh_ms: 1000,
+            max_query_rows: 10_000,
+            query_timeout_ms: 5_000,
+            query_memory_bytes: 256 << 20,
+            max_page: 1000,
+            metrics_series_cap: 1000,
+            ingest_timeout_ms: 5_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -233,6 +306,8 @@ pub struct Config {
     pub pricing: PriceBook,
     pub policies: PoliciesConfig,
     pub decisions: DecisionsConfig,
+    pub gates: GatesConfig,
+    pub http: HttpConfig,
     /// Filled from the environment, not the file.
     #[serde(skip)]
     pub defaults: Defaults,
@@ -254,6 +329,14 @@ impl Config {
         }
         if let Some(dir) = env("TOLLGATE_POLICIES_DIR").filter(|d| !d.is_empty()) {
             c.policies.dir = dir.into();
+        }
+        if let Some(listen) = env("TOLLGATE_HTTP_LISTEN") {
+            c.http.listen = listen;
+        }
+        if let Some(v) = env("MAX_BODY_BYTES").filter(|v| !v.trim().is_empty()) {
+            c.http.max_body_bytes = v.trim().parse().map_err(|_| ConfigError::Invalid(format!(
+                "MAX_BODY_BYTES must be a number of bytes, got {v:?}"
+            )))?;
         }
         if let Some(id) = env("TOLLGATE_INSTANCE_ID") {
             c.kafka.instance_id = Some(id);
@@ -304,6 +387,20 @@ impl Config {
         }
         if self.kafka.partitions < 1 {
             return bad("kafka.partitions must be at least 1".into());
+        }
+        let h = &self.http;
+        for (name, v) in [
+            ("http.max_body_bytes", h.max_body_bytes),
+            ("http.max_concurrency", h.max_concurrency),
+            ("http.max_query_rows", h.max_query_rows),
+            ("http.max_page", h.max_page),
+            ("http.request_timeout_ms", h.request_timeout_ms as usize),
+            ("http.query_timeout_ms", h.query_timeout_ms as usize),
+            ("http.ingest_timeout_ms", h.ingest_timeout_ms as usize),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
         }
         // Surfaces price book errors at load, with the entry named.
         tollgate_enrich::Enricher::new(self.pricing.clone(), self.defaults.clone())?;

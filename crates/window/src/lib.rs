@@ -257,6 +257,17 @@ impl PartitionState {
         self.open.len()
     }
 
+    /// The open windows' rows so far, oldest window first: `(start, end, rows)`.
+    /// For live views; the rows are not final until the window closes.
+    pub fn open_rows(
+        &self,
+    ) -> impl Iterator<Item = (i64, i64, impl Iterator<Item = (DimsRef<'_>, &Measures)> + '_)> + '_
+    {
+        self.open
+            .iter()
+            .map(|(&start, w)| (start, start + self.spec.size_ms, w.rows.iter()))
+    }
+
     pub fn next_offset(&self) -> Option<i64> {
         self.next_offset
     }

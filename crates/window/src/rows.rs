@@ -84,6 +84,10 @@ pub(crate) struct Row {
     pub(crate) m: Measures,
 }
 
+fn decode_key<'a>(keys: &'a [u8], r: &Row) -> DimsRef<'a> {
+    DimsRef::decode(&keys[r.start as usize..(r.start + r.len) as usize])
+}
+
 #[derive(Default)]
 pub(crate) struct RowTable {
     keys: Vec<u8>,
@@ -125,6 +129,10 @@ impl RowTable {
         &mut rows[i].m
     }
 
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (DimsRef<'_>, &Measures)> + '_ {
+        self.rows.iter().map(|r| (decode_key(&self.keys, r), &r.m))
+    }
+
     /// The rows in insertion order. A replay feeds a window the same events
     /// in the same order, so this order is deterministic without a sort.
     pub(crate) fn finish(self) -> RowSet {
@@ -152,12 +160,7 @@ impl RowSet {
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (DimsRef<'_>, &Measures)> + '_ {
-        self.rows.iter().map(|r| {
-            (
-                DimsRef::decode(&self.keys[r.start as usize..(r.start + r.len) as usize]),
-                &r.m,
-            )
-        })
+        self.rows.iter().map(|r| (decode_key(&self.keys, r), &r.m))
     }
 
     /// Build from explicit rows (tests, tools), in the order given.

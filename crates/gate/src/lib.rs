@@ -1,0 +1,340 @@
+//! Release gates: the request CI/CD sends before a promotion, the live spend
+//! context it is judged with, and the Rego rules (OPA-compatible, evaluated
+//! in-process by `regorus`) that judge it. Pure: modules and data come in as
+//! strings and JSON, the verdict goes out as a decision [`Draft`]; loading
+//! files, signing and logging belong to the adapters.
+//!
+//! The contract with the Rego modules: every module is in package
+//! `tollgate.gate` and adds objects `{"rule": ..., "message": ...}` to the
+//! set `violations`. The request is allowed when that set is empty. The
+//! thresholds are `data.tollgate.params` (the `[policies.params]` and
+//! `[gates.params]` tables of the config).
+//!
+//! Fail closed: a module that does not compile stops the load; an
+//! evaluation error, or a violation that is not `{rule, message}`, is a deny
+//! whose reason names the problem.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tollgate_decision::{Draft, Verdict};
+
+/// The rule path every gate module contributes to.
+pub const ENTRYPOINT: &str = "data.tollgate.gate.violations";
+/// `policy` of gate decisions in the decision log.
+pub const POLICY: &str = "gate";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("no gate modules (*.rego) given")]
+    NoModules,
+    #[error("gate module {module}: {message}")]
+    Module { module: String, message: String },
+    #[error("gate rules do not define `{ENTRYPOINT}` (package tollgate.gate, rule `violations contains ...`): {0}")]
+    Compile(String),
+    #[error("gate data: {0}")]
+    Data(String),
+}
+
+/// Counts of security findings by severity (from the release's scan).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityScan {
+    #[serde(default)]
+    pub critical: u64,
+    #[serde(default)]
+    pub high: u64,
+    #[serde(default)]
+    pub medium: u64,
+    #[serde(default)]
+    pub low: u64,
+}
+
+/// The body of `POST /v1/gates/policy-check`. Unknown fields are refused,
+/// so that a misspelt field cannot silently skip a rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateRequest {
+    /// Projected cost of one request of the release, USD.
+    pub unit_cost_usd: f64,
+    #[serde(default)]
+    pub cost_tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carbon_intensity_g_per_kwh: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Fraction of tests that passed, 0..=1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_pass_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_scan: Option<SecurityScan>,
+    /// Spend the release is expected to add in the current window, USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_spend_usd: Option<f64>,
+}
+
+impl GateRequest {
+    /// Range checks serde cannot express. The message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let non_negative = |name: &str, v: f64| {
+            if !v.is_finite() || v < 0.0 {
+                Err(format!("{name} must be a finite number >= 0, got {v}"))
+            } else {
+                Ok(())
+            }
+        };
+        non_negative("unit_cost_usd", self.unit_cost_usd)?;
+        if let Some(v) = self.carbon_intensity_g_per_kwh {
+            non_negative("carbon_intensity_g_per_kwh", v)?;
+        }
+        if let Some(v) = self.projected_spend_usd {
+            non_negative("projected_spend_usd", v)?;
+        }
+        if let Some(v) = self.test_pass_rate {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("test_pass_rate must be within 0..=1, got {v}"));
+            }
+        }
+        for (field, v) in [("tenant", &self.tenant), ("team", &self.team)] {
+            if v.as_deref().is_some_and(str::is_empty) {
+                return Err(format!("{field} must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The team the request is for: `team`, else the `team` cost tag.
+    pub fn team(&self) -> Option<&str> {
+        self.team
+            .as_deref()
+            .or_else(|| self.cost_tags.get("team").map(String::as_str))
+    }
+}
+
+/// Spend totals of one team.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spend {
+    pub spend_usd: f64,
+    pub events: u64,
+}
+
+/// The live context a gate request is judged with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GateContext {
+    pub tenant: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// The team's newest open window (all source partitions), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSpend>,
+    /// The team's spend in the current UTC month: written rollups plus open windows.
+    pub month: MonthSpend,
+    /// When the live state was taken (RFC 3339).
+    pub as_of: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WindowSpend {
+    pub start: String,
+    pub end: String,
+    pub spend_usd: f64,
+    pub events: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MonthSpend {
+    /// First day of the month, `YYYY-MM-DD`.
+    pub start: String,
+    pub spend_usd: f64,
+    pub events: u64,
+}
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub rule: String,
+    pub message: String,
+}
+
+/// The verdict of the rules on one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub allow: bool,
+    /// Sorted by rule, then message.
+    pub violations: Vec<Violation>,
+}
+
+/// Compiled gate rules. Cheap to share between threads; evaluation does
+/// not lock.
+#[derive(Clone)]
+pub struct GateEngine {
+    policy: regorus::CompiledPolicy,
+    revision: Arc<str>,
+    modules: Arc<[String]>,
+}
+
+impl std::fmt::Debug for GateEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateEngine")
+            .field("revision", &self.revision)
+            .field("modules", &self.modules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GateEngine {
+    /// Compile `(name, source)` modules with `data` as `data.tollgate`
+    /// (`{"params": {...}, "regions": {region: g/kWh}}`). The revision is a
+    /// hash of both, so every decision names exactly the rules and
+    /// thresholds that made it.
+    pub fn compile(mut modules: Vec<(String, String)>, data: Value) -> Result<Self, GateError> {
+        if modules.is_empty() {
+            return Err(GateError::NoModules);
+        }
+        modules.sort();
+        let mut engine = regorus::Engine::new();
+        let mut hash = Sha256::new();
+        for (name, source) in &modules {
+            engine
+                .add_policy(name.clone(), source.clone())
+                .map_err(|e| GateError::Module {
+                    module: name.clone(),
+                    message: e.to_string(),
+                })?;
+            hash.update(name.as_bytes());
+            hash.update([0]);
+            hash.update(source.as_bytes());
+            hash.update([0]);
+        }
+        let data = serde_json::json!({ "tollgate": data });
+        let canonical = tollgate_decision::canonical::to_string(&data);
+        hash.update(canonical.as_bytes());
+        engine
+            .add_data(regorus::Value::from(data))
+            .map_err(|e| GateError::Data(e.to_string()))?;
+        let entry: regorus::Rc<str> = ENTRYPOINT.into();
+        let policy = engine
+            .compile_with_entrypoint(&entry)
+            .map_err(|e| GateError::Compile(e.to_string()))?;
+        let revision = format!("rego-{}", &tollgate_decision::hex(&hash.finalize())[..16]);
+        Ok(GateEngine {
+            policy,
+            revision: revision.into(),
+            modules: modules.into_iter().map(|(n, _)| n).collect(),
+        })
+    }
+
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    pub fn modules(&self) -> &[String] {
+        &self.modules
+    }
+
+    /// Judge `input` (see [`gate_input`]). Never fails: a rule that cannot
+    /// be evaluated denies, with the reason.
+    pub fn evaluate(&self, input: &Value) -> Outcome {
+        match self.violations(input) {
+            Ok(mut violations) => {
+                violations.sort_by(|a, b| (&a.rule, &a.message).cmp(&(&b.rule, &b.message)));
+                violations.dedup();
+                Outcome {
+                    allow: violations.is_empty(),
+                    violations,
+                }
+            }
+            Err(message) => Outcome {
+                allow: false,
+                violations: vec![Violation {
+                    rule: "evaluation".into(),
+                    message: format!("gate rules could not be evaluated, denying: {message}"),
+                }],
+            },
+        }
+    }
+
+    fn violations(&self, input: &Value) -> Result<Vec<Violation>, String> {
+        let result = self
+            .policy
+            .eval_with_input(regorus::Value::from(input.clone()))
+            .map_err(|e| e.to_string())?;
+        if result == regorus::Value::Undefined {
+            // A partial set with no member is the empty set.
+            return Ok(Vec::new());
+        }
+        let json = serde_json::to_value(&result).map_err(|e| e.to_string())?;
+        let Value::Array(items) = json else {
+            return Err(format!("`{ENTRYPOINT}` must be a set, got {json}"));
+        };
+        items
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value::<Violation>(v.clone()).map_err(|_| {
+                    format!("a violation must be {{\"rule\": string, \"message\": string}}, got {v}")
+                })
+            })
+            .collect()
+    }
+}
+
+/// The Rego `input`: the request's fields plus `context`.
+pub fn gate_input(req: &GateRequest, ctx: &GateContext) -> Value {
+    let mut input = match serde_json::to_value(req) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    input.insert(
+        "context".into(),
+        serde_json::to_value(ctx).unwrap_or(Value::Null),
+    );
+    Value::Object(input)
+}
+
+/// The decision a gate answer is logged as. `request_key` makes the id:
+/// the caller's idempotency key (a retried request gets the same decision)
+/// or a fresh unique value.
+pub fn draft(engine: &GateEngine, input: Value, outcome: &Outcome, request_key: &str) -> Draft {
+    let tenant = input
+        .pointer("/context/tenant")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let team = input
+        .pointer("/context/team")
+        .and_then(Value::as_str)
+        .map(|t| format!("/team={t}"))
+        .unwrap_or_default();
+    let observed = match input {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    Draft {
+        policy: POLICY.into(),
+        policy_revision: engine.revision().to_string(),
+        subject: format!("tenant={tenant}{team}/request={request_key}"),
+        window: None,
+        observed,
+        verdict: if outcome.allow {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        },
+        reasons: outcome
+            .violations
+            .iter()
+            .map(|v| format!("{}: {}", v.rule, v.message))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
