@@ -19,7 +19,7 @@ use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 use tollgate_config::Config;
-use tollgate_ingest::{loadgen, RunOptions, Stats};
+use tollgate_ingest::{loadgen, RunOptions};
 
 #[derive(Parser)]
 struct Args {
@@ -174,7 +174,7 @@ fn main() -> Result<()> {
 
     // Peak RSS of the pipeline alone: reset the high-water mark (Linux clear_refs 5).
     std::fs::write("/proc/self/clear_refs", "5").context("reset VmHWM")?;
-    let stats = Arc::new(Stats::default());
+    let telemetry = Arc::new(tollgate_ingest::Telemetry::default());
     let opts = RunOptions {
         exit_when_idle: true,
         ..RunOptions::default()
@@ -182,15 +182,15 @@ fn main() -> Result<()> {
     let stop = opts.stop.clone();
     let started = Instant::now();
     let worker = {
-        let (cfg, stats, decisions) = (cfg.clone(), stats.clone(), decisions.clone());
-        std::thread::spawn(move || tollgate_ingest::run_pipeline(&cfg, &opts, &stats, &decisions))
+        let (cfg, telemetry, decisions) = (cfg.clone(), telemetry.clone(), decisions.clone());
+        std::thread::spawn(move || tollgate_ingest::run_pipeline(&cfg, &opts, &telemetry, &decisions))
     };
     // Time at which the last event was processed: the sentinels close every
     // other window inline, so by then all rollups but the sentinels' are written.
     // Measured from the first message, like the raw consumer.
     let (mut first_at, mut done_at) = (None, None);
     while !worker.is_finished() {
-        let consumed = stats.snapshot().consumed;
+        let consumed = telemetry.stats.snapshot().consumed;
         if first_at.is_none() && consumed > 0 {
             first_at = Some(started.elapsed());
         }
@@ -206,7 +206,7 @@ fn main() -> Result<()> {
     worker
         .join()
         .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))??;
-    let s = stats.snapshot();
+    let s = telemetry.stats.snapshot();
     if s.consumed != sent {
         bail!("pipeline consumed {} of {sent}", s.consumed);
     }

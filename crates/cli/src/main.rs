@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tollgate_config::Config;
-use tollgate_ingest::{loadgen, RunOptions, RunOutcome, Stats};
+use tollgate_ingest::{loadgen, RunOptions, RunOutcome, Telemetry};
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -76,6 +76,10 @@ enum Command {
         /// With --exit-when-idle: give up if the broker is unreachable this long.
         #[arg(long, default_value_t = 120)]
         broker_wait_secs: u64,
+        /// HTTP API address, host:port ("" = no API; overrides http.listen
+        /// and TOLLGATE_HTTP_LISTEN).
+        #[arg(long)]
+        http_listen: Option<String>,
     },
     /// Produce synthetic events (inference, training, heartbeat).
     Produce {
@@ -176,6 +180,7 @@ fn main() -> std::process::ExitCode {
             idle_timeout_secs,
             exit_when_idle,
             broker_wait_secs,
+            http_listen,
         } => (|| {
             let mut cfg = load(&common)?;
             if let Some(g) = group {
@@ -192,6 +197,9 @@ fn main() -> std::process::ExitCode {
             }
             if let Some(t) = idle_timeout_secs {
                 cfg.window.idle_timeout_secs = t;
+            }
+            if let Some(l) = http_listen {
+                cfg.http.listen = l;
             }
             cfg.validate()?;
             run(
@@ -248,8 +256,12 @@ fn main() -> std::process::ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
+    runtime_with(1)
+}
+
+fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(threads)
         .enable_all()
         .build()
         .context("start async runtime")
@@ -267,10 +279,28 @@ fn run(
         .signing()
         .cloned()
         .context("no signing key configured")?;
-    let rt = runtime()?;
+    let serve_http = !cfg.http.listen.trim().is_empty();
+    // The API gets both cores' worth of async workers; the pipeline runs on
+    // its own threads.
+    let rt = runtime_with(if serve_http { 2 } else { 1 })?;
     let decisions = rt
         .block_on(tollgate_ingest::Decisions::open(&cfg, key))
         .context("cannot start the decision stage")?;
+    let live = tollgate_ingest::live::Live::new(if serve_http {
+        Duration::from_millis(cfg.http.live_refresh_ms.max(1))
+    } else {
+        Duration::ZERO
+    });
+    let telemetry = Arc::new(Telemetry::new(live, cfg.http.metrics_series_cap));
+    let registry = prometheus::Registry::new();
+    telemetry
+        .register(&registry)
+        .context("register pipeline metrics")?;
+    let api = if serve_http {
+        Some(start_api(&rt, &cfg, &decisions, &telemetry, registry)?)
+    } else {
+        None
+    };
     let opts = RunOptions {
         exit_when_idle,
         ..RunOptions::default()
@@ -292,10 +322,12 @@ fn run(
         info!("shutdown requested");
         stop.store(true, Ordering::Relaxed);
     });
-    // SIGHUP: reload the policy files and the config's [policies] section.
-    // A broken policy is reported and the running set stays in force.
+    // SIGHUP: reload the policy files and the config's [policies] section,
+    // then the gate rules ([gates]). Anything broken is reported and the
+    // running set stays in force.
     {
         let decisions = decisions.clone();
+        let api = api.clone();
         let (cfg, path) = (cfg.clone(), config_path.to_path_buf());
         rt.spawn(async move {
             let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -313,20 +345,39 @@ fn run(
                 }
                 match decisions.reload(&next).await {
                     Ok(n) => info!(policies = n, "policies reloaded"),
-                    Err(e) => error!(error = %e, "policy reload failed; the running policies stay in force"),
+                    Err(e) => {
+                        error!(error = %e, "policy reload failed; the running policies stay in force");
+                        continue;
+                    }
+                }
+                if let Some(state) = &api {
+                    match Config::load(&path) {
+                        Ok(c) => next.gates = c.gates,
+                        Err(e) => {
+                            error!(error = %e, "gate reload failed: cannot read the config");
+                            continue;
+                        }
+                    }
+                    let params = tollgate_http::policy_params(&decisions.engine());
+                    match tollgate_http::load_gate_engine(&next, params) {
+                        Ok(g) => {
+                            info!(revision = g.revision(), "gate rules reloaded");
+                            state.gates.replace(g);
+                        }
+                        Err(e) => error!(error = %e, "gate reload failed; the running gate rules stay in force"),
+                    }
                 }
             }
         });
     }
-    let stats = Arc::new(Stats::default());
     let reporter = {
-        let stats = stats.clone();
+        let telemetry = telemetry.clone();
         rt.spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(5));
             every.tick().await;
             loop {
                 every.tick().await;
-                log_counters("progress", &stats.snapshot());
+                log_counters("progress", &telemetry.stats.snapshot());
             }
         })
     };
@@ -341,11 +392,18 @@ fn run(
         } else {
             Duration::MAX
         };
+        if serve_http {
+            // The live month totals start from the files already written.
+            match rt.block_on(tollgate_http::month_ledger(&cfg.output.rollup_dir)) {
+                Ok(l) => telemetry.live.set_seed(l),
+                Err(e) => warn!(error = %e, "cannot read this month's rollups; live month totals start at zero"),
+            }
+        }
         let attempt = tollgate_ingest::wait_for_broker(&cfg, max_wait).and_then(|()| {
             if cfg.kafka.create_topics {
                 rt.block_on(tollgate_ingest::ensure_topics(&cfg))?;
             }
-            tollgate_ingest::run_pipeline(&cfg, &opts, &stats, &decisions)
+            tollgate_ingest::run_pipeline(&cfg, &opts, &telemetry, &decisions)
         });
         match attempt {
             Ok(o) => break o,
@@ -358,7 +416,7 @@ fn run(
         }
     };
     reporter.abort();
-    let s = stats.snapshot();
+    let s = telemetry.stats.snapshot();
     let secs = started.elapsed().as_secs_f64();
     log_counters("pipeline finished", &s);
     info!(
@@ -369,6 +427,50 @@ fn run(
         "pipeline finished"
     );
     Ok(())
+}
+
+/// Load the gate rules, bind the listener and serve the API on `rt`.
+fn start_api(
+    rt: &tokio::runtime::Runtime,
+    cfg: &Config,
+    decisions: &tollgate_ingest::Decisions,
+    telemetry: &Arc<Telemetry>,
+    registry: prometheus::Registry,
+) -> Result<Arc<tollgate_http::AppState>> {
+    let auth = tollgate_http::Auth::from_env(|k| std::env::var(k).ok())
+        .context("HTTP API authentication")?;
+    if let tollgate_http::Auth::Static(tokens) = &auth {
+        if tokens.is_empty() {
+            warn!("AUTH_MODE=static and no AUTH_TOKENS_JSON/AUTH_TOKENS_FILE: every protected route answers 401 (set AUTH_MODE=none for an open local API)");
+        }
+    }
+    let params = tollgate_http::policy_params(&decisions.engine());
+    let gates = tollgate_http::load_gate_engine(cfg, params)
+        .with_context(|| format!("cannot load the gate rules in {}", cfg.gates.dir.display()))?;
+    info!(revision = gates.revision(), modules = gates.modules().len(), "gate rules loaded");
+    let state = tollgate_http::AppState::new(
+        cfg.clone(),
+        auth,
+        telemetry.clone(),
+        registry,
+        decisions.log.clone(),
+        gates,
+    )?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(cfg.http.listen.trim()))
+        .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    info!(addr = %addr, auth = state.auth.mode(), "HTTP API listening");
+    let router = tollgate_http::router(state.clone());
+    rt.spawn(async move {
+        if let Err(e) = tollgate_http::serve(listener, router, std::future::pending()).await {
+            error!(error = %e, "HTTP API stopped");
+        }
+    });
+    Ok(state)
 }
 
 fn log_counters(what: &str, s: &tollgate_ingest::StatsSnapshot) {

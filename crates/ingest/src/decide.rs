@@ -120,12 +120,17 @@ pub(crate) struct Decided {
 
 pub(crate) struct Decider {
     d: Decisions,
+    counted: prometheus::IntCounterVec,
     producer: FutureProducer,
     rt: tokio::runtime::Runtime,
 }
 
 impl Decider {
-    pub(crate) fn new(cfg: &Config, d: Decisions) -> Result<Self, IngestError> {
+    pub(crate) fn new(
+        cfg: &Config,
+        d: Decisions,
+        counted: prometheus::IntCounterVec,
+    ) -> Result<Self, IngestError> {
         let producer: FutureProducer = crate::output_producer_config(cfg)
             .create()
             .map_err(kafka("create decisions producer"))?;
@@ -133,7 +138,12 @@ impl Decider {
             .enable_time()
             .build()
             .map_err(|e| IngestError::Config(format!("cannot start the policy runtime: {e}")))?;
-        Ok(Decider { d, producer, rt })
+        Ok(Decider {
+            d,
+            counted,
+            producer,
+            rt,
+        })
     }
 
     pub(crate) fn decide(
@@ -176,6 +186,9 @@ impl Decider {
                 let d = a.decision();
                 if a.is_new() {
                     out.new += 1;
+                    self.counted
+                        .with_label_values(&[&d.policy, d.verdict.as_str()])
+                        .inc();
                     info!(decision_id = %d.decision_id, policy = %d.policy, subject = %d.subject, verdict = d.verdict.as_str(), reason = %d.reasons.join("; "), "decision");
                 } else {
                     out.replayed += 1;

@@ -5,7 +5,9 @@
 
 mod admin;
 mod decide;
+pub mod live;
 pub mod loadgen;
+pub mod metrics;
 mod stats;
 mod worker;
 mod writer;
@@ -17,6 +19,7 @@ use tollgate_config::Config;
 
 pub use admin::{ensure_topics, wait_for_broker};
 pub use decide::Decisions;
+pub use metrics::Telemetry;
 pub use stats::{Stats, StatsSnapshot};
 pub use worker::{run_pipeline, RunOptions, RunOutcome};
 

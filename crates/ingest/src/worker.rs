@@ -12,6 +12,7 @@
 //!    watermark and the windows already in the rollup tree, so replayed
 //!    events are neither lost nor counted twice.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ use tollgate_rollup::{LateRecord, Source};
 use tollgate_window::{Checkpoint, ClosedWindow, Offer, PartitionState};
 use tracing::{debug, error, info, info_span, warn};
 
+use crate::live::LiveWriter;
+use crate::metrics::{Outcome, Telemetry};
 use crate::writer::{Job, Writer};
 use crate::{consumer_config, kafka, send_when_queued, IngestError, Stats};
 
@@ -60,13 +63,32 @@ pub enum RunOutcome {
     Drained,
 }
 
-/// Consumer context: records revoked partitions so the worker drops their state.
-#[derive(Default)]
+/// Consumer context: records revoked partitions so the worker drops their
+/// state, and reads librdkafka's statistics into the live health.
 struct Ctx {
     revoked: Mutex<Vec<(String, i32)>>,
+    t: Arc<Telemetry>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let h = &self.t.live.health;
+        let up = stats.brokers.values().any(|b| b.state == "UP");
+        h.broker_up.store(up, Ordering::Relaxed);
+        let mut lag = BTreeMap::new();
+        for (topic, t) in &stats.topics {
+            for (&partition, p) in &t.partitions {
+                // Only partitions this member fetches report a lag (-1 otherwise).
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    lag.insert((topic.clone(), partition), p.consumer_lag);
+                }
+            }
+        }
+        *h.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+        h.stats_at_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -122,6 +144,8 @@ struct Worker<'a> {
     cfg: &'a Config,
     opts: &'a RunOptions,
     stats: &'a Stats,
+    t: &'a Telemetry,
+    live: LiveWriter,
     dlq: ThreadedProducer<DlqCtx>,
     enricher: Enricher,
     limits: Limits,
@@ -144,16 +168,25 @@ struct Worker<'a> {
 pub fn run_pipeline(
     cfg: &Config,
     opts: &RunOptions,
-    stats: &Stats,
+    t: &Arc<Telemetry>,
     decisions: &crate::Decisions,
 ) -> Result<RunOutcome, IngestError> {
     let mut cc = consumer_config(cfg, &cfg.kafka.group_id);
     cc.set("enable.auto.offset.store", "false");
+    if cfg.kafka.statistics_interval_ms > 0 {
+        cc.set(
+            "statistics.interval.ms",
+            cfg.kafka.statistics_interval_ms.to_string(),
+        );
+    }
     if let Some(id) = cfg.kafka.instance_id.as_deref().filter(|id| !id.is_empty()) {
         cc.set("group.instance.id", id);
     }
     let consumer: BaseConsumer<Ctx> = cc
-        .create_with_context(Ctx::default())
+        .create_with_context(Ctx {
+            revoked: Mutex::default(),
+            t: t.clone(),
+        })
         .map_err(kafka("create consumer"))?;
     let topics: Vec<&str> = cfg.topics.sources().iter().map(|(t, _)| *t).collect();
     consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
@@ -167,7 +200,9 @@ pub fn run_pipeline(
     let mut w = Worker {
         cfg,
         opts,
-        stats,
+        stats: &t.stats,
+        t,
+        live: LiveWriter::new(&t.live),
         dlq,
         enricher,
         limits: Limits {
@@ -184,11 +219,15 @@ pub fn run_pipeline(
         writer: Writer::spawn(
             cfg.output.rollup_dir.clone(),
             cfg.output.late_dir.clone(),
-            crate::decide::Decider::new(cfg, decisions.clone())?,
+            crate::decide::Decider::new(cfg, decisions.clone(), t.decisions.clone())?,
         )?,
     };
     info!(topics = ?topics, group = %cfg.kafka.group_id, instance = ?cfg.kafka.instance_id, brokers = %cfg.kafka.brokers, "consuming");
-    w.run(&consumer)
+    let outcome = w.run(&consumer);
+    let health = &t.live.health;
+    health.running.store(false, Ordering::Relaxed);
+    health.assigned.store(0, Ordering::Relaxed);
+    outcome
 }
 
 impl Worker<'_> {
@@ -433,14 +472,26 @@ impl Worker<'_> {
         } else {
             decode(payload, part.kind, &self.limits)
         };
+        let kind = part.kind;
         match decoded {
             Err(err) => {
                 part.state.skip(offset);
+                self.t.events.add(kind, Outcome::DeadLettered);
                 self.dead_letter(msg, &err)?;
             }
             Ok(event) => {
                 let x = self.enricher.enrich(&event);
-                match part.state.offer(offset, &event, &x) {
+                let offer = part.state.offer(offset, &event, &x);
+                self.t.events.add(
+                    kind,
+                    match offer {
+                        Offer::Accepted => Outcome::Accepted,
+                        Offer::Duplicate => Outcome::Duplicate,
+                        Offer::AlreadyWritten => Outcome::ReplaySkipped,
+                        Offer::Late { .. } => Outcome::Late,
+                    },
+                );
+                match offer {
                     Offer::Accepted => Stats::add(&self.stats.accepted, 1),
                     Offer::Duplicate => Stats::add(&self.stats.duplicates, 1),
                     Offer::AlreadyWritten => Stats::add(&self.stats.replay_skipped, 1),
@@ -512,6 +563,12 @@ impl Worker<'_> {
         let part = &self.parts[i];
         let topic: Arc<str> = part.topic.as_str().into();
         for window in closed {
+            // The window leaves the open set and enters the ledger here, on
+            // this thread, so the next live snapshot counts it exactly once.
+            for (d, m) in window.rows.iter() {
+                self.live.ledger.add_row(window.start_ms, &d, m);
+            }
+            self.t.business.add_rows(window.rows.iter());
             let job = Job::Window {
                 topic: topic.clone(),
                 partition: part.partition,
@@ -552,6 +609,9 @@ impl Worker<'_> {
             }
             self.commit_due = true;
             Stats::add(&self.stats.write_micros, w.micros);
+            if w.window_start_ms.is_some() {
+                self.t.window_close_seconds.observe(w.micros as f64 / 1e6);
+            }
             Stats::add(&self.stats.decisions, w.decided.new);
             Stats::add(&self.stats.decisions_replayed, w.decided.replayed);
             Stats::add(&self.stats.policy_errors, w.decided.policy_errors);
@@ -578,6 +638,13 @@ impl Worker<'_> {
 
     fn on_tick(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
         self.collect_written()?;
+        let health = &self.t.live.health;
+        health.assigned.store(self.parts.len(), Ordering::Relaxed);
+        health.running.store(true, Ordering::Relaxed);
+        if self.live.due(&self.t.live, self.now) {
+            let open = self.parts.iter().flat_map(|p| p.state.open_rows());
+            self.live.publish(&self.t.live, self.now, open);
+        }
         self.rejoin_if_unassigned(consumer)?;
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
         let blocked = self.writer.blocked();
@@ -632,10 +699,9 @@ impl Worker<'_> {
     fn commit(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
         let started = Instant::now();
         let result = self.commit_inner(consumer);
-        Stats::add(
-            &self.stats.commit_micros,
-            started.elapsed().as_micros() as u64,
-        );
+        let took = started.elapsed();
+        Stats::add(&self.stats.commit_micros, took.as_micros() as u64);
+        self.t.commit_seconds.observe(took.as_secs_f64());
         result
     }
 

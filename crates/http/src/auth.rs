@@ -1,0 +1,294 @@
+//! Bearer-token authentication with scopes and a tenant per token.
+//!
+//! `AUTH_MODE=static` (the default): tokens from `AUTH_TOKENS_JSON` or the
+//! file named by `AUTH_TOKENS_FILE`, a JSON object
+//! `{"<token>": {"tenant": "...", "scopes": ["..."], "subject": "..."}}`.
+//! Only SHA-256 digests of the tokens are kept; a presented token is hashed
+//! and compared with every digest in constant time. No tokens configured:
+//! every protected route answers 401 (fail closed).
+//!
+//! `AUTH_MODE=none`: no checks, every scope, every tenant. For a local,
+//! single-user API only.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    IngestWrite,
+    GatesCheck,
+    UsageRead,
+    DecisionsRead,
+    QueryRun,
+    /// Every other scope, and `/metrics`.
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 6] = [
+        Scope::IngestWrite,
+        Scope::GatesCheck,
+        Scope::UsageRead,
+        Scope::DecisionsRead,
+        Scope::QueryRun,
+        Scope::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::IngestWrite => "ingest.write",
+            Scope::GatesCheck => "gates.check",
+            Scope::UsageRead => "usage.read",
+            Scope::DecisionsRead => "decisions.read",
+            Scope::QueryRun => "query.run",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `None`: any tenant (AUTH_MODE=none).
+    pub tenant: Option<String>,
+    pub subject: String,
+    scopes: Vec<Scope>,
+}
+
+impl Principal {
+    pub fn anonymous() -> Self {
+        Principal {
+            tenant: None,
+            subject: "anonymous".into(),
+            scopes: Scope::ALL.to_vec(),
+        }
+    }
+
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+
+    /// May this caller see or write `tenant`'s data?
+    pub fn may_access(&self, tenant: &str) -> bool {
+        self.tenant.as_deref().is_none_or(|t| t == tenant)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("AUTH_MODE must be `static` or `none`, got {0:?}")]
+    Mode(String),
+    #[error("cannot read AUTH_TOKENS_FILE {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("auth tokens ({origin}): {message}")]
+    Parse { origin: String, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    tenant: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    subject: Option<String>,
+}
+
+/// How callers are authenticated.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Static(Vec<([u8; 32], Principal)>),
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No or unknown token: 401.
+    Unauthenticated(&'static str),
+    /// Known token without the scope: 403.
+    Forbidden(Scope),
+}
+
+impl Auth {
+    /// From `AUTH_MODE`, `AUTH_TOKENS_JSON`, `AUTH_TOKENS_FILE`.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Auth, AuthConfigError> {
+        let mode = env("AUTH_MODE").unwrap_or_else(|| "static".into());
+        match mode.trim() {
+            "none" => Ok(Auth::None),
+            "static" | "" => {
+                let (origin, text) = if let Some(j) = env("AUTH_TOKENS_JSON").filter(|j| !j.trim().is_empty()) {
+                    ("AUTH_TOKENS_JSON".to_string(), j)
+                } else if let Some(path) = env("AUTH_TOKENS_FILE").filter(|p| !p.trim().is_empty()) {
+                    let text = std::fs::read_to_string(&path).map_err(|source| {
+                        AuthConfigError::Read {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
+                    (path, text)
+                } else {
+                    return Ok(Auth::Static(Vec::new()));
+                };
+                Auth::parse_tokens(&text, &origin)
+            }
+            other => Err(AuthConfigError::Mode(other.to_string())),
+        }
+    }
+
+    pub fn parse_tokens(text: &str, origin: &str) -> Result<Auth, AuthConfigError> {
+        let bad = |message: String| AuthConfigError::Parse {
+            origin: origin.to_string(),
+            message,
+        };
+        let entries: BTreeMap<String, TokenEntry> =
+            serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (i, (token, e)) in entries.into_iter().enumerate() {
+            if token.len() < 16 {
+                return Err(bad(format!(
+                    "token #{} (subject {:?}) is shorter than 16 characters",
+                    i + 1,
+                    e.subject
+                )));
+            }
+            if e.tenant.is_empty() {
+                return Err(bad(format!("token #{} has an empty tenant", i + 1)));
+            }
+            let mut scopes = Vec::new();
+            for s in &e.scopes {
+                scopes.push(Scope::parse(s).ok_or_else(|| {
+                    bad(format!(
+                        "unknown scope {s:?} (known: ingest.write, gates.check, usage.read, decisions.read, query.run, admin)"
+                    ))
+                })?);
+            }
+            let principal = Principal {
+                subject: e.subject.unwrap_or_else(|| format!("token-{}", i + 1)),
+                tenant: Some(e.tenant),
+                scopes,
+            };
+            out.push((digest(&token), principal));
+        }
+        Ok(Auth::Static(out))
+    }
+
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Auth::None => "none",
+            Auth::Static(_) => "static",
+        }
+    }
+
+    /// Authenticate `authorization` (the header's value) for `scope`.
+    pub fn check(&self, authorization: Option<&str>, scope: Scope) -> Result<Principal, Denied> {
+        let tokens = match self {
+            Auth::None => return Ok(Principal::anonymous()),
+            Auth::Static(t) => t,
+        };
+        let Some(header) = authorization else {
+            return Err(Denied::Unauthenticated("missing bearer token"));
+        };
+        let Some(token) = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+        else {
+            return Err(Denied::Unauthenticated(
+                "the Authorization header must be `Bearer <token>`",
+            ));
+        };
+        let presented = digest(token.trim());
+        // Compare with every token, always: the time taken does not depend
+        // on which token matched or how much of it.
+        let mut found: Option<&Principal> = None;
+        for (d, p) in tokens {
+            if bool::from(d.ct_eq(&presented)) {
+                found = Some(p);
+            }
+        }
+        let p = found.ok_or(Denied::Unauthenticated("unknown token"))?;
+        if p.has(scope) {
+            Ok(p.clone())
+        } else {
+            Err(Denied::Forbidden(scope))
+        }
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const TOKENS: &str = r#"{
+        "acme-reader-0123456789": {"tenant": "acme", "scopes": ["usage.read"], "subject": "dash"},
+        "acme-admin-0123456789": {"tenant": "acme", "scopes": ["admin"]}
+    }"#;
+
+    #[test]
+    fn scopes_tenants_and_refusals() {
+        let a = Auth::parse_tokens(TOKENS, "test").unwrap();
+        let p = a
+            .check(Some("Bearer acme-reader-0123456789"), Scope::UsageRead)
+            .unwrap();
+        assert_eq!(p.tenant.as_deref(), Some("acme"));
+        assert_eq!(p.subject, "dash");
+        assert!(p.may_access("acme") && !p.may_access("globex"));
+        assert_eq!(
+            a.check(Some("Bearer acme-reader-0123456789"), Scope::QueryRun),
+            Err(Denied::Forbidden(Scope::QueryRun))
+        );
+        assert!(a
+            .check(Some("Bearer acme-admin-0123456789"), Scope::QueryRun)
+            .is_ok());
+        assert!(matches!(
+            a.check(None, Scope::UsageRead),
+            Err(Denied::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            a.check(Some("Bearer acme-reader-012345678"), Scope::UsageRead),
+            Err(Denied::Unauthenticated("unknown token"))
+        ));
+        assert!(matches!(
+            a.check(Some("Basic abc"), Scope::UsageRead),
+            Err(Denied::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn no_tokens_means_nothing_is_allowed() {
+        let a = Auth::from_env(|_| None).unwrap();
+        assert_eq!(a.mode(), "static");
+        assert!(a.check(Some("Bearer anything-at-all-123"), Scope::UsageRead).is_err());
+        let none = Auth::from_env(|k| (k == "AUTH_MODE").then(|| "none".to_string())).unwrap();
+        assert!(none.check(None, Scope::Admin).unwrap().may_access("any"));
+    }
+
+    #[test]
+    fn bad_config_is_named() {
+        let e = Auth::from_env(|k| (k == "AUTH_MODE").then(|| "open".to_string())).unwrap_err();
+        assert!(e.to_string().contains("\"open\""));
+        let e = Auth::parse_tokens(r#"{"short": {"tenant": "a", "scopes": []}}"#, "x").unwrap_err();
+        assert!(e.to_string().contains("shorter than 16"));
+        let e = Auth::parse_tokens(
+            r#"{"long-enough-token-1": {"tenant": "a", "scopes": ["read"]}}"#,
+            "x",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown scope \"read\""));
+    }
+}

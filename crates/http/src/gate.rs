@@ -1,0 +1,305 @@
+//! `POST /v1/gates/policy-check`: judge a release with the Rego gate rules
+//! and the team's live spend, record the answer as a signed decision, then
+//! answer.
+//!
+//! Decisions are written by one thread with group commit: requests that
+//! arrive while a batch is being fsynced form the next batch, so the log
+//! sees one fsync per batch, not per request, and no answer leaves before
+//! its decision is durable.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use tollgate_config::Config;
+use tollgate_decision::{rfc3339_ms, Draft};
+use tollgate_decision_log::{Appended, DecisionLog};
+use tollgate_gate::{GateContext, GateEngine, GateRequest, MonthSpend, WindowSpend};
+use tollgate_ingest::live::{month_start_ms, LiveSnapshot};
+use tollgate_ingest::Telemetry;
+use tracing::{error, info};
+
+use crate::auth::Scope;
+use crate::problem::Problem;
+use crate::{parse_json, AppState, HttpError};
+
+/// Pending gate decisions the writer holds at most; more: 503.
+const QUEUE: usize = 8192;
+
+/// Load `*.rego` under `cfg.gates.dir` with `data.tollgate` = the window
+/// policies' effective parameters, `[gates.params]` as `gates`, and the
+/// price book's regions.
+pub fn load_gate_engine(
+    cfg: &Config,
+    policy_params: serde_json::Map<String, Value>,
+) -> Result<GateEngine, HttpError> {
+    let dir = &cfg.gates.dir;
+    let mut modules = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| HttpError::GateFiles(format!("cannot read {}: {e}", dir.display())))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| HttpError::GateFiles(format!("cannot read {}: {e}", dir.display())))?
+            .path();
+        if path.extension().is_some_and(|x| x == "rego") {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| HttpError::GateFiles(format!("cannot read {}: {e}", path.display())))?;
+            modules.push((display_name(&path), text));
+        }
+    }
+    let mut params = policy_params;
+    params.insert(
+        "gates".into(),
+        serde_json::to_value(&cfg.gates.params).unwrap_or(Value::Null),
+    );
+    let regions: serde_json::Map<String, Value> = cfg
+        .pricing
+        .regions
+        .iter()
+        .map(|r| (r.region.clone(), json!(r.carbon_intensity_g_per_kwh)))
+        .collect();
+    let data = json!({"params": params, "regions": regions});
+    Ok(GateEngine::compile(modules, data)?)
+}
+
+fn display_name(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+struct Pending {
+    draft: Draft,
+    reply: tokio::sync::oneshot::Sender<Result<Appended, String>>,
+}
+
+/// The gate rules in force and the decision writer.
+pub struct GateService {
+    engine: RwLock<Arc<GateEngine>>,
+    tx: mpsc::SyncSender<Pending>,
+    seq: AtomicU64,
+}
+
+impl GateService {
+    pub fn new(
+        engine: GateEngine,
+        log: Arc<Mutex<DecisionLog>>,
+        telemetry: Arc<Telemetry>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel::<Pending>(QUEUE);
+        std::thread::Builder::new()
+            .name("tollgate-gate-log".into())
+            .spawn(move || write_loop(rx, log, telemetry))?;
+        Ok(GateService {
+            engine: RwLock::new(Arc::new(engine)),
+            tx,
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn engine(&self) -> Arc<GateEngine> {
+        self.engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Put new rules in force (SIGHUP).
+    pub fn replace(&self, engine: GateEngine) {
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
+    }
+
+    async fn record(&self, draft: Draft) -> Result<Appended, Problem> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx.try_send(Pending { draft, reply }).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => Problem::unavailable(
+                "too many gate decisions waiting to be recorded; denying, retry later",
+            ),
+            mpsc::TrySendError::Disconnected(_) => {
+                Problem::unavailable("the decision log writer has stopped; denying")
+            }
+        })?;
+        answer
+            .await
+            .map_err(|_| Problem::unavailable("the decision log writer has stopped; denying"))?
+            .map_err(|e| Problem::unavailable(format!("the decision could not be recorded, so the gate denies: {e}")))
+    }
+
+    fn fresh_key(&self) -> String {
+        let n = self.seq.fetch_add(1, Relaxed);
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        format!("{now:x}-{:x}-{n:x}", std::process::id())
+    }
+}
+
+/// Group commit: take every pending decision, append them all, fsync once,
+/// answer them all.
+fn write_loop(rx: mpsc::Receiver<Pending>, log: Arc<Mutex<DecisionLog>>, t: Arc<Telemetry>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let ts = rfc3339_ms(chrono::Utc::now().timestamp_millis());
+        let mut results = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        {
+            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+            for p in batch {
+                results.push(log.append(p.draft, ts.clone()).map_err(|e| e.to_string()));
+                replies.push(p.reply);
+            }
+            if let Err(e) = log.sync() {
+                error!(error = %e, "gate decisions could not be synced; answering deny");
+                let e = e.to_string();
+                for r in &mut results {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        for (r, reply) in results.into_iter().zip(replies) {
+            if let Ok(a) = &r {
+                if a.is_new() {
+                    let d = a.decision();
+                    t.decisions
+                        .with_label_values(&[&d.policy, d.verdict.as_str()])
+                        .inc();
+                }
+            }
+            let _ = reply.send(r);
+        }
+    }
+}
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_KEY: usize = 128;
+
+pub async fn policy_check(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match check(&s, &headers, &body).await {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn check(s: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, Problem> {
+    let principal = s.principal(headers, Scope::GatesCheck)?;
+    let req: GateRequest = parse_json(body)?;
+    req.validate().map_err(Problem::unprocessable)?;
+    let tenant = match (&principal.tenant, &req.tenant) {
+        (Some(mine), Some(asked)) if mine != asked => {
+            return Err(Problem::forbidden(format!(
+                "this token is for tenant {mine:?}, not {asked:?}"
+            )))
+        }
+        (Some(mine), _) => mine.clone(),
+        (None, Some(asked)) => asked.clone(),
+        (None, None) => "default".to_string(),
+    };
+    let request_key = match headers.get("idempotency-key") {
+        Some(v) => {
+            let k = v.to_str().unwrap_or_default();
+            if k.is_empty() || k.len() > MAX_KEY || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Problem::bad_request(format!(
+                    "Idempotency-Key must be 1 to {MAX_KEY} visible ASCII characters"
+                )));
+            }
+            format!("key:{k}")
+        }
+        None => s.gates.fresh_key(),
+    };
+    let team = req.team().map(str::to_string);
+    let ctx = context(&s.telemetry.live.snapshot(), &tenant, team.as_deref());
+    let engine = s.gates.engine();
+    let input = tollgate_gate::gate_input(&req, &ctx);
+    let outcome = engine.evaluate(&input);
+    let draft = tollgate_gate::draft(&engine, input.clone(), &outcome, &request_key);
+    let appended = s.gates.record(draft).await.map_err(|p| p.with("allow", json!(false)))?;
+    let d = appended.decision();
+    if !appended.is_new() && !same_request(&d.observed, &input) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "this Idempotency-Key was used before with a different request",
+        )
+        .with("decision_id", json!(d.decision_id)));
+    }
+    info!(decision_id = %d.decision_id, tenant = %tenant, team = ?team, verdict = d.verdict.as_str(), reasons = %d.reasons.join("; "), "gate decision");
+    let violations: Vec<Value> = if appended.is_new() {
+        outcome
+            .violations
+            .iter()
+            .map(|v| json!({"rule": v.rule, "message": v.message}))
+            .collect()
+    } else {
+        // A retried request gets the recorded answer, not a fresh one.
+        d.reasons
+            .iter()
+            .map(|r| {
+                let (rule, message) = r.split_once(": ").unwrap_or(("", r));
+                json!({"rule": rule, "message": message})
+            })
+            .collect()
+    };
+    Ok(Json(json!({
+        "allow": d.verdict == tollgate_decision::Verdict::Allow,
+        "verdict": d.verdict.as_str(),
+        "violations": violations,
+        "decision_id": d.decision_id,
+        "policy_revision": d.policy_revision,
+        "ts": d.ts,
+        "key_id": d.key_id,
+        "signature": d.signature,
+        "replayed": !appended.is_new(),
+        "context": d.observed.get("context"),
+    }))
+    .into_response())
+}
+
+/// Do two gate inputs carry the same request (the live context aside)?
+fn same_request(observed: &serde_json::Map<String, Value>, input: &Value) -> bool {
+    let Value::Object(now) = input else {
+        return false;
+    };
+    let strip = |m: &serde_json::Map<String, Value>| {
+        let mut m = m.clone();
+        m.remove("context");
+        m
+    };
+    strip(observed) == strip(now)
+}
+
+/// The team's live spend: its newest open window and its month to date.
+fn context(live: &LiveSnapshot, tenant: &str, team: Option<&str>) -> GateContext {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let month = month_start_ms(now_ms);
+    let window = live.open_windows(tenant, team).pop().map(|w| WindowSpend {
+        start: rfc3339_ms(w.start_ms),
+        end: rfc3339_ms(w.end_ms),
+        spend_usd: w.totals.cost_usd,
+        events: w.totals.events,
+    });
+    let m = live.month(tenant, team, month);
+    let as_of = if live.as_of_ms > 0 { live.as_of_ms } else { now_ms };
+    GateContext {
+        tenant: tenant.to_string(),
+        team: team.map(str::to_string),
+        window,
+        month: MonthSpend {
+            start: rfc3339_ms(month)[..10].to_string(),
+            spend_usd: m.cost_usd,
+            events: m.events,
+        },
+        as_of: rfc3339_ms(as_of),
+    }
+}

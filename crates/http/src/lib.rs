@@ -1,0 +1,255 @@
+//! HTTP adapter: the axum API served by `tollgate run` beside the pipeline.
+//!
+//! - `GET /healthz`, `GET /readyz` (open), `GET /metrics` (scope `admin`).
+//! - `POST /v1/gates/policy-check`: the release gate, a signed decision.
+//! - `POST /v1/metrics/inference|training`, `POST /v1/nodes/heartbeat`,
+//!   `POST /v1/events`: ingest, produced to Kafka, 202 once acknowledged.
+//! - `GET /v1/metrics`, `GET /v1/usage`, `GET /v1/decisions`,
+//!   `POST /v1/query`: reads, always limited to the caller's tenant.
+//!
+//! Limits: body size (413), request deadline (408), concurrency with load
+//! shedding (503). Every error is an `application/problem+json` document.
+//! The contract is `schemas/openapi.yaml` (served at `/openapi.yaml`).
+
+pub mod auth;
+mod decisions;
+mod gate;
+mod ingest;
+mod metrics;
+pub mod problem;
+mod query;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Json, Router};
+use serde_json::json;
+use tollgate_config::Config;
+use tollgate_decision_log::DecisionLog;
+use tollgate_ingest::Telemetry;
+use tower::ServiceBuilder;
+
+pub use auth::{Auth, Principal, Scope};
+pub use gate::{load_gate_engine, GateService};
+pub use metrics::HttpMetrics;
+pub use query::month_ledger;
+use problem::Problem;
+
+/// The OpenAPI document of this API.
+pub const OPENAPI_YAML: &str = include_str!("../../../schemas/openapi.yaml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(transparent)]
+    Auth(#[from] auth::AuthConfigError),
+    #[error(transparent)]
+    Gate(#[from] tollgate_gate::GateError),
+    #[error("gate rules: {0}")]
+    GateFiles(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Start(String),
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub cfg: Config,
+    pub auth: Auth,
+    pub telemetry: Arc<Telemetry>,
+    pub registry: prometheus::Registry,
+    pub http_metrics: HttpMetrics,
+    pub gates: GateService,
+    pub ingest: ingest::IngestService,
+    pub rollup_dir: PathBuf,
+    pub decisions_dir: PathBuf,
+}
+
+impl AppState {
+    /// Build the API's state. `log` is the decision log the pipeline also
+    /// appends to; `policy_params` are the window policies' effective
+    /// thresholds (the gate rules read them too).
+    pub fn new(
+        cfg: Config,
+        auth: Auth,
+        telemetry: Arc<Telemetry>,
+        registry: prometheus::Registry,
+        log: Arc<Mutex<DecisionLog>>,
+        gate_engine: tollgate_gate::GateEngine,
+    ) -> Result<Arc<Self>, HttpError> {
+        let http_metrics = HttpMetrics::new(&registry)?;
+        let gates = GateService::new(gate_engine, log, telemetry.clone())
+            .map_err(|e| HttpError::Start(format!("cannot start the gate log writer: {e}")))?;
+        Ok(Arc::new(AppState {
+            ingest: ingest::IngestService::new(&cfg),
+            rollup_dir: cfg.output.rollup_dir.clone(),
+            decisions_dir: cfg.decisions.log_dir.clone(),
+            cfg,
+            auth,
+            telemetry,
+            registry,
+            http_metrics,
+            gates,
+        }))
+    }
+
+    /// Authenticate the request for `scope`: 401 or 403 as a problem.
+    pub(crate) fn principal(&self, headers: &HeaderMap, scope: Scope) -> Result<Principal, Problem> {
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        self.auth.check(value, scope).map_err(|d| match d {
+            auth::Denied::Unauthenticated(why) => Problem::new(StatusCode::UNAUTHORIZED, why),
+            auth::Denied::Forbidden(s) => Problem::forbidden(format!(
+                "this token lacks the `{}` scope",
+                s.as_str()
+            )),
+        })
+    }
+}
+
+/// The API with every route and limit.
+pub fn router(state: Arc<AppState>) -> Router {
+    let h = &state.cfg.http;
+    let limits = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(limit_error))
+        .load_shed()
+        .concurrency_limit(h.max_concurrency)
+        .timeout(Duration::from_millis(h.request_timeout_ms));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
+        .route("/openapi.yaml", get(openapi))
+        .route("/v1/gates/policy-check", post(gate::policy_check))
+        .route("/v1/metrics/inference", post(ingest::inference))
+        .route("/v1/metrics/training", post(ingest::training))
+        .route("/v1/nodes/heartbeat", post(ingest::heartbeat))
+        .route("/v1/events", post(ingest::events))
+        .route("/v1/metrics", get(query::summary))
+        .route("/v1/usage", get(query::usage))
+        .route("/v1/decisions", get(decisions::search))
+        .route("/v1/query", post(query::sql))
+        .layer(DefaultBodyLimit::max(h.max_body_bytes))
+        .layer(axum::middleware::map_response(problem::problemize))
+        .layer(limits)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+async fn limit_error(err: BoxError) -> Response {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request took longer than the server's deadline (http.request_timeout_ms)",
+        )
+        .into_response()
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        let mut r = Problem::unavailable(
+            "too many requests in flight (http.max_concurrency); retry later",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        r
+    } else {
+        Problem::internal(format!("unhandled error: {err}")).into_response()
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the pipeline runs, a broker is up, partitions are assigned
+/// and the lag is under `http.ready_max_lag`. Each check is reported.
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let h = &s.telemetry.live.health;
+    let lag = h.total_lag();
+    let stats_seen = h.stats_at_ms.load(Relaxed) > 0;
+    let checks = [
+        ("pipeline_running", h.running.load(Relaxed)),
+        ("broker_reachable", h.broker_up.load(Relaxed)),
+        ("partitions_assigned", h.assigned.load(Relaxed) > 0),
+        ("lag_under_bound", stats_seen && lag <= s.cfg.http.ready_max_lag),
+    ];
+    let ready = checks.iter().all(|(_, ok)| *ok);
+    let body = json!({
+        "ready": ready,
+        "checks": checks.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "assigned_partitions": h.assigned.load(Relaxed),
+        "lag_messages": lag,
+        "max_lag_messages": s.cfg.http.ready_max_lag,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/yaml")],
+        OPENAPI_YAML,
+    )
+        .into_response()
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The window policies' effective parameters, by policy name, as JSON (the
+/// gate rules read the same thresholds).
+pub fn policy_params(engine: &tollgate_policy::PolicyEngine) -> serde_json::Map<String, serde_json::Value> {
+    engine
+        .policies()
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                serde_json::to_value(&p.params).unwrap_or(serde_json::Value::Null),
+            )
+        })
+        .collect()
+}
+
+/// Parse a JSON body: 400 for malformed JSON, 422 for JSON of the wrong
+/// shape, each with serde's message (which names the field and position).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            Problem::unprocessable(e.to_string())
+        } else {
+            Problem::bad_request(format!("request body is not valid JSON: {e}"))
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

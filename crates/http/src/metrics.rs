@@ -1,0 +1,81 @@
+//! `/metrics` and the HTTP request metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use crate::auth::Scope;
+use crate::problem::Problem;
+use crate::AppState;
+
+/// Requests by route and status, latency by route.
+pub struct HttpMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl HttpMetrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "tollgate_http_requests_total",
+                "HTTP requests by route, method and status code.",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tollgate_http_request_duration_seconds",
+                "HTTP request latency by route and method.",
+            )
+            .buckets(exponential_buckets(0.000_1, 2.0, 16)?),
+            &["route", "method"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(HttpMetrics { requests, duration })
+    }
+}
+
+/// Middleware: count and time every request by its route template (never
+/// the raw path, which would make cardinality unbounded).
+pub async fn track(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let method = req.method().as_str().to_string();
+    let response = next.run(req).await;
+    let m = &s.http_metrics;
+    m.requests
+        .with_label_values(&[&route, &method, response.status().as_str()])
+        .inc();
+    m.duration
+        .with_label_values(&[&route, &method])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Prometheus text format. Needs the `admin` scope (the business counters
+/// carry tenant and team names).
+pub async fn scrape(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(p) = s.principal(&headers, Scope::Admin) {
+        return p.into_response();
+    }
+    let families = s.registry.gather();
+    match prometheus::TextEncoder::new().encode_to_string(&families) {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => Problem::internal(format!("cannot encode metrics: {e}")).into_response(),
+    }
+}

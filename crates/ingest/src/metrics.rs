@@ -1,0 +1,308 @@
+//! Prometheus view of the pipeline. Hot-path counters stay plain atomics
+//! ([`Stats`], [`EventCounters`]) and are turned into metric families only
+//! when `/metrics` is scraped; histograms and labelled counters are updated
+//! once per window or commit, never per event.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+use tollgate_event::Kind;
+use tollgate_window::{DimsRef, Measures};
+
+use crate::live::Live;
+use crate::Stats;
+
+/// What happened to a consumed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted = 0,
+    Duplicate = 1,
+    Late = 2,
+    ReplaySkipped = 3,
+    DeadLettered = 4,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Accepted,
+        Outcome::Duplicate,
+        Outcome::Late,
+        Outcome::ReplaySkipped,
+        Outcome::DeadLettered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Late => "late",
+            Outcome::ReplaySkipped => "replay_skipped",
+            Outcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// Events by kind and outcome (relaxed atomics; one add per event).
+#[derive(Debug, Default)]
+pub struct EventCounters([[AtomicU64; 5]; 3]);
+
+impl EventCounters {
+    pub fn add(&self, kind: Kind, outcome: Outcome) {
+        self.0[kind as usize][outcome as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn get(&self, kind: Kind, outcome: Outcome) -> u64 {
+        self.0[kind as usize][outcome as usize].load(Relaxed)
+    }
+}
+
+/// Label value of business series beyond the cardinality cap.
+pub const OTHER: &str = "_other";
+
+/// Spend, carbon and tokens by tenant, team and model, counted from each
+/// closed window's rows. At most `cap` label sets; the rest are added to
+/// the `_other` series, so totals stay right while cardinality is bounded.
+pub struct Business {
+    cost: IntCounterVecF,
+    carbon: IntCounterVecF,
+    tokens: IntCounterVec,
+    cap: usize,
+    admitted: Mutex<HashSet<(String, String, String)>>,
+}
+
+/// `prometheus::CounterVec` (f64 counters).
+type IntCounterVecF = prometheus::CounterVec;
+
+impl Business {
+    fn new(cap: usize) -> Self {
+        let labels = &["tenant", "team", "model"];
+        let f = |name: &str, help: &str| {
+            prometheus::CounterVec::new(Opts::new(name, help), labels).expect("static metric")
+        };
+        Business {
+            cost: f(
+                "tollgate_cost_usd_total",
+                "Enriched cost of the events in closed windows, USD.",
+            ),
+            carbon: f(
+                "tollgate_carbon_grams_total",
+                "Carbon (grams CO2e) of the events in closed windows.",
+            ),
+            tokens: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_tokens_total",
+                    "Tokens of the events in closed windows, by direction.",
+                ),
+                &["tenant", "team", "model", "direction"],
+            )
+            .expect("static metric"),
+            cap,
+            admitted: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Count one closed window's rows.
+    pub fn add_rows<'a>(&self, rows: impl Iterator<Item = (DimsRef<'a>, &'a Measures)>) {
+        let mut admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        for (d, m) in rows {
+            if m.cost_usd == 0.0 && m.carbon_g == 0.0 && m.input_tokens + m.output_tokens == 0 {
+                continue;
+            }
+            let key = (
+                d.tenant.to_string(),
+                d.team.unwrap_or("").to_string(),
+                d.model.unwrap_or("").to_string(),
+            );
+            let labels: [&str; 3] = if admitted.contains(&key) || admitted.len() < self.cap {
+                admitted.insert(key.clone());
+                [&key.0, &key.1, &key.2]
+            } else {
+                [OTHER, OTHER, OTHER]
+            };
+            self.cost.with_label_values(&labels).inc_by(m.cost_usd.max(0.0));
+            self.carbon.with_label_values(&labels).inc_by(m.carbon_g.max(0.0));
+            let [a, b, c] = labels;
+            self.tokens
+                .with_label_values(&[a, b, c, "input"])
+                .inc_by(m.input_tokens);
+            self.tokens
+                .with_label_values(&[a, b, c, "output"])
+                .inc_by(m.output_tokens);
+        }
+    }
+}
+
+/// Everything the pipeline reports: counters, histograms, live state.
+pub struct Telemetry {
+    pub stats: Stats,
+    pub events: EventCounters,
+    pub live: Live,
+    pub window_close_seconds: Histogram,
+    pub commit_seconds: Histogram,
+    pub decisions: IntCounterVec,
+    pub business: Business,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new(Live::default(), 1000)
+    }
+}
+
+impl Telemetry {
+    /// `series_cap`: most business label sets (tenant, team, model) kept.
+    pub fn new(live: Live, series_cap: usize) -> Self {
+        let buckets = exponential_buckets(0.001, 2.0, 15).expect("static buckets");
+        let hist = |name: &str, help: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.clone()))
+                .expect("static metric")
+        };
+        Telemetry {
+            stats: Stats::default(),
+            events: EventCounters::default(),
+            live,
+            window_close_seconds: hist(
+                "tollgate_window_close_duration_seconds",
+                "Time to close one window: policies, decision log and topic, Parquet file.",
+            ),
+            commit_seconds: hist(
+                "tollgate_commit_duration_seconds",
+                "Time to commit offsets: DLQ flush, checkpoint, offset commit.",
+            ),
+            decisions: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_decisions_total",
+                    "Decisions appended to the decision log (window policies and gates).",
+                ),
+                &["policy", "verdict"],
+            )
+            .expect("static metric"),
+            business: Business::new(series_cap),
+        }
+    }
+
+    /// Register every family with `registry`.
+    pub fn register(self: &Arc<Self>, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.window_close_seconds.clone()))?;
+        registry.register(Box::new(self.commit_seconds.clone()))?;
+        registry.register(Box::new(self.decisions.clone()))?;
+        registry.register(Box::new(self.business.cost.clone()))?;
+        registry.register(Box::new(self.business.carbon.clone()))?;
+        registry.register(Box::new(self.business.tokens.clone()))?;
+        registry.register(Box::new(Snapshot::new(self.clone())))?;
+        Ok(())
+    }
+}
+
+/// Families built from the atomics at scrape time.
+struct Snapshot {
+    t: Arc<Telemetry>,
+    descs: Vec<Desc>,
+}
+
+macro_rules! counters {
+    ($($name:literal => $field:ident, $help:literal;)*) => {
+        fn plain_counters(s: &crate::StatsSnapshot) -> Vec<(&'static str, &'static str, u64)> {
+            vec![$(($name, $help, s.$field),)*]
+        }
+    };
+}
+
+counters! {
+    "tollgate_messages_consumed_total" => consumed, "Messages read from the event topics.";
+    "tollgate_dlq_messages_total" => dead_lettered, "Invalid messages produced to the dead-letter topic.";
+    "tollgate_late_events_total" => late, "Events whose window had closed (written to the late-data output).";
+    "tollgate_rollup_files_written_total" => windows_written, "Parquet rollup files written.";
+    "tollgate_rollup_rows_written_total" => rows_written, "Rows in the Parquet rollup files written.";
+    "tollgate_rollup_bytes_written_total" => bytes_written, "Bytes of the Parquet rollup files written.";
+    "tollgate_late_files_written_total" => late_files_written, "Late-data files written.";
+    "tollgate_offset_commits_total" => commits, "Offset commits.";
+    "tollgate_policy_errors_total" => policy_errors, "Policy evaluations that failed on a window.";
+    "tollgate_decisions_replayed_total" => decisions_replayed, "Decisions a replay produced again (already in the log).";
+}
+
+impl Snapshot {
+    fn new(t: Arc<Telemetry>) -> Self {
+        let descs = Snapshot::families(&t)
+            .iter()
+            .flat_map(|c| c.desc().into_iter().cloned())
+            .collect();
+        Snapshot { t, descs }
+    }
+
+    fn families(t: &Telemetry) -> Vec<Box<dyn Collector>> {
+        let mut out: Vec<Box<dyn Collector>> = Vec::new();
+        let s = t.stats.snapshot();
+        for (name, help, v) in plain_counters(&s) {
+            let c = IntCounter::new(name, help).expect("static metric");
+            c.inc_by(v);
+            out.push(Box::new(c));
+        }
+        let events = IntCounterVec::new(
+            Opts::new(
+                "tollgate_events_total",
+                "Consumed events by kind and outcome.",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("static metric");
+        for kind in Kind::ALL {
+            for o in Outcome::ALL {
+                events
+                    .with_label_values(&[kind.as_str(), o.as_str()])
+                    .inc_by(t.events.get(kind, o));
+            }
+        }
+        out.push(Box::new(events));
+        let h = &t.live.health;
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_consumer_lag_messages",
+                "Messages between the consumer's position and the end of each assigned partition.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("static metric");
+        for ((topic, partition), l) in h.lag_by_partition() {
+            lag.with_label_values(&[&topic, &partition.to_string()])
+                .set(l.max(0));
+        }
+        out.push(Box::new(lag));
+        let gauge = |name: &str, help: &str, v: i64| {
+            let g = IntGauge::new(name, help).expect("static metric");
+            g.set(v);
+            Box::new(g) as Box<dyn Collector>
+        };
+        out.push(gauge(
+            "tollgate_consumer_assigned_partitions",
+            "Partitions assigned to this consumer-group member.",
+            h.assigned.load(Relaxed) as i64,
+        ));
+        out.push(gauge(
+            "tollgate_broker_up",
+            "1 when a broker connection is up (librdkafka statistics).",
+            h.broker_up.load(Relaxed) as i64,
+        ));
+        out
+    }
+}
+
+impl Collector for Snapshot {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        Snapshot::families(&self.t)
+            .iter()
+            .flat_map(|c| c.collect())
+            .collect()
+    }
+}
