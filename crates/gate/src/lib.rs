@@ -223,7 +223,7 @@ impl GateEngine {
         let policy = engine
             .compile_with_entrypoint(&entry)
             .map_err(|e| GateError::Compile(e.to_string()))?;
-        let revision = format!("rego-{}", &tollgate_decision::hex(&hash.finalize())[..16]);
+        let revision = format!("sha256:{}", &tollgate_decision::hex(&hash.finalize())[..16]);
         Ok(GateEngine {
             policy,
             revision: revision.into(),
@@ -298,7 +298,8 @@ pub fn gate_input(req: &GateRequest, ctx: &GateContext) -> Value {
     Value::Object(input)
 }
 
-/// The decision a gate answer is logged as. `request_key` makes the id:
+/// The decision a gate answer is logged as. `request_key` makes the id
+/// (with the tenant):
 /// the caller's idempotency key (a retried request gets the same decision)
 /// or a fresh unique value.
 pub fn draft(engine: &GateEngine, input: Value, outcome: &Outcome, request_key: &str) -> Draft {
@@ -307,11 +308,6 @@ pub fn draft(engine: &GateEngine, input: Value, outcome: &Outcome, request_key: 
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let team = input
-        .pointer("/context/team")
-        .and_then(Value::as_str)
-        .map(|t| format!("/team={t}"))
-        .unwrap_or_default();
     let observed = match input {
         Value::Object(m) => m,
         _ => Map::new(),
@@ -319,7 +315,10 @@ pub fn draft(engine: &GateEngine, input: Value, outcome: &Outcome, request_key: 
     Draft {
         policy: POLICY.into(),
         policy_revision: engine.revision().to_string(),
-        subject: format!("tenant={tenant}{team}/request={request_key}"),
+        // Team and everything else are in `observed`; the subject (and so
+        // the id) depends on tenant and request key only, so a key names
+        // one request of the tenant whatever its body.
+        subject: format!("tenant={tenant}/request={request_key}"),
         window: None,
         observed,
         verdict: if outcome.allow {

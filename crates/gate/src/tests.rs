@@ -288,7 +288,7 @@ fn draft_is_a_decision_with_a_stable_id_per_request_key() {
     assert_eq!(d1.decision_id(), d2.decision_id());
     assert_ne!(d1.decision_id(), d3.decision_id());
     assert_eq!(d1.policy, "gate");
-    assert_eq!(d1.subject, "tenant=acme/team=ai/request=k1");
+    assert_eq!(d1.subject, "tenant=acme/request=k1");
     assert_eq!(d1.verdict, Verdict::Deny);
     assert_eq!(d1.reasons.len(), 2);
     assert_eq!(d1.observed["unit_cost_usd"], json!(0.6));

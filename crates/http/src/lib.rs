@@ -28,7 +28,7 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{BoxError, Json, Router};
 use serde_json::json;
 use tollgate_config::Config;
@@ -120,36 +120,52 @@ impl AppState {
     }
 }
 
-/// The API with every route and limit.
+/// Every route: method, path template, handler. The router is built from
+/// this table only, and a test checks each entry against the OpenAPI spec.
+pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppState>>)> {
+    vec![
+        ("get", "/healthz", get(healthz)),
+        ("get", "/readyz", get(readyz)),
+        ("get", "/metrics", get(metrics::scrape)),
+        ("get", "/openapi.yaml", get(openapi)),
+        ("post", "/v1/gates/policy-check", post(gate::policy_check)),
+        ("post", "/v1/metrics/inference", post(ingest::inference)),
+        ("post", "/v1/metrics/training", post(ingest::training)),
+        ("post", "/v1/nodes/heartbeat", post(ingest::heartbeat)),
+        ("post", "/v1/events", post(ingest::events)),
+        ("get", "/v1/metrics", get(query::summary)),
+        ("get", "/v1/usage", get(query::usage)),
+        ("get", "/v1/decisions", get(decisions::search)),
+        ("post", "/v1/query", post(query::sql)),
+    ]
+}
+
+/// The API with every route and limit. The limits wrap the whole router
+/// (one concurrency budget and deadline for all routes), and the request
+/// metrics wrap the limits, so shed and timed-out requests are counted too.
 pub fn router(state: Arc<AppState>) -> Router {
     let h = &state.cfg.http;
-    let limits = ServiceBuilder::new()
+    let mut routed = Router::new();
+    for (_, path, handler) in routes() {
+        routed = routed.route(path, handler);
+    }
+    let routed = routed
+        .route_layer(axum::middleware::from_fn(metrics::remember_route))
+        .layer(DefaultBodyLimit::max(h.max_body_bytes))
+        .layer(axum::middleware::map_response(problem::problemize))
+        .with_state(state.clone());
+    let limited = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(limit_error))
         .load_shed()
         .concurrency_limit(h.max_concurrency)
-        .timeout(Duration::from_millis(h.request_timeout_ms));
+        .timeout(Duration::from_millis(h.request_timeout_ms))
+        .service(routed);
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::scrape))
-        .route("/openapi.yaml", get(openapi))
-        .route("/v1/gates/policy-check", post(gate::policy_check))
-        .route("/v1/metrics/inference", post(ingest::inference))
-        .route("/v1/metrics/training", post(ingest::training))
-        .route("/v1/nodes/heartbeat", post(ingest::heartbeat))
-        .route("/v1/events", post(ingest::events))
-        .route("/v1/metrics", get(query::summary))
-        .route("/v1/usage", get(query::usage))
-        .route("/v1/decisions", get(decisions::search))
-        .route("/v1/query", post(query::sql))
-        .layer(DefaultBodyLimit::max(h.max_body_bytes))
-        .layer(axum::middleware::map_response(problem::problemize))
-        .layer(limits)
+        .fallback_service(limited)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state,
             metrics::track,
         ))
-        .with_state(state)
 }
 
 async fn limit_error(err: BoxError) -> Response {

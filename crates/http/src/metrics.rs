@@ -42,23 +42,34 @@ impl HttpMetrics {
     }
 }
 
+/// Route middleware: carry the matched route template out on the response,
+/// where [`track`] (outside the router) reads it.
+pub async fn remember_route(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(req).await;
+    if let Some(r) = route {
+        response.extensions_mut().insert(r);
+    }
+    response
+}
+
 /// Middleware: count and time every request by its route template (never
-/// the raw path, which would make cardinality unbounded).
+/// the raw path, which would make cardinality unbounded). Requests that
+/// never reached a route (404, shed, timed out) are `unmatched`.
 pub async fn track(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
     let method = req.method().as_str().to_string();
     let response = next.run(req).await;
+    let route = response
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str());
     let m = &s.http_metrics;
     m.requests
-        .with_label_values(&[&route, &method, response.status().as_str()])
+        .with_label_values(&[route, &method, response.status().as_str()])
         .inc();
     m.duration
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[route, &method])
         .observe(started.elapsed().as_secs_f64());
     response
 }

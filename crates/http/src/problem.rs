@@ -83,11 +83,12 @@ pub async fn problemize(r: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return r;
     }
-    let is_problem = r
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if is_problem {
+    // JSON answers (problems, and deliberate bodies such as /readyz's) stay.
+    let is_json = r.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(PROBLEM_JSON.as_bytes()) || v.starts_with(b"application/json")
+    });
+    if is_json {
         return r;
     }
     let bytes = axum::body::to_bytes(r.into_body(), 64 * 1024)

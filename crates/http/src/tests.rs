@@ -1,0 +1,674 @@
+//! Router tests: every route through `oneshot`, the auth matrix, the
+//! limits, and one pass over a real socket.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tollgate_config::Config;
+use tollgate_decision::{Key, KeyRing};
+use tollgate_decision_log::{DecisionLog, LogOptions};
+use tollgate_ingest::live::{month_start_ms, Ledger, LiveSnapshot, OpenWindow, Totals};
+use tollgate_ingest::Telemetry;
+use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
+use tower::ServiceExt;
+
+use super::*;
+
+const ACME: &str = "acme-all-scopes-0001";
+const ACME_NONE: &str = "acme-no-scopes-00001";
+const ACME_ADMIN: &str = "acme-admin-scope-001";
+const GLOBEX: &str = "globex-all-scopes-01";
+const SECRET: &[u8] = b"test-secret-0123456789abcdef";
+
+fn tokens() -> Auth {
+    let all = ["ingest.write", "gates.check", "usage.read", "decisions.read", "query.run"];
+    Auth::parse_tokens(
+        &json!({
+            ACME: {"tenant": "acme", "scopes": all, "subject": "acme-ci"},
+            ACME_NONE: {"tenant": "acme", "scopes": []},
+            ACME_ADMIN: {"tenant": "acme", "scopes": ["admin"]},
+            GLOBEX: {"tenant": "globex", "scopes": all},
+        })
+        .to_string(),
+        "test",
+    )
+    .unwrap()
+}
+
+fn gate_data_params() -> serde_json::Map<String, Value> {
+    json!({
+        "unit-cost-cap": {"cap_usd": 0.5},
+        "team-window-spend": {"limit_usd": 100.0},
+        "team-monthly-budget": {"budget_usd": 10000.0},
+        "carbon-intensity": {"max_g_per_kwh": 400.0},
+    })
+    .as_object()
+    .unwrap()
+    .clone()
+}
+
+struct Fx {
+    dir: tempfile::TempDir,
+    state: Arc<AppState>,
+    app: Router,
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+fn write_rollup(root: &std::path::Path, tenant: &str, team: &str, cost: f64, start_ms: i64, offset: i64) {
+    let m = Measures {
+        events: 10,
+        input_tokens: 1000,
+        output_tokens: 500,
+        cost_usd: cost,
+        carbon_g: 2.0,
+        ..Measures::default()
+    };
+    let d = DimsRef {
+        tenant,
+        team: Some(team),
+        environment: Some("prod"),
+        model: Some("gpt-4o"),
+        region: Some("eu-north-1"),
+        node_id: None,
+    };
+    let w = ClosedWindow {
+        start_ms,
+        end_ms: start_ms + 60_000,
+        first_offset: offset,
+        close_offset: offset + 10,
+        watermark_ms: start_ms + 60_000,
+        duplicates: 0,
+        rows: RowSet::from_rows([(d, m)]),
+    };
+    let batch = tollgate_rollup::to_batch(&w).unwrap();
+    let src = tollgate_rollup::Source {
+        kind: "inference",
+        topic: "tollgate.inference",
+        partition: 0,
+    };
+    tollgate_rollup::write_window_batch(root, src, &w, &batch).unwrap();
+}
+
+fn fixture_with(auth: Auth, tweak: impl FnOnce(&mut Config)) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.output.rollup_dir = dir.path().join("rollups");
+    cfg.decisions.log_dir = dir.path().join("decisions");
+    cfg.gates.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/gates");
+    cfg.gates.params = toml::from_str(
+        r#"
+required_tags = ["team", "environment"]
+allowed_regions = []
+min_test_pass_rate = 0.95
+max_security_findings = { critical = 0, high = 0 }
+"#,
+    )
+    .unwrap();
+    tweak(&mut cfg);
+    let now = chrono::Utc::now().timestamp_millis();
+    let start = (now - HOUR_MS) / 60_000 * 60_000;
+    write_rollup(&cfg.output.rollup_dir, "acme", "ai", 3.0, start, 0);
+    write_rollup(&cfg.output.rollup_dir, "globex", "ml", 7.0, start, 100);
+    let log = DecisionLog::open(
+        &cfg.decisions.log_dir,
+        Key::new("k1", SECRET).unwrap(),
+        LogOptions::default(),
+    )
+    .unwrap();
+    let telemetry = Arc::new(Telemetry::default());
+    let registry = prometheus::Registry::new();
+    telemetry.register(&registry).unwrap();
+    let engine = load_gate_engine(&cfg, gate_data_params()).unwrap();
+    let state = AppState::new(
+        cfg,
+        auth,
+        telemetry,
+        registry,
+        Arc::new(Mutex::new(log)),
+        engine,
+    )
+    .unwrap();
+    let app = router(state.clone());
+    Fx { dir, state, app }
+}
+
+fn fixture() -> Fx {
+    fixture_with(tokens(), |_| {})
+}
+
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Value,
+    text: String,
+}
+
+async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>, body: Option<&str>) -> Answer {
+    call_with(app, method, uri, token, body, &[]).await
+}
+
+async fn call_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = Request::builder()
+        .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
+        .uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let content_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        content_type,
+        body,
+        text,
+    }
+}
+
+fn assert_problem(a: &Answer, status: StatusCode) {
+    assert_eq!(a.status, status, "{}", a.text);
+    assert_eq!(a.content_type, problem::PROBLEM_JSON, "{}", a.text);
+    assert_eq!(a.body["status"], json!(status.as_u16()));
+    assert!(
+        !a.body["detail"].as_str().unwrap_or_default().is_empty(),
+        "{}",
+        a.text
+    );
+}
+
+const SEED_OK: &str = r#"{"unit_cost_usd": 0.3, "cost_tags": {"team": "ai", "environment": "dev"}}"#;
+const SEED_DENY: &str = r#"{"unit_cost_usd": 0.6}"#;
+
+fn inference_event(tenant: &str) -> String {
+    json!({
+        "event_id": "e-1", "ts": "2026-11-22T10:00:00Z", "tenant": tenant, "kind": "inference",
+        "tags": {"team": "ai", "environment": "prod"},
+        "model": "gpt-4o", "input_tokens": 10, "output_tokens": 5, "duration_ms": 12
+    })
+    .to_string()
+}
+
+fn event_for(path: &str, tenant: &str) -> String {
+    match path {
+        "/v1/metrics/training" => json!({
+            "event_id": "t-1", "ts": "2026-11-22T10:00:00Z", "tenant": tenant,
+            "tags": {"team": "ai", "environment": "prod"},
+            "model": "llama", "gpu_type": "H100", "gpu_count": 8, "duration_hours": 1.5
+        })
+        .to_string(),
+        "/v1/nodes/heartbeat" => json!({
+            "event_id": "h-1", "ts": "2026-11-22T10:00:00Z", "tenant": tenant,
+            "node_id": "n1", "region": "eu-north-1"
+        })
+        .to_string(),
+        _ => inference_event(tenant),
+    }
+}
+
+/// A valid request for each protected route (method, path), as `tenant`.
+fn request_for(method: &str, path: &str, tenant: &str) -> (String, Option<String>) {
+    match (method, path) {
+        ("post", "/v1/gates/policy-check") => (path.into(), Some(SEED_OK.into())),
+        ("post", "/v1/events") => (path.into(), Some(format!("[{}]", inference_event(tenant)))),
+        ("post", p) if p.starts_with("/v1/metrics/") || p == "/v1/nodes/heartbeat" => {
+            (path.into(), Some(event_for(path, tenant)))
+        }
+        ("post", "/v1/query") => (path.into(), Some(r#"{"sql": "SELECT 1 AS one"}"#.into())),
+        _ => (path.into(), None),
+    }
+}
+
+const OPEN: [&str; 3] = ["/healthz", "/readyz", "/openapi.yaml"];
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_spec() {
+    // The spec's paths and their methods, read line by line (two-space
+    // indented path keys under `paths:`, four-space method keys).
+    let mut spec: HashMap<String, Vec<String>> = HashMap::new();
+    let mut in_paths = false;
+    let mut current = None;
+    for line in OPENAPI_YAML.lines() {
+        if line == "paths:" {
+            in_paths = true;
+            continue;
+        }
+        if in_paths && !line.starts_with(' ') && !line.is_empty() {
+            break;
+        }
+        if let Some(p) = line.strip_prefix("  /") {
+            let p = format!("/{}", p.trim_end_matches(':'));
+            spec.entry(p.clone()).or_default();
+            current = Some(p);
+        } else if let Some(m) = line.strip_prefix("    ") {
+            let m = m.trim_end_matches(':');
+            if ["get", "post", "put", "delete", "patch"].contains(&m) {
+                spec.get_mut(current.as_ref().unwrap()).unwrap().push(m.to_string());
+            }
+        }
+    }
+    let routes: Vec<(String, String)> = routes()
+        .into_iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    for (m, p) in &routes {
+        assert!(
+            spec.get(p).is_some_and(|ms| ms.contains(m)),
+            "{m} {p} is served but missing from schemas/openapi.yaml"
+        );
+    }
+    for (p, ms) in &spec {
+        for m in ms {
+            assert!(
+                routes.contains(&(m.clone(), p.clone())),
+                "{m} {p} is in schemas/openapi.yaml but not served"
+            );
+        }
+    }
+    // And the served copy is the file.
+    let fx = fixture();
+    let a = call(&fx.app, "get", "/openapi.yaml", None, None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.text, OPENAPI_YAML);
+}
+
+#[tokio::test]
+async fn auth_matrix_no_token_wrong_scope_other_tenant() {
+    let fx = fixture();
+    for (method, path, _) in routes() {
+        if OPEN.contains(&path) {
+            let a = call(&fx.app, method, path, None, None).await;
+            assert_ne!(a.status, StatusCode::UNAUTHORIZED, "{path} must be open");
+            continue;
+        }
+        let (uri, body) = request_for(method, path, "acme");
+        let none = call(&fx.app, method, &uri, None, body.as_deref()).await;
+        assert_problem(&none, StatusCode::UNAUTHORIZED);
+        let unknown = call(&fx.app, method, &uri, Some("not-a-known-token-123"), body.as_deref()).await;
+        assert_problem(&unknown, StatusCode::UNAUTHORIZED);
+        let scopeless = call(&fx.app, method, &uri, Some(ACME_NONE), body.as_deref()).await;
+        assert_problem(&scopeless, StatusCode::FORBIDDEN);
+        // The other tenant: asking for acme's data (or writing it) as globex.
+        let other = match (method, path) {
+            ("get", "/metrics") => call(&fx.app, method, &uri, Some(ACME), None).await,
+            ("post", "/v1/gates/policy-check") => {
+                let b = r#"{"unit_cost_usd": 0.1, "tenant": "acme"}"#;
+                call(&fx.app, method, &uri, Some(GLOBEX), Some(b)).await
+            }
+            ("post", "/v1/query") => {
+                // No tenant parameter to abuse: the table is scoped instead.
+                let b = r#"{"sql": "SELECT DISTINCT tenant FROM rollups"}"#;
+                let a = call(&fx.app, method, &uri, Some(GLOBEX), Some(b)).await;
+                assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+                assert_eq!(a.body["rows"], json!([{"tenant": "globex"}]));
+                continue;
+            }
+            ("post", _) => call(&fx.app, method, &uri, Some(GLOBEX), body.as_deref()).await,
+            ("get", _) => {
+                let sep = if uri.contains('?') { '&' } else { '?' };
+                call(&fx.app, method, &format!("{uri}{sep}tenant=acme"), Some(GLOBEX), None).await
+            }
+            _ => unreachable!(),
+        };
+        assert_problem(&other, StatusCode::FORBIDDEN);
+    }
+}
+
+#[tokio::test]
+async fn reads_only_ever_show_the_callers_tenant() {
+    let fx = fixture();
+    // A decision for each tenant.
+    let a = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_OK)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let g = call(&fx.app, "post", "/v1/gates/policy-check", Some(GLOBEX), Some(SEED_DENY)).await;
+    assert_eq!(g.status, StatusCode::OK, "{}", g.text);
+
+    let m = call(&fx.app, "get", "/v1/metrics", Some(GLOBEX), None).await;
+    assert_eq!(m.status, StatusCode::OK, "{}", m.text);
+    assert_eq!(m.body["tenant"], json!("globex"));
+    assert_eq!(m.body["total"]["cost_usd"], json!(7.0));
+    assert_eq!(m.body["by_team"][0]["team"], json!("ml"));
+    assert_eq!(m.body["by_team"].as_array().unwrap().len(), 1);
+
+    let u = call(&fx.app, "get", "/v1/usage", Some(ACME), None).await;
+    assert_eq!(u.status, StatusCode::OK, "{}", u.text);
+    assert_eq!(u.body["total"]["cost_usd"], json!(3.0));
+    assert!(u.body["windows"].as_array().unwrap().iter().all(|w| w["tenant"] == "acme"));
+
+    let d = call(&fx.app, "get", "/v1/decisions", Some(GLOBEX), None).await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.text);
+    let ds = d.body["decisions"].as_array().unwrap();
+    assert_eq!(ds.len(), 1);
+    assert!(ds[0]["subject"].as_str().unwrap().starts_with("tenant=globex/"));
+}
+
+#[tokio::test]
+async fn gate_seed_examples_signed_and_logged() {
+    let fx = fixture();
+    let ok = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_OK)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(ok.body["allow"], json!(true));
+    assert_eq!(ok.body["violations"], json!([]));
+    assert_eq!(ok.body["key_id"], json!("k1"));
+    assert_eq!(ok.body["signature"].as_str().unwrap().len(), 64);
+
+    let deny = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_DENY)).await;
+    assert_eq!(deny.status, StatusCode::OK, "{}", deny.text);
+    assert_eq!(deny.body["allow"], json!(false));
+    let rules: Vec<&str> = deny.body["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["required-cost-tags", "unit-cost-cap"]);
+
+    // Both answers are in the log, durable and verifiable, with the same
+    // signature the caller got.
+    let ring = KeyRing::new(Some(Key::new("k1", SECRET).unwrap()), Vec::new()).unwrap();
+    let report = tollgate_decision_log::verify_dir(&fx.state.decisions_dir, &ring).unwrap();
+    assert!(report.first_bad.is_none());
+    assert_eq!(report.records, 2);
+    let page = call(&fx.app, "get", "/v1/decisions?policy=gate&verdict=deny", Some(ACME), None).await;
+    let logged = &page.body["decisions"][0];
+    assert_eq!(logged["decision_id"], deny.body["decision_id"]);
+    assert_eq!(logged["signature"], deny.body["signature"]);
+    assert_eq!(logged["observed"]["unit_cost_usd"], json!(0.6));
+    assert_eq!(logged["observed"]["context"]["tenant"], json!("acme"));
+}
+
+#[tokio::test]
+async fn gate_idempotency_key_returns_the_recorded_answer() {
+    let fx = fixture();
+    let key = [("idempotency-key", "release-42")];
+    let first = call_with(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_DENY), &key).await;
+    let again = call_with(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_DENY), &key).await;
+    assert_eq!(first.body["decision_id"], again.body["decision_id"]);
+    assert_eq!(first.body["signature"], again.body["signature"]);
+    assert_eq!(again.body["replayed"], json!(true));
+    assert_eq!(first.body["violations"], again.body["violations"]);
+    let changed = call_with(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_OK), &key).await;
+    assert_problem(&changed, StatusCode::CONFLICT);
+    let bad_key = [("idempotency-key", "has space")];
+    let bad = call_with(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_OK), &bad_key).await;
+    assert_problem(&bad, StatusCode::BAD_REQUEST);
+    let ring = KeyRing::new(Some(Key::new("k1", SECRET).unwrap()), Vec::new()).unwrap();
+    let report = tollgate_decision_log::verify_dir(&fx.state.decisions_dir, &ring).unwrap();
+    assert_eq!(report.records, 1);
+}
+
+#[tokio::test]
+async fn gate_judges_live_team_spend() {
+    let fx = fixture();
+    let now = chrono::Utc::now().timestamp_millis();
+    let month = month_start_ms(now);
+    let mut closed = Ledger::default();
+    let spent = Totals {
+        cost_usd: 9_990.0,
+        events: 100,
+        ..Totals::default()
+    };
+    closed.add_month("acme", Some("ai"), month, &spent);
+    let start = now / 60_000 * 60_000;
+    let open = OpenWindow {
+        start_ms: start,
+        end_ms: start + 60_000,
+        totals: Totals {
+            cost_usd: 95.0,
+            events: 5,
+            ..Totals::default()
+        },
+    };
+    fx.state.telemetry.live.publish(LiveSnapshot {
+        as_of_ms: now,
+        closed,
+        open: HashMap::from([(("acme".to_string(), Some("ai".to_string())), BTreeMap::from([(start, open)]))]),
+    });
+    let body = r#"{"unit_cost_usd": 0.1, "cost_tags": {"team": "ai", "environment": "prod"}, "projected_spend_usd": 10}"#;
+    let a = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(body)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body["allow"], json!(false));
+    let rules: Vec<&str> = a.body["violations"].as_array().unwrap().iter().map(|v| v["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["team-monthly-budget", "team-window-spend"]);
+    assert_eq!(a.body["context"]["window"]["spend_usd"], json!(95.0));
+    assert_eq!(a.body["context"]["month"]["spend_usd"], json!(10_085.0));
+    // Another team of the same tenant is not affected.
+    let other = r#"{"unit_cost_usd": 0.1, "cost_tags": {"team": "web", "environment": "prod"}, "projected_spend_usd": 10}"#;
+    let b = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(other)).await;
+    assert_eq!(b.body["allow"], json!(true), "{}", b.text);
+    // The live usage shows the open window.
+    let u = call(&fx.app, "get", "/v1/usage?team=ai", Some(ACME), None).await;
+    let live: Vec<&Value> = u.body["windows"].as_array().unwrap().iter().filter(|w| w["source"] == "live").collect();
+    assert_eq!(live.len(), 1, "{}", u.text);
+    assert_eq!(u.body["total"]["cost_usd"], json!(98.0));
+}
+
+#[tokio::test]
+async fn gate_rejects_bad_bodies_with_reasons() {
+    let fx = fixture();
+    for (body, status, needle) in [
+        ("{not json", StatusCode::BAD_REQUEST, "not valid JSON"),
+        (r#"{"unit_cost": 0.3}"#, StatusCode::UNPROCESSABLE_ENTITY, "unknown field `unit_cost`"),
+        (r#"{"cost_tags": {}}"#, StatusCode::UNPROCESSABLE_ENTITY, "unit_cost_usd"),
+        (r#"{"unit_cost_usd": -1}"#, StatusCode::UNPROCESSABLE_ENTITY, "unit_cost_usd"),
+        (r#"{"unit_cost_usd": "cheap"}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid type"),
+    ] {
+        let a = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(body)).await;
+        assert_problem(&a, status);
+        assert!(a.body["detail"].as_str().unwrap().contains(needle), "{}", a.text);
+    }
+}
+
+#[tokio::test]
+async fn ingest_validates_every_item_before_producing() {
+    let fx = fixture();
+    let bad = json!({"event_id": "x", "ts": "2026-11-22T10:00:00Z", "tenant": "acme", "kind": "inference",
+                     "model": "m", "input_tokens": -1, "output_tokens": 1, "duration_ms": 1});
+    let body = format!("{}\n{}\n{{nope\n", inference_event("acme"), bad);
+    let a = call(&fx.app, "post", "/v1/events", Some(ACME), Some(&body)).await;
+    assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY);
+    let errors = a.body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{}", a.text);
+    assert_eq!(errors[0]["index"], json!(1));
+    assert!(errors[0]["error"].as_str().unwrap().contains("input_tokens"));
+    assert_eq!(errors[1]["index"], json!(2));
+    let single = call(&fx.app, "post", "/v1/metrics/inference", Some(ACME), Some("{nope")).await;
+    assert_problem(&single, StatusCode::BAD_REQUEST);
+    let wrong_kind = call(&fx.app, "post", "/v1/nodes/heartbeat", Some(ACME), Some(&inference_event("acme"))).await;
+    assert_problem(&wrong_kind, StatusCode::UNPROCESSABLE_ENTITY);
+    let empty = call(&fx.app, "post", "/v1/events", Some(ACME), Some("[]")).await;
+    assert_problem(&empty, StatusCode::UNPROCESSABLE_ENTITY);
+    let not_array = call(&fx.app, "post", "/v1/events", Some(ACME), Some("[1,")).await;
+    assert_problem(&not_array, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn query_is_read_only_and_bounded() {
+    let fx = fixture_with(tokens(), |c| c.http.max_query_rows = 3);
+    let ok = call(&fx.app, "post", "/v1/query", Some(ACME), Some(r#"{"sql": "SELECT team, sum(cost_usd) AS spend FROM rollups GROUP BY team"}"#)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(ok.body["rows"], json!([{"team": "ai", "spend": 3.0}]));
+    assert_eq!(ok.body["columns"], json!(["team", "spend"]));
+    for sql in [
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO rollups SELECT * FROM rollups",
+        "SET datafusion.execution.batch_size = 1",
+        "SELECT * FROM history",
+        "SELEC 1",
+    ] {
+        let body = json!({"sql": sql}).to_string();
+        let a = call(&fx.app, "post", "/v1/query", Some(ACME), Some(&body)).await;
+        assert_problem(&a, StatusCode::BAD_REQUEST);
+    }
+    let many = json!({"sql": "SELECT * FROM (VALUES (1), (2), (3), (4), (5)) AS t(x)"}).to_string();
+    let a = call(&fx.app, "post", "/v1/query", Some(ACME), Some(&many)).await;
+    assert_eq!(a.body["row_count"], json!(3));
+    assert_eq!(a.body["truncated"], json!(true));
+}
+
+/// A query that runs far longer than any deadline in these tests.
+const SLOW_SQL: &str = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 1000000000) SELECT count(*) FROM t";
+
+#[tokio::test]
+async fn limits_answer_413_408_and_503_as_problems() {
+    let fx = fixture_with(tokens(), |c| c.http.max_body_bytes = 1000);
+    let big = format!(r#"{{"unit_cost_usd": 0.1, "cost_tags": {{"x": "{}"}}}}"#, "a".repeat(2000));
+    let a = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(&big)).await;
+    assert_problem(&a, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let slow = json!({"sql": SLOW_SQL}).to_string();
+    let fx = fixture_with(tokens(), |c| c.http.query_timeout_ms = 200);
+    let a = call(&fx.app, "post", "/v1/query", Some(ACME), Some(&slow)).await;
+    assert_problem(&a, StatusCode::REQUEST_TIMEOUT);
+    assert!(a.body["detail"].as_str().unwrap().contains("query_timeout_ms"));
+
+    let fx = fixture_with(tokens(), |c| c.http.request_timeout_ms = 200);
+    let a = call(&fx.app, "post", "/v1/query", Some(ACME), Some(&slow)).await;
+    assert_problem(&a, StatusCode::REQUEST_TIMEOUT);
+    assert!(a.body["detail"].as_str().unwrap().contains("request_timeout_ms"));
+
+    let fx = fixture_with(tokens(), |c| c.http.max_concurrency = 1);
+    let app = fx.app.clone();
+    let busy = tokio::spawn(async move { call(&app, "post", "/v1/query", Some(ACME), Some(&slow)).await });
+    // Wait until the slow query holds the only slot.
+    let mut shed = None;
+    for _ in 0..100 {
+        let a = call(&fx.app, "get", "/healthz", None, None).await;
+        if a.status == StatusCode::SERVICE_UNAVAILABLE {
+            shed = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shed = shed.expect("a second request while one is in flight is shed");
+    assert_problem(&shed, StatusCode::SERVICE_UNAVAILABLE);
+    busy.abort();
+}
+
+#[tokio::test]
+async fn not_found_and_wrong_method_are_problems() {
+    let fx = fixture();
+    assert_problem(&call(&fx.app, "get", "/v1/nope", None, None).await, StatusCode::NOT_FOUND);
+    assert_problem(&call(&fx.app, "get", "/v1/gates/policy-check", None, None).await, StatusCode::METHOD_NOT_ALLOWED);
+    assert_problem(&call(&fx.app, "get", "/v1/usage?from=yesterday", Some(ACME), None).await, StatusCode::BAD_REQUEST);
+    assert_problem(&call(&fx.app, "get", "/v1/usage?colour=red", Some(ACME), None).await, StatusCode::BAD_REQUEST);
+    assert_problem(&call(&fx.app, "get", "/v1/decisions?limit=0", Some(ACME), None).await, StatusCode::BAD_REQUEST);
+    assert_problem(&call(&fx.app, "get", "/v1/decisions?cursor=zzz", Some(ACME), None).await, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn decisions_paginate_without_gaps_or_repeats() {
+    let fx = fixture();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let body = if i % 2 == 0 { SEED_OK } else { SEED_DENY };
+        let a = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(body)).await;
+        ids.push(a.body["decision_id"].clone());
+    }
+    let mut seen = Vec::new();
+    let mut uri = "/v1/decisions?limit=2".to_string();
+    loop {
+        let p = call(&fx.app, "get", &uri, Some(ACME), None).await;
+        assert_eq!(p.status, StatusCode::OK, "{}", p.text);
+        for d in p.body["decisions"].as_array().unwrap() {
+            seen.push(d["decision_id"].clone());
+        }
+        match p.body["next_cursor"].as_str() {
+            Some(c) => uri = format!("/v1/decisions?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let denies = call(&fx.app, "get", "/v1/decisions?verdict=deny", Some(ACME), None).await;
+    assert_eq!(denies.body["decisions"].as_array().unwrap().len(), 2);
+    let future = call(&fx.app, "get", "/v1/decisions?since=2999-01-01T00:00:00Z", Some(ACME), None).await;
+    assert_eq!(future.body["decisions"], json!([]));
+}
+
+#[tokio::test]
+async fn metrics_need_admin_and_count_requests() {
+    let fx = fixture();
+    call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_DENY)).await;
+    let m = call(&fx.app, "get", "/metrics", Some(ACME_ADMIN), None).await;
+    assert_eq!(m.status, StatusCode::OK, "{}", m.text);
+    assert!(m.content_type.starts_with("text/plain"));
+    assert!(m.text.contains(r#"tollgate_http_requests_total{method="POST",route="/v1/gates/policy-check",status="200"} 1"#), "{}", m.text);
+    assert!(m.text.contains(r#"tollgate_decisions_total{policy="gate",verdict="deny"} 1"#), "{}", m.text);
+    assert!(m.text.contains("tollgate_events_total{kind=\"inference\",outcome=\"accepted\"} 0"));
+    assert!(m.text.contains("# TYPE tollgate_http_request_duration_seconds histogram"));
+}
+
+#[tokio::test]
+async fn readyz_reports_each_check() {
+    let fx = fixture();
+    let a = call(&fx.app, "get", "/readyz", None, None).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.body["checks"]["pipeline_running"], json!(false));
+    let h = &fx.state.telemetry.live.health;
+    h.running.store(true, std::sync::atomic::Ordering::Relaxed);
+    h.broker_up.store(true, std::sync::atomic::Ordering::Relaxed);
+    h.assigned.store(3, std::sync::atomic::Ordering::Relaxed);
+    h.stats_at_ms.store(1, std::sync::atomic::Ordering::Relaxed);
+    *h.lag.lock().unwrap() = BTreeMap::from([(("t".to_string(), 0), 5)]);
+    let a = call(&fx.app, "get", "/readyz", None, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    *h.lag.lock().unwrap() = BTreeMap::from([(("t".to_string(), 0), 1_000_000)]);
+    let a = call(&fx.app, "get", "/readyz", None, None).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.body["checks"]["lag_under_bound"], json!(false));
+}
+
+#[tokio::test]
+async fn serves_over_a_real_socket() {
+    let fx = fixture();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(serve(listener, fx.app.clone(), std::future::pending()));
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let req = format!(
+            "POST /v1/gates/policy-check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{SEED_DENY}",
+            SEED_DENY.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let body: Value = serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["allow"], json!(false));
+    server.abort();
+    drop(fx.dir);
+}

@@ -240,7 +240,8 @@ impl Live {
         self.seed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub(crate) fn publish(&self, s: LiveSnapshot) {
+    /// Replace the snapshot (the consumer does this; tests and tools may too).
+    pub fn publish(&self, s: LiveSnapshot) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
     }
 }
