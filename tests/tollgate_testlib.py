@@ -7,6 +7,9 @@ import json
 import os
 import re
 import signal
+import socket
+import urllib.error
+import urllib.request
 import subprocess
 import time
 import tomllib
@@ -195,6 +198,24 @@ def assert_rollups_equal(expected, actual):
             assert abs(a[i] - e[i]) <= 1e-9 * max(1.0, abs(e[i])), f"{k}: {name} {a[i]} != {e[i]}"
 
 
+# Static API tokens of the tests (AUTH_TOKENS_JSON).
+TOKEN_ACME = "acme-writer-reader-0001"
+TOKEN_ADMIN = "acme-admin-token-00001"
+TOKEN_GLOBEX = "globex-writer-reader-01"
+_ALL = ["ingest.write", "gates.check", "usage.read", "decisions.read", "query.run"]
+TEST_TOKENS = {
+    TOKEN_ACME: {"tenant": "acme", "scopes": _ALL, "subject": "acme-ci"},
+    TOKEN_ADMIN: {"tenant": "acme", "scopes": ["admin"], "subject": "prometheus"},
+    TOKEN_GLOBEX: {"tenant": "globex", "scopes": _ALL, "subject": "globex-ci"},
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Pipeline:
     """One isolated tollgate setup: its own topics, group and directories."""
 
@@ -204,13 +225,18 @@ class Pipeline:
         text = text.replace('"tollgate.', f'"t{uid}.')
         text = re.sub(r'(?m)^brokers = .*$', f'brokers = "{brokers}"', text)
         text = re.sub(r'(?m)^group_id = .*$', f'group_id = "g{uid}"', text)
+        # Every pipeline serves its API on its own free port.
+        self.http_port = free_port()
+        text = re.sub(r'(?m)^listen = .*$', f'listen = "127.0.0.1:{self.http_port}"', text)
+        text = re.sub(r'(?m)^\[kafka\]$', "[kafka]\nstatistics_interval_ms = 1000", text)
         self.config = self.tmp / "pipeline.toml"
         self.config.write_text(text)
         self.rollups = self.tmp / "rollups"
         self.late = self.tmp / "late"
         self.decisions = self.tmp / "decisions"
         # Decisions are signed; tollgate refuses to run without a secret.
-        self.env = {**os.environ, "SAVE_HMAC_SECRET": TEST_SECRET, "SAVE_HMAC_KEY_ID": TEST_KEY_ID}
+        self.env = {**os.environ, "SAVE_HMAC_SECRET": TEST_SECRET, "SAVE_HMAC_KEY_ID": TEST_KEY_ID,
+                    "AUTH_MODE": "static", "AUTH_TOKENS_JSON": json.dumps(TEST_TOKENS)}
         self.book = PriceBook(self.config)
         self.topics = {k: f"t{uid}.{k}" for k in ("inference", "training", "heartbeat", "dlq", "decisions")}
         self.partitions = 3
@@ -254,6 +280,40 @@ class Pipeline:
             proc.kill()
             raise AssertionError(f"pipeline did not drain in {timeout}s; log:\n{self.log_tail()}")
         assert rc == 0, f"pipeline exited {rc}; log:\n{self.log_tail()}"
+
+    def api(self, method, path, token=None, body=None, headers=None, timeout=30):
+        """(status, headers, body bytes) of one request to the pipeline's API."""
+        data = body.encode() if isinstance(body, str) else body
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def api_json(self, method, path, token=None, body=None, expect=200, **kw):
+        status, _, raw = self.api(method, path, token, body, **kw)
+        assert status == expect, f"{method} {path}: {status} {raw[:500]!r}"
+        return json.loads(raw)
+
+    def wait_api(self, path="/healthz", expect=200, timeout=90):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            try:
+                last = self.api("GET", path, timeout=5)
+                if last[0] == expect:
+                    return json.loads(last[2])
+            except OSError as e:
+                last = e
+            time.sleep(0.5)
+        raise AssertionError(f"{path} did not answer {expect} in {timeout}s: {last}; log:\n{self.log_tail()}")
 
     def log_tail(self, n=60):
         p = self.tmp / "run.log"
