@@ -65,10 +65,13 @@ pub fn month_start_ms(ms: i64) -> i64 {
 /// `(tenant, team)`; `team` is `None` for untagged usage.
 pub type TeamKey = (String, Option<String>);
 
+type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Month totals per team: tenant → team → month start (ms) → totals.
+/// Untagged usage (no team) is kept under the empty team name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ledger {
-    tenants: HashMap<String, HashMap<Option<String>, BTreeMap<i64, Totals>>>,
+    tenants: FastMap<String, FastMap<String, BTreeMap<i64, Totals>>>,
 }
 
 impl Ledger {
@@ -84,13 +87,14 @@ impl Ledger {
     }
 
     fn slot(&mut self, tenant: &str, team: Option<&str>, month: i64) -> &mut Totals {
-        // Look up by &str first: no allocation for a known team.
-        if !self.tenants.contains_key(tenant) {
-            self.tenants.insert(tenant.to_string(), HashMap::new());
-        }
-        let teams = self.tenants.get_mut(tenant).expect("inserted above");
-        let key = team.map(str::to_string);
-        teams.entry(key).or_default().entry(month).or_default()
+        // By reference: keys are allocated only for a new tenant or team.
+        self.tenants
+            .entry_ref(tenant)
+            .or_default()
+            .entry_ref(team.unwrap_or(""))
+            .or_default()
+            .entry(month)
+            .or_default()
     }
 
     /// Drop months before `keep_from_ms`.
@@ -107,7 +111,7 @@ impl Ledger {
     pub fn month(&self, tenant: &str, team: Option<&str>, month_ms: i64) -> Totals {
         self.tenants
             .get(tenant)
-            .and_then(|t| t.get(&team.map(str::to_string)))
+            .and_then(|t| t.get(team.unwrap_or("")))
             .and_then(|m| m.get(&month_ms))
             .copied()
             .unwrap_or_default()
@@ -258,6 +262,11 @@ impl LiveWriter {
             ledger: live.take_seed(),
             last: None,
         }
+    }
+
+    /// Is anyone reading the live state (`refresh` non-zero)?
+    pub fn enabled(&self, live: &Live) -> bool {
+        !live.refresh.is_zero()
     }
 
     pub fn due(&self, live: &Live, now: Instant) -> bool {

@@ -3,7 +3,6 @@
 //! when `/metrics` is scraped; histograms and labelled counters are updated
 //! once per window or commit, never per event.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -69,16 +68,24 @@ pub const OTHER: &str = "_other";
 /// Spend, carbon and tokens by tenant, team and model, counted from each
 /// closed window's rows. At most `cap` label sets; the rest are added to
 /// the `_other` series, so totals stay right while cardinality is bounded.
+/// Each label set's counters are looked up once and cached by a 128-bit
+/// hash of the labels, so a row costs one hash and four atomic adds.
 pub struct Business {
-    cost: IntCounterVecF,
-    carbon: IntCounterVecF,
+    cost: prometheus::CounterVec,
+    carbon: prometheus::CounterVec,
     tokens: IntCounterVec,
     cap: usize,
-    admitted: Mutex<HashSet<(String, String, String)>>,
+    series: Mutex<hashbrown::HashMap<u128, Series, foldhash::fast::RandomState>>,
+    other: Series,
 }
 
-/// `prometheus::CounterVec` (f64 counters).
-type IntCounterVecF = prometheus::CounterVec;
+#[derive(Clone)]
+struct Series {
+    cost: prometheus::Counter,
+    carbon: prometheus::Counter,
+    input: IntCounter,
+    output: IntCounter,
+}
 
 impl Business {
     fn new(cap: usize) -> Self {
@@ -86,55 +93,78 @@ impl Business {
         let f = |name: &str, help: &str| {
             prometheus::CounterVec::new(Opts::new(name, help), labels).expect("static metric")
         };
+        let cost = f(
+            "tollgate_cost_usd_total",
+            "Enriched cost of the events in closed windows, USD.",
+        );
+        let carbon = f(
+            "tollgate_carbon_grams_total",
+            "Carbon (grams CO2e) of the events in closed windows.",
+        );
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "tollgate_tokens_total",
+                "Tokens of the events in closed windows, by direction.",
+            ),
+            &["tenant", "team", "model", "direction"],
+        )
+        .expect("static metric");
+        let other = Business::series_of(&cost, &carbon, &tokens, [OTHER, OTHER, OTHER]);
         Business {
-            cost: f(
-                "tollgate_cost_usd_total",
-                "Enriched cost of the events in closed windows, USD.",
-            ),
-            carbon: f(
-                "tollgate_carbon_grams_total",
-                "Carbon (grams CO2e) of the events in closed windows.",
-            ),
-            tokens: IntCounterVec::new(
-                Opts::new(
-                    "tollgate_tokens_total",
-                    "Tokens of the events in closed windows, by direction.",
-                ),
-                &["tenant", "team", "model", "direction"],
-            )
-            .expect("static metric"),
+            cost,
+            carbon,
+            tokens,
             cap,
-            admitted: Mutex::new(HashSet::new()),
+            series: Mutex::default(),
+            other,
+        }
+    }
+
+    fn series_of(
+        cost: &prometheus::CounterVec,
+        carbon: &prometheus::CounterVec,
+        tokens: &IntCounterVec,
+        [a, b, c]: [&str; 3],
+    ) -> Series {
+        Series {
+            cost: cost.with_label_values(&[a, b, c]),
+            carbon: carbon.with_label_values(&[a, b, c]),
+            input: tokens.with_label_values(&[a, b, c, "input"]),
+            output: tokens.with_label_values(&[a, b, c, "output"]),
         }
     }
 
     /// Count one closed window's rows.
     pub fn add_rows<'a>(&self, rows: impl Iterator<Item = (DimsRef<'a>, &'a Measures)>) {
-        let mut admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         for (d, m) in rows {
             if m.cost_usd == 0.0 && m.carbon_g == 0.0 && m.input_tokens + m.output_tokens == 0 {
                 continue;
             }
-            let key = (
-                d.tenant.to_string(),
-                d.team.unwrap_or("").to_string(),
-                d.model.unwrap_or("").to_string(),
-            );
-            let labels: [&str; 3] = if admitted.contains(&key) || admitted.len() < self.cap {
-                admitted.insert(key.clone());
-                [&key.0, &key.1, &key.2]
-            } else {
-                [OTHER, OTHER, OTHER]
+            let (team, model) = (d.team.unwrap_or(""), d.model.unwrap_or(""));
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for part in [d.tenant, team, model] {
+                h.update(part.as_bytes());
+                h.update(&[0xff]);
+            }
+            let key = h.digest128();
+            let s = match series.get(&key) {
+                Some(s) => s,
+                None if series.len() < self.cap => {
+                    let s = Business::series_of(
+                        &self.cost,
+                        &self.carbon,
+                        &self.tokens,
+                        [d.tenant, team, model],
+                    );
+                    series.entry(key).or_insert(s)
+                }
+                None => &self.other,
             };
-            self.cost.with_label_values(&labels).inc_by(m.cost_usd.max(0.0));
-            self.carbon.with_label_values(&labels).inc_by(m.carbon_g.max(0.0));
-            let [a, b, c] = labels;
-            self.tokens
-                .with_label_values(&[a, b, c, "input"])
-                .inc_by(m.input_tokens);
-            self.tokens
-                .with_label_values(&[a, b, c, "output"])
-                .inc_by(m.output_tokens);
+            s.cost.inc_by(m.cost_usd.max(0.0));
+            s.carbon.inc_by(m.carbon_g.max(0.0));
+            s.input.inc_by(m.input_tokens);
+            s.output.inc_by(m.output_tokens);
         }
     }
 }

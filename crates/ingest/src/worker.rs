@@ -565,8 +565,10 @@ impl Worker<'_> {
         for window in closed {
             // The window leaves the open set and enters the ledger here, on
             // this thread, so the next live snapshot counts it exactly once.
-            for (d, m) in window.rows.iter() {
-                self.live.ledger.add_row(window.start_ms, &d, m);
+            if self.live.enabled(&self.t.live) {
+                for (d, m) in window.rows.iter() {
+                    self.live.ledger.add_row(window.start_ms, &d, m);
+                }
             }
             self.t.business.add_rows(window.rows.iter());
             let job = Job::Window {
