@@ -24,7 +24,7 @@ use tollgate_decision_log::{Appended, DecisionLog};
 use tollgate_gate::{GateContext, GateEngine, GateRequest, MonthSpend, WindowSpend};
 use tollgate_ingest::live::{month_start_ms, LiveSnapshot};
 use tollgate_ingest::Telemetry;
-use tracing::{error, info};
+use tracing::{debug, error};
 
 use crate::auth::Scope;
 use crate::problem::Problem;
@@ -234,7 +234,7 @@ async fn check(s: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Respons
         )
         .with("decision_id", json!(d.decision_id)));
     }
-    info!(decision_id = %d.decision_id, tenant = %tenant, team = ?team, verdict = d.verdict.as_str(), reasons = %d.reasons.join("; "), "gate decision");
+    debug!(decision_id = %d.decision_id, tenant = %tenant, team = ?team, verdict = d.verdict.as_str(), reasons = %d.reasons.join("; "), "gate decision");
     let violations: Vec<Value> = if appended.is_new() {
         outcome
             .violations
