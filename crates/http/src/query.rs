@@ -197,6 +197,18 @@ fn measures(r: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
+fn totals_json(t: &tollgate_ingest::live::Totals) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("events".into(), json!(t.events));
+    m.insert("input_tokens".into(), json!(t.input_tokens));
+    m.insert("output_tokens".into(), json!(t.output_tokens));
+    m.insert("cost_usd".into(), json!(t.cost_usd));
+    m.insert("energy_wh".into(), json!(t.energy_wh));
+    m.insert("carbon_g".into(), json!(t.carbon_g));
+    m.insert("gpu_hours".into(), json!(t.gpu_hours));
+    m
+}
+
 fn add_into(acc: &mut Map<String, Value>, m: &Map<String, Value>) {
     for (k, v) in m {
         let sum = acc.get(k).and_then(Value::as_f64).unwrap_or(0.0) + v.as_f64().unwrap_or(0.0);
@@ -209,6 +221,21 @@ fn add_into(acc: &mut Map<String, Value>, m: &Map<String, Value>) {
     }
 }
 
+/// The common start of the range reads: authenticate, parse the range,
+/// settle the tenant, open the scoped session.
+async fn range_read(
+    s: &AppState,
+    headers: &HeaderMap,
+    q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<(RangeParams, Range, Option<String>, SessionContext), Problem> {
+    let who = s.principal(headers, Scope::UsageRead)?;
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let range = q.range()?;
+    let tenant = read_tenant(&who, q.tenant.as_deref())?;
+    let ctx = scoped_session(s, tenant.as_deref(), Some(&range), q.team.as_deref())?;
+    Ok((q, range, tenant, ctx))
+}
+
 /// `GET /v1/metrics`: totals over a time range, and by kind, model and team.
 pub async fn summary(
     State(s): State<Arc<AppState>>,
@@ -216,11 +243,7 @@ pub async fn summary(
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let r = async {
-        let who = s.principal(&headers, Scope::UsageRead)?;
-        let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
-        let range = q.range()?;
-        let tenant = read_tenant(&who, q.tenant.as_deref())?;
-        let ctx = scoped_session(&s, tenant.as_deref(), Some(&range), q.team.as_deref())?;
+        let (_, range, tenant, ctx) = range_read(&s, &headers, q).await?;
         let sql = format!(
             "SELECT kind, coalesce(model, '') AS model, coalesce(team, '') AS team, {MEASURES} \
              FROM rollups GROUP BY 1, 2, 3"
@@ -269,11 +292,7 @@ pub async fn usage(
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let r = async {
-        let who = s.principal(&headers, Scope::UsageRead)?;
-        let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
-        let range = q.range()?;
-        let tenant = read_tenant(&who, q.tenant.as_deref())?;
-        let ctx = scoped_session(&s, tenant.as_deref(), Some(&range), q.team.as_deref())?;
+        let (q, range, tenant, ctx) = range_read(&s, &headers, q).await?;
         let sql = format!(
             "SELECT tenant, team, window_start, window_end, {MEASURES} FROM rollups \
              GROUP BY tenant, team, window_start, window_end ORDER BY window_start, tenant, team"
@@ -302,8 +321,7 @@ pub async fn usage(
             if !(tenant_ok && team_ok) || w.end_ms <= range.from_ms || w.start_ms >= range.to_ms {
                 continue;
             }
-            let m = serde_json::to_value(w.totals).unwrap_or(Value::Null);
-            let Value::Object(m) = m else { continue };
+            let m = totals_json(&w.totals);
             add_into(&mut total, &m);
             let mut o = Map::new();
             o.insert("tenant".into(), json!(t));

@@ -15,42 +15,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, TimeZone, Utc};
-use serde::Serialize;
+pub use tollgate_window::Totals;
 use tollgate_window::{DimsRef, Measures};
-
-/// Additive measures of a set of rollup rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Totals {
-    pub events: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_usd: f64,
-    pub energy_wh: f64,
-    pub carbon_g: f64,
-    pub gpu_hours: f64,
-}
-
-impl Totals {
-    pub fn add_measures(&mut self, m: &Measures) {
-        self.events += m.events;
-        self.input_tokens += m.input_tokens;
-        self.output_tokens += m.output_tokens;
-        self.cost_usd += m.cost_usd;
-        self.energy_wh += m.energy_wh;
-        self.carbon_g += m.carbon_g;
-        self.gpu_hours += m.gpu_hours;
-    }
-
-    pub fn add(&mut self, o: &Totals) {
-        self.events += o.events;
-        self.input_tokens += o.input_tokens;
-        self.output_tokens += o.output_tokens;
-        self.cost_usd += o.cost_usd;
-        self.energy_wh += o.energy_wh;
-        self.carbon_g += o.carbon_g;
-        self.gpu_hours += o.gpu_hours;
-    }
-}
 
 /// Start (ms) of the UTC month holding `ms`.
 pub fn month_start_ms(ms: i64) -> i64 {
@@ -78,7 +44,7 @@ impl Ledger {
     /// Add rows of a window starting at `window_start_ms`.
     pub fn add_row(&mut self, window_start_ms: i64, d: &DimsRef<'_>, m: &Measures) {
         self.slot(d.tenant, d.team, month_start_ms(window_start_ms))
-            .add_measures(m);
+            .add(&Totals::of(m));
     }
 
     /// Add a month total (seeding from the rollup files).
@@ -119,7 +85,7 @@ impl Ledger {
 }
 
 /// One open window of a team, summed over source partitions and kinds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct OpenWindow {
     pub start_ms: i64,
     pub end_ms: i64,
@@ -294,7 +260,7 @@ impl LiveWriter {
                     end_ms: end,
                     totals: Totals::default(),
                 });
-                w.totals.add_measures(m);
+                w.totals.add(&Totals::of(m));
             }
         }
         live.publish(LiveSnapshot {

@@ -10,28 +10,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::{io, list_files, RollupError};
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TeamTotals {
-    pub events: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cost_usd: f64,
-    pub energy_wh: f64,
-    pub carbon_g: f64,
-    pub gpu_hours: f64,
-}
-
-impl TeamTotals {
-    fn add(&mut self, o: &TeamTotals) {
-        self.events += o.events;
-        self.input_tokens += o.input_tokens;
-        self.output_tokens += o.output_tokens;
-        self.cost_usd += o.cost_usd;
-        self.energy_wh += o.energy_wh;
-        self.carbon_g += o.carbon_g;
-        self.gpu_hours += o.gpu_hours;
-    }
-}
+/// Totals of one team (or all).
+pub type TeamTotals = tollgate_window::Totals;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
@@ -86,9 +66,9 @@ pub fn read_summary(root: &Path) -> Result<Summary, RollupError> {
                     team.value(i).to_string()
                 };
                 let row = TeamTotals {
-                    events: events.value(i),
-                    input_tokens: tin.value(i),
-                    output_tokens: tout.value(i),
+                    events: events.value(i).max(0) as u64,
+                    input_tokens: tin.value(i).max(0) as u64,
+                    output_tokens: tout.value(i).max(0) as u64,
                     cost_usd: cost.value(i),
                     energy_wh: energy.value(i),
                     carbon_g: carbon.value(i),

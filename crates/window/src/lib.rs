@@ -130,6 +130,42 @@ struct OpenWindow {
     duplicates: u64,
 }
 
+/// Additive measures of a set of rows (totals across windows, teams, files).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    pub events: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub energy_wh: f64,
+    pub carbon_g: f64,
+    pub gpu_hours: f64,
+}
+
+impl Totals {
+    pub fn of(m: &Measures) -> Totals {
+        Totals {
+            events: m.events,
+            input_tokens: m.input_tokens,
+            output_tokens: m.output_tokens,
+            cost_usd: m.cost_usd,
+            energy_wh: m.energy_wh,
+            carbon_g: m.carbon_g,
+            gpu_hours: m.gpu_hours,
+        }
+    }
+
+    pub fn add(&mut self, o: &Totals) {
+        self.events += o.events;
+        self.input_tokens += o.input_tokens;
+        self.output_tokens += o.output_tokens;
+        self.cost_usd += o.cost_usd;
+        self.energy_wh += o.energy_wh;
+        self.carbon_g += o.carbon_g;
+        self.gpu_hours += o.gpu_hours;
+    }
+}
+
 /// A window handed to the adapter to be written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClosedWindow {
