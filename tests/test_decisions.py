@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 
 from tollgate_testlib import (
     TEST_KEY_ID,
@@ -153,6 +154,18 @@ def test_run_refuses_without_a_secret_and_with_a_broken_policy(tmp_path, tollgat
     assert r.returncode != 0, r.stderr
     assert str(broken) in r.stderr and "no_such_column" in r.stderr, r.stderr
 
+    # A gate module that does not compile stops the start too, naming the file.
+    gates = tmp_path / "gates"
+    shutil.copytree(ROOT / "pipelines" / "gates", gates)
+    (gates / "broken.rego").write_text("package tollgate.gate\nviolations contains {\n")
+    config.write_text((ROOT / "pipelines" / "default.toml").read_text()
+                      .replace('dir = "pipelines/gates"', f'dir = "{gates}"'))
+    r = subprocess.run([str(tollgate_bin), "run", "--config", str(config), "--exit-when-idle", "--http-listen", "127.0.0.1:0",
+                        "--decision-log-dir", str(tmp_path / "decisions"), "--rollup-dir", str(tmp_path / "r")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0, r.stderr
+    assert "broken.rego" in r.stderr and "gate" in r.stderr, r.stderr
+
     t = subprocess.run([str(tollgate_bin), "policy", "test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert t.returncode == 0, t.stdout + t.stderr
     assert re.search(r"PASS: (\d+)/\1", t.stdout), t.stdout
@@ -164,13 +177,25 @@ def test_a_policy_broken_while_running_is_reported_on_reload_and_the_pipeline_ke
 
     from conftest import ROOT
 
+    from tollgate_testlib import free_port
+
     policies = tmp_path / "policies"
     shutil.copytree(ROOT / "pipelines" / "policies", policies)
+    gates = tmp_path / "gates"
+    shutil.copytree(ROOT / "pipelines" / "gates", gates)
     config = tmp_path / "pipeline.toml"
+    port = free_port()
     config.write_text((ROOT / "pipelines" / "default.toml").read_text()
-                      .replace('dir = "pipelines/policies"', f'dir = "{policies}"'))
+                      .replace('dir = "pipelines/policies"', f'dir = "{policies}"')
+                      .replace('dir = "pipelines/gates"', f'dir = "{gates}"')
+                      .replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{port}"'))
     # No broker: the pipeline waits for one, with policies loaded and SIGHUP live.
-    env = {**os.environ, "SAVE_HMAC_SECRET": TEST_SECRET, "KAFKA_BROKERS": "127.0.0.1:1"}
+    env = {**os.environ, "SAVE_HMAC_SECRET": TEST_SECRET, "KAFKA_BROKERS": "127.0.0.1:1", "AUTH_MODE": "none"}
+
+    def gate(body):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/gates/policy-check", data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(tollgate_bin), "run", "--config", str(config),
@@ -202,6 +227,23 @@ def test_a_policy_broken_while_running_is_reported_on_reload_and_the_pipeline_ke
         target.write_text(good)
         proc.send_signal(signal.SIGHUP)
         wait_for("policies reloaded")
+
+        # The gate rules reload with the policies; a broken module keeps the old ones.
+        wait_for("HTTP API listening")
+        before = gate({"unit_cost_usd": 0.45, "cost_tags": {"team": "ai", "environment": "prod"}})
+        assert before["allow"] is True, before
+        (gates / "broken.rego").write_text("package tollgate.gate\nviolations contains {\n")
+        proc.send_signal(signal.SIGHUP)
+        text = wait_for("gate reload failed")
+        assert "broken.rego" in next(x for x in text.splitlines() if "gate reload failed" in x)
+        assert gate({"unit_cost_usd": 0.45, "cost_tags": {"team": "ai", "environment": "prod"}})["policy_revision"] == before["policy_revision"]
+        (gates / "broken.rego").unlink()
+        config.write_text(config.read_text().replace("cap_usd = 0.5", "cap_usd = 0.4"))
+        proc.send_signal(signal.SIGHUP)
+        wait_for("gate rules reloaded")
+        after = gate({"unit_cost_usd": 0.45, "cost_tags": {"team": "ai", "environment": "prod"}})
+        assert after["allow"] is False and after["policy_revision"] != before["policy_revision"], after
+        assert after["violations"][-1]["message"] == "unit cost 0.45 USD exceeds the cap of 0.4 USD", after
     finally:
         proc.kill()
         proc.wait()

@@ -197,7 +197,7 @@ def test_unreachable_broker_is_a_clear_error_not_a_panic(tmp_path, tollgate_bin)
     from tollgate_testlib import ROOT_CONFIG, TEST_SECRET
 
     proc = subprocess.run(
-        [str(tollgate_bin), "run", "--config", ROOT_CONFIG, "--brokers", "127.0.0.1:1", "--exit-when-idle", "--broker-wait-secs", "3",
+        [str(tollgate_bin), "run", "--config", ROOT_CONFIG, "--brokers", "127.0.0.1:1", "--exit-when-idle", "--broker-wait-secs", "3", "--http-listen", "",
          "--rollup-dir", str(tmp_path / "r"), "--late-dir", str(tmp_path / "l"), "--decision-log-dir", str(tmp_path / "d")],
         capture_output=True, text=True, timeout=60, env={**os.environ, "SAVE_HMAC_SECRET": TEST_SECRET},
     )

@@ -174,7 +174,12 @@ fn main() -> Result<()> {
 
     // Peak RSS of the pipeline alone: reset the high-water mark (Linux clear_refs 5).
     std::fs::write("/proc/self/clear_refs", "5").context("reset VmHWM")?;
-    let telemetry = Arc::new(tollgate_ingest::Telemetry::default());
+    // As `tollgate run` with its API on: live snapshots every second and the
+    // business counters.
+    let telemetry = Arc::new(tollgate_ingest::Telemetry::new(
+        tollgate_ingest::live::Live::new(Duration::from_secs(1)),
+        cfg.http.metrics_series_cap,
+    ));
     let opts = RunOptions {
         exit_when_idle: true,
         ..RunOptions::default()
