@@ -156,3 +156,9 @@ def test_http_ingest_gate_reads_and_metrics(pipeline):
     gate = {r["decision_id"]: r for r in records if r["policy"] == "gate"}
     assert gate[deny["decision_id"]]["signature"] == deny["signature"]
     assert gate[ok["decision_id"]]["verdict"] == "allow"
+    # Copied to the decisions topic like the window decisions, byte for byte.
+    lines = {l for l in decision_lines(pipeline.decisions)}
+    published = pipeline.read_topic("decisions", expect=len(records))
+    by_key = {m.key().decode(): m.value().decode() for m in published}
+    for d in (ok, deny):
+        assert by_key.get(d["decision_id"]) in lines, f"gate decision {d['decision_id']} not on the topic"

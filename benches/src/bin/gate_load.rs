@@ -234,6 +234,7 @@ fn main() -> Result<()> {
         registry,
         Arc::new(Mutex::new(log)),
         engine,
+        None,
     )?;
     // The server: the runtime `tollgate run` gives the API.
     let server = tokio::runtime::Builder::new_multi_thread()

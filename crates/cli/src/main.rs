@@ -455,6 +455,7 @@ fn start_api(
         registry,
         decisions.log.clone(),
         gates,
+        Some(tollgate_ingest::DecisionPublisher::new(cfg)?),
     )?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(cfg.http.listen.trim()))

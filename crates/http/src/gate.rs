@@ -23,7 +23,7 @@ use tollgate_decision::{rfc3339_ms, Draft};
 use tollgate_decision_log::{Appended, DecisionLog};
 use tollgate_gate::{GateContext, GateEngine, GateRequest, MonthSpend, WindowSpend};
 use tollgate_ingest::live::{month_start_ms, LiveSnapshot};
-use tollgate_ingest::Telemetry;
+use tollgate_ingest::{DecisionPublisher, Telemetry};
 use tracing::{debug, error};
 
 use crate::auth::Scope;
@@ -86,15 +86,18 @@ pub struct GateService {
 }
 
 impl GateService {
+    /// `publisher`: where new gate decisions are copied after they are
+    /// durable (the decisions topic); `None` keeps them in the log only.
     pub fn new(
         engine: GateEngine,
         log: Arc<Mutex<DecisionLog>>,
         telemetry: Arc<Telemetry>,
+        publisher: Option<DecisionPublisher>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<Pending>(QUEUE);
         std::thread::Builder::new()
             .name("tollgate-gate-log".into())
-            .spawn(move || write_loop(rx, log, telemetry))?;
+            .spawn(move || write_loop(rx, log, telemetry, publisher))?;
         Ok(GateService {
             engine: RwLock::new(Arc::new(engine)),
             tx,
@@ -138,8 +141,13 @@ impl GateService {
 }
 
 /// Group commit: take every pending decision, append them all, fsync once,
-/// answer them all.
-fn write_loop(rx: mpsc::Receiver<Pending>, log: Arc<Mutex<DecisionLog>>, t: Arc<Telemetry>) {
+/// answer them all, then copy the new ones to the decisions topic.
+fn write_loop(
+    rx: mpsc::Receiver<Pending>,
+    log: Arc<Mutex<DecisionLog>>,
+    t: Arc<Telemetry>,
+    publisher: Option<DecisionPublisher>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < 1024 {
@@ -172,6 +180,9 @@ fn write_loop(rx: mpsc::Receiver<Pending>, log: Arc<Mutex<DecisionLog>>, t: Arc<
                     t.decisions
                         .with_label_values(&[&d.policy, d.verdict.as_str()])
                         .inc();
+                    if let Some(p) = &publisher {
+                        p.publish(&d.decision_id, a.line());
+                    }
                 }
             }
             let _ = reply.send(r);

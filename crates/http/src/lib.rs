@@ -79,8 +79,7 @@ pub struct AppState {
 
 impl AppState {
     /// Build the API's state. `log` is the decision log the pipeline also
-    /// appends to; `policy_params` are the window policies' effective
-    /// thresholds (the gate rules read them too).
+    /// appends to; `publisher` copies gate decisions to the decisions topic.
     pub fn new(
         cfg: Config,
         auth: Auth,
@@ -88,9 +87,13 @@ impl AppState {
         registry: prometheus::Registry,
         log: Arc<Mutex<DecisionLog>>,
         gate_engine: tollgate_gate::GateEngine,
+        publisher: Option<tollgate_ingest::DecisionPublisher>,
     ) -> Result<Arc<Self>, HttpError> {
         let http_metrics = HttpMetrics::new(&registry)?;
-        let gates = GateService::new(gate_engine, log, telemetry.clone())
+        if let Some(p) = &publisher {
+            registry.register(Box::new(p.failures()))?;
+        }
+        let gates = GateService::new(gate_engine, log, telemetry.clone(), publisher)
             .map_err(|e| HttpError::Start(format!("cannot start the gate log writer: {e}")))?;
         Ok(Arc::new(AppState {
             ingest: ingest::IngestService::new(&cfg),

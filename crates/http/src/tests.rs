@@ -132,6 +132,7 @@ max_security_findings = { critical = 0, high = 0 }
         registry,
         Arc::new(Mutex::new(log)),
         engine,
+        None,
     )
     .unwrap();
     let app = router(state.clone());

@@ -18,7 +18,7 @@ use rdkafka::ClientConfig;
 use tollgate_config::Config;
 
 pub use admin::{ensure_topics, wait_for_broker};
-pub use decide::Decisions;
+pub use decide::{DecisionPublisher, Decisions};
 pub use metrics::Telemetry;
 pub use stats::{Stats, StatsSnapshot};
 pub use worker::{run_pipeline, RunOptions, RunOutcome};
