@@ -188,7 +188,9 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let worker = {
         let (cfg, telemetry, decisions) = (cfg.clone(), telemetry.clone(), decisions.clone());
-        std::thread::spawn(move || tollgate_ingest::run_pipeline(&cfg, &opts, &telemetry, &decisions))
+        std::thread::spawn(move || {
+            tollgate_ingest::run_pipeline(&cfg, &opts, &telemetry, &decisions)
+        })
     };
     // Time at which the last event was processed: the sentinels close every
     // other window inline, so by then all rollups but the sentinels' are written.

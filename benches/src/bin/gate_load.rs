@@ -244,7 +244,11 @@ fn main() -> Result<()> {
     let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     let router = tollgate_http::router(state);
-    server.spawn(tollgate_http::serve(listener, router, std::future::pending()));
+    server.spawn(tollgate_http::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
 
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -266,8 +270,12 @@ fn main() -> Result<()> {
     let (base_rps, _) =
         client.block_on(closed_loop(addr, args.connections, args.seconds, health))?;
     println!("baseline GET /healthz       : {base_rps:>9.0} req/s");
-    let (gate_rps, mut lat) =
-        client.block_on(closed_loop(addr, args.connections, args.seconds, gate.clone()))?;
+    let (gate_rps, mut lat) = client.block_on(closed_loop(
+        addr,
+        args.connections,
+        args.seconds,
+        gate.clone(),
+    ))?;
     lat.sort();
     println!(
         "POST /v1/gates/policy-check : {gate_rps:>9.0} req/s  (closed loop p50 {:.3} ms, p99 {:.3} ms)",
@@ -293,7 +301,10 @@ fn main() -> Result<()> {
     }
     let answered = (warm.len() + lat.len() + open.len()) as u64;
     if report.records != answered {
-        bail!("{answered} gate answers but {} decisions in the log", report.records);
+        bail!(
+            "{answered} gate answers but {} decisions in the log",
+            report.records
+        );
     }
     println!(
         "decision log: {} records, verified (HMAC + chain)",

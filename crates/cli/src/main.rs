@@ -396,7 +396,9 @@ fn run(
             // The live month totals start from the files already written.
             match rt.block_on(tollgate_http::month_ledger(&cfg.output.rollup_dir)) {
                 Ok(l) => telemetry.live.set_seed(l),
-                Err(e) => warn!(error = %e, "cannot read this month's rollups; live month totals start at zero"),
+                Err(e) => {
+                    warn!(error = %e, "cannot read this month's rollups; live month totals start at zero")
+                }
             }
         }
         let attempt = tollgate_ingest::wait_for_broker(&cfg, max_wait).and_then(|()| {
@@ -447,7 +449,11 @@ fn start_api(
     let params = tollgate_http::policy_params(&decisions.engine());
     let gates = tollgate_http::load_gate_engine(cfg, params)
         .with_context(|| format!("cannot load the gate rules in {}", cfg.gates.dir.display()))?;
-    info!(revision = gates.revision(), modules = gates.modules().len(), "gate rules loaded");
+    info!(
+        revision = gates.revision(),
+        modules = gates.modules().len(),
+        "gate rules loaded"
+    );
     let state = tollgate_http::AppState::new(
         cfg.clone(),
         auth,

@@ -334,9 +334,11 @@ impl Config {
             c.http.listen = listen;
         }
         if let Some(v) = env("MAX_BODY_BYTES").filter(|v| !v.trim().is_empty()) {
-            c.http.max_body_bytes = v.trim().parse().map_err(|_| ConfigError::Invalid(format!(
-                "MAX_BODY_BYTES must be a number of bytes, got {v:?}"
-            )))?;
+            c.http.max_body_bytes = v.trim().parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "MAX_BODY_BYTES must be a number of bytes, got {v:?}"
+                ))
+            })?;
         }
         if let Some(id) = env("TOLLGATE_INSTANCE_ID") {
             c.kafka.instance_id = Some(id);

@@ -278,7 +278,9 @@ impl GateEngine {
             .into_iter()
             .map(|v| {
                 serde_json::from_value::<Violation>(v.clone()).map_err(|_| {
-                    format!("a violation must be {{\"rule\": string, \"message\": string}}, got {v}")
+                    format!(
+                        "a violation must be {{\"rule\": string, \"message\": string}}, got {v}"
+                    )
                 })
             })
             .collect()

@@ -109,7 +109,9 @@ fn carbon_from_request_or_price_book_and_suggests_cleanest() {
     assert_eq!(rules(&o), ["carbon-intensity"]);
     assert!(
         o.violations[0].message.contains("ap-south-1 runs at 700")
-            && o.violations[0].message.contains("cleanest allowed region: eu-north-1"),
+            && o.violations[0]
+                .message
+                .contains("cleanest allowed region: eu-north-1"),
         "{o:?}"
     );
     // The request's own figure wins over the price book.
@@ -211,13 +213,18 @@ fn a_missing_threshold_denies() {
     );
     assert!(!o.allow);
     assert_eq!(rules(&o), ["configuration"]);
-    assert!(o.violations[0].message.contains("\"unit-cost-cap\"].cap_usd"));
+    assert!(o.violations[0]
+        .message
+        .contains("\"unit-cost-cap\"].cap_usd"));
 }
 
 #[test]
 fn a_broken_module_is_named() {
     let mut m = modules();
-    m.push(("broken.rego".into(), "package tollgate.gate\nviolations contains {".into()));
+    m.push((
+        "broken.rego".into(),
+        "package tollgate.gate\nviolations contains {".into(),
+    ));
     let err = GateEngine::compile(m, data()).unwrap_err().to_string();
     assert!(err.starts_with("gate module broken.rego:"), "{err}");
     assert!(matches!(
@@ -266,7 +273,10 @@ fn revision_follows_rules_and_thresholds() {
 fn request_validation_and_strictness() {
     let bad: Result<GateRequest, _> =
         serde_json::from_value(json!({"unit_cost_usd": 0.1, "unit_cost": 0.1}));
-    assert!(bad.unwrap_err().to_string().contains("unknown field `unit_cost`"));
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .contains("unknown field `unit_cost`"));
     let missing: Result<GateRequest, _> = serde_json::from_value(json!({"cost_tags": {}}));
     assert!(missing.unwrap_err().to_string().contains("unit_cost_usd"));
     let neg: GateRequest = serde_json::from_value(json!({"unit_cost_usd": -1.0})).unwrap();

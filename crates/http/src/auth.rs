@@ -127,15 +127,17 @@ impl Auth {
         match mode.trim() {
             "none" => Ok(Auth::None),
             "static" | "" => {
-                let (origin, text) = if let Some(j) = env("AUTH_TOKENS_JSON").filter(|j| !j.trim().is_empty()) {
+                let (origin, text) = if let Some(j) =
+                    env("AUTH_TOKENS_JSON").filter(|j| !j.trim().is_empty())
+                {
                     ("AUTH_TOKENS_JSON".to_string(), j)
-                } else if let Some(path) = env("AUTH_TOKENS_FILE").filter(|p| !p.trim().is_empty()) {
-                    let text = std::fs::read_to_string(&path).map_err(|source| {
-                        AuthConfigError::Read {
+                } else if let Some(path) = env("AUTH_TOKENS_FILE").filter(|p| !p.trim().is_empty())
+                {
+                    let text =
+                        std::fs::read_to_string(&path).map_err(|source| AuthConfigError::Read {
                             path: path.clone(),
                             source,
-                        }
-                    })?;
+                        })?;
                     (path, text)
                 } else {
                     return Ok(Auth::Static(Vec::new()));
@@ -273,7 +275,9 @@ mod tests {
     fn no_tokens_means_nothing_is_allowed() {
         let a = Auth::from_env(|_| None).unwrap();
         assert_eq!(a.mode(), "static");
-        assert!(a.check(Some("Bearer anything-at-all-123"), Scope::UsageRead).is_err());
+        assert!(a
+            .check(Some("Bearer anything-at-all-123"), Scope::UsageRead)
+            .is_err());
         let none = Auth::from_env(|k| (k == "AUTH_MODE").then(|| "none".to_string())).unwrap();
         assert!(none.check(None, Scope::Admin).unwrap().may_access("any"));
     }

@@ -50,21 +50,27 @@ pub async fn search(
             .as_deref()
             .map(|v| {
                 v.parse::<Verdict>().map_err(|_| {
-                    Problem::bad_request(format!("`verdict` must be allow, warn or deny, got {v:?}"))
+                    Problem::bad_request(format!(
+                        "`verdict` must be allow, warn or deny, got {v:?}"
+                    ))
                 })
             })
             .transpose()?;
         let max = s.cfg.http.max_page;
         let limit = q.limit.unwrap_or(100);
         if limit == 0 || limit > max {
-            return Err(Problem::bad_request(format!("`limit` must be within 1..={max}")));
+            return Err(Problem::bad_request(format!(
+                "`limit` must be within 1..={max}"
+            )));
         }
         let after = match q.cursor.as_deref() {
             None => 0,
             Some(c) => c
                 .strip_prefix("r")
                 .and_then(|n| n.parse::<u64>().ok())
-                .ok_or_else(|| Problem::bad_request(format!("`cursor` {c:?} is not one this API returned")))?,
+                .ok_or_else(|| {
+                    Problem::bad_request(format!("`cursor` {c:?} is not one this API returned"))
+                })?,
         };
         let filter = Filter {
             tenant,
@@ -76,11 +82,13 @@ pub async fn search(
         let (found, next) = tokio::task::spawn_blocking(move || scan(&dir, after, limit, &filter))
             .await
             .map_err(|e| Problem::internal(e.to_string()))??;
-        Ok::<_, Problem>(Json(json!({
-            "decisions": found,
-            "next_cursor": next.map(|n| format!("r{n}")),
-        }))
-        .into_response())
+        Ok::<_, Problem>(
+            Json(json!({
+                "decisions": found,
+                "next_cursor": next.map(|n| format!("r{n}")),
+            }))
+            .into_response(),
+        )
     };
     r.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -134,7 +142,11 @@ fn scan(
             })
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(Problem::internal(format!("cannot read the decision log: {e}"))),
+        Err(e) => {
+            return Err(Problem::internal(format!(
+                "cannot read the decision log: {e}"
+            )))
+        }
     };
     segments.sort();
     let mut pos = 0u64;

@@ -49,8 +49,9 @@ pub fn load_gate_engine(
             .map_err(|e| HttpError::GateFiles(format!("cannot read {}: {e}", dir.display())))?
             .path();
         if path.extension().is_some_and(|x| x == "rego") {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| HttpError::GateFiles(format!("cannot read {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                HttpError::GateFiles(format!("cannot read {}: {e}", path.display()))
+            })?;
             modules.push((display_name(&path), text));
         }
     }
@@ -119,18 +120,24 @@ impl GateService {
 
     async fn record(&self, draft: Draft) -> Result<Appended, Problem> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx.try_send(Pending { draft, reply }).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => Problem::unavailable(
-                "too many gate decisions waiting to be recorded; denying, retry later",
-            ),
-            mpsc::TrySendError::Disconnected(_) => {
-                Problem::unavailable("the decision log writer has stopped; denying")
-            }
-        })?;
+        self.tx
+            .try_send(Pending { draft, reply })
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => Problem::unavailable(
+                    "too many gate decisions waiting to be recorded; denying, retry later",
+                ),
+                mpsc::TrySendError::Disconnected(_) => {
+                    Problem::unavailable("the decision log writer has stopped; denying")
+                }
+            })?;
         answer
             .await
             .map_err(|_| Problem::unavailable("the decision log writer has stopped; denying"))?
-            .map_err(|e| Problem::unavailable(format!("the decision could not be recorded, so the gate denies: {e}")))
+            .map_err(|e| {
+                Problem::unavailable(format!(
+                    "the decision could not be recorded, so the gate denies: {e}"
+                ))
+            })
     }
 
     fn fresh_key(&self) -> String {
@@ -236,7 +243,11 @@ async fn check(s: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Respons
     let input = tollgate_gate::gate_input(&req, &ctx);
     let outcome = engine.evaluate(&input);
     let draft = tollgate_gate::draft(&engine, input.clone(), &outcome, &request_key);
-    let appended = s.gates.record(draft).await.map_err(|p| p.with("allow", json!(false)))?;
+    let appended = s
+        .gates
+        .record(draft)
+        .await
+        .map_err(|p| p.with("allow", json!(false)))?;
     let d = appended.decision();
     if !appended.is_new() && !same_request(&d.observed, &input) {
         return Err(Problem::new(
@@ -301,7 +312,11 @@ fn context(live: &LiveSnapshot, tenant: &str, team: Option<&str>) -> GateContext
         events: w.totals.events,
     });
     let m = live.month(tenant, team, month);
-    let as_of = if live.as_of_ms > 0 { live.as_of_ms } else { now_ms };
+    let as_of = if live.as_of_ms > 0 {
+        live.as_of_ms
+    } else {
+        now_ms
+    };
     GateContext {
         tenant: tenant.to_string(),
         team: team.map(str::to_string),

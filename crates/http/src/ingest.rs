@@ -141,7 +141,9 @@ pub async fn events(State(s): State<Arc<AppState>>, h: HeaderMap, body: Bytes) -
         if !errors.is_empty() {
             let n = errors.len();
             let p = if foreign {
-                Problem::forbidden(format!("{n} event(s) belong to another tenant; nothing was produced"))
+                Problem::forbidden(format!(
+                    "{n} event(s) belong to another tenant; nothing was produced"
+                ))
             } else {
                 Problem::unprocessable(format!("{n} invalid event(s); nothing was produced"))
             };
@@ -226,7 +228,11 @@ async fn produce(s: &AppState, items: Vec<Item>) -> Result<Response, Problem> {
         }
     }
     if !failed.is_empty() {
-        warn!(failed = failed.len(), of = items.len(), "HTTP ingest: broker did not acknowledge");
+        warn!(
+            failed = failed.len(),
+            of = items.len(),
+            "HTTP ingest: broker did not acknowledge"
+        );
         return Err(Problem::unavailable(format!(
             "the broker did not acknowledge {} of {} event(s); retry the request (events are de-duplicated by event_id)",
             failed.len(),
@@ -234,9 +240,5 @@ async fn produce(s: &AppState, items: Vec<Item>) -> Result<Response, Problem> {
         ))
         .with("errors", Value::Array(failed)));
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"accepted": items.len()})),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": items.len()}))).into_response())
 }

@@ -39,8 +39,8 @@ use tower::ServiceBuilder;
 pub use auth::{Auth, Principal, Scope};
 pub use gate::{load_gate_engine, GateService};
 pub use metrics::HttpMetrics;
-pub use query::month_ledger;
 use problem::Problem;
+pub use query::month_ledger;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI_YAML: &str = include_str!("../../../schemas/openapi.yaml");
@@ -109,16 +109,19 @@ impl AppState {
     }
 
     /// Authenticate the request for `scope`: 401 or 403 as a problem.
-    pub(crate) fn principal(&self, headers: &HeaderMap, scope: Scope) -> Result<Principal, Problem> {
+    pub(crate) fn principal(
+        &self,
+        headers: &HeaderMap,
+        scope: Scope,
+    ) -> Result<Principal, Problem> {
         let value = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         self.auth.check(value, scope).map_err(|d| match d {
             auth::Denied::Unauthenticated(why) => Problem::new(StatusCode::UNAUTHORIZED, why),
-            auth::Denied::Forbidden(s) => Problem::forbidden(format!(
-                "this token lacks the `{}` scope",
-                s.as_str()
-            )),
+            auth::Denied::Forbidden(s) => {
+                Problem::forbidden(format!("this token lacks the `{}` scope", s.as_str()))
+            }
         })
     }
 }
@@ -165,10 +168,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .service(routed);
     Router::new()
         .fallback_service(limited)
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            metrics::track,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state, metrics::track))
 }
 
 async fn limit_error(err: BoxError) -> Response {
@@ -179,10 +179,9 @@ async fn limit_error(err: BoxError) -> Response {
         )
         .into_response()
     } else if err.is::<tower::load_shed::error::Overloaded>() {
-        let mut r = Problem::unavailable(
-            "too many requests in flight (http.max_concurrency); retry later",
-        )
-        .into_response();
+        let mut r =
+            Problem::unavailable("too many requests in flight (http.max_concurrency); retry later")
+                .into_response();
         r.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         r
@@ -205,7 +204,10 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         ("pipeline_running", h.running.load(Relaxed)),
         ("broker_reachable", h.broker_up.load(Relaxed)),
         ("partitions_assigned", h.assigned.load(Relaxed) > 0),
-        ("lag_under_bound", stats_seen && lag <= s.cfg.http.ready_max_lag),
+        (
+            "lag_under_bound",
+            stats_seen && lag <= s.cfg.http.ready_max_lag,
+        ),
     ];
     let ready = checks.iter().all(|(_, ok)| *ok);
     let body = json!({
@@ -224,11 +226,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/yaml")],
-        OPENAPI_YAML,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves.
@@ -244,7 +242,9 @@ pub async fn serve(
 
 /// The window policies' effective parameters, by policy name, as JSON (the
 /// gate rules read the same thresholds).
-pub fn policy_params(engine: &tollgate_policy::PolicyEngine) -> serde_json::Map<String, serde_json::Value> {
+pub fn policy_params(
+    engine: &tollgate_policy::PolicyEngine,
+) -> serde_json::Map<String, serde_json::Value> {
     engine
         .policies()
         .iter()

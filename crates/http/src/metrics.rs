@@ -83,7 +83,10 @@ pub async fn scrape(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     let families = s.registry.gather();
     match prometheus::TextEncoder::new().encode_to_string(&families) {
         Ok(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),

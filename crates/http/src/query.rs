@@ -88,7 +88,10 @@ impl RangeParams {
 }
 
 fn ts(ms: i64) -> datafusion::prelude::Expr {
-    lit(ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())))
+    lit(ScalarValue::TimestampMillisecond(
+        Some(ms),
+        Some("UTC".into()),
+    ))
 }
 
 fn df_error(e: impl std::fmt::Display) -> Problem {
@@ -176,7 +179,10 @@ async fn run(
     tokio::time::timeout(limit, work).await.map_err(|_| {
         Problem::new(
             StatusCode::REQUEST_TIMEOUT,
-            format!("the query ran longer than {} ms (http.query_timeout_ms)", limit.as_millis()),
+            format!(
+                "the query ran longer than {} ms (http.query_timeout_ms)",
+                limit.as_millis()
+            ),
         )
     })?
 }
@@ -191,10 +197,18 @@ const MEASURES: &str = "sum(events) AS events, sum(input_tokens) AS input_tokens
 
 /// Numeric measures of a result row, in a fixed order.
 fn measures(r: &Map<String, Value>) -> Map<String, Value> {
-    ["events", "input_tokens", "output_tokens", "cost_usd", "energy_wh", "carbon_g", "gpu_hours"]
-        .iter()
-        .map(|k| (k.to_string(), r.get(*k).cloned().unwrap_or(json!(0))))
-        .collect()
+    [
+        "events",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "energy_wh",
+        "carbon_g",
+        "gpu_hours",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), r.get(*k).cloned().unwrap_or(json!(0))))
+    .collect()
 }
 
 fn totals_json(t: &tollgate_ingest::live::Totals) -> Map<String, Value> {
@@ -255,7 +269,11 @@ pub async fn summary(
             let m = measures(&row);
             add_into(&mut total, &m);
             for (i, dim) in ["kind", "model", "team"].iter().enumerate() {
-                let key = row.get(*dim).and_then(Value::as_str).unwrap_or("").to_string();
+                let key = row
+                    .get(*dim)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 add_into(by[i].entry(key).or_default(), &m);
             }
         }
@@ -263,23 +281,28 @@ pub async fn summary(
             m.iter()
                 .map(|(k, v)| {
                     let mut o = Map::new();
-                    o.insert(dim.into(), if k.is_empty() { Value::Null } else { json!(k) });
+                    o.insert(
+                        dim.into(),
+                        if k.is_empty() { Value::Null } else { json!(k) },
+                    );
                     o.extend(v.clone());
                     Value::Object(o)
                 })
                 .collect()
         };
-        Ok::<_, Problem>(Json(json!({
-            "tenant": tenant,
-            "from": rfc3339_ms(range.from_ms),
-            "to": rfc3339_ms(range.to_ms),
-            "source": "rollups",
-            "total": total,
-            "by_kind": list("kind", &by[0]),
-            "by_model": list("model", &by[1]),
-            "by_team": list("team", &by[2]),
-        }))
-        .into_response())
+        Ok::<_, Problem>(
+            Json(json!({
+                "tenant": tenant,
+                "from": rfc3339_ms(range.from_ms),
+                "to": rfc3339_ms(range.to_ms),
+                "source": "rollups",
+                "total": total,
+                "by_kind": list("kind", &by[0]),
+                "by_model": list("model", &by[1]),
+                "by_team": list("team", &by[2]),
+            }))
+            .into_response(),
+        )
     };
     r.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -334,17 +357,19 @@ pub async fn usage(
         }
         open.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         windows.extend(open.into_iter().map(|(_, _, v)| v));
-        Ok::<_, Problem>(Json(json!({
-            "tenant": tenant,
-            "team": q.team,
-            "from": rfc3339_ms(range.from_ms),
-            "to": rfc3339_ms(range.to_ms),
-            "live_as_of": (live.as_of_ms > 0).then(|| rfc3339_ms(live.as_of_ms)),
-            "windows": windows,
-            "truncated": truncated,
-            "total": total,
-        }))
-        .into_response())
+        Ok::<_, Problem>(
+            Json(json!({
+                "tenant": tenant,
+                "team": q.team,
+                "from": rfc3339_ms(range.from_ms),
+                "to": rfc3339_ms(range.to_ms),
+                "live_as_of": (live.as_of_ms > 0).then(|| rfc3339_ms(live.as_of_ms)),
+                "windows": windows,
+                "truncated": truncated,
+                "total": total,
+            }))
+            .into_response(),
+        )
     };
     r.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -415,7 +440,10 @@ pub async fn month_ledger(
         let Ok(day) = chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d") else {
             continue;
         };
-        let month_ms = day.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis();
+        let month_ms = day
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis();
         let t = Totals {
             events: n("events") as u64,
             input_tokens: n("input_tokens") as u64,

@@ -26,7 +26,13 @@ const GLOBEX: &str = "globex-all-scopes-01";
 const SECRET: &[u8] = b"test-secret-0123456789abcdef";
 
 fn tokens() -> Auth {
-    let all = ["ingest.write", "gates.check", "usage.read", "decisions.read", "query.run"];
+    let all = [
+        "ingest.write",
+        "gates.check",
+        "usage.read",
+        "decisions.read",
+        "query.run",
+    ];
     Auth::parse_tokens(
         &json!({
             ACME: {"tenant": "acme", "scopes": all, "subject": "acme-ci"},
@@ -60,7 +66,14 @@ struct Fx {
 
 const HOUR_MS: i64 = 3_600_000;
 
-fn write_rollup(root: &std::path::Path, tenant: &str, team: &str, cost: f64, start_ms: i64, offset: i64) {
+fn write_rollup(
+    root: &std::path::Path,
+    tenant: &str,
+    team: &str,
+    cost: f64,
+    start_ms: i64,
+    offset: i64,
+) {
     let m = Measures {
         events: 10,
         input_tokens: 1000,
@@ -150,7 +163,13 @@ struct Answer {
     text: String,
 }
 
-async fn call(app: &Router, method: &str, uri: &str, token: Option<&str>, body: Option<&str>) -> Answer {
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Answer {
     call_with(app, method, uri, token, body, &[]).await
 }
 
@@ -206,7 +225,8 @@ fn assert_problem(a: &Answer, status: StatusCode) {
     );
 }
 
-const SEED_OK: &str = r#"{"unit_cost_usd": 0.3, "cost_tags": {"team": "ai", "environment": "dev"}}"#;
+const SEED_OK: &str =
+    r#"{"unit_cost_usd": 0.3, "cost_tags": {"team": "ai", "environment": "dev"}}"#;
 const SEED_DENY: &str = r#"{"unit_cost_usd": 0.6}"#;
 
 fn inference_event(tenant: &str) -> String {
@@ -272,7 +292,9 @@ async fn every_route_is_in_the_openapi_spec() {
         } else if let Some(m) = line.strip_prefix("    ") {
             let m = m.trim_end_matches(':');
             if ["get", "post", "put", "delete", "patch"].contains(&m) {
-                spec.get_mut(current.as_ref().unwrap()).unwrap().push(m.to_string());
+                spec.get_mut(current.as_ref().unwrap())
+                    .unwrap()
+                    .push(m.to_string());
             }
         }
     }
@@ -313,7 +335,14 @@ async fn auth_matrix_no_token_wrong_scope_other_tenant() {
         let (uri, body) = request_for(method, path, "acme");
         let none = call(&fx.app, method, &uri, None, body.as_deref()).await;
         assert_problem(&none, StatusCode::UNAUTHORIZED);
-        let unknown = call(&fx.app, method, &uri, Some("not-a-known-token-123"), body.as_deref()).await;
+        let unknown = call(
+            &fx.app,
+            method,
+            &uri,
+            Some("not-a-known-token-123"),
+            body.as_deref(),
+        )
+        .await;
         assert_problem(&unknown, StatusCode::UNAUTHORIZED);
         let scopeless = call(&fx.app, method, &uri, Some(ACME_NONE), body.as_deref()).await;
         assert_problem(&scopeless, StatusCode::FORBIDDEN);
@@ -335,7 +364,14 @@ async fn auth_matrix_no_token_wrong_scope_other_tenant() {
             ("post", _) => call(&fx.app, method, &uri, Some(GLOBEX), body.as_deref()).await,
             ("get", _) => {
                 let sep = if uri.contains('?') { '&' } else { '?' };
-                call(&fx.app, method, &format!("{uri}{sep}tenant=acme"), Some(GLOBEX), None).await
+                call(
+                    &fx.app,
+                    method,
+                    &format!("{uri}{sep}tenant=acme"),
+                    Some(GLOBEX),
+                    None,
+                )
+                .await
             }
             _ => unreachable!(),
         };
@@ -347,9 +383,23 @@ async fn auth_matrix_no_token_wrong_scope_other_tenant() {
 async fn reads_only_ever_show_the_callers_tenant() {
     let fx = fixture();
     // A decision for each tenant.
-    let a = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_OK)).await;
+    let a = call(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(ACME),
+        Some(SEED_OK),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    let g = call(&fx.app, "post", "/v1/gates/policy-check", Some(GLOBEX), Some(SEED_DENY)).await;
+    let g = call(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(GLOBEX),
+        Some(SEED_DENY),
+    )
+    .await;
     assert_eq!(g.status, StatusCode::OK, "{}", g.text);
 
     let m = call(&fx.app, "get", "/v1/metrics", Some(GLOBEX), None).await;
@@ -362,26 +412,47 @@ async fn reads_only_ever_show_the_callers_tenant() {
     let u = call(&fx.app, "get", "/v1/usage", Some(ACME), None).await;
     assert_eq!(u.status, StatusCode::OK, "{}", u.text);
     assert_eq!(u.body["total"]["cost_usd"], json!(3.0));
-    assert!(u.body["windows"].as_array().unwrap().iter().all(|w| w["tenant"] == "acme"));
+    assert!(u.body["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|w| w["tenant"] == "acme"));
 
     let d = call(&fx.app, "get", "/v1/decisions", Some(GLOBEX), None).await;
     assert_eq!(d.status, StatusCode::OK, "{}", d.text);
     let ds = d.body["decisions"].as_array().unwrap();
     assert_eq!(ds.len(), 1);
-    assert!(ds[0]["subject"].as_str().unwrap().starts_with("tenant=globex/"));
+    assert!(ds[0]["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with("tenant=globex/"));
 }
 
 #[tokio::test]
 async fn gate_seed_examples_signed_and_logged() {
     let fx = fixture();
-    let ok = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_OK)).await;
+    let ok = call(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(ACME),
+        Some(SEED_OK),
+    )
+    .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
     assert_eq!(ok.body["allow"], json!(true));
     assert_eq!(ok.body["violations"], json!([]));
     assert_eq!(ok.body["key_id"], json!("k1"));
     assert_eq!(ok.body["signature"].as_str().unwrap().len(), 64);
 
-    let deny = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_DENY)).await;
+    let deny = call(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(ACME),
+        Some(SEED_DENY),
+    )
+    .await;
     assert_eq!(deny.status, StatusCode::OK, "{}", deny.text);
     assert_eq!(deny.body["allow"], json!(false));
     let rules: Vec<&str> = deny.body["violations"]
@@ -398,7 +469,14 @@ async fn gate_seed_examples_signed_and_logged() {
     let report = tollgate_decision_log::verify_dir(&fx.state.decisions_dir, &ring).unwrap();
     assert!(report.first_bad.is_none());
     assert_eq!(report.records, 2);
-    let page = call(&fx.app, "get", "/v1/decisions?policy=gate&verdict=deny", Some(ACME), None).await;
+    let page = call(
+        &fx.app,
+        "get",
+        "/v1/decisions?policy=gate&verdict=deny",
+        Some(ACME),
+        None,
+    )
+    .await;
     let logged = &page.body["decisions"][0];
     assert_eq!(logged["decision_id"], deny.body["decision_id"]);
     assert_eq!(logged["signature"], deny.body["signature"]);
@@ -410,16 +488,48 @@ async fn gate_seed_examples_signed_and_logged() {
 async fn gate_idempotency_key_returns_the_recorded_answer() {
     let fx = fixture();
     let key = [("idempotency-key", "release-42")];
-    let first = call_with(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_DENY), &key).await;
-    let again = call_with(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_DENY), &key).await;
+    let first = call_with(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(ACME),
+        Some(SEED_DENY),
+        &key,
+    )
+    .await;
+    let again = call_with(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(ACME),
+        Some(SEED_DENY),
+        &key,
+    )
+    .await;
     assert_eq!(first.body["decision_id"], again.body["decision_id"]);
     assert_eq!(first.body["signature"], again.body["signature"]);
     assert_eq!(again.body["replayed"], json!(true));
     assert_eq!(first.body["violations"], again.body["violations"]);
-    let changed = call_with(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_OK), &key).await;
+    let changed = call_with(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(ACME),
+        Some(SEED_OK),
+        &key,
+    )
+    .await;
     assert_problem(&changed, StatusCode::CONFLICT);
     let bad_key = [("idempotency-key", "has space")];
-    let bad = call_with(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_OK), &bad_key).await;
+    let bad = call_with(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(ACME),
+        Some(SEED_OK),
+        &bad_key,
+    )
+    .await;
     assert_problem(&bad, StatusCode::BAD_REQUEST);
     let ring = KeyRing::new(Some(Key::new("k1", SECRET).unwrap()), Vec::new()).unwrap();
     let report = tollgate_decision_log::verify_dir(&fx.state.decisions_dir, &ring).unwrap();
@@ -451,23 +561,50 @@ async fn gate_judges_live_team_spend() {
     fx.state.telemetry.live.publish(LiveSnapshot {
         as_of_ms: now,
         closed,
-        open: HashMap::from([(("acme".to_string(), Some("ai".to_string())), BTreeMap::from([(start, open)]))]),
+        open: HashMap::from([(
+            ("acme".to_string(), Some("ai".to_string())),
+            BTreeMap::from([(start, open)]),
+        )]),
     });
     let body = r#"{"unit_cost_usd": 0.1, "cost_tags": {"team": "ai", "environment": "prod"}, "projected_spend_usd": 10}"#;
-    let a = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(body)).await;
+    let a = call(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(ACME),
+        Some(body),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert_eq!(a.body["allow"], json!(false));
-    let rules: Vec<&str> = a.body["violations"].as_array().unwrap().iter().map(|v| v["rule"].as_str().unwrap()).collect();
+    let rules: Vec<&str> = a.body["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["rule"].as_str().unwrap())
+        .collect();
     assert_eq!(rules, ["team-monthly-budget", "team-window-spend"]);
     assert_eq!(a.body["context"]["window"]["spend_usd"], json!(95.0));
     assert_eq!(a.body["context"]["month"]["spend_usd"], json!(10_085.0));
     // Another team of the same tenant is not affected.
     let other = r#"{"unit_cost_usd": 0.1, "cost_tags": {"team": "web", "environment": "prod"}, "projected_spend_usd": 10}"#;
-    let b = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(other)).await;
+    let b = call(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(ACME),
+        Some(other),
+    )
+    .await;
     assert_eq!(b.body["allow"], json!(true), "{}", b.text);
     // The live usage shows the open window.
     let u = call(&fx.app, "get", "/v1/usage?team=ai", Some(ACME), None).await;
-    let live: Vec<&Value> = u.body["windows"].as_array().unwrap().iter().filter(|w| w["source"] == "live").collect();
+    let live: Vec<&Value> = u.body["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["source"] == "live")
+        .collect();
     assert_eq!(live.len(), 1, "{}", u.text);
     assert_eq!(u.body["total"]["cost_usd"], json!(98.0));
 }
@@ -477,14 +614,41 @@ async fn gate_rejects_bad_bodies_with_reasons() {
     let fx = fixture();
     for (body, status, needle) in [
         ("{not json", StatusCode::BAD_REQUEST, "not valid JSON"),
-        (r#"{"unit_cost": 0.3}"#, StatusCode::UNPROCESSABLE_ENTITY, "unknown field `unit_cost`"),
-        (r#"{"cost_tags": {}}"#, StatusCode::UNPROCESSABLE_ENTITY, "unit_cost_usd"),
-        (r#"{"unit_cost_usd": -1}"#, StatusCode::UNPROCESSABLE_ENTITY, "unit_cost_usd"),
-        (r#"{"unit_cost_usd": "cheap"}"#, StatusCode::UNPROCESSABLE_ENTITY, "invalid type"),
+        (
+            r#"{"unit_cost": 0.3}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `unit_cost`",
+        ),
+        (
+            r#"{"cost_tags": {}}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unit_cost_usd",
+        ),
+        (
+            r#"{"unit_cost_usd": -1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unit_cost_usd",
+        ),
+        (
+            r#"{"unit_cost_usd": "cheap"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid type",
+        ),
     ] {
-        let a = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(body)).await;
+        let a = call(
+            &fx.app,
+            "post",
+            "/v1/gates/policy-check",
+            Some(ACME),
+            Some(body),
+        )
+        .await;
         assert_problem(&a, status);
-        assert!(a.body["detail"].as_str().unwrap().contains(needle), "{}", a.text);
+        assert!(
+            a.body["detail"].as_str().unwrap().contains(needle),
+            "{}",
+            a.text
+        );
     }
 }
 
@@ -499,11 +663,28 @@ async fn ingest_validates_every_item_before_producing() {
     let errors = a.body["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 2, "{}", a.text);
     assert_eq!(errors[0]["index"], json!(1));
-    assert!(errors[0]["error"].as_str().unwrap().contains("input_tokens"));
+    assert!(errors[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("input_tokens"));
     assert_eq!(errors[1]["index"], json!(2));
-    let single = call(&fx.app, "post", "/v1/metrics/inference", Some(ACME), Some("{nope")).await;
+    let single = call(
+        &fx.app,
+        "post",
+        "/v1/metrics/inference",
+        Some(ACME),
+        Some("{nope"),
+    )
+    .await;
     assert_problem(&single, StatusCode::BAD_REQUEST);
-    let wrong_kind = call(&fx.app, "post", "/v1/nodes/heartbeat", Some(ACME), Some(&inference_event("acme"))).await;
+    let wrong_kind = call(
+        &fx.app,
+        "post",
+        "/v1/nodes/heartbeat",
+        Some(ACME),
+        Some(&inference_event("acme")),
+    )
+    .await;
     assert_problem(&wrong_kind, StatusCode::UNPROCESSABLE_ENTITY);
     let empty = call(&fx.app, "post", "/v1/events", Some(ACME), Some("[]")).await;
     assert_problem(&empty, StatusCode::UNPROCESSABLE_ENTITY);
@@ -514,7 +695,14 @@ async fn ingest_validates_every_item_before_producing() {
 #[tokio::test]
 async fn query_is_read_only_and_bounded() {
     let fx = fixture_with(tokens(), |c| c.http.max_query_rows = 3);
-    let ok = call(&fx.app, "post", "/v1/query", Some(ACME), Some(r#"{"sql": "SELECT team, sum(cost_usd) AS spend FROM rollups GROUP BY team"}"#)).await;
+    let ok = call(
+        &fx.app,
+        "post",
+        "/v1/query",
+        Some(ACME),
+        Some(r#"{"sql": "SELECT team, sum(cost_usd) AS spend FROM rollups GROUP BY team"}"#),
+    )
+    .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
     assert_eq!(ok.body["rows"], json!([{"team": "ai", "spend": 3.0}]));
     assert_eq!(ok.body["columns"], json!(["team", "spend"]));
@@ -541,24 +729,41 @@ const SLOW_SQL: &str = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 
 #[tokio::test]
 async fn limits_answer_413_408_and_503_as_problems() {
     let fx = fixture_with(tokens(), |c| c.http.max_body_bytes = 1000);
-    let big = format!(r#"{{"unit_cost_usd": 0.1, "cost_tags": {{"x": "{}"}}}}"#, "a".repeat(2000));
-    let a = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(&big)).await;
+    let big = format!(
+        r#"{{"unit_cost_usd": 0.1, "cost_tags": {{"x": "{}"}}}}"#,
+        "a".repeat(2000)
+    );
+    let a = call(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(ACME),
+        Some(&big),
+    )
+    .await;
     assert_problem(&a, StatusCode::PAYLOAD_TOO_LARGE);
 
     let slow = json!({"sql": SLOW_SQL}).to_string();
     let fx = fixture_with(tokens(), |c| c.http.query_timeout_ms = 200);
     let a = call(&fx.app, "post", "/v1/query", Some(ACME), Some(&slow)).await;
     assert_problem(&a, StatusCode::REQUEST_TIMEOUT);
-    assert!(a.body["detail"].as_str().unwrap().contains("query_timeout_ms"));
+    assert!(a.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("query_timeout_ms"));
 
     let fx = fixture_with(tokens(), |c| c.http.request_timeout_ms = 200);
     let a = call(&fx.app, "post", "/v1/query", Some(ACME), Some(&slow)).await;
     assert_problem(&a, StatusCode::REQUEST_TIMEOUT);
-    assert!(a.body["detail"].as_str().unwrap().contains("request_timeout_ms"));
+    assert!(a.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("request_timeout_ms"));
 
     let fx = fixture_with(tokens(), |c| c.http.max_concurrency = 1);
     let app = fx.app.clone();
-    let busy = tokio::spawn(async move { call(&app, "post", "/v1/query", Some(ACME), Some(&slow)).await });
+    let busy =
+        tokio::spawn(async move { call(&app, "post", "/v1/query", Some(ACME), Some(&slow)).await });
     // Wait until the slow query holds the only slot.
     let mut shed = None;
     for _ in 0..100 {
@@ -577,12 +782,30 @@ async fn limits_answer_413_408_and_503_as_problems() {
 #[tokio::test]
 async fn not_found_and_wrong_method_are_problems() {
     let fx = fixture();
-    assert_problem(&call(&fx.app, "get", "/v1/nope", None, None).await, StatusCode::NOT_FOUND);
-    assert_problem(&call(&fx.app, "get", "/v1/gates/policy-check", None, None).await, StatusCode::METHOD_NOT_ALLOWED);
-    assert_problem(&call(&fx.app, "get", "/v1/usage?from=yesterday", Some(ACME), None).await, StatusCode::BAD_REQUEST);
-    assert_problem(&call(&fx.app, "get", "/v1/usage?colour=red", Some(ACME), None).await, StatusCode::BAD_REQUEST);
-    assert_problem(&call(&fx.app, "get", "/v1/decisions?limit=0", Some(ACME), None).await, StatusCode::BAD_REQUEST);
-    assert_problem(&call(&fx.app, "get", "/v1/decisions?cursor=zzz", Some(ACME), None).await, StatusCode::BAD_REQUEST);
+    assert_problem(
+        &call(&fx.app, "get", "/v1/nope", None, None).await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_problem(
+        &call(&fx.app, "get", "/v1/gates/policy-check", None, None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+    );
+    assert_problem(
+        &call(&fx.app, "get", "/v1/usage?from=yesterday", Some(ACME), None).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_problem(
+        &call(&fx.app, "get", "/v1/usage?colour=red", Some(ACME), None).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_problem(
+        &call(&fx.app, "get", "/v1/decisions?limit=0", Some(ACME), None).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_problem(
+        &call(&fx.app, "get", "/v1/decisions?cursor=zzz", Some(ACME), None).await,
+        StatusCode::BAD_REQUEST,
+    );
 }
 
 #[tokio::test]
@@ -591,7 +814,14 @@ async fn decisions_paginate_without_gaps_or_repeats() {
     let mut ids = Vec::new();
     for i in 0..5 {
         let body = if i % 2 == 0 { SEED_OK } else { SEED_DENY };
-        let a = call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(body)).await;
+        let a = call(
+            &fx.app,
+            "post",
+            "/v1/gates/policy-check",
+            Some(ACME),
+            Some(body),
+        )
+        .await;
         ids.push(a.body["decision_id"].clone());
     }
     let mut seen = Vec::new();
@@ -608,23 +838,53 @@ async fn decisions_paginate_without_gaps_or_repeats() {
         }
     }
     assert_eq!(seen, ids);
-    let denies = call(&fx.app, "get", "/v1/decisions?verdict=deny", Some(ACME), None).await;
+    let denies = call(
+        &fx.app,
+        "get",
+        "/v1/decisions?verdict=deny",
+        Some(ACME),
+        None,
+    )
+    .await;
     assert_eq!(denies.body["decisions"].as_array().unwrap().len(), 2);
-    let future = call(&fx.app, "get", "/v1/decisions?since=2999-01-01T00:00:00Z", Some(ACME), None).await;
+    let future = call(
+        &fx.app,
+        "get",
+        "/v1/decisions?since=2999-01-01T00:00:00Z",
+        Some(ACME),
+        None,
+    )
+    .await;
     assert_eq!(future.body["decisions"], json!([]));
 }
 
 #[tokio::test]
 async fn metrics_need_admin_and_count_requests() {
     let fx = fixture();
-    call(&fx.app, "post", "/v1/gates/policy-check", Some(ACME), Some(SEED_DENY)).await;
+    call(
+        &fx.app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(ACME),
+        Some(SEED_DENY),
+    )
+    .await;
     let m = call(&fx.app, "get", "/metrics", Some(ACME_ADMIN), None).await;
     assert_eq!(m.status, StatusCode::OK, "{}", m.text);
     assert!(m.content_type.starts_with("text/plain"));
     assert!(m.text.contains(r#"tollgate_http_requests_total{method="POST",route="/v1/gates/policy-check",status="200"} 1"#), "{}", m.text);
-    assert!(m.text.contains(r#"tollgate_decisions_total{policy="gate",verdict="deny"} 1"#), "{}", m.text);
-    assert!(m.text.contains("tollgate_events_total{kind=\"inference\",outcome=\"accepted\"} 0"));
-    assert!(m.text.contains("# TYPE tollgate_http_request_duration_seconds histogram"));
+    assert!(
+        m.text
+            .contains(r#"tollgate_decisions_total{policy="gate",verdict="deny"} 1"#),
+        "{}",
+        m.text
+    );
+    assert!(m
+        .text
+        .contains("tollgate_events_total{kind=\"inference\",outcome=\"accepted\"} 0"));
+    assert!(m
+        .text
+        .contains("# TYPE tollgate_http_request_duration_seconds histogram"));
 }
 
 #[tokio::test]
@@ -635,7 +895,8 @@ async fn readyz_reports_each_check() {
     assert_eq!(a.body["checks"]["pipeline_running"], json!(false));
     let h = &fx.state.telemetry.live.health;
     h.running.store(true, std::sync::atomic::Ordering::Relaxed);
-    h.broker_up.store(true, std::sync::atomic::Ordering::Relaxed);
+    h.broker_up
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     h.assigned.store(3, std::sync::atomic::Ordering::Relaxed);
     h.stats_at_ms.store(1, std::sync::atomic::Ordering::Relaxed);
     *h.lag.lock().unwrap() = BTreeMap::from([(("t".to_string(), 0), 5)]);

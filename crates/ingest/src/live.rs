@@ -236,7 +236,10 @@ impl LiveWriter {
     }
 
     pub fn due(&self, live: &Live, now: Instant) -> bool {
-        !live.refresh.is_zero() && self.last.is_none_or(|t| now.duration_since(t) >= live.refresh)
+        !live.refresh.is_zero()
+            && self
+                .last
+                .is_none_or(|t| now.duration_since(t) >= live.refresh)
     }
 
     /// Publish a snapshot of the ledger and `open` (every partition's open
@@ -255,11 +258,15 @@ impl LiveWriter {
         for (start, end, rows) in open {
             for (d, m) in rows {
                 let key = (d.tenant.to_string(), d.team.map(str::to_string));
-                let w = teams.entry(key).or_default().entry(start).or_insert(OpenWindow {
-                    start_ms: start,
-                    end_ms: end,
-                    totals: Totals::default(),
-                });
+                let w = teams
+                    .entry(key)
+                    .or_default()
+                    .entry(start)
+                    .or_insert(OpenWindow {
+                        start_ms: start,
+                        end_ms: end,
+                        totals: Totals::default(),
+                    });
                 w.totals.add(&Totals::of(m));
             }
         }
@@ -308,12 +315,25 @@ mod tests {
         let mut seed = Ledger::default();
         let now_ms = Utc::now().timestamp_millis();
         let month = month_start_ms(now_ms);
-        seed.add_month("acme", Some("ai"), month, &Totals { cost_usd: 5.0, events: 5, ..Totals::default() });
+        seed.add_month(
+            "acme",
+            Some("ai"),
+            month,
+            &Totals {
+                cost_usd: 5.0,
+                events: 5,
+                ..Totals::default()
+            },
+        );
         live.set_seed(seed);
         let mut w = LiveWriter::new(&live);
         let m = measures(2.0, 3);
         let open_rows = vec![(dims("acme", Some("ai")), &m)];
-        w.publish(&live, Instant::now(), std::iter::once((now_ms, now_ms + 60_000, open_rows.clone().into_iter())));
+        w.publish(
+            &live,
+            Instant::now(),
+            std::iter::once((now_ms, now_ms + 60_000, open_rows.clone().into_iter())),
+        );
         let s = live.snapshot();
         assert_eq!(s.open_windows("acme", Some("ai")).len(), 1);
         assert_eq!(s.month("acme", Some("ai"), month).cost_usd, 7.0);
@@ -322,7 +342,11 @@ mod tests {
         for (d, m) in open_rows {
             w.ledger.add_row(now_ms, &d, m);
         }
-        w.publish(&live, Instant::now(), std::iter::empty::<(i64, i64, std::vec::IntoIter<(DimsRef<'_>, &Measures)>)>());
+        w.publish(
+            &live,
+            Instant::now(),
+            std::iter::empty::<(i64, i64, std::vec::IntoIter<(DimsRef<'_>, &Measures)>)>(),
+        );
         let s = live.snapshot();
         assert!(s.open_windows("acme", Some("ai")).is_empty());
         assert_eq!(s.month("acme", Some("ai"), month).cost_usd, 7.0);
@@ -334,7 +358,15 @@ mod tests {
     fn old_months_are_pruned() {
         let mut l = Ledger::default();
         l.add_month("t", None, 1000, &Totals::default());
-        l.add_month("t", None, 5000, &Totals { events: 1, ..Totals::default() });
+        l.add_month(
+            "t",
+            None,
+            5000,
+            &Totals {
+                events: 1,
+                ..Totals::default()
+            },
+        );
         l.prune(2000);
         assert_eq!(l.month("t", None, 1000), Totals::default());
         assert_eq!(l.month("t", None, 5000).events, 1);

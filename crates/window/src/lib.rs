@@ -297,8 +297,13 @@ impl PartitionState {
     /// For live views; the rows are not final until the window closes.
     pub fn open_rows(
         &self,
-    ) -> impl Iterator<Item = (i64, i64, impl Iterator<Item = (DimsRef<'_>, &Measures)> + '_)> + '_
-    {
+    ) -> impl Iterator<
+        Item = (
+            i64,
+            i64,
+            impl Iterator<Item = (DimsRef<'_>, &Measures)> + '_,
+        ),
+    > + '_ {
         self.open
             .iter()
             .map(|(&start, w)| (start, start + self.spec.size_ms, w.rows.iter()))
