@@ -143,7 +143,8 @@ pub struct Health {
     pub broker_up: AtomicBool,
     /// Wall clock (ms) of the last statistics report; 0 = none yet.
     pub stats_at_ms: AtomicI64,
-    /// Consumer lag (messages) per assigned topic-partition.
+    /// Messages not yet read (high watermark − position) per assigned
+    /// topic-partition, as of the last statistics report.
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
@@ -155,6 +156,15 @@ impl Health {
             .values()
             .filter(|&&l| l > 0)
             .sum()
+    }
+
+    /// The partition's unread messages at the last report, if reported.
+    pub fn backlog(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(topic.to_string(), partition))
+            .copied()
     }
 
     pub fn lag_by_partition(&self) -> Vec<((String, i32), i64)> {

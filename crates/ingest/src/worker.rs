@@ -78,9 +78,17 @@ impl ClientContext for Ctx {
         let mut lag = BTreeMap::new();
         for (topic, t) in &stats.topics {
             for (&partition, p) in &t.partitions {
-                // Only partitions this member fetches report a lag (-1 otherwise).
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    lag.insert((topic.clone(), partition), p.consumer_lag);
+                // Messages on the broker not yet read by this member: the
+                // high watermark minus the position (the last message handed
+                // to the worker + 1, or the next fetch offset before that).
+                // Partitions this member does not fetch have neither.
+                let position = if p.app_offset >= 0 {
+                    p.app_offset
+                } else {
+                    p.next_offset
+                };
+                if partition >= 0 && position >= 0 && p.hi_offset >= 0 {
+                    lag.insert((topic.clone(), partition), (p.hi_offset - position).max(0));
                 }
             }
         }
@@ -640,7 +648,8 @@ impl Worker<'_> {
 
     fn on_tick(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
         self.collect_written()?;
-        let health = &self.t.live.health;
+        let t: &Telemetry = self.t;
+        let health = &t.live.health;
         health.assigned.store(self.parts.len(), Ordering::Relaxed);
         health.running.store(true, Ordering::Relaxed);
         if self.live.due(&self.t.live, self.now) {
@@ -656,7 +665,12 @@ impl Worker<'_> {
             // time spent waiting on a full writer queue does not count, or a
             // partition with a backlog would close its windows early.
             let waited = blocked.saturating_sub(p.blocked_at_last_message);
+            // Nor is a partition idle while the broker holds messages of it
+            // not yet read (a slow fetch on a loaded machine, not silence):
+            // closing its windows then would make those messages late.
+            let backlog = health.backlog(&p.topic, p.partition).unwrap_or(0);
             if p.last_message.elapsed().saturating_sub(waited) >= idle
+                && backlog == 0
                 && (p.state.open_windows() > 0 || !p.late.is_empty())
             {
                 info!(topic = %p.topic, partition = p.partition, open = p.state.open_windows(), "partition idle; closing its windows");
