@@ -238,5 +238,39 @@ fn window_close(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, sign, window_close);
+/// One gate request through the shipped Rego rules, against the cheapest
+/// thing a request must do anyway: parsing its JSON body.
+fn gate(c: &mut Criterion) {
+    tollgate_gate::quiet_library_backtraces();
+    let cfg = tollgate_config::Config::load(std::path::Path::new("../pipelines/default.toml"))
+        .or_else(|_| tollgate_config::Config::load(std::path::Path::new("pipelines/default.toml")))
+        .expect("pipelines/default.toml");
+    let mut cfg = cfg;
+    if cfg.gates.dir.is_relative() && !cfg.gates.dir.exists() {
+        cfg.gates.dir = std::path::Path::new("..").join(&cfg.gates.dir);
+    }
+    let params = serde_json::to_value(&cfg.policies.params).expect("params");
+    let engine = tollgate_http::load_gate_engine(&cfg, params.as_object().cloned().unwrap_or_default())
+        .expect("gate rules");
+    let body = br#"{"unit_cost_usd": 0.6, "cost_tags": {"team": "ai"}, "deployment_region": "us-east-1", "test_pass_rate": 0.99}"#;
+    let ctx = tollgate_gate::GateContext {
+        tenant: "acme".into(),
+        team: Some("ai".into()),
+        ..Default::default()
+    };
+    let mut g = c.benchmark_group("gate");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("baseline_parse_body", |b| {
+        b.iter(|| serde_json::from_slice::<tollgate_gate::GateRequest>(body).expect("body"))
+    });
+    g.bench_function("parse_and_evaluate", |b| {
+        b.iter(|| {
+            let req: tollgate_gate::GateRequest = serde_json::from_slice(body).expect("body");
+            engine.evaluate(&tollgate_gate::gate_input(&req, &ctx))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, sign, window_close, gate);
 criterion_main!(benches);

@@ -206,6 +206,7 @@ async fn open_loop(
 }
 
 fn main() -> Result<()> {
+    tollgate_gate::quiet_library_backtraces();
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
     let mut cfg = Config::load(&args.config)?;

@@ -168,6 +168,7 @@ fn load(common: &Common) -> Result<Config> {
 }
 
 fn main() -> std::process::ExitCode {
+    tollgate_gate::quiet_library_backtraces();
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let result = match cli.command {

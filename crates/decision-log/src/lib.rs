@@ -117,6 +117,8 @@ pub struct DecisionLog {
     records: u64,
     ids: HashMap<u128, Location>,
     dirty: bool,
+    /// Records synced since `HEAD.json` was last written.
+    head_stale: bool,
     new_segment: bool,
 }
 
@@ -260,6 +262,7 @@ impl DecisionLog {
             records,
             ids,
             dirty: new_segment,
+            head_stale: false,
             new_segment,
         })
     }
@@ -345,6 +348,27 @@ impl DecisionLog {
 
     /// Make every appended record durable and update `HEAD.json`.
     pub fn sync(&mut self) -> Result<(), LogError> {
+        self.sync_records()?;
+        if self.head_stale {
+            write_head(
+                &self.dir,
+                &Head {
+                    records: self.records,
+                    last_hash: self.chain.prev_hash().to_owned(),
+                },
+                &self.key,
+            )?;
+            self.head_stale = false;
+        }
+        Ok(())
+    }
+
+    /// Make the appended records durable without rewriting `HEAD.json`
+    /// (one `fdatasync` instead of three syncs and a rename). Until the
+    /// next [`sync`](Self::sync), records after the last HEAD could be cut
+    /// off undetected; `verify_dir` accepts them (more records than HEAD
+    /// counts), and opening the log brings HEAD up to date.
+    pub fn sync_records(&mut self) -> Result<(), LogError> {
         if !self.dirty {
             return Ok(());
         }
@@ -355,16 +379,14 @@ impl DecisionLog {
             sync_dir(&self.dir)?;
             self.new_segment = false;
         }
-        write_head(
-            &self.dir,
-            &Head {
-                records: self.records,
-                last_hash: self.chain.prev_hash().to_owned(),
-            },
-            &self.key,
-        )?;
         self.dirty = false;
+        self.head_stale = true;
         Ok(())
+    }
+
+    /// Is `HEAD.json` behind the synced records?
+    pub fn head_stale(&self) -> bool {
+        self.head_stale
     }
 }
 

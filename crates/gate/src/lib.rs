@@ -287,6 +287,18 @@ impl GateEngine {
     }
 }
 
+/// Turn off backtrace capture for library errors (`RUST_LIB_BACKTRACE=0`)
+/// unless the environment chose otherwise. The Rego interpreter creates and
+/// discards `anyhow` errors while it evaluates; with `RUST_BACKTRACE=1` in
+/// the environment each of them captures a backtrace, which halves gate
+/// throughput (measured: 455 → 246 µs per evaluation). Panics keep their
+/// backtraces. Call at the start of `main`, before any thread exists.
+pub fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+}
+
 /// The Rego `input`: the request's fields plus `context`.
 pub fn gate_input(req: &GateRequest, ctx: &GateContext) -> Value {
     let mut input = match serde_json::to_value(req) {
