@@ -250,8 +250,9 @@ fn gate(c: &mut Criterion) {
         cfg.gates.dir = std::path::Path::new("..").join(&cfg.gates.dir);
     }
     let params = serde_json::to_value(&cfg.policies.params).expect("params");
-    let engine = tollgate_http::load_gate_engine(&cfg, params.as_object().cloned().unwrap_or_default())
-        .expect("gate rules");
+    let engine =
+        tollgate_http::load_gate_engine(&cfg, params.as_object().cloned().unwrap_or_default())
+            .expect("gate rules");
     let body = br#"{"unit_cost_usd": 0.6, "cost_tags": {"team": "ai"}, "deployment_region": "us-east-1", "test_pass_rate": 0.99}"#;
     let ctx = tollgate_gate::GateContext {
         tenant: "acme".into(),

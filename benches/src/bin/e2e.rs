@@ -175,9 +175,14 @@ fn main() -> Result<()> {
     // Peak RSS of the pipeline alone: reset the high-water mark (Linux clear_refs 5).
     std::fs::write("/proc/self/clear_refs", "5").context("reset VmHWM")?;
     // As `tollgate run` with its API on: live snapshots every second and the
-    // business counters.
+    // business counters (`TOLLGATE_BENCH_LIVE=0`: without the live view, as
+    // with the API off).
+    let live_every = match std::env::var("TOLLGATE_BENCH_LIVE").as_deref() {
+        Ok("0") => Duration::ZERO,
+        _ => Duration::from_secs(1),
+    };
     let telemetry = Arc::new(tollgate_ingest::Telemetry::new(
-        tollgate_ingest::live::Live::new(Duration::from_secs(1)),
+        tollgate_ingest::live::Live::new(live_every),
         cfg.http.metrics_series_cap,
     ));
     let opts = RunOptions {

@@ -41,10 +41,16 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Add rows of a window starting at `window_start_ms`.
-    pub fn add_row(&mut self, window_start_ms: i64, d: &DimsRef<'_>, m: &Measures) {
-        self.slot(d.tenant, d.team, month_start_ms(window_start_ms))
-            .add(&Totals::of(m));
+    /// Add the rows of a window starting at `window_start_ms`.
+    pub fn add_window<'a>(
+        &mut self,
+        window_start_ms: i64,
+        rows: impl Iterator<Item = (DimsRef<'a>, &'a Measures)>,
+    ) {
+        let month = month_start_ms(window_start_ms);
+        for (d, m) in rows {
+            self.slot(d.tenant, d.team, month).add(&Totals::of(m));
+        }
     }
 
     /// Add a month total (seeding from the rollup files).
@@ -349,9 +355,7 @@ mod tests {
         assert_eq!(s.month("acme", Some("ai"), month).cost_usd, 7.0);
         assert_eq!(s.month("acme", Some("ai"), month).events, 8);
         // The window closes: it is in the ledger, no longer open.
-        for (d, m) in open_rows {
-            w.ledger.add_row(now_ms, &d, m);
-        }
+        w.ledger.add_window(now_ms, open_rows.into_iter());
         w.publish(
             &live,
             Instant::now(),

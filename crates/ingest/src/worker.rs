@@ -574,9 +574,9 @@ impl Worker<'_> {
             // The window leaves the open set and enters the ledger here, on
             // this thread, so the next live snapshot counts it exactly once.
             if self.live.enabled(&self.t.live) {
-                for (d, m) in window.rows.iter() {
-                    self.live.ledger.add_row(window.start_ms, &d, m);
-                }
+                self.live
+                    .ledger
+                    .add_window(window.start_ms, window.rows.iter());
             }
             self.t.business.add_rows(window.rows.iter());
             let job = Job::Window {
