@@ -202,11 +202,12 @@ def test_a_policy_broken_while_running_is_reported_on_reload_and_the_pipeline_ke
                                  "--decision-log-dir", str(tmp_path / "decisions"), "--rollup-dir", str(tmp_path / "r")],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
-    def wait_for(needle, timeout=60):
+    def wait_for(needle, timeout=60, after=0):
+        """The log once `needle` appears in it after byte `after`."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             text = log.read_text(errors="replace")
-            if needle in text:
+            if needle in text[after:]:
                 return text
             assert proc.poll() is None, text
             time.sleep(0.1)
@@ -233,14 +234,16 @@ def test_a_policy_broken_while_running_is_reported_on_reload_and_the_pipeline_ke
         before = gate({"unit_cost_usd": 0.45, "cost_tags": {"team": "ai", "environment": "prod"}})
         assert before["allow"] is True, before
         (gates / "broken.rego").write_text("package tollgate.gate\nviolations contains {\n")
+        mark = len(log.read_text(errors="replace"))
         proc.send_signal(signal.SIGHUP)
-        text = wait_for("gate reload failed")
+        text = wait_for("gate reload failed", after=mark)
         assert "broken.rego" in next(x for x in text.splitlines() if "gate reload failed" in x)
         assert gate({"unit_cost_usd": 0.45, "cost_tags": {"team": "ai", "environment": "prod"}})["policy_revision"] == before["policy_revision"]
         (gates / "broken.rego").unlink()
         config.write_text(config.read_text().replace("cap_usd = 0.5", "cap_usd = 0.4"))
+        mark = len(log.read_text(errors="replace"))
         proc.send_signal(signal.SIGHUP)
-        wait_for("gate rules reloaded")
+        wait_for("gate rules reloaded", after=mark)
         after = gate({"unit_cost_usd": 0.45, "cost_tags": {"team": "ai", "environment": "prod"}})
         assert after["allow"] is False and after["policy_revision"] != before["policy_revision"], after
         assert after["violations"][-1]["message"] == "unit cost 0.45 USD exceeds the cap of 0.4 USD", after

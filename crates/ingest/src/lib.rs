@@ -55,6 +55,8 @@ pub enum IngestError {
     DecisionLog(#[from] tollgate_decision_log::LogError),
     #[error("publishing decisions: {0}")]
     Decisions(String),
+    #[error("no partitions assigned for {0} s, even after rejoining the consumer group")]
+    Unassigned(u64),
 }
 
 pub(crate) fn kafka(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> IngestError {

@@ -168,6 +168,8 @@ struct Worker<'a> {
     topics: Vec<String>,
     /// Since when the consumer has had no partition assigned.
     unassigned_since: Option<Instant>,
+    /// The watchdog already left and rejoined the group once.
+    rejoined: bool,
 }
 
 /// Run the pipeline until stopped (or drained, with `exit_when_idle`).
@@ -224,6 +226,7 @@ pub fn run_pipeline(
         now: Instant::now(),
         topics: topics.iter().map(|t| t.to_string()).collect(),
         unassigned_since: None,
+        rejoined: false,
         writer: Writer::spawn(
             cfg.output.rollup_dir.clone(),
             cfg.output.late_dir.clone(),
@@ -694,10 +697,17 @@ impl Worker<'_> {
         let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
         if assigned > 0 {
             self.unassigned_since = None;
+            self.rejoined = false;
             return Ok(());
         }
         let since = *self.unassigned_since.get_or_insert(self.now);
         if self.now.duration_since(since) >= Duration::from_secs(limit) {
+            if self.rejoined {
+                // Rejoining on this client did not help either (seen with
+                // tansu after a broker restart): start over with a new
+                // client, from the committed offsets.
+                return Err(IngestError::Unassigned(limit * 2));
+            }
             warn!(
                 seconds = limit,
                 "no partitions assigned; leaving and rejoining the consumer group"
@@ -706,6 +716,7 @@ impl Worker<'_> {
             let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
             consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
             self.unassigned_since = None;
+            self.rejoined = true;
         }
         Ok(())
     }
