@@ -269,7 +269,7 @@ fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime> {
 }
 
 fn run(
-    cfg: Config,
+    mut cfg: Config,
     config_path: &std::path::Path,
     exit_when_idle: bool,
     broker_wait: Duration,
@@ -384,6 +384,8 @@ fn run(
     };
     let started = Instant::now();
     let mut backoff = Duration::from_millis(500);
+    let mut restarts = 0u32;
+    let base_instance = cfg.kafka.instance_id.clone();
     let outcome = loop {
         if opts.stop.load(Ordering::Relaxed) {
             break RunOutcome::Stopped;
@@ -411,6 +413,14 @@ fn run(
         match attempt {
             Ok(o) => break o,
             Err(e @ tollgate_ingest::IngestError::BrokerUnreachable { .. }) => return Err(e.into()),
+            Err(e @ tollgate_ingest::IngestError::Unassigned(_)) => {
+                // The coordinator keeps this static member stuck without
+                // partitions (tansu 0.6 after a broker restart): come back
+                // as a new static member; the stuck one expires.
+                restarts += 1;
+                cfg.kafka.instance_id = base_instance.as_ref().map(|b| format!("{b}-r{restarts}"));
+                warn!(error = %e, instance = ?cfg.kafka.instance_id, "rejoining the consumer group as a new static member");
+            }
             Err(e) => {
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "pipeline stopped with an error; restarting from the committed offsets");
                 std::thread::sleep(backoff);
