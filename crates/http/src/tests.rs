@@ -214,6 +214,26 @@ async fn call_with(
     }
 }
 
+/// `POST /v1/gates/policy-check` as `token`.
+async fn gate(app: &Router, token: &str, body: &str) -> Answer {
+    call(
+        app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(token),
+        Some(body),
+    )
+    .await
+}
+
+/// The `rule` of each violation in a gate answer.
+fn rule_names(a: &Answer) -> Vec<&str> {
+    a.body["violations"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|x| x["rule"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 fn assert_problem(a: &Answer, status: StatusCode) {
     assert_eq!(a.status, status, "{}", a.text);
     assert_eq!(a.content_type, problem::PROBLEM_JSON, "{}", a.text);
@@ -383,23 +403,9 @@ async fn auth_matrix_no_token_wrong_scope_other_tenant() {
 async fn reads_only_ever_show_the_callers_tenant() {
     let fx = fixture();
     // A decision for each tenant.
-    let a = call(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(ACME),
-        Some(SEED_OK),
-    )
-    .await;
+    let a = gate(&fx.app, ACME, SEED_OK).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    let g = call(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(GLOBEX),
-        Some(SEED_DENY),
-    )
-    .await;
+    let g = gate(&fx.app, GLOBEX, SEED_DENY).await;
     assert_eq!(g.status, StatusCode::OK, "{}", g.text);
 
     let m = call(&fx.app, "get", "/v1/metrics", Some(GLOBEX), None).await;
@@ -431,36 +437,17 @@ async fn reads_only_ever_show_the_callers_tenant() {
 #[tokio::test]
 async fn gate_seed_examples_signed_and_logged() {
     let fx = fixture();
-    let ok = call(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(ACME),
-        Some(SEED_OK),
-    )
-    .await;
+    let ok = gate(&fx.app, ACME, SEED_OK).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
     assert_eq!(ok.body["allow"], json!(true));
     assert_eq!(ok.body["violations"], json!([]));
     assert_eq!(ok.body["key_id"], json!("k1"));
     assert_eq!(ok.body["signature"].as_str().unwrap().len(), 64);
 
-    let deny = call(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(ACME),
-        Some(SEED_DENY),
-    )
-    .await;
+    let deny = gate(&fx.app, ACME, SEED_DENY).await;
     assert_eq!(deny.status, StatusCode::OK, "{}", deny.text);
     assert_eq!(deny.body["allow"], json!(false));
-    let rules: Vec<&str> = deny.body["violations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["rule"].as_str().unwrap())
-        .collect();
+    let rules = rule_names(&deny);
     assert_eq!(rules, ["required-cost-tags", "unit-cost-cap"]);
 
     // Both answers are in the log, durable and verifiable, with the same
@@ -567,35 +554,16 @@ async fn gate_judges_live_team_spend() {
         )]),
     });
     let body = r#"{"unit_cost_usd": 0.1, "cost_tags": {"team": "ai", "environment": "prod"}, "projected_spend_usd": 10}"#;
-    let a = call(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(ACME),
-        Some(body),
-    )
-    .await;
+    let a = gate(&fx.app, ACME, body).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert_eq!(a.body["allow"], json!(false));
-    let rules: Vec<&str> = a.body["violations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["rule"].as_str().unwrap())
-        .collect();
+    let rules = rule_names(&a);
     assert_eq!(rules, ["team-monthly-budget", "team-window-spend"]);
     assert_eq!(a.body["context"]["window"]["spend_usd"], json!(95.0));
     assert_eq!(a.body["context"]["month"]["spend_usd"], json!(10_085.0));
     // Another team of the same tenant is not affected.
     let other = r#"{"unit_cost_usd": 0.1, "cost_tags": {"team": "web", "environment": "prod"}, "projected_spend_usd": 10}"#;
-    let b = call(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(ACME),
-        Some(other),
-    )
-    .await;
+    let b = gate(&fx.app, ACME, other).await;
     assert_eq!(b.body["allow"], json!(true), "{}", b.text);
     // The live usage shows the open window.
     let u = call(&fx.app, "get", "/v1/usage?team=ai", Some(ACME), None).await;
@@ -635,14 +603,7 @@ async fn gate_rejects_bad_bodies_with_reasons() {
             "invalid type",
         ),
     ] {
-        let a = call(
-            &fx.app,
-            "post",
-            "/v1/gates/policy-check",
-            Some(ACME),
-            Some(body),
-        )
-        .await;
+        let a = gate(&fx.app, ACME, body).await;
         assert_problem(&a, status);
         assert!(
             a.body["detail"].as_str().unwrap().contains(needle),
@@ -733,14 +694,7 @@ async fn limits_answer_413_408_and_503_as_problems() {
         r#"{{"unit_cost_usd": 0.1, "cost_tags": {{"x": "{}"}}}}"#,
         "a".repeat(2000)
     );
-    let a = call(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(ACME),
-        Some(&big),
-    )
-    .await;
+    let a = gate(&fx.app, ACME, &big).await;
     assert_problem(&a, StatusCode::PAYLOAD_TOO_LARGE);
 
     let slow = json!({"sql": SLOW_SQL}).to_string();
@@ -814,14 +768,7 @@ async fn decisions_paginate_without_gaps_or_repeats() {
     let mut ids = Vec::new();
     for i in 0..5 {
         let body = if i % 2 == 0 { SEED_OK } else { SEED_DENY };
-        let a = call(
-            &fx.app,
-            "post",
-            "/v1/gates/policy-check",
-            Some(ACME),
-            Some(body),
-        )
-        .await;
+        let a = gate(&fx.app, ACME, body).await;
         ids.push(a.body["decision_id"].clone());
     }
     let mut seen = Vec::new();
@@ -861,14 +808,7 @@ async fn decisions_paginate_without_gaps_or_repeats() {
 #[tokio::test]
 async fn metrics_need_admin_and_count_requests() {
     let fx = fixture();
-    call(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(ACME),
-        Some(SEED_DENY),
-    )
-    .await;
+    gate(&fx.app, ACME, SEED_DENY).await;
     let m = call(&fx.app, "get", "/metrics", Some(ACME_ADMIN), None).await;
     assert_eq!(m.status, StatusCode::OK, "{}", m.text);
     assert!(m.content_type.starts_with("text/plain"));
