@@ -698,21 +698,21 @@ async fn limits_answer_413_408_and_503_as_problems() {
     assert_problem(&a, StatusCode::PAYLOAD_TOO_LARGE);
 
     let slow = json!({"sql": SLOW_SQL}).to_string();
-    let fx = fixture_with(tokens(), |c| c.http.query_timeout_ms = 200);
-    let a = call(&fx.app, "post", "/v1/query", Some(ACME), Some(&slow)).await;
-    assert_problem(&a, StatusCode::REQUEST_TIMEOUT);
-    assert!(a.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("query_timeout_ms"));
-
-    let fx = fixture_with(tokens(), |c| c.http.request_timeout_ms = 200);
-    let a = call(&fx.app, "post", "/v1/query", Some(ACME), Some(&slow)).await;
-    assert_problem(&a, StatusCode::REQUEST_TIMEOUT);
-    assert!(a.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("request_timeout_ms"));
+    // The query's own deadline, then the whole request's.
+    let deadlines: [(fn(&mut Config), &str); 2] = [
+        (|c| c.http.query_timeout_ms = 200, "query_timeout_ms"),
+        (|c| c.http.request_timeout_ms = 200, "request_timeout_ms"),
+    ];
+    for (tweak, named) in deadlines {
+        let fx = fixture_with(tokens(), tweak);
+        let a = call(&fx.app, "post", "/v1/query", Some(ACME), Some(&slow)).await;
+        assert_problem(&a, StatusCode::REQUEST_TIMEOUT);
+        assert!(
+            a.body["detail"].as_str().unwrap().contains(named),
+            "{}",
+            a.text
+        );
+    }
 
     let fx = fixture_with(tokens(), |c| c.http.max_concurrency = 1);
     let app = fx.app.clone();
@@ -736,30 +736,28 @@ async fn limits_answer_413_408_and_503_as_problems() {
 #[tokio::test]
 async fn not_found_and_wrong_method_are_problems() {
     let fx = fixture();
-    assert_problem(
-        &call(&fx.app, "get", "/v1/nope", None, None).await,
-        StatusCode::NOT_FOUND,
-    );
-    assert_problem(
-        &call(&fx.app, "get", "/v1/gates/policy-check", None, None).await,
-        StatusCode::METHOD_NOT_ALLOWED,
-    );
-    assert_problem(
-        &call(&fx.app, "get", "/v1/usage?from=yesterday", Some(ACME), None).await,
-        StatusCode::BAD_REQUEST,
-    );
-    assert_problem(
-        &call(&fx.app, "get", "/v1/usage?colour=red", Some(ACME), None).await,
-        StatusCode::BAD_REQUEST,
-    );
-    assert_problem(
-        &call(&fx.app, "get", "/v1/decisions?limit=0", Some(ACME), None).await,
-        StatusCode::BAD_REQUEST,
-    );
-    assert_problem(
-        &call(&fx.app, "get", "/v1/decisions?cursor=zzz", Some(ACME), None).await,
-        StatusCode::BAD_REQUEST,
-    );
+    for (uri, token, status) in [
+        ("/v1/nope", None, StatusCode::NOT_FOUND),
+        (
+            "/v1/gates/policy-check",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            "/v1/usage?from=yesterday",
+            Some(ACME),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/v1/usage?colour=red", Some(ACME), StatusCode::BAD_REQUEST),
+        ("/v1/decisions?limit=0", Some(ACME), StatusCode::BAD_REQUEST),
+        (
+            "/v1/decisions?cursor=zzz",
+            Some(ACME),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        assert_problem(&call(&fx.app, "get", uri, token, None).await, status);
+    }
 }
 
 #[tokio::test]
