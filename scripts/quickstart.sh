@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh --no-python
-cargo build -q -p tollgate-cli
+# The same build as scripts/test.sh: building the CLI alone resolves other
+# features and would compile DataFusion a second time.
+cargo build -q --workspace --all-targets
 bin=target/debug/tollgate
 port="${TOLLGATE_BROKER_PORT:-9092}"
 scripts/broker.sh start "$port"
