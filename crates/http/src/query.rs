@@ -419,8 +419,8 @@ pub async fn month_ledger(
     ctx.register_table("history", table)
         .map_err(|e| e.to_string())?;
     let sql = format!(
-        "SELECT tenant, team, substr(date, 1, 7) AS month, {MEASURES} FROM history \
-         WHERE date >= '{}' GROUP BY 1, 2, 3",
+        "SELECT tenant, team, to_unixtime(date_trunc('month', window_start)) AS month_s, \
+         {MEASURES} FROM history WHERE date >= '{}' GROUP BY 1, 2, 3",
         &rfc3339_ms(from)[..10]
     );
     let batches = ctx
@@ -434,16 +434,11 @@ pub async fn month_ledger(
     for r in tollgate_policy::json_rows(&batches)? {
         let s = |k: &str| r.get(k).and_then(Value::as_str);
         let n = |k: &str| r.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-        let (Some(tenant), Some(month)) = (s("tenant"), s("month")) else {
+        let month_s = r.get("month_s").and_then(Value::as_i64);
+        let (Some(tenant), Some(month_s)) = (s("tenant"), month_s) else {
             continue;
         };
-        let Ok(day) = chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d") else {
-            continue;
-        };
-        let month_ms = day
-            .and_time(chrono::NaiveTime::MIN)
-            .and_utc()
-            .timestamp_millis();
+        let month_ms = month_s * 1000;
         let t = Totals {
             events: n("events") as u64,
             input_tokens: n("input_tokens") as u64,

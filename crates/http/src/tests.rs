@@ -872,3 +872,15 @@ async fn serves_over_a_real_socket() {
     server.abort();
     drop(fx.dir);
 }
+
+#[tokio::test]
+async fn the_month_ledger_is_seeded_from_the_rollup_files() {
+    let fx = fixture();
+    let ledger = month_ledger(&fx.state.rollup_dir).await.unwrap();
+    let start = (chrono::Utc::now().timestamp_millis() - HOUR_MS) / 60_000 * 60_000;
+    let month = month_start_ms(start);
+    assert_eq!(ledger.month("acme", Some("ai"), month).cost_usd, 3.0);
+    assert_eq!(ledger.month("acme", Some("ai"), month).events, 10);
+    assert_eq!(ledger.month("globex", Some("ml"), month).cost_usd, 7.0);
+    assert_eq!(ledger.month("acme", Some("ml"), month), Totals::default());
+}
