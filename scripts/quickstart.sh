@@ -41,9 +41,9 @@ api="http://127.0.0.1:$api_port"
 for _ in $(seq 1 120); do curl -sf "$api/healthz" >/dev/null && break; sleep 0.5; done
 echo "-- POST /v1/gates/policy-check {unit_cost_usd: 0.3, tags team+environment}"
 curl -sS "$api/v1/gates/policy-check" -H 'Idempotency-Key: quickstart-allow' \
-  -d '{"tenant": "tenant-0", "unit_cost_usd": 0.3, "cost_tags": {"team": "team-1", "environment": "dev"}}'; echo
+  -d '{"tenant": "tenant-1", "unit_cost_usd": 0.3, "cost_tags": {"team": "team-1", "environment": "dev"}}'; echo
 echo "-- POST /v1/gates/policy-check {unit_cost_usd: 0.6}"
-curl -sS "$api/v1/gates/policy-check" -H 'Idempotency-Key: quickstart-deny' -d '{"tenant": "tenant-0", "unit_cost_usd": 0.6}'; echo
+curl -sS "$api/v1/gates/policy-check" -H 'Idempotency-Key: quickstart-deny' -d '{"tenant": "tenant-1", "unit_cost_usd": 0.6}'; echo
 echo "-- GET /v1/metrics (last 24 h)"
 curl -sS "$api/v1/metrics" | python3 -c 'import json, sys; t = json.load(sys.stdin)["total"]; print(json.dumps(t))'
 kill -TERM "$api_pid"; wait "$api_pid" || true

@@ -398,7 +398,13 @@ fn run(
         if serve_http {
             // The live month totals start from the files already written.
             match rt.block_on(tollgate_http::month_ledger(&cfg.output.rollup_dir)) {
-                Ok(l) => telemetry.live.set_seed(l),
+                Ok(l) => {
+                    info!(
+                        teams = l.teams(),
+                        "live month totals seeded from the rollups"
+                    );
+                    telemetry.live.set_seed(l)
+                }
                 Err(e) => {
                     warn!(error = %e, "cannot read this month's rollups; live month totals start at zero")
                 }

@@ -69,6 +69,11 @@ impl Ledger {
             .or_default()
     }
 
+    /// Teams with any month in the ledger.
+    pub fn teams(&self) -> usize {
+        self.tenants.values().map(|t| t.len()).sum()
+    }
+
     /// Drop months before `keep_from_ms`.
     pub fn prune(&mut self, keep_from_ms: i64) {
         for teams in self.tenants.values_mut() {
