@@ -699,7 +699,8 @@ async fn limits_answer_413_408_and_503_as_problems() {
 
     let slow = json!({"sql": SLOW_SQL}).to_string();
     // The query's own deadline, then the whole request's.
-    let deadlines: [(fn(&mut Config), &str); 2] = [
+    type Tweak = fn(&mut Config);
+    let deadlines: [(Tweak, &str); 2] = [
         (|c| c.http.query_timeout_ms = 200, "query_timeout_ms"),
         (|c| c.http.request_timeout_ms = 200, "request_timeout_ms"),
     ];
