@@ -237,6 +237,11 @@ def test_broker_restart_mid_stream_loses_nothing(pipeline):
     assert proc.poll() is None, f"pipeline died after the broker came back:\n{pipeline.log_tail()}"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, pipeline.log_tail()
+    # tansu 0.6: a static member that rejoins while its previous session from
+    # before the broker restart is still registered is assigned, revoked when
+    # that session expires, and then never assigned again (seen before and
+    # after the watchdog; ARCHITECTURE.md, tansu quirks). Let it expire first.
+    time.sleep(13)
     pipeline.run_to_end()
 
     expected = expected_rollup(pipeline.book, counted)
