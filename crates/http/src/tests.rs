@@ -226,6 +226,19 @@ async fn gate(app: &Router, token: &str, body: &str) -> Answer {
     .await
 }
 
+/// `POST /v1/gates/policy-check` as `token`, with extra headers.
+async fn gate_with(app: &Router, token: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
+    call_with(
+        app,
+        "post",
+        "/v1/gates/policy-check",
+        Some(token),
+        Some(body),
+        headers,
+    )
+    .await
+}
+
 /// The `rule` of each violation in a gate answer.
 fn rule_names(a: &Answer) -> Vec<&str> {
     a.body["violations"]
@@ -475,48 +488,16 @@ async fn gate_seed_examples_signed_and_logged() {
 async fn gate_idempotency_key_returns_the_recorded_answer() {
     let fx = fixture();
     let key = [("idempotency-key", "release-42")];
-    let first = call_with(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(ACME),
-        Some(SEED_DENY),
-        &key,
-    )
-    .await;
-    let again = call_with(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(ACME),
-        Some(SEED_DENY),
-        &key,
-    )
-    .await;
+    let first = gate_with(&fx.app, ACME, SEED_DENY, &key).await;
+    let again = gate_with(&fx.app, ACME, SEED_DENY, &key).await;
     assert_eq!(first.body["decision_id"], again.body["decision_id"]);
     assert_eq!(first.body["signature"], again.body["signature"]);
     assert_eq!(again.body["replayed"], json!(true));
     assert_eq!(first.body["violations"], again.body["violations"]);
-    let changed = call_with(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(ACME),
-        Some(SEED_OK),
-        &key,
-    )
-    .await;
+    let changed = gate_with(&fx.app, ACME, SEED_OK, &key).await;
     assert_problem(&changed, StatusCode::CONFLICT);
     let bad_key = [("idempotency-key", "has space")];
-    let bad = call_with(
-        &fx.app,
-        "post",
-        "/v1/gates/policy-check",
-        Some(ACME),
-        Some(SEED_OK),
-        &bad_key,
-    )
-    .await;
+    let bad = gate_with(&fx.app, ACME, SEED_OK, &bad_key).await;
     assert_problem(&bad, StatusCode::BAD_REQUEST);
     let ring = KeyRing::new(Some(Key::new("k1", SECRET).unwrap()), Vec::new()).unwrap();
     let report = tollgate_decision_log::verify_dir(&fx.state.decisions_dir, &ring).unwrap();
