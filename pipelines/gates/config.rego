@@ -1,5 +1,8 @@
 # Fail closed on missing thresholds: a rule whose threshold is absent would
 # otherwise never fire. Every threshold the gate rules read is listed here.
+# `misconfigured` depends on the thresholds alone, so it is evaluated once
+# when the rules are loaded (without `input`), not per request; while it has
+# members, every answer is a deny that lists them.
 package tollgate.gate
 
 import rego.v1
@@ -15,7 +18,7 @@ required_params := [
 	["gates", "max_security_findings"],
 ]
 
-violations contains {"rule": "configuration", "message": msg} if {
+misconfigured contains {"rule": "configuration", "message": msg} if {
 	some p in required_params
 	not has_param(p[0], p[1])
 	msg := sprintf("threshold data.tollgate.params[%q].%s is not configured", [p[0], p[1]])

@@ -10,6 +10,13 @@
 //! thresholds are `data.tollgate.params` (the `[policies.params]` and
 //! `[gates.params]` tables of the config).
 //!
+//! Checks that depend on the thresholds alone (a threshold that is not
+//! configured) go to the set `misconfigured` instead, with the same
+//! `{rule, message}` shape. It is evaluated once per load, without `input`,
+//! and its members are added to every answer (so each answer denies) until
+//! the configuration is fixed and reloaded: a check that is the same for
+//! every request is not repeated for every request.
+//!
 //! Fail closed: a module that does not compile stops the load; an
 //! evaluation error, or a violation that is not `{rule, message}`, is a deny
 //! whose reason names the problem.
@@ -24,6 +31,8 @@ use tollgate_decision::{Draft, Verdict};
 
 /// The rule path every gate module contributes to.
 pub const ENTRYPOINT: &str = "data.tollgate.gate.violations";
+/// Input-independent violations (missing thresholds), evaluated once per load.
+pub const MISCONFIGURED: &str = "data.tollgate.gate.misconfigured";
 /// `policy` of gate decisions in the decision log.
 pub const POLICY: &str = "gate";
 
@@ -37,6 +46,8 @@ pub enum GateError {
     Compile(String),
     #[error("gate data: {0}")]
     Data(String),
+    #[error("gate rules: `{MISCONFIGURED}` could not be evaluated: {0}")]
+    Misconfigured(String),
 }
 
 /// Counts of security findings by severity (from the release's scan).
@@ -176,6 +187,8 @@ pub struct Outcome {
 #[derive(Clone)]
 pub struct GateEngine {
     policy: regorus::CompiledPolicy,
+    /// Members of [`MISCONFIGURED`], found at load.
+    misconfigured: Arc<[Violation]>,
     revision: Arc<str>,
     modules: Arc<[String]>,
 }
@@ -219,6 +232,19 @@ impl GateEngine {
         engine
             .add_data(regorus::Value::from(data))
             .map_err(|e| GateError::Data(e.to_string()))?;
+        // A query, not `eval_rule`: rules that define no such set are fine.
+        let misconfigured = engine
+            .eval_query(MISCONFIGURED.into(), false)
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                let first = r.result.into_iter().next();
+                violation_list(
+                    first
+                        .and_then(|q| q.expressions.into_iter().next())
+                        .map_or(regorus::Value::Undefined, |e| e.value),
+                )
+            })
+            .map_err(GateError::Misconfigured)?;
         let entry: regorus::Rc<str> = ENTRYPOINT.into();
         let policy = engine
             .compile_with_entrypoint(&entry)
@@ -226,6 +252,7 @@ impl GateEngine {
         let revision = format!("sha256:{}", &tollgate_decision::hex(&hash.finalize())[..16]);
         Ok(GateEngine {
             policy,
+            misconfigured: misconfigured.into(),
             revision: revision.into(),
             modules: modules.into_iter().map(|(n, _)| n).collect(),
         })
@@ -239,11 +266,18 @@ impl GateEngine {
         &self.modules
     }
 
+    /// What the load found wrong with the configuration (each answer denies
+    /// with these while it lasts).
+    pub fn misconfigured(&self) -> &[Violation] {
+        &self.misconfigured
+    }
+
     /// Judge `input` (see [`gate_input`]). Never fails: a rule that cannot
     /// be evaluated denies, with the reason.
     pub fn evaluate(&self, input: &Value) -> Outcome {
         match self.violations(input) {
             Ok(mut violations) => {
+                violations.extend(self.misconfigured.iter().cloned());
                 violations.sort_by(|a, b| (&a.rule, &a.message).cmp(&(&b.rule, &b.message)));
                 violations.dedup();
                 Outcome {
@@ -262,29 +296,31 @@ impl GateEngine {
     }
 
     fn violations(&self, input: &Value) -> Result<Vec<Violation>, String> {
-        let result = self
-            .policy
+        self.policy
             .eval_with_input(regorus::Value::from(input.clone()))
-            .map_err(|e| e.to_string())?;
-        if result == regorus::Value::Undefined {
-            // A partial set with no member is the empty set.
-            return Ok(Vec::new());
-        }
-        let json = serde_json::to_value(&result).map_err(|e| e.to_string())?;
-        let Value::Array(items) = json else {
-            return Err(format!("`{ENTRYPOINT}` must be a set, got {json}"));
-        };
-        items
-            .into_iter()
-            .map(|v| {
-                serde_json::from_value::<Violation>(v.clone()).map_err(|_| {
-                    format!(
-                        "a violation must be {{\"rule\": string, \"message\": string}}, got {v}"
-                    )
-                })
-            })
-            .collect()
+            .map_err(|e| e.to_string())
+            .and_then(violation_list)
     }
+}
+
+/// The members of a violation set; undefined (a partial set no rule added
+/// to) is empty.
+fn violation_list(result: regorus::Value) -> Result<Vec<Violation>, String> {
+    if result == regorus::Value::Undefined {
+        return Ok(Vec::new());
+    }
+    let json = serde_json::to_value(&result).map_err(|e| e.to_string())?;
+    let Value::Array(items) = json else {
+        return Err(format!("a violation set must be a set, got {json}"));
+    };
+    items
+        .into_iter()
+        .map(|v| {
+            serde_json::from_value::<Violation>(v.clone()).map_err(|_| {
+                format!("a violation must be {{\"rule\": string, \"message\": string}}, got {v}")
+            })
+        })
+        .collect()
 }
 
 /// Turn off backtrace capture for library errors (`RUST_LIB_BACKTRACE=0`)

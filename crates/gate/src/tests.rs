@@ -216,6 +216,30 @@ fn a_missing_threshold_denies() {
     assert!(o.violations[0]
         .message
         .contains("\"unit-cost-cap\"].cap_usd"));
+    // Found once, at load.
+    assert_eq!(e.misconfigured().len(), 1);
+    assert!(engine().misconfigured().is_empty());
+}
+
+#[test]
+fn misconfigured_is_optional_and_checked_at_load() {
+    // Rules without a `misconfigured` set load and judge as before.
+    let only_cost: Vec<_> = modules()
+        .into_iter()
+        .filter(|(n, _)| n == "cost.rego")
+        .collect();
+    let e = GateEngine::compile(only_cost, data()).unwrap();
+    assert!(e.misconfigured().is_empty());
+    let o = judge(&e, json!({"unit_cost_usd": 0.6}), &ctx());
+    assert_eq!(rules(&o), ["unit-cost-cap"]);
+    // A malformed member stops the load instead of being ignored.
+    let mut m = modules();
+    m.push((
+        "odd.rego".into(),
+        "package tollgate.gate\nimport rego.v1\nmisconfigured contains \"just text\"".into(),
+    ));
+    let err = GateEngine::compile(m, data()).unwrap_err().to_string();
+    assert!(err.contains("misconfigured"), "{err}");
 }
 
 #[test]
