@@ -4,11 +4,6 @@
 //!
 //! `cargo bench -p tollgate-benches --bench core`
 
-/// mimalloc: the gate's Rego evaluation and the pipeline allocate many small,
-/// short-lived values; see README, "Performance".
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tollgate_enrich::{Defaults, Enricher};
 use tollgate_event::{decode, Kind, Limits};

@@ -9,11 +9,6 @@
 //!
 //! `cargo bench -p tollgate-benches --bench decisions`
 
-/// mimalloc: the gate's Rego evaluation and the pipeline allocate many small,
-/// short-lived values; see README, "Performance".
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

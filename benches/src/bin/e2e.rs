@@ -9,11 +9,6 @@
 //!
 //! `scripts/bench-e2e.sh` starts the broker and runs this.
 
-/// mimalloc: the gate's Rego evaluation and the pipeline allocate many small,
-/// short-lived values; see README, "Performance".
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

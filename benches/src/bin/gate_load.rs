@@ -13,11 +13,6 @@
 //! Finally every decision is checked to be in the log, and the log verifies.
 //! `scripts/bench-gate.sh` builds and runs this.
 
-/// mimalloc: the gate's Rego evaluation and the pipeline allocate many small,
-/// short-lived values; see README, "Performance".
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,5 @@
 //! `tollgate`: the pipeline, the load generator and the rollup summary.
 
-/// mimalloc: the gate's Rego evaluation and the pipeline allocate many small,
-/// short-lived values; see README, "Performance".
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
