@@ -48,6 +48,27 @@ fn vm_hwm_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU time (user + system, in clock ticks) of each live thread of this
+/// process, by thread id: `(name, ticks)`.
+fn thread_cpu_ticks() -> Vec<(u64, String, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let tid: u64 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_string();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the comm.
+        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some((tid, name, ticks))
+    })
+    .collect()
+}
+
 fn raw_consume(cfg: &Config, total: u64) -> Result<f64> {
     let cc = tollgate_ingest::consumer_config(cfg, &format!("{}-raw", cfg.kafka.group_id));
     let consumer: BaseConsumer = cc.create()?;
@@ -193,15 +214,30 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let worker = {
         let (cfg, telemetry, decisions) = (cfg.clone(), telemetry.clone(), decisions.clone());
-        std::thread::spawn(move || {
-            tollgate_ingest::run_pipeline(&cfg, &opts, &telemetry, &decisions)
-        })
+        std::thread::Builder::new()
+            .name("consumer".into())
+            .spawn(move || tollgate_ingest::run_pipeline(&cfg, &opts, &telemetry, &decisions))
+            .context("start the pipeline thread")?
     };
     // Time at which the last event was processed: the sentinels close every
     // other window inline, so by then all rollups but the sentinels' are written.
     // Measured from the first message, like the raw consumer.
     let (mut first_at, mut done_at) = (None, None);
+    // Threads end with the pipeline, so their CPU time is sampled while it runs.
+    let baseline: std::collections::HashMap<u64, u64> = thread_cpu_ticks()
+        .into_iter()
+        .map(|(tid, _, t)| (tid, t))
+        .collect();
+    let mut cpu: std::collections::HashMap<u64, (String, u64)> = Default::default();
+    let mut sampled = Instant::now();
     while !worker.is_finished() {
+        if sampled.elapsed() >= Duration::from_millis(50) {
+            sampled = Instant::now();
+            for (tid, name, t) in thread_cpu_ticks() {
+                let t = t - baseline.get(&tid).copied().unwrap_or(0).min(t);
+                cpu.insert(tid, (name, t));
+            }
+        }
         let consumed = telemetry.stats.snapshot().consumed;
         if first_at.is_none() && consumed > 0 {
             first_at = Some(started.elapsed());
@@ -241,6 +277,18 @@ fn main() -> Result<()> {
         s.commits
     );
     println!("ratio pipeline / raw       {:.2}", pipeline / raw);
+    // Summed by thread name (librdkafka's threads are `rdk:*`); 100 ticks/s on Linux.
+    let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+    for (name, t) in cpu.into_values() {
+        *by_name.entry(name).or_default() += t;
+    }
+    let mut by_name: Vec<_> = by_name.into_iter().filter(|(_, t)| *t > 0).collect();
+    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    let shown: Vec<String> = by_name
+        .iter()
+        .map(|(n, t)| format!("{n} {:.2}s", *t as f64 / 100.0))
+        .collect();
+    println!("CPU by thread (whole run)  {}", shown.join(", "));
     println!(
         "peak RSS of the pipeline   {:.0} MiB",
         rss as f64 / (1024.0 * 1024.0)

@@ -12,6 +12,9 @@ use std::borrow::Cow;
 use crate::{Num, Tags, Text, Ts, Wire, MAX_ID_BYTES};
 
 struct Reader<'a> {
+    /// The whole message, checked as UTF-8 once up front, so strings are
+    /// sliced out of it without a check each.
+    s: &'a str,
     b: &'a [u8],
     i: usize,
 }
@@ -43,12 +46,20 @@ impl<'a> Reader<'a> {
 
     /// A string without escapes or control characters, borrowed.
     fn string(&mut self) -> Option<&'a str> {
-        std::str::from_utf8(self.raw_string()?).ok()
+        let (start, end) = self.string_span()?;
+        // Both ends are next to an ASCII quote, so on character boundaries.
+        self.s.get(start..end)
     }
 
-    /// The bytes of a string without escapes or control characters. Keys are
-    /// matched against ASCII names as bytes, so they need no UTF-8 check.
+    /// The bytes of a string without escapes or control characters (keys
+    /// are matched against ASCII names as bytes).
     fn raw_string(&mut self) -> Option<&'a [u8]> {
+        let (start, end) = self.string_span()?;
+        self.b.get(start..end)
+    }
+
+    /// Where the next string's contents start and end.
+    fn string_span(&mut self) -> Option<(usize, usize)> {
         self.ws();
         if self.peek()? != b'"' {
             return None;
@@ -62,7 +73,7 @@ impl<'a> Reader<'a> {
             return None;
         }
         self.i = start + len + 1;
-        Some(&rest[..len])
+        Some((start, start + len))
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -122,10 +133,7 @@ impl<'a> Reader<'a> {
             float = true;
         }
         if float {
-            let x: f64 = std::str::from_utf8(&self.b[start..self.i])
-                .ok()?
-                .parse()
-                .ok()?;
+            let x: f64 = self.s.get(start..self.i)?.parse().ok()?;
             return x.is_finite().then_some(Num::F(x));
         }
         match (neg, mag) {
@@ -202,10 +210,7 @@ impl<'a> Reader<'a> {
                     b"team" => Some(0),
                     b"environment" => Some(1),
                     b"project" => Some(2),
-                    _ => {
-                        std::str::from_utf8(key).ok()?;
-                        None
-                    }
+                    _ => None,
                 };
                 if let Some(k) = slot {
                     if std::mem::replace(&mut seen[k], true) {
@@ -232,9 +237,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Read the common shape of an event, or `None` to let serde_json decide.
+/// Read the common shape of an event, or `None` to let serde_json decide
+/// (invalid UTF-8 included: serde_json names where it is).
 pub(crate) fn parse(b: &[u8]) -> Option<Wire<'_>> {
-    let mut r = Reader { b, i: 0 };
+    let s = std::str::from_utf8(b).ok()?;
+    let mut r = Reader { s, b, i: 0 };
     let mut w = Wire::default();
     let mut seen = 0u32;
     r.eat(b'{')?;
@@ -288,11 +295,8 @@ pub(crate) fn parse(b: &[u8]) -> Option<Wire<'_>> {
                     bit(21)?;
                     r.skip_scalar()?;
                 }
-                // Unknown keys (serde_json checks their UTF-8 too): scalars only here.
-                _ => {
-                    std::str::from_utf8(key).ok()?;
-                    r.skip_scalar()?
-                }
+                // Unknown keys: scalars only here.
+                _ => r.skip_scalar()?,
             }
             r.ws();
             match r.peek()? {
