@@ -283,7 +283,7 @@ fn main() -> Result<()> {
         *by_name.entry(name).or_default() += t;
     }
     let mut by_name: Vec<_> = by_name.into_iter().filter(|(_, t)| *t > 0).collect();
-    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    by_name.sort_by_key(|t| std::cmp::Reverse(t.1));
     let shown: Vec<String> = by_name
         .iter()
         .map(|(n, t)| format!("{n} {:.2}s", *t as f64 / 100.0))
