@@ -36,11 +36,17 @@ struct Args {
     out: PathBuf,
 }
 
+/// Peak resident set size since the last reset.
 fn vm_hwm_bytes() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// A `/proc/self/status` size field (`VmHWM:`, `VmRSS:`), in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: u64 = s
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -230,9 +236,21 @@ fn main() -> Result<()> {
         .collect();
     let mut cpu: std::collections::HashMap<u64, (String, u64)> = Default::default();
     let mut sampled = Instant::now();
+    // Where the resident set peaked: (RSS, seconds, consumed, windows written).
+    let mut rss_peak = (0u64, 0.0f64, 0u64, 0u64);
     while !worker.is_finished() {
         if sampled.elapsed() >= Duration::from_millis(50) {
             sampled = Instant::now();
+            let rss = status_bytes("VmRSS:").unwrap_or(0);
+            if rss > rss_peak.0 {
+                let s = telemetry.stats.snapshot();
+                rss_peak = (
+                    rss,
+                    started.elapsed().as_secs_f64(),
+                    s.consumed,
+                    s.windows_written,
+                );
+            }
             for (tid, name, t) in thread_cpu_ticks() {
                 let t = t - baseline.get(&tid).copied().unwrap_or(0).min(t);
                 cpu.insert(tid, (name, t));
@@ -292,6 +310,13 @@ fn main() -> Result<()> {
     println!(
         "peak RSS of the pipeline   {:.0} MiB",
         rss as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "sampled RSS peaked at      {:.0} MiB, {:.1}s in, {} events consumed, {} windows written",
+        rss_peak.0 as f64 / (1024.0 * 1024.0),
+        rss_peak.1,
+        rss_peak.2,
+        rss_peak.3
     );
     println!(
         "rollup events              {} (accepted {}, duplicates {}, late {})",
