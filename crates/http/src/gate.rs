@@ -67,7 +67,11 @@ pub fn load_gate_engine(
         .map(|r| (r.region.clone(), json!(r.carbon_intensity_g_per_kwh)))
         .collect();
     let data = json!({"params": params, "regions": regions});
-    Ok(GateEngine::compile(modules, data)?)
+    let engine = GateEngine::compile(modules, data)?;
+    for v in engine.misconfigured() {
+        tracing::warn!(rule = %v.rule, "gate misconfigured, every gate answer denies until fixed: {}", v.message);
+    }
+    Ok(engine)
 }
 
 fn display_name(p: &Path) -> String {
