@@ -239,11 +239,11 @@ fn main() -> Result<()> {
     // Where the resident set peaked: (RSS, seconds, consumed, windows written).
     let mut rss_peak = (0u64, 0.0f64, 0u64, 0u64);
     while !worker.is_finished() {
+        let s = telemetry.stats.snapshot();
         if sampled.elapsed() >= Duration::from_millis(50) {
             sampled = Instant::now();
             let rss = status_bytes("VmRSS:").unwrap_or(0);
             if rss > rss_peak.0 {
-                let s = telemetry.stats.snapshot();
                 rss_peak = (
                     rss,
                     started.elapsed().as_secs_f64(),
@@ -256,7 +256,7 @@ fn main() -> Result<()> {
                 cpu.insert(tid, (name, t));
             }
         }
-        let consumed = telemetry.stats.snapshot().consumed;
+        let consumed = s.consumed;
         if first_at.is_none() && consumed > 0 {
             first_at = Some(started.elapsed());
         }

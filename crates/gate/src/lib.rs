@@ -232,19 +232,18 @@ impl GateEngine {
         engine
             .add_data(regorus::Value::from(data))
             .map_err(|e| GateError::Data(e.to_string()))?;
-        // A query, not `eval_rule`: rules that define no such set are fine.
-        let misconfigured = engine
+        // A query, not `eval_rule`: rules that define no such set are fine
+        // (the query has no result).
+        let found = engine
             .eval_query(MISCONFIGURED.into(), false)
-            .map_err(|e| e.to_string())
-            .and_then(|r| {
-                let first = r.result.into_iter().next();
-                violation_list(
-                    first
-                        .and_then(|q| q.expressions.into_iter().next())
-                        .map_or(regorus::Value::Undefined, |e| e.value),
-                )
-            })
-            .map_err(GateError::Misconfigured)?;
+            .map_err(|e| GateError::Misconfigured(e.to_string()))?;
+        let value = found
+            .result
+            .into_iter()
+            .next()
+            .and_then(|q| q.expressions.into_iter().next())
+            .map_or(regorus::Value::Undefined, |e| e.value);
+        let misconfigured = violation_list(value).map_err(GateError::Misconfigured)?;
         let entry: regorus::Rc<str> = ENTRYPOINT.into();
         let policy = engine
             .compile_with_entrypoint(&entry)
@@ -314,9 +313,9 @@ fn violation_list(result: regorus::Value) -> Result<Vec<Violation>, String> {
         return Err(format!("a violation set must be a set, got {json}"));
     };
     items
-        .into_iter()
+        .iter()
         .map(|v| {
-            serde_json::from_value::<Violation>(v.clone()).map_err(|_| {
+            Violation::deserialize(v).map_err(|_| {
                 format!("a violation must be {{\"rule\": string, \"message\": string}}, got {v}")
             })
         })

@@ -233,23 +233,26 @@ fn misconfigured_is_optional_and_checked_at_load() {
     let o = judge(&e, json!({"unit_cost_usd": 0.6}), &ctx());
     assert_eq!(rules(&o), ["unit-cost-cap"]);
     // A malformed member stops the load instead of being ignored.
-    let mut m = modules();
-    m.push((
-        "odd.rego".into(),
-        "package tollgate.gate\nimport rego.v1\nmisconfigured contains \"just text\"".into(),
-    ));
-    let err = GateEngine::compile(m, data()).unwrap_err().to_string();
+    let err = load_error_with(
+        "odd.rego",
+        "package tollgate.gate\nimport rego.v1\nmisconfigured contains \"just text\"",
+    );
     assert!(err.contains("misconfigured"), "{err}");
+}
+
+/// The error of loading the shipped modules plus `name` with `source`.
+fn load_error_with(name: &str, source: &str) -> String {
+    let mut m = modules();
+    m.push((name.into(), source.into()));
+    GateEngine::compile(m, data()).unwrap_err().to_string()
 }
 
 #[test]
 fn a_broken_module_is_named() {
-    let mut m = modules();
-    m.push((
-        "broken.rego".into(),
-        "package tollgate.gate\nviolations contains {".into(),
-    ));
-    let err = GateEngine::compile(m, data()).unwrap_err().to_string();
+    let err = load_error_with(
+        "broken.rego",
+        "package tollgate.gate\nviolations contains {",
+    );
     assert!(err.starts_with("gate module broken.rego:"), "{err}");
     assert!(matches!(
         GateEngine::compile(Vec::new(), data()),

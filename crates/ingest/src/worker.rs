@@ -573,15 +573,18 @@ impl Worker<'_> {
         }
         let part = &self.parts[i];
         let topic: Arc<str> = part.topic.as_str().into();
+        let live = self.live.enabled(&self.t.live);
         for window in closed {
+            // Each row's dimensions decoded once, for the ledger and the counters.
+            let rows: Vec<_> = window.rows.iter().collect();
             // The window leaves the open set and enters the ledger here, on
             // this thread, so the next live snapshot counts it exactly once.
-            if self.live.enabled(&self.t.live) {
+            if live {
                 self.live
                     .ledger
-                    .add_window(window.start_ms, window.rows.iter());
+                    .add_window(window.start_ms, rows.iter().copied());
             }
-            self.t.business.add_rows(window.rows.iter());
+            self.t.business.add_rows(rows.into_iter());
             let job = Job::Window {
                 topic: topic.clone(),
                 partition: part.partition,
