@@ -295,6 +295,28 @@ fn main() -> Result<()> {
         s.commits
     );
     println!("ratio pipeline / raw       {:.2}", pipeline / raw);
+    // Where the writer's decision time goes: each policy's total, from
+    // `tollgate_policy_evaluation_duration_seconds`.
+    let mut policies: Vec<(String, f64)> = decisions
+        .engine()
+        .policies()
+        .iter()
+        .map(|p| {
+            let h = telemetry.policy_seconds.with_label_values(&[&p.name]);
+            (p.name.clone(), h.get_sample_sum())
+        })
+        .collect();
+    policies.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let shown: Vec<String> = policies
+        .iter()
+        .map(|(n, t)| format!("{n} {t:.2}s"))
+        .collect();
+    println!(
+        "deciding windows           {:.2}s ({} decisions); by policy: {}",
+        s.decide_micros as f64 / 1e6,
+        s.decisions + s.decisions_replayed,
+        shown.join(", ")
+    );
     // Summed by thread name (librdkafka's threads are `rdk:*`); 100 ticks/s on Linux.
     let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
     for (name, t) in cpu.into_values() {

@@ -121,6 +121,7 @@ pub(crate) struct Decided {
 pub(crate) struct Decider {
     d: Decisions,
     counted: prometheus::IntCounterVec,
+    policy_seconds: prometheus::HistogramVec,
     producer: FutureProducer,
     rt: tokio::runtime::Runtime,
 }
@@ -130,8 +131,12 @@ impl Decider {
         cfg: &Config,
         d: Decisions,
         counted: prometheus::IntCounterVec,
+        policy_seconds: prometheus::HistogramVec,
     ) -> Result<Self, IngestError> {
+        // The writer waits for each window's acknowledgements, so lingering
+        // to fill a batch only adds its delay to every window close.
         let producer: FutureProducer = crate::output_producer_config(cfg)
+            .set("linger.ms", "0")
             .create()
             .map_err(kafka("create decisions producer"))?;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -141,6 +146,7 @@ impl Decider {
         Ok(Decider {
             d,
             counted,
+            policy_seconds,
             producer,
             rt,
         })
@@ -164,6 +170,11 @@ impl Decider {
             end_ms: w.end_ms,
             rows: batch,
         }));
+        for (policy, took) in &eval.timings {
+            self.policy_seconds
+                .with_label_values(&[policy])
+                .observe(took.as_secs_f64());
+        }
         let mut out = Decided {
             policy_errors: eval.errors.len() as u64,
             ..Decided::default()

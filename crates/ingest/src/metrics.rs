@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 use tollgate_event::Kind;
 use tollgate_window::{DimsRef, Measures};
@@ -177,6 +177,8 @@ pub struct Telemetry {
     pub window_close_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub decisions: IntCounterVec,
+    /// Time to evaluate one policy over one closed window, by policy.
+    pub policy_seconds: HistogramVec,
     pub business: Business,
 }
 
@@ -214,6 +216,15 @@ impl Telemetry {
                 &["policy", "verdict"],
             )
             .expect("static metric"),
+            policy_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "tollgate_policy_evaluation_duration_seconds",
+                    "Time to evaluate one policy over one closed window (planning and execution).",
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 16).expect("static buckets")),
+                &["policy"],
+            )
+            .expect("static metric"),
             business: Business::new(series_cap),
         }
     }
@@ -223,6 +234,7 @@ impl Telemetry {
         registry.register(Box::new(self.window_close_seconds.clone()))?;
         registry.register(Box::new(self.commit_seconds.clone()))?;
         registry.register(Box::new(self.decisions.clone()))?;
+        registry.register(Box::new(self.policy_seconds.clone()))?;
         registry.register(Box::new(self.business.cost.clone()))?;
         registry.register(Box::new(self.business.carbon.clone()))?;
         registry.register(Box::new(self.business.tokens.clone()))?;

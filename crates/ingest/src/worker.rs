@@ -230,7 +230,12 @@ pub fn run_pipeline(
         writer: Writer::spawn(
             cfg.output.rollup_dir.clone(),
             cfg.output.late_dir.clone(),
-            crate::decide::Decider::new(cfg, decisions.clone(), t.decisions.clone())?,
+            crate::decide::Decider::new(
+                cfg,
+                decisions.clone(),
+                t.decisions.clone(),
+                t.policy_seconds.clone(),
+            )?,
         )?,
     };
     info!(topics = ?topics, group = %cfg.kafka.group_id, instance = ?cfg.kafka.instance_id, brokers = %cfg.kafka.brokers, "consuming");

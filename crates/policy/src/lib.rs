@@ -32,17 +32,21 @@ pub mod params;
 pub mod tables;
 pub mod template;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, UInt64Type};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::ParamValues;
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::scalar::ScalarValue;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -99,11 +103,19 @@ pub struct Policy {
     subject: Template,
     message: Template,
     plan: LogicalPlan,
+    cache: Option<PlanCache>,
 }
 
 impl Policy {
     pub fn applies_to(&self, kind: &str) -> bool {
         self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind)
+    }
+
+    /// Physical plans kept for reuse; `None` when it is planned per window.
+    pub fn cached_plans(&self) -> Option<usize> {
+        self.cache
+            .as_ref()
+            .map(|c| c.plans.lock().unwrap_or_else(|p| p.into_inner()).len())
     }
 }
 
@@ -154,9 +166,17 @@ pub struct PolicyEngine {
 
 fn session() -> SessionContext {
     // Windows are small: one partition avoids repartitioning overhead.
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
+    // Physical plans are reused across windows (`PlanCache`); DataFusion
+    // cannot re-execute a plan holding dynamic filters, and windows are too
+    // small for them to pay off.
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.enable_dynamic_filter_pushdown = false;
+    optimizer.enable_topk_dynamic_filter_pushdown = false;
+    optimizer.enable_join_dynamic_filter_pushdown = false;
+    optimizer.enable_aggregate_dynamic_filter_pushdown = false;
     SessionContext::new_with_config(config)
 }
 
@@ -262,8 +282,7 @@ impl PolicyEngine {
             }
         };
         self.rollups.set(vec![batch]);
-        let values: ParamValues =
-            params::window_values(w.kind, w.source, w.start_ms, w.end_ms).into();
+        let values = params::window_values(w.kind, w.source, w.start_ms, w.end_ms);
         let window = DecisionWindow::from_millis(w.start_ms, w.end_ms, w.source);
         for p in self.policies.iter().filter(|p| p.applies_to(w.kind)) {
             let started = Instant::now();
@@ -306,22 +325,120 @@ impl PolicyEngine {
     async fn run(
         &self,
         p: &Policy,
-        values: &ParamValues,
+        window: &[(&'static str, ScalarValue)],
     ) -> Result<Vec<Map<String, Value>>, String> {
-        let plan = p
-            .plan
-            .clone()
-            .with_param_values(values.clone())
-            .map_err(|e| e.to_string())?;
-        let batches = self
-            .ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|e| e.to_string())?
-            .collect()
+        let plan = match &p.cache {
+            Some(cache) => {
+                let key: Vec<ScalarValue> = cache
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        window
+                            .iter()
+                            .find(|(n, _)| n == k)
+                            .map_or(ScalarValue::Null, |(_, v)| v.clone())
+                    })
+                    .collect();
+                let hit = cache.get(&key);
+                match hit {
+                    Some(plan) => reset_plan_states(plan).map_err(|e| e.to_string())?,
+                    None => {
+                        let plan = self.physical_plan(p, window).await?;
+                        cache.put(key, &plan).map_err(|e| e.to_string())?;
+                        plan
+                    }
+                }
+            }
+            None => self.physical_plan(p, window).await?,
+        };
+        let batches = datafusion::physical_plan::collect(plan, self.ctx.task_ctx())
             .await
             .map_err(|e| e.to_string())?;
         json_rows(&batches)
+    }
+
+    /// Bind the window's values, optimize and plan.
+    async fn physical_plan(
+        &self,
+        p: &Policy,
+        window: &[(&'static str, ScalarValue)],
+    ) -> Result<Arc<dyn ExecutionPlan>, String> {
+        let values: ParamValues = window.to_vec().into();
+        let plan = p
+            .plan
+            .clone()
+            .with_param_values(values)
+            .map_err(|e| e.to_string())?;
+        self.ctx
+            .state()
+            .create_physical_plan(&plan)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Physical plans of one policy, reused across windows. Only for policies
+/// whose plan depends on nothing that changes between windows except the
+/// window's rows, which [`SwapExec`](tables::SwapExec) reads at execution:
+/// no `history` (its file list is taken when planning) and no window
+/// parameter other than those in [`params::PLAN_KEY_PARAMS`], whose values
+/// key the cache.
+#[derive(Debug)]
+struct PlanCache {
+    keys: Vec<&'static str>,
+    plans: std::sync::Mutex<HashMap<Vec<ScalarValue>, Arc<dyn ExecutionPlan>>>,
+}
+
+/// Plans kept per policy at most (one per kind and source in practice).
+const PLAN_CACHE_ENTRIES: usize = 256;
+
+impl PlanCache {
+    /// `None` when the plan must be made again for each window.
+    fn for_plan(plan: &LogicalPlan) -> datafusion::error::Result<Option<Self>> {
+        let mut reads_history = false;
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                reads_history |= scan.table_name.table() == "history";
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let mut keys = Vec::new();
+        for name in plan.get_parameter_types()?.keys() {
+            let name = name.trim_start_matches('$');
+            match params::PLAN_KEY_PARAMS.iter().find(|k| **k == name) {
+                Some(k) => keys.push(*k),
+                None => return Ok(None),
+            }
+        }
+        keys.sort_unstable();
+        Ok((!reads_history).then(|| PlanCache {
+            keys,
+            plans: Default::default(),
+        }))
+    }
+
+    fn get(&self, key: &[ScalarValue]) -> Option<Arc<dyn ExecutionPlan>> {
+        let plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        plans.get(key).cloned()
+    }
+
+    /// Keep a copy of `plan` with fresh state (before it is executed).
+    /// Recursive queries are not kept: DataFusion cannot run them twice.
+    fn put(
+        &self,
+        key: Vec<ScalarValue>,
+        plan: &Arc<dyn ExecutionPlan>,
+    ) -> datafusion::error::Result<()> {
+        if plan.exists(|n| Ok(n.name() == "RecursiveQueryExec"))? {
+            return Ok(());
+        }
+        let fresh = reset_plan_states(plan.clone())?;
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if plans.len() >= PLAN_CACHE_ENTRIES {
+            plans.clear();
+        }
+        plans.insert(key, fresh);
+        Ok(())
     }
 }
 
@@ -442,6 +559,7 @@ async fn load_one(
         params,
         subject,
         message,
+        cache: PlanCache::for_plan(&plan).map_err(|e| format!("SQL: {e}"))?,
         plan,
     })
 }

@@ -6,28 +6,39 @@ use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Statistics;
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::statistics::StatisticsArgs;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
+    SendableRecordBatchStream,
+};
 
 /// An in-memory table whose contents are replaced between evaluations.
 ///
 /// Policies are planned once against it; each evaluation swaps in the closed
-/// window's batches and executes the cached plan, so no SQL is parsed or
-/// planned per window.
+/// window's batches. Its scan ([`SwapExec`]) reads the contents when the plan
+/// is *executed*, not when it is planned, and claims no statistics, so a
+/// physical plan built over it stays valid for later windows.
 #[derive(Debug)]
 pub struct SwapTable {
     schema: SchemaRef,
-    batches: RwLock<Vec<RecordBatch>>,
+    batches: Arc<RwLock<Vec<RecordBatch>>>,
 }
 
 impl SwapTable {
     pub fn new(schema: SchemaRef) -> Arc<Self> {
         Arc::new(SwapTable {
             schema,
-            batches: RwLock::new(Vec::new()),
+            batches: Arc::new(RwLock::new(Vec::new())),
         })
     }
 
@@ -38,12 +49,12 @@ impl SwapTable {
             Err(poisoned) => *poisoned.into_inner() = batches,
         }
     }
+}
 
-    fn get(&self) -> Vec<RecordBatch> {
-        match self.batches.read() {
-            Ok(b) => b.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+fn current(batches: &RwLock<Vec<RecordBatch>>) -> Vec<RecordBatch> {
+    match batches.read() {
+        Ok(b) => b.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
     }
 }
 
@@ -64,12 +75,118 @@ impl TableProvider for SwapTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let exec = MemorySourceConfig::try_new_exec(
-            &[self.get()],
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        // Sizes of the rows in the table now, as an estimate only: the plan
+        // may run on another window's rows, so nothing may rely on them
+        // being exact (an exact count would be answered from statistics).
+        let rows = current(&self.batches);
+        let mut estimate = Statistics::new_unknown(&schema);
+        estimate.num_rows = Precision::Inexact(rows.iter().map(|b| b.num_rows()).sum());
+        estimate.total_byte_size =
+            Precision::Inexact(rows.iter().map(|b| b.get_array_memory_size()).sum());
+        Ok(Arc::new(SwapExec {
+            batches: self.batches.clone(),
+            schema,
+            projection: projection.cloned(),
+            properties: Arc::new(properties),
+            estimate: Arc::new(estimate),
+        }))
+    }
+}
+
+/// The scan of a [`SwapTable`]: streams the table's contents at the time of
+/// `execute`. Holds no state between executions, and its statistics are
+/// inexact estimates (for join order), so no window's rows are baked into a
+/// plan.
+#[derive(Debug)]
+pub struct SwapExec {
+    batches: Arc<RwLock<Vec<RecordBatch>>>,
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    properties: Arc<PlanProperties>,
+    estimate: Arc<Statistics>,
+}
+
+impl DisplayAs for SwapExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "SwapExec: projection={:?}", self.projection)
+    }
+}
+
+impl ExecutionPlan for SwapExec {
+    fn name(&self) -> &str {
+        "SwapExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        Ok(self.estimate.clone())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "SwapExec has one partition, asked for {partition}"
+            )));
+        }
+        let mut batches = current(&self.batches);
+        if let Some(p) = &self.projection {
+            batches = batches
+                .iter()
+                .map(|b| b.project(p))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(Box::pin(MemoryStream::try_new(
+            batches,
             self.schema.clone(),
-            projection.cloned(),
-        )?;
-        Ok(exec)
+            None,
+        )?))
     }
 }
 

@@ -313,3 +313,102 @@ async fn policies_read_the_parquet_history() {
         serde_json::json!(10_010.0)
     );
 }
+
+/// Physical plans are kept across windows (`PlanCache`): a reused plan must
+/// answer for the window it runs on, exactly as a plan made for it would,
+/// through a join, a global count (statistics must not be baked in) and the
+/// `kind` and `source` parameters that key the cache.
+#[tokio::test]
+async fn reused_plans_answer_for_each_window() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "joined.toml",
+        r#"
+verdict = "warn"
+subject = "tenant={tenant}/kind={k}/source={src}"
+message = "{n} rows, {spend:.2} USD at {g} g/kWh"
+sql = """
+SELECT r.tenant, count(*) AS n, sum(r.cost_usd) AS spend,
+       g.carbon_intensity_g_per_kwh AS g, $kind AS k, $source AS src
+FROM rollups r JOIN regions g ON r.region = g.region
+GROUP BY r.tenant, g.carbon_intensity_g_per_kwh
+"""
+"#,
+    );
+    write(
+        dir.path(),
+        "counted.toml",
+        r#"
+verdict = "warn"
+subject = "rows={n}"
+message = "{n} rows"
+sql = "SELECT count(*) AS n FROM rollups HAVING count(*) > 0"
+"#,
+    );
+    let a = window_rows(&[
+        toml::toml! { tenant = "a" region = "eu-north-1" cost_usd = 1.0 },
+        toml::toml! { tenant = "a" region = "eu-north-1" cost_usd = 2.0 },
+    ]);
+    let b = window_rows(&[
+        toml::toml! { tenant = "b" region = "us-east-1" cost_usd = 4.0 },
+        toml::toml! { tenant = "b" region = "us-east-1" cost_usd = 8.0 },
+        toml::toml! { tenant = "c" region = "eu-north-1" cost_usd = 16.0 },
+    ]);
+    // (rows, kind, source, decisions: one per tenant plus the count)
+    let windows = [
+        (&a, "inference", "s/0", 2),
+        (&b, "training", "s/1", 3),
+        (&a, "inference", "s/0", 2),
+        (&b, "inference", "s/0", 3),
+        (&a, "training", "s/1", 2),
+    ];
+    let engine = PolicyEngine::load(opts(dir.path())).await.unwrap();
+    let outcome = |e: Evaluation| {
+        assert!(e.errors.is_empty(), "{:?}", e.errors);
+        let mut v: Vec<_> = e
+            .drafts
+            .into_iter()
+            .map(|d| (d.decision_id(), d.reasons, d.observed))
+            .collect();
+        v.sort_by(|x, y| x.0.cmp(&y.0));
+        v
+    };
+    for (i, (rows, kind, source, decisions)) in windows.into_iter().enumerate() {
+        let input = WindowInput {
+            kind,
+            source,
+            start_ms: i as i64 * 60_000,
+            end_ms: (i as i64 + 1) * 60_000,
+            rows,
+        };
+        let reused = outcome(engine.evaluate(&input).await);
+        let fresh = PolicyEngine::load(opts(dir.path())).await.unwrap();
+        assert_eq!(reused, outcome(fresh.evaluate(&input).await), "window {i}");
+        assert_eq!(reused.len(), decisions, "window {i}");
+    }
+    let kept: Vec<(&str, Option<usize>)> = engine
+        .policies()
+        .iter()
+        .map(|p| (p.name.as_str(), p.cached_plans()))
+        .collect();
+    // One plan for `counted`; one per (kind, source) seen for `joined`.
+    assert_eq!(kept, [("counted", Some(1)), ("joined", Some(2))]);
+}
+
+#[tokio::test]
+async fn plans_reading_history_or_the_window_bounds_are_made_per_window() {
+    let engine = PolicyEngine::load(opts(&shipped())).await.unwrap();
+    let cached = |name: &str| {
+        engine
+            .policies()
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .cached_plans()
+    };
+    assert_eq!(cached("team-monthly-budget"), None, "reads history");
+    assert_eq!(cached("node-reliability"), None, "reads $window_end_ms");
+    assert_eq!(cached("team-window-spend"), Some(0));
+    assert_eq!(cached("carbon-intensity"), Some(0));
+}
