@@ -24,8 +24,10 @@
 //!
 //! Cost per window: the SQL is parsed, planned and checked once, at load.
 //! Per window the cached logical plan gets the window parameters bound, is
-//! optimized and executed. Errors at load name the file; errors while
-//! evaluating are reported per policy and never stop the others.
+//! optimized and executed; where the window cannot change the physical plan,
+//! that too is kept and run again ([`PlanCache`]). Errors at load name the
+//! file; errors while evaluating are reported per policy and never stop the
+//! others.
 
 pub mod fixture;
 pub mod params;
