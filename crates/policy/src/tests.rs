@@ -411,4 +411,22 @@ async fn plans_reading_history_or_the_window_bounds_are_made_per_window() {
     assert_eq!(cached("node-reliability"), None, "reads $window_end_ms");
     assert_eq!(cached("team-window-spend"), Some(0));
     assert_eq!(cached("carbon-intensity"), Some(0));
+
+    // A window parameter inside a subquery counts too.
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "nested.toml",
+        r#"
+verdict = "warn"
+subject = "team={team}"
+message = "{team}"
+sql = """
+SELECT team FROM rollups
+WHERE team IN (SELECT team FROM rollups WHERE window_start >= $window_start)
+"""
+"#,
+    );
+    let engine = PolicyEngine::load(opts(dir.path())).await.unwrap();
+    assert_eq!(engine.policies()[0].cached_plans(), None);
 }
