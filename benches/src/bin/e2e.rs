@@ -75,6 +75,13 @@ fn thread_cpu_ticks() -> Vec<(u64, String, u64)> {
     .collect()
 }
 
+/// `name 1.23s, …`, the largest time first.
+fn slowest_first(mut times: Vec<(String, f64)>) -> String {
+    times.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let shown: Vec<String> = times.iter().map(|(n, t)| format!("{n} {t:.2}s")).collect();
+    shown.join(", ")
+}
+
 fn raw_consume(cfg: &Config, total: u64) -> Result<f64> {
     let cc = tollgate_ingest::consumer_config(cfg, &format!("{}-raw", cfg.kafka.group_id));
     let consumer: BaseConsumer = cc.create()?;
@@ -297,7 +304,7 @@ fn main() -> Result<()> {
     println!("ratio pipeline / raw       {:.2}", pipeline / raw);
     // Where the writer's decision time goes: each policy's total, from
     // `tollgate_policy_evaluation_duration_seconds`.
-    let mut policies: Vec<(String, f64)> = decisions
+    let policies = decisions
         .engine()
         .policies()
         .iter()
@@ -306,29 +313,23 @@ fn main() -> Result<()> {
             (p.name.clone(), h.get_sample_sum())
         })
         .collect();
-    policies.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let shown: Vec<String> = policies
-        .iter()
-        .map(|(n, t)| format!("{n} {t:.2}s"))
-        .collect();
     println!(
         "deciding windows           {:.2}s ({} decisions); by policy: {}",
         s.decide_micros as f64 / 1e6,
         s.decisions + s.decisions_replayed,
-        shown.join(", ")
+        slowest_first(policies)
     );
     // Summed by thread name (librdkafka's threads are `rdk:*`); 100 ticks/s on Linux.
     let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
     for (name, t) in cpu.into_values() {
         *by_name.entry(name).or_default() += t;
     }
-    let mut by_name: Vec<_> = by_name.into_iter().filter(|(_, t)| *t > 0).collect();
-    by_name.sort_by_key(|t| std::cmp::Reverse(t.1));
-    let shown: Vec<String> = by_name
-        .iter()
-        .map(|(n, t)| format!("{n} {:.2}s", *t as f64 / 100.0))
+    let by_name = by_name
+        .into_iter()
+        .filter(|(_, t)| *t > 0)
+        .map(|(n, t)| (n, t as f64 / 100.0))
         .collect();
-    println!("CPU by thread (whole run)  {}", shown.join(", "));
+    println!("CPU by thread (whole run)  {}", slowest_first(by_name));
     println!(
         "peak RSS of the pipeline   {:.0} MiB",
         rss as f64 / (1024.0 * 1024.0)

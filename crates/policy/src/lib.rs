@@ -207,7 +207,7 @@ impl PolicyEngine {
                     .map_err(df)?,
             ),
         };
-        ctx.register_table("history", history).map_err(df)?;
+        ctx.register_table(HISTORY, history).map_err(df)?;
         let regions = tables::regions_batch(&opts.regions).map_err(df)?;
         ctx.register_table(
             "regions",
@@ -330,28 +330,21 @@ impl PolicyEngine {
         window: &[(&'static str, ScalarValue)],
     ) -> Result<Vec<Map<String, Value>>, String> {
         let plan = match &p.cache {
+            None => self.physical_plan(p, window).await?,
             Some(cache) => {
-                let key: Vec<ScalarValue> = cache
-                    .keys
-                    .iter()
-                    .map(|k| {
-                        window
-                            .iter()
-                            .find(|(n, _)| n == k)
-                            .map_or(ScalarValue::Null, |(_, v)| v.clone())
-                    })
-                    .collect();
-                let hit = cache.get(&key);
-                match hit {
-                    Some(plan) => reset_plan_states(plan).map_err(|e| e.to_string())?,
+                let key = cache.key(window);
+                let kept = match cache.get(&key) {
+                    Some(plan) => plan,
                     None => {
                         let plan = self.physical_plan(p, window).await?;
                         cache.put(key, &plan).map_err(|e| e.to_string())?;
                         plan
                     }
-                }
+                };
+                // Each run gets its own copy of the kept plan, state reset
+                // (join build sides and the like); the kept one never runs.
+                reset_plan_states(kept).map_err(|e| e.to_string())?
             }
-            None => self.physical_plan(p, window).await?,
         };
         let batches = datafusion::physical_plan::collect(plan, self.ctx.task_ctx())
             .await
@@ -391,6 +384,10 @@ struct PlanCache {
     plans: std::sync::Mutex<HashMap<Vec<ScalarValue>, Arc<dyn ExecutionPlan>>>,
 }
 
+/// The table of every rollup file so far. A listing table: it takes its file
+/// list when a plan is made, so plans reading it are made per window.
+const HISTORY: &str = "history";
+
 /// Plans kept per policy at most (one per kind and source in practice).
 const PLAN_CACHE_ENTRIES: usize = 256;
 
@@ -400,7 +397,7 @@ impl PlanCache {
         let mut reads_history = false;
         plan.apply_with_subqueries(|node| {
             if let LogicalPlan::TableScan(scan) = node {
-                reads_history |= scan.table_name.table() == "history";
+                reads_history |= scan.table_name.table() == HISTORY;
             }
             Ok(TreeNodeRecursion::Continue)
         })?;
@@ -419,13 +416,26 @@ impl PlanCache {
         }))
     }
 
+    /// The values of the parameters that key the cache, for this window.
+    fn key(&self, window: &[(&'static str, ScalarValue)]) -> Vec<ScalarValue> {
+        self.keys
+            .iter()
+            .map(|k| {
+                window
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map_or(ScalarValue::Null, |(_, v)| v.clone())
+            })
+            .collect()
+    }
+
     fn get(&self, key: &[ScalarValue]) -> Option<Arc<dyn ExecutionPlan>> {
         let plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
         plans.get(key).cloned()
     }
 
-    /// Keep a copy of `plan` with fresh state (before it is executed).
-    /// Recursive queries are not kept: DataFusion cannot run them twice.
+    /// Keep `plan` for the windows to come. Recursive queries are not kept:
+    /// DataFusion cannot run them twice.
     fn put(
         &self,
         key: Vec<ScalarValue>,
@@ -434,12 +444,11 @@ impl PlanCache {
         if plan.exists(|n| Ok(n.name() == "RecursiveQueryExec"))? {
             return Ok(());
         }
-        let fresh = reset_plan_states(plan.clone())?;
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
         if plans.len() >= PLAN_CACHE_ENTRIES {
             plans.clear();
         }
-        plans.insert(key, fresh);
+        plans.insert(key, plan.clone());
         Ok(())
     }
 }

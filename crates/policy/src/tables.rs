@@ -26,8 +26,8 @@ use datafusion::physical_plan::{
 ///
 /// Policies are planned once against it; each evaluation swaps in the closed
 /// window's batches. Its scan ([`SwapExec`]) reads the contents when the plan
-/// is *executed*, not when it is planned, and claims no statistics, so a
-/// physical plan built over it stays valid for later windows.
+/// is *executed*, not when it is planned, and claims only inexact sizes, so
+/// a physical plan built over it stays valid for later windows.
 #[derive(Debug)]
 pub struct SwapTable {
     schema: SchemaRef,

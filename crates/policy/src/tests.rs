@@ -314,6 +314,20 @@ async fn policies_read_the_parquet_history() {
     );
 }
 
+/// Write `<name>.toml`: a `warn` policy with these templates and SQL.
+fn write_warn(dir: &Path, name: &str, subject: &str, message: &str, sql: &str) {
+    let mut t = toml::Table::new();
+    for (k, v) in [
+        ("verdict", "warn"),
+        ("subject", subject),
+        ("message", message),
+        ("sql", sql),
+    ] {
+        t.insert(k.into(), v.into());
+    }
+    write(dir, &format!("{name}.toml"), &toml::to_string(&t).unwrap());
+}
+
 /// Physical plans are kept across windows (`PlanCache`): a reused plan must
 /// answer for the window it runs on, exactly as a plan made for it would,
 /// through a join, a global count (statistics must not be baked in) and the
@@ -321,30 +335,22 @@ async fn policies_read_the_parquet_history() {
 #[tokio::test]
 async fn reused_plans_answer_for_each_window() {
     let dir = tempfile::tempdir().unwrap();
-    write(
+    write_warn(
         dir.path(),
-        "joined.toml",
-        r#"
-verdict = "warn"
-subject = "tenant={tenant}/kind={k}/source={src}"
-message = "{n} rows, {spend:.2} USD at {g} g/kWh"
-sql = """
-SELECT r.tenant, count(*) AS n, sum(r.cost_usd) AS spend,
-       g.carbon_intensity_g_per_kwh AS g, $kind AS k, $source AS src
-FROM rollups r JOIN regions g ON r.region = g.region
-GROUP BY r.tenant, g.carbon_intensity_g_per_kwh
-"""
-"#,
+        "joined",
+        "tenant={tenant}/kind={k}/source={src}",
+        "{n} rows, {spend:.2} USD at {g} g/kWh",
+        "SELECT r.tenant, count(*) AS n, sum(r.cost_usd) AS spend,
+                g.carbon_intensity_g_per_kwh AS g, $kind AS k, $source AS src
+         FROM rollups r JOIN regions g ON r.region = g.region
+         GROUP BY r.tenant, g.carbon_intensity_g_per_kwh",
     );
-    write(
+    write_warn(
         dir.path(),
-        "counted.toml",
-        r#"
-verdict = "warn"
-subject = "rows={n}"
-message = "{n} rows"
-sql = "SELECT count(*) AS n FROM rollups HAVING count(*) > 0"
-"#,
+        "counted",
+        "rows={n}",
+        "{n} rows",
+        "SELECT count(*) AS n FROM rollups HAVING count(*) > 0",
     );
     let a = window_rows(&[
         toml::toml! { tenant = "a" region = "eu-north-1" cost_usd = 1.0 },
@@ -414,18 +420,13 @@ async fn plans_reading_history_or_the_window_bounds_are_made_per_window() {
 
     // A window parameter inside a subquery counts too.
     let dir = tempfile::tempdir().unwrap();
-    write(
+    write_warn(
         dir.path(),
-        "nested.toml",
-        r#"
-verdict = "warn"
-subject = "team={team}"
-message = "{team}"
-sql = """
-SELECT team FROM rollups
-WHERE team IN (SELECT team FROM rollups WHERE window_start >= $window_start)
-"""
-"#,
+        "nested",
+        "team={team}",
+        "{team}",
+        "SELECT team FROM rollups
+         WHERE team IN (SELECT team FROM rollups WHERE window_start >= $window_start)",
     );
     let engine = PolicyEngine::load(opts(dir.path())).await.unwrap();
     assert_eq!(engine.policies()[0].cached_plans(), None);
