@@ -579,6 +579,8 @@ impl Worker<'_> {
         let part = &self.parts[i];
         let topic: Arc<str> = part.topic.as_str().into();
         let live = self.live.enabled(&self.t.live);
+        let (partition, kind) = (part.partition, part.kind);
+        let mut jobs = Vec::with_capacity(closed.len());
         for window in closed {
             // Each row's dimensions decoded once, for the ledger and the counters.
             let rows: Vec<_> = window.rows.iter().collect();
@@ -590,12 +592,20 @@ impl Worker<'_> {
                     .add_window(window.start_ms, rows.iter().copied());
             }
             self.t.business.add_rows(rows.into_iter());
-            let job = Job::Window {
+            jobs.push(Job::Window {
                 topic: topic.clone(),
-                partition: part.partition,
-                kind: part.kind,
+                partition,
+                kind,
                 window,
-            };
+            });
+        }
+        // A fresh snapshot before the writer can make any of these files
+        // visible: readers that add the rollup files to the live view's open
+        // windows (`/v1/usage`) must never see a window in both.
+        if live {
+            self.publish_live();
+        }
+        for job in jobs {
             self.writer.submit(job)?;
         }
         self.flush_late(i)
@@ -657,6 +667,12 @@ impl Worker<'_> {
         Ok(())
     }
 
+    /// Publish the live snapshot: the ledger and every partition's open windows.
+    fn publish_live(&mut self) {
+        let open = self.parts.iter().flat_map(|p| p.state.open_rows());
+        self.live.publish(&self.t.live, self.now, open);
+    }
+
     fn on_tick(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
         self.collect_written()?;
         let t: &Telemetry = self.t;
@@ -664,8 +680,7 @@ impl Worker<'_> {
         health.assigned.store(self.parts.len(), Ordering::Relaxed);
         health.running.store(true, Ordering::Relaxed);
         if self.live.due(&self.t.live, self.now) {
-            let open = self.parts.iter().flat_map(|p| p.state.open_rows());
-            self.live.publish(&self.t.live, self.now, open);
+            self.publish_live();
         }
         self.rejoin_if_unassigned(consumer)?;
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
