@@ -268,6 +268,27 @@ fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime> {
         .context("start async runtime")
 }
 
+/// The signals `tollgate run` answers: SIGINT and SIGTERM stop it
+/// gracefully, SIGHUP reloads policies and gate rules.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Registers the handlers now (inside a runtime context), so that from
+    /// this call on none of these signals takes its default action.
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("install the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("install the SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("install the SIGHUP handler")?,
+        })
+    }
+}
+
 fn run(
     mut cfg: Config,
     config_path: &std::path::Path,
@@ -284,6 +305,13 @@ fn run(
     // The API gets both cores' worth of async workers; the pipeline runs on
     // its own threads.
     let rt = runtime_with(if serve_http { 2 } else { 1 })?;
+    // Signal handlers go in before anything reports readiness: a SIGHUP sent
+    // on seeing "signing decisions" must reach the reload, not the default
+    // action (which ends the process).
+    let signals = {
+        let _in_runtime = rt.enter();
+        Signals::install()?
+    };
     let decisions = rt
         .block_on(tollgate_ingest::Decisions::open(&cfg, key))
         .context("cannot start the decision stage")?;
@@ -307,18 +335,15 @@ fn run(
         ..RunOptions::default()
     };
     let stop = opts.stop.clone();
+    let Signals {
+        mut interrupt,
+        mut terminate,
+        mut hup,
+    } = signals;
     rt.spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let sigterm = async {
-            match term.as_mut() {
-                Some(t) => t.recv().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = sigterm => {}
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
         info!("shutdown requested");
         stop.store(true, Ordering::Relaxed);
@@ -331,10 +356,6 @@ fn run(
         let api = api.clone();
         let (cfg, path) = (cfg.clone(), config_path.to_path_buf());
         rt.spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                return;
-            };
             while hup.recv().await.is_some() {
                 let mut next = cfg.clone();
                 match Config::load(&path) {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tollgate_config::Config;
 use tollgate_decision::{Key, KeyRing};
 use tollgate_decision_log::{DecisionLog, LogOptions};
-use tollgate_ingest::live::{month_start_ms, Ledger, LiveSnapshot, OpenWindow, Totals};
+use tollgate_ingest::live::{month_start_ms, Ledger, LiveSnapshot, TeamWindow, Totals};
 use tollgate_ingest::Telemetry;
 use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
 use tower::ServiceExt;
@@ -517,23 +517,26 @@ async fn gate_judges_live_team_spend() {
     };
     closed.add_month("acme", Some("ai"), month, &spent);
     let start = now / 60_000 * 60_000;
-    let open = OpenWindow {
-        start_ms: start,
-        end_ms: start + 60_000,
-        totals: Totals {
-            cost_usd: 95.0,
+    // The team's open window, split over two source partitions.
+    let mut open = Vec::new();
+    for (partition, cost_usd) in [(0, 90.0), (1, 5.0)] {
+        let mut w = TeamWindow::new(
+            ("tollgate.inference".into(), partition),
+            start,
+            start + 60_000,
+        );
+        let spend = Totals {
+            cost_usd,
             events: 5,
             ..Totals::default()
-        },
-    };
-    fx.state.telemetry.live.publish(LiveSnapshot {
-        as_of_ms: now,
-        closed,
-        open: HashMap::from([(
-            ("acme".to_string(), Some("ai".to_string())),
-            BTreeMap::from([(start, open)]),
-        )]),
-    });
+        };
+        w.add("acme", Some("ai"), &spend);
+        open.push(w);
+    }
+    fx.state
+        .telemetry
+        .live
+        .publish(LiveSnapshot::new(now, closed, open));
     let body = r#"{"unit_cost_usd": 0.1, "cost_tags": {"team": "ai", "environment": "prod"}, "projected_spend_usd": 10}"#;
     let a = gate(&fx.app, ACME, body).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);

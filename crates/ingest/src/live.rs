@@ -5,11 +5,15 @@
 //! The consumer thread owns the truth. It keeps a ledger of the windows it
 //! has closed (month totals by team, seeded at start from the rollup files)
 //! and, at most every `refresh`, publishes one immutable [`LiveSnapshot`]
-//! holding both the ledger and the open windows. A window therefore moves
-//! from "open" to "closed" inside one snapshot swap: readers never see it
-//! twice or not at all. Readers take an `Arc` and never block the consumer.
+//! holding both the ledger and the open windows. When windows close, before
+//! their rollup files are written, it publishes the previous snapshot with
+//! just those windows moved from "open" to "closed" (cheap: no copy of the
+//! ledger or of the other open windows). A window therefore moves from
+//! "open" to "closed" inside one snapshot swap, and before any reader can
+//! see its file: readers never count it twice or not at all. Readers take
+//! an `Arc` and never block the consumer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -103,44 +107,156 @@ pub struct OpenWindow {
     pub totals: Totals,
 }
 
+/// A topic-partition the pipeline reads.
+pub type TopicPartition = (Arc<str>, i32);
+
+/// One source partition's window, summed by team: tenant → team → totals
+/// (untagged usage under the empty team name, as in [`Ledger`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeamWindow {
+    pub source: TopicPartition,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    teams: FastMap<String, FastMap<String, Totals>>,
+}
+
+impl TeamWindow {
+    pub fn new(source: TopicPartition, start_ms: i64, end_ms: i64) -> Self {
+        TeamWindow {
+            source,
+            start_ms,
+            end_ms,
+            teams: FastMap::default(),
+        }
+    }
+
+    /// The window of `source` holding `rows`.
+    pub fn of_rows<'a>(
+        source: TopicPartition,
+        start_ms: i64,
+        end_ms: i64,
+        rows: impl Iterator<Item = (DimsRef<'a>, &'a Measures)>,
+    ) -> Self {
+        let mut w = TeamWindow::new(source, start_ms, end_ms);
+        for (d, m) in rows {
+            w.add(d.tenant, d.team, &Totals::of(m));
+        }
+        w
+    }
+
+    pub fn add(&mut self, tenant: &str, team: Option<&str>, t: &Totals) {
+        self.teams
+            .entry_ref(tenant)
+            .or_default()
+            .entry_ref(team.unwrap_or(""))
+            .or_default()
+            .add(t);
+    }
+
+    fn team(&self, tenant: &str, team: Option<&str>) -> Option<&Totals> {
+        self.teams.get(tenant)?.get(team.unwrap_or(""))
+    }
+
+    fn is(&self, source: &TopicPartition, start_ms: i64) -> bool {
+        self.start_ms == start_ms && self.source == *source
+    }
+}
+
 /// One moment of the live state.
+///
+/// Month totals are `closed` (the ledger when the snapshot was last taken
+/// in full) plus `closed_since` (windows closed after that): each closed
+/// window is in exactly one of the two and never also open. Open windows
+/// are kept per source partition and summed when read.
 #[derive(Debug, Clone, Default)]
 pub struct LiveSnapshot {
-    /// Wall clock when it was taken (ms); 0 before the first snapshot.
+    /// Wall clock when it was taken in full (ms); 0 before the first one.
     pub as_of_ms: i64,
     /// Windows closed by this process plus the rollup files at its start.
-    pub closed: Ledger,
-    /// Open windows per team, by window start.
-    pub open: HashMap<TeamKey, BTreeMap<i64, OpenWindow>>,
+    closed: Arc<Ledger>,
+    /// Windows closed after `closed` was copied.
+    closed_since: Vec<Arc<TeamWindow>>,
+    /// Each source partition's open windows.
+    open: Vec<Arc<TeamWindow>>,
 }
 
 impl LiveSnapshot {
-    /// The team's open windows, oldest first.
+    pub fn new(as_of_ms: i64, closed: Ledger, open: Vec<TeamWindow>) -> Self {
+        LiveSnapshot {
+            as_of_ms,
+            closed: Arc::new(closed),
+            closed_since: Vec::new(),
+            open: open.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// This snapshot once `closed` have left the open windows for the
+    /// month totals; everything else as it was.
+    fn after_closing(&self, closed: &[Arc<TeamWindow>]) -> Self {
+        let still_open = |w: &&Arc<TeamWindow>| !closed.iter().any(|c| w.is(&c.source, c.start_ms));
+        LiveSnapshot {
+            as_of_ms: self.as_of_ms,
+            closed: self.closed.clone(),
+            closed_since: self.closed_since.iter().chain(closed).cloned().collect(),
+            open: self.open.iter().filter(still_open).cloned().collect(),
+        }
+    }
+
+    /// The team's open windows (summed over sources), oldest first.
     pub fn open_windows(&self, tenant: &str, team: Option<&str>) -> Vec<OpenWindow> {
-        self.open
-            .get(&(tenant.to_string(), team.map(str::to_string)))
-            .map(|w| w.values().copied().collect())
-            .unwrap_or_default()
+        let mut by_start = BTreeMap::new();
+        for w in &self.open {
+            if let Some(t) = w.team(tenant, team) {
+                add_open(&mut by_start, w, t);
+            }
+        }
+        by_start.into_values().collect()
     }
 
     /// The team's month to date: closed windows plus open ones of that month.
     pub fn month(&self, tenant: &str, team: Option<&str>, month_ms: i64) -> Totals {
-        let mut t = self.closed.month(tenant, team, month_ms);
-        for w in self.open_windows(tenant, team) {
+        let mut total = self.closed.month(tenant, team, month_ms);
+        for w in self.closed_since.iter().chain(&self.open) {
             if month_start_ms(w.start_ms) == month_ms {
-                t.add(&w.totals);
+                if let Some(t) = w.team(tenant, team) {
+                    total.add(t);
+                }
             }
         }
-        t
+        total
     }
 
-    /// Every team with open windows, for summaries: `(tenant, team, window)`.
-    pub fn all_open(&self) -> impl Iterator<Item = (&str, Option<&str>, &OpenWindow)> {
-        self.open.iter().flat_map(|((tenant, team), ws)| {
-            ws.values()
-                .map(move |w| (tenant.as_str(), team.as_deref(), w))
-        })
+    /// Every team's open windows (summed over sources), for summaries:
+    /// `(tenant, team, window)` ordered by tenant, team and window start.
+    pub fn all_open(&self) -> Vec<(&str, Option<&str>, OpenWindow)> {
+        let mut teams: BTreeMap<(&str, &str), BTreeMap<i64, OpenWindow>> = BTreeMap::new();
+        for w in &self.open {
+            for (tenant, by_team) in &w.teams {
+                for (team, t) in by_team {
+                    add_open(teams.entry((tenant, team)).or_default(), w, t);
+                }
+            }
+        }
+        teams
+            .into_iter()
+            .flat_map(|((tenant, team), ws)| {
+                let team = (!team.is_empty()).then_some(team);
+                ws.into_values().map(move |w| (tenant, team, w))
+            })
+            .collect()
     }
+}
+
+fn add_open(by_start: &mut BTreeMap<i64, OpenWindow>, w: &TeamWindow, t: &Totals) {
+    by_start
+        .entry(w.start_ms)
+        .or_insert(OpenWindow {
+            start_ms: w.start_ms,
+            end_ms: w.end_ms,
+            totals: Totals::default(),
+        })
+        .totals
+        .add(t);
 }
 
 /// Consumer health, written by the worker and the librdkafka statistics.
@@ -241,6 +357,8 @@ impl Live {
 pub(crate) struct LiveWriter {
     pub ledger: Ledger,
     last: Option<Instant>,
+    /// Windows closed since the last publish.
+    closed: Vec<Arc<TeamWindow>>,
 }
 
 impl LiveWriter {
@@ -248,6 +366,7 @@ impl LiveWriter {
         LiveWriter {
             ledger: live.take_seed(),
             last: None,
+            closed: Vec::new(),
         }
     }
 
@@ -263,11 +382,37 @@ impl LiveWriter {
                 .is_none_or(|t| now.duration_since(t) >= live.refresh)
     }
 
+    /// A window of `source` closed: its rows go to the ledger now, and to
+    /// readers with the next [`Self::publish_closed`] or [`Self::publish`].
+    pub fn close_window<'a>(
+        &mut self,
+        source: &TopicPartition,
+        start_ms: i64,
+        end_ms: i64,
+        rows: impl Iterator<Item = (DimsRef<'a>, &'a Measures)> + Clone,
+    ) {
+        self.ledger.add_window(start_ms, rows.clone());
+        let w = TeamWindow::of_rows(source.clone(), start_ms, end_ms, rows);
+        self.closed.push(Arc::new(w));
+    }
+
+    /// Move the windows closed since the last publish from "open" to
+    /// "closed" in the readers' snapshot, leaving the rest as it was: costs
+    /// the closed windows' rows, not the whole live state.
+    pub fn publish_closed(&mut self, live: &Live) {
+        if self.closed.is_empty() {
+            return;
+        }
+        let next = live.snapshot().after_closing(&self.closed);
+        self.closed.clear();
+        live.publish(next);
+    }
+
     /// Publish a snapshot of the ledger and `open` (every partition's open
-    /// windows: `(start, end, rows)`).
+    /// windows: `(source, start, end, rows)`).
     pub fn publish<'a, W, R>(&mut self, live: &Live, now: Instant, open: W)
     where
-        W: Iterator<Item = (i64, i64, R)>,
+        W: Iterator<Item = (TopicPartition, i64, i64, R)>,
         R: Iterator<Item = (DimsRef<'a>, &'a Measures)>,
     {
         self.last = Some(now);
@@ -275,27 +420,12 @@ impl LiveWriter {
         // Keep this month and the previous one.
         self.ledger
             .prune(month_start_ms(month_start_ms(as_of_ms) - 1));
-        let mut teams: HashMap<TeamKey, BTreeMap<i64, OpenWindow>> = HashMap::new();
-        for (start, end, rows) in open {
-            for (d, m) in rows {
-                let key = (d.tenant.to_string(), d.team.map(str::to_string));
-                let w = teams
-                    .entry(key)
-                    .or_default()
-                    .entry(start)
-                    .or_insert(OpenWindow {
-                        start_ms: start,
-                        end_ms: end,
-                        totals: Totals::default(),
-                    });
-                w.totals.add(&Totals::of(m));
-            }
-        }
-        live.publish(LiveSnapshot {
-            as_of_ms,
-            closed: self.ledger.clone(),
-            open: teams,
-        });
+        let open = open
+            .map(|(source, start, end, rows)| TeamWindow::of_rows(source, start, end, rows))
+            .collect();
+        // The ledger copied here holds every window closed so far.
+        self.closed.clear();
+        live.publish(LiveSnapshot::new(as_of_ms, self.ledger.clone(), open));
     }
 }
 
@@ -336,6 +466,7 @@ mod tests {
         let mut seed = Ledger::default();
         let now_ms = Utc::now().timestamp_millis();
         let month = month_start_ms(now_ms);
+        let end_ms = now_ms + 60_000;
         seed.add_month(
             "acme",
             Some("ai"),
@@ -348,29 +479,74 @@ mod tests {
         );
         live.set_seed(seed);
         let mut w = LiveWriter::new(&live);
-        let m = measures(2.0, 3);
-        let open_rows = vec![(dims("acme", Some("ai")), &m)];
+        let (a, b): (TopicPartition, TopicPartition) = (("t".into(), 0), ("t".into(), 1));
+        let (m_a, m_b, m_untagged) = (measures(2.0, 3), measures(1.0, 1), measures(4.0, 2));
+        let rows_a = vec![
+            (dims("acme", Some("ai")), &m_a),
+            (dims("acme", None), &m_untagged),
+        ];
+        let rows_b = vec![(dims("acme", Some("ai")), &m_b)];
+        // The same window open in two source partitions.
         w.publish(
             &live,
             Instant::now(),
-            std::iter::once((now_ms, now_ms + 60_000, open_rows.clone().into_iter())),
+            [
+                (a.clone(), now_ms, end_ms, rows_a.clone().into_iter()),
+                (b.clone(), now_ms, end_ms, rows_b.clone().into_iter()),
+            ]
+            .into_iter(),
         );
         let s = live.snapshot();
-        assert_eq!(s.open_windows("acme", Some("ai")).len(), 1);
-        assert_eq!(s.month("acme", Some("ai"), month).cost_usd, 7.0);
-        assert_eq!(s.month("acme", Some("ai"), month).events, 8);
-        // The window closes: it is in the ledger, no longer open.
-        w.ledger.add_window(now_ms, open_rows.into_iter());
+        let open = s.open_windows("acme", Some("ai"));
+        assert_eq!(open.len(), 1, "summed over sources: {open:?}");
+        assert_eq!((open[0].totals.cost_usd, open[0].end_ms), (3.0, end_ms));
+        assert_eq!(s.month("acme", Some("ai"), month).cost_usd, 8.0);
+        assert_eq!(s.month("acme", Some("ai"), month).events, 9);
+        let all: Vec<_> = s
+            .all_open()
+            .into_iter()
+            .map(|(t, team, w)| (t, team, w.totals.cost_usd))
+            .collect();
+        assert_eq!(all, [("acme", None, 4.0), ("acme", Some("ai"), 3.0)]);
+
+        // Source a's window closes (with one more row than readers saw): it
+        // leaves the open windows and enters the month totals in one swap;
+        // source b's window stays open as it was.
+        let late = measures(0.5, 1);
+        let mut final_a = rows_a.clone();
+        final_a.push((dims("acme", Some("ai")), &late));
+        w.close_window(&a, now_ms, end_ms, final_a.into_iter());
+        assert_eq!(
+            live.snapshot().month("acme", Some("ai"), month).cost_usd,
+            8.0,
+            "not yet published"
+        );
+        w.publish_closed(&live);
+        let s = live.snapshot();
+        let open = s.open_windows("acme", Some("ai"));
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].totals.cost_usd, 1.0, "only source b's part is open");
+        assert_eq!(s.month("acme", Some("ai"), month).cost_usd, 8.5);
+        assert_eq!(s.month("acme", None, month).cost_usd, 4.0);
+        assert!(s.open_windows("acme", None).is_empty());
+        // Nothing closed since: publishing again changes nothing.
+        w.publish_closed(&live);
+        assert_eq!(
+            live.snapshot().month("acme", Some("ai"), month).cost_usd,
+            8.5
+        );
+
+        // A full snapshot: the closed window is in the ledger, counted once.
         w.publish(
             &live,
             Instant::now(),
-            std::iter::empty::<(i64, i64, std::vec::IntoIter<(DimsRef<'_>, &Measures)>)>(),
+            std::iter::once((b.clone(), now_ms, end_ms, rows_b.into_iter())),
         );
         let s = live.snapshot();
-        assert!(s.open_windows("acme", Some("ai")).is_empty());
-        assert_eq!(s.month("acme", Some("ai"), month).cost_usd, 7.0);
-        assert_eq!(s.month("acme", None, month).cost_usd, 0.0);
+        assert_eq!(s.month("acme", Some("ai"), month).cost_usd, 8.5);
+        assert_eq!(s.month("acme", None, month).cost_usd, 4.0);
         assert_eq!(s.month("other", Some("ai"), month).cost_usd, 0.0);
+        assert_eq!(s.open_windows("acme", Some("ai")).len(), 1);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use tollgate_rollup::{LateRecord, Source};
 use tollgate_window::{Checkpoint, ClosedWindow, Offer, PartitionState};
 use tracing::{debug, error, info, info_span, warn};
 
-use crate::live::LiveWriter;
+use crate::live::{LiveWriter, TopicPartition};
 use crate::metrics::{Outcome, Telemetry};
 use crate::writer::{Job, Writer};
 use crate::{consumer_config, kafka, send_when_queued, IngestError, Stats};
@@ -136,7 +136,7 @@ impl ProducerContext for DlqCtx {
 struct Part {
     /// `Writer::blocked()` when the last message arrived.
     blocked_at_last_message: Duration,
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     kind: Kind,
     state: PartitionState,
@@ -328,7 +328,7 @@ impl Worker<'_> {
         self.parts.retain(|p| {
             !revoked
                 .iter()
-                .any(|(t, n)| *t == p.topic && *n == p.partition)
+                .any(|(t, n)| **t == *p.topic && *n == p.partition)
         });
     }
 
@@ -341,7 +341,7 @@ impl Worker<'_> {
         if let Some(i) = self
             .parts
             .iter()
-            .position(|p| p.partition == partition && p.topic == topic)
+            .position(|p| p.partition == partition && *p.topic == *topic)
         {
             return Ok(i);
         }
@@ -406,7 +406,7 @@ impl Worker<'_> {
             written.iter().map(|w| (w.start_ms, w.close_offset)),
         );
         Ok(Part {
-            topic: topic.to_string(),
+            topic: topic.into(),
             partition,
             kind,
             state,
@@ -462,7 +462,7 @@ impl Worker<'_> {
             // the broker still answers from elsewhere, stop rather than lose data.
             if part.seeked {
                 return Err(IngestError::OffsetGap {
-                    topic: part.topic.clone(),
+                    topic: part.topic.to_string(),
                     partition: part.partition,
                     wanted: part.resume_at,
                     got: offset,
@@ -577,34 +577,35 @@ impl Worker<'_> {
             return Ok(());
         }
         let part = &self.parts[i];
-        let topic: Arc<str> = part.topic.as_str().into();
+        let source: TopicPartition = (part.topic.clone(), part.partition);
         let live = self.live.enabled(&self.t.live);
-        let (partition, kind) = (part.partition, part.kind);
+        let kind = part.kind;
         let mut jobs = Vec::with_capacity(closed.len());
         for window in closed {
             // Each row's dimensions decoded once, for the ledger and the counters.
             let rows: Vec<_> = window.rows.iter().collect();
             // The window leaves the open set and enters the ledger here, on
-            // this thread, so the next live snapshot counts it exactly once.
+            // this thread, so the live snapshot counts it exactly once.
             if live {
-                self.live
-                    .ledger
-                    .add_window(window.start_ms, rows.iter().copied());
+                self.live.close_window(
+                    &source,
+                    window.start_ms,
+                    window.end_ms,
+                    rows.iter().copied(),
+                );
             }
             self.t.business.add_rows(rows.into_iter());
             jobs.push(Job::Window {
-                topic: topic.clone(),
-                partition,
+                topic: source.0.clone(),
+                partition: source.1,
                 kind,
                 window,
             });
         }
-        // A fresh snapshot before the writer can make any of these files
-        // visible: readers that add the rollup files to the live view's open
-        // windows (`/v1/usage`) must never see a window in both.
-        if live {
-            self.publish_live();
-        }
+        // Readers see these windows closed before the writer can make any of
+        // their files visible: readers that add the rollup files to the live
+        // view's open windows (`/v1/usage`) must never see a window in both.
+        self.live.publish_closed(&self.t.live);
         for job in jobs {
             self.writer.submit(job)?;
         }
@@ -618,7 +619,7 @@ impl Worker<'_> {
         };
         let records = std::mem::take(&mut part.late);
         let job = Job::Late {
-            topic: part.topic.as_str().into(),
+            topic: part.topic.clone(),
             partition: part.partition,
             key,
             records,
@@ -669,7 +670,11 @@ impl Worker<'_> {
 
     /// Publish the live snapshot: the ledger and every partition's open windows.
     fn publish_live(&mut self) {
-        let open = self.parts.iter().flat_map(|p| p.state.open_rows());
+        let open = self.parts.iter().flat_map(|p| {
+            p.state
+                .open_rows()
+                .map(move |(start, end, rows)| ((p.topic.clone(), p.partition), start, end, rows))
+        });
         self.live.publish(&self.t.live, self.now, open);
     }
 
