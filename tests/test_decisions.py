@@ -250,3 +250,39 @@ def test_a_policy_broken_while_running_is_reported_on_reload_and_the_pipeline_ke
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_monthly_budget_counts_the_months_earlier_windows_once(pipeline):
+    """Two windows of one team, each under the monthly budget, together over
+    it: the second window is denied with both windows' spend, read from the
+    first window's rollup file (month_to_date); the first is not."""
+    now = int(time.time() * 1000)
+    w0 = (now - 600_000) // 60_000 * 60_000
+    month = lambda ms: time.strftime("%Y-%m", time.gmtime(ms / 1000))
+    if month(w0) != month(w0 + 60_000):
+        w0 -= 3_600_000  # both windows in one month, even at midnight on the 1st
+    w1 = w0 + 60_000
+    first = [event(i, "steady", w0 + 1000 + i * 100, 20_000) for i in range(6)]
+    second = [event(10 + i, "steady", w1 + 1000 + i * 100, 20_000) for i in range(6)]
+    closer = [event(99, "other", w1 + 180_000, 10)]
+    book = pipeline.book
+    s0 = sum(book.enrich("inference", json.loads(v))[0] for v in first)
+    s1 = sum(book.enrich("inference", json.loads(v))[0] for v in second)
+    budget = round((max(s0, s1) + (s0 + s1)) / 2, 6)
+    assert s0 < budget and s1 < budget < s0 + s1
+
+    text = pipeline.config.read_text()
+    text, n = re.subn(r"(?m)^budget_usd = .*$", f"budget_usd = {budget}", text)
+    assert n == 1
+    pipeline.config.write_text(text)
+    pipeline.produce([("inference", 0, b"k", v) for v in first + second + closer])
+    pipeline.run_to_end(idle=2)
+
+    records = check_decision_log(decision_lines(pipeline.decisions))
+    budget_denials = [r for r in records if r["policy"] == "team-monthly-budget"]
+    assert len(budget_denials) == 1, budget_denials
+    d = budget_denials[0]
+    assert d["subject"] == "tenant=acme/team=steady" and d["verdict"] == "deny"
+    assert d["window"]["start"] == time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(w1 / 1000)), d["window"]
+    assert abs(d["observed"]["window_spend_usd"] - s1) < 1e-9 * s1
+    assert abs(d["observed"]["month_to_date_usd"] - (s0 + s1)) < 1e-9 * (s0 + s1), d["observed"]

@@ -17,8 +17,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use serde_json::{json, Map};
 use tollgate_decision::{rfc3339_ms, Chain, DecisionWindow, Draft, Key, Verdict, GENESIS_HASH};
 use tollgate_decision_log::{DecisionLog, LogOptions};
-use tollgate_policy::{EngineOptions, PolicyEngine, WindowInput};
-use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
+use tollgate_policy::{tables, EngineOptions, PolicyEngine, WindowInput};
+use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet, Totals};
 
 fn draft(i: usize) -> Draft {
     let mut observed = Map::new();
@@ -182,12 +182,23 @@ fn window_close(c: &mut Criterion) {
             topic: "tollgate.inference",
             partition: 0,
         };
+        // The month so far: an earlier window of the same teams.
+        let mut month = BTreeMap::new();
+        for (d, m) in w.rows.iter() {
+            let t: &mut Totals = month.entry((d.tenant, d.team)).or_default();
+            t.add(&Totals::of(m));
+        }
+        let month = tables::month_to_date_batch(
+            month.iter().map(|((tenant, team), t)| (*tenant, *team, t)),
+        )
+        .expect("month_to_date");
         let input = WindowInput {
             kind: "inference",
             source: "tollgate.inference/0",
             start_ms: w.start_ms,
             end_ms: w.end_ms,
             rows: &batch,
+            month_to_date: Ok(&month),
         };
         let eval = rt.block_on(engine.evaluate(&input));
         assert!(eval.errors.is_empty(), "{:?}", eval.errors);

@@ -197,18 +197,10 @@ const MEASURES: &str = "sum(events) AS events, sum(input_tokens) AS input_tokens
 
 /// Numeric measures of a result row, in a fixed order.
 fn measures(r: &Map<String, Value>) -> Map<String, Value> {
-    [
-        "events",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "energy_wh",
-        "carbon_g",
-        "gpu_hours",
-    ]
-    .iter()
-    .map(|k| (k.to_string(), r.get(*k).cloned().unwrap_or(json!(0))))
-    .collect()
+    tollgate_rollup::TOTALS_COLUMNS
+        .iter()
+        .map(|k| (k.to_string(), r.get(*k).cloned().unwrap_or(json!(0))))
+        .collect()
 }
 
 fn totals_json(t: &tollgate_ingest::live::Totals) -> Map<String, Value> {

@@ -23,9 +23,10 @@ use tollgate_config::Config;
 use tollgate_decision::{rfc3339_ms, Key};
 use tollgate_decision_log::{Appended, DecisionLog, LogOptions};
 use tollgate_event::Kind;
-use tollgate_policy::{EngineOptions, PolicyEngine, WindowInput};
-use tollgate_window::ClosedWindow;
-use tracing::{error, info, warn};
+use tollgate_policy::{tables, EngineOptions, PolicyEngine, WindowInput};
+use tollgate_rollup::MonthToDate;
+use tollgate_window::{ClosedWindow, Totals};
+use tracing::{debug, error, info, warn};
 
 use crate::{kafka, IngestError};
 
@@ -34,6 +35,14 @@ use crate::{kafka, IngestError};
 /// the pipeline, which restarts from the committed offsets and publishes
 /// them again.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(120);
+
+/// `YYYY-MM` of the UTC month holding `ms`.
+fn month_of(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m")
+        .to_string()
+}
 
 /// What the pipeline decides with: the policies, the log and the topic.
 /// Built once per process and shared (the HTTP gate appends to the same log).
@@ -124,6 +133,9 @@ pub(crate) struct Decider {
     policy_seconds: prometheus::HistogramVec,
     producer: FutureProducer,
     rt: tokio::runtime::Runtime,
+    /// `month_to_date` for the policies: the rollup tree's month so far,
+    /// read incrementally (each file once) before each window that needs it.
+    month: Mutex<MonthToDate>,
 }
 
 impl Decider {
@@ -149,6 +161,7 @@ impl Decider {
             policy_seconds,
             producer,
             rt,
+            month: Mutex::new(MonthToDate::new(&cfg.output.rollup_dir)),
         })
     }
 
@@ -163,12 +176,18 @@ impl Decider {
         let started = Instant::now();
         let source = format!("{topic}/{partition}");
         let engine = self.d.engine();
+        let month = if engine.reads_month_to_date(kind.as_str()) {
+            self.month_to_date(w.start_ms)
+        } else {
+            Ok(tables::no_month_to_date().clone())
+        };
         let eval = self.rt.block_on(engine.evaluate(&WindowInput {
             kind: kind.as_str(),
             source: &source,
             start_ms: w.start_ms,
             end_ms: w.end_ms,
             rows: batch,
+            month_to_date: month.as_ref().map_err(String::as_str),
         }));
         for (policy, took) in &eval.timings {
             self.policy_seconds
@@ -209,6 +228,32 @@ impl Decider {
         }
         out.micros = started.elapsed().as_micros() as u64;
         Ok(out)
+    }
+
+    /// `month_to_date` for the month of a window starting at `start_ms`: the
+    /// files written so far (this window's is written after its decisions).
+    fn month_to_date(&self, start_ms: i64) -> Result<RecordBatch, String> {
+        let month = month_of(start_ms);
+        let mut m = self.month.lock().unwrap_or_else(|p| p.into_inner());
+        let read = m.refresh(&month).map_err(|e| {
+            error!(error = %e, month = %month, "cannot read this month's rollups; policies reading month_to_date fail on this window");
+            e.to_string()
+        })?;
+        if read > 0 {
+            debug!(month = %month, read, files = m.files(&month), "month_to_date: rollup files read");
+        }
+        tables::month_to_date_batch(m.teams(&month)).map_err(|e| e.to_string())
+    }
+
+    /// The window's file is written: `month_to_date` counts it from its rows
+    /// rather than reading it back.
+    pub(crate) fn written(&self, path: &Path, w: &ClosedWindow) {
+        let rows = w
+            .rows
+            .iter()
+            .map(|(d, m)| (d.tenant, d.team, Totals::of(m)));
+        let mut m = self.month.lock().unwrap_or_else(|p| p.into_inner());
+        m.add_written(path, &month_of(w.start_ms), rows);
     }
 
     /// Publish every record and wait until the broker acknowledged each one.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, TimeZone, Utc};
 pub use tollgate_window::Totals;
-use tollgate_window::{DimsRef, Measures};
+use tollgate_window::{ByTeam, DimsRef, Measures};
 
 /// Start (ms) of the UTC month holding `ms`.
 pub fn month_start_ms(ms: i64) -> i64 {
@@ -35,13 +35,10 @@ pub fn month_start_ms(ms: i64) -> i64 {
 /// `(tenant, team)`; `team` is `None` for untagged usage.
 pub type TeamKey = (String, Option<String>);
 
-type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
-
 /// Month totals per team: tenant → team → month start (ms) → totals.
-/// Untagged usage (no team) is kept under the empty team name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ledger {
-    tenants: FastMap<String, FastMap<String, BTreeMap<i64, Totals>>>,
+    teams: ByTeam<BTreeMap<i64, Totals>>,
 }
 
 impl Ledger {
@@ -63,36 +60,25 @@ impl Ledger {
     }
 
     fn slot(&mut self, tenant: &str, team: Option<&str>, month: i64) -> &mut Totals {
-        // By reference: keys are allocated only for a new tenant or team.
-        self.tenants
-            .entry_ref(tenant)
-            .or_default()
-            .entry_ref(team.unwrap_or(""))
-            .or_default()
-            .entry(month)
-            .or_default()
+        self.teams.entry(tenant, team).entry(month).or_default()
     }
 
     /// Teams with any month in the ledger.
     pub fn teams(&self) -> usize {
-        self.tenants.values().map(|t| t.len()).sum()
+        self.teams.len()
     }
 
     /// Drop months before `keep_from_ms`.
     pub fn prune(&mut self, keep_from_ms: i64) {
-        for teams in self.tenants.values_mut() {
-            for months in teams.values_mut() {
-                months.retain(|&m, _| m >= keep_from_ms);
-            }
-            teams.retain(|_, months| !months.is_empty());
-        }
-        self.tenants.retain(|_, teams| !teams.is_empty());
+        self.teams.retain(|months| {
+            months.retain(|&m, _| m >= keep_from_ms);
+            !months.is_empty()
+        });
     }
 
     pub fn month(&self, tenant: &str, team: Option<&str>, month_ms: i64) -> Totals {
-        self.tenants
-            .get(tenant)
-            .and_then(|t| t.get(team.unwrap_or("")))
+        self.teams
+            .get(tenant, team)
             .and_then(|m| m.get(&month_ms))
             .copied()
             .unwrap_or_default()
@@ -117,7 +103,7 @@ pub struct TeamWindow {
     pub source: TopicPartition,
     pub start_ms: i64,
     pub end_ms: i64,
-    teams: FastMap<String, FastMap<String, Totals>>,
+    teams: ByTeam<Totals>,
 }
 
 impl TeamWindow {
@@ -126,7 +112,7 @@ impl TeamWindow {
             source,
             start_ms,
             end_ms,
-            teams: FastMap::default(),
+            teams: ByTeam::default(),
         }
     }
 
@@ -145,16 +131,11 @@ impl TeamWindow {
     }
 
     pub fn add(&mut self, tenant: &str, team: Option<&str>, t: &Totals) {
-        self.teams
-            .entry_ref(tenant)
-            .or_default()
-            .entry_ref(team.unwrap_or(""))
-            .or_default()
-            .add(t);
+        self.teams.entry(tenant, team).add(t);
     }
 
     fn team(&self, tenant: &str, team: Option<&str>) -> Option<&Totals> {
-        self.teams.get(tenant)?.get(team.unwrap_or(""))
+        self.teams.get(tenant, team)
     }
 
     fn is(&self, source: &TopicPartition, start_ms: i64) -> bool {
@@ -229,20 +210,15 @@ impl LiveSnapshot {
     /// Every team's open windows (summed over sources), for summaries:
     /// `(tenant, team, window)` ordered by tenant, team and window start.
     pub fn all_open(&self) -> Vec<(&str, Option<&str>, OpenWindow)> {
-        let mut teams: BTreeMap<(&str, &str), BTreeMap<i64, OpenWindow>> = BTreeMap::new();
+        let mut teams: BTreeMap<(&str, Option<&str>), BTreeMap<i64, OpenWindow>> = BTreeMap::new();
         for w in &self.open {
-            for (tenant, by_team) in &w.teams {
-                for (team, t) in by_team {
-                    add_open(teams.entry((tenant, team)).or_default(), w, t);
-                }
+            for (tenant, team, t) in w.teams.iter() {
+                add_open(teams.entry((tenant, team)).or_default(), w, t);
             }
         }
         teams
             .into_iter()
-            .flat_map(|((tenant, team), ws)| {
-                let team = (!team.is_empty()).then_some(team);
-                ws.into_values().map(move |w| (tenant, team, w))
-            })
+            .flat_map(|((tenant, team), ws)| ws.into_values().map(move |w| (tenant, team, w)))
             .collect()
     }
 }
@@ -566,6 +542,6 @@ mod tests {
         assert_eq!(l.month("t", None, 1000), Totals::default());
         assert_eq!(l.month("t", None, 5000).events, 1);
         l.prune(6000);
-        assert!(l.tenants.is_empty());
+        assert!(l.teams.is_empty());
     }
 }

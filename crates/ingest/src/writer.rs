@@ -101,6 +101,7 @@ impl Writer {
                                     &window,
                                     &batch,
                                 )?;
+                                decider.written(&path, &window);
                                 Ok(Written {
                                     path,
                                     bytes,

@@ -17,6 +17,9 @@
 //!   { tenant = "acme", team = "web", cost_usd = 5.0, events = 1 },
 //! ]
 //! history = []                             # rows of `history`, same shape
+//! month_to_date = [                        # rows of `month_to_date`
+//!   { tenant = "acme", team = "ml", cost_usd = 900.0 },
+//! ]
 //! [[case.expect]]                          # exactly these decisions
 //! subject = "tenant=acme/team=ml"
 //! verdict = "deny"                         # optional
@@ -68,6 +71,8 @@ struct Case {
     rollups: Vec<toml::Table>,
     #[serde(default)]
     history: Vec<toml::Table>,
+    #[serde(default)]
+    month_to_date: Vec<toml::Table>,
     #[serde(default)]
     expect: Vec<Expect>,
 }
@@ -249,6 +254,14 @@ async fn run_case(
     history.set(vec![history_rows]);
     let rows = rows_to_batch(file_schema, &case.rollups, start_ms, end_ms, &case.kind)
         .map_err(|e| format!("rollups: {e}"))?;
+    let month_to_date = rows_to_batch(
+        &tables::month_to_date_schema(),
+        &case.month_to_date,
+        start_ms,
+        end_ms,
+        &case.kind,
+    )
+    .map_err(|e| format!("month_to_date: {e}"))?;
 
     let source = format!("tollgate.{}/0", case.kind);
     let eval = engine
@@ -258,6 +271,7 @@ async fn run_case(
             start_ms,
             end_ms,
             rows: &rows,
+            month_to_date: Ok(&month_to_date),
         })
         .await;
 

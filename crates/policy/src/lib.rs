@@ -18,9 +18,12 @@
 //! limit_usd = 100.0
 //! ```
 //!
-//! Tables: `rollups` (the closed window), `history` (every rollup file so
-//! far, with hive columns `kind`, `date`, `hour`) and `regions` (the price
-//! book's grid intensities). Parameters: see [`params`].
+//! Tables: `rollups` (the closed window), `month_to_date` (the window's
+//! month so far by tenant and team, [`tables::month_to_date_schema`]),
+//! `history` (every rollup file so far, with hive columns `kind`, `date`,
+//! `hour`; read in full by every plan, so its cost grows with the tree) and
+//! `regions` (the price book's grid intensities). Parameters: see
+//! [`params`].
 //!
 //! Cost per window: the SQL is parsed, planned and checked once, at load.
 //! Per window the cached logical plan gets the window parameters bound, is
@@ -106,6 +109,7 @@ pub struct Policy {
     message: Template,
     plan: LogicalPlan,
     cache: Option<PlanCache>,
+    reads_month_to_date: bool,
 }
 
 impl Policy {
@@ -146,6 +150,12 @@ pub struct WindowInput<'a> {
     pub end_ms: i64,
     /// Rows in the rollup file schema.
     pub rows: &'a RecordBatch,
+    /// `month_to_date` for the window's month
+    /// ([`tables::month_to_date_schema`]; see
+    /// [`PolicyEngine::reads_month_to_date`]). `Err` says why it could not be
+    /// read: the policies reading it then fail on this window (never judged
+    /// against a table that is short).
+    pub month_to_date: Result<&'a RecordBatch, &'a str>,
 }
 
 #[derive(Debug, Default)]
@@ -160,6 +170,7 @@ pub struct Evaluation {
 pub struct PolicyEngine {
     ctx: SessionContext,
     rollups: Arc<SwapTable>,
+    month_to_date: Arc<SwapTable>,
     rollups_schema: SchemaRef,
     policies: Vec<Policy>,
     // One evaluation at a time: the `rollups` table is shared.
@@ -200,6 +211,9 @@ impl PolicyEngine {
         let rollups = SwapTable::new(rollups_schema.clone());
         let df = |e: datafusion::error::DataFusionError| PolicyError::Config(e.to_string());
         ctx.register_table("rollups", rollups.clone()).map_err(df)?;
+        let month_to_date = SwapTable::new(tables::month_to_date_schema());
+        ctx.register_table(MONTH_TO_DATE, month_to_date.clone())
+            .map_err(df)?;
         let history: Arc<dyn TableProvider> = match opts.history {
             Some(h) => h,
             None => Arc::new(
@@ -256,6 +270,7 @@ impl PolicyEngine {
             0 => Ok(PolicyEngine {
                 ctx,
                 rollups,
+                month_to_date,
                 rollups_schema,
                 policies,
                 lock: tokio::sync::Mutex::new(()),
@@ -267,6 +282,14 @@ impl PolicyEngine {
 
     pub fn policies(&self) -> &[Policy] {
         &self.policies
+    }
+
+    /// Does any policy that applies to `kind` read `month_to_date`? If not,
+    /// callers need not build it.
+    pub fn reads_month_to_date(&self, kind: &str) -> bool {
+        self.policies
+            .iter()
+            .any(|p| p.reads_month_to_date && p.applies_to(kind))
     }
 
     /// Run every policy that applies to the window's kind.
@@ -284,11 +307,20 @@ impl PolicyEngine {
             }
         };
         self.rollups.set(vec![batch]);
+        if let Ok(m) = w.month_to_date {
+            self.month_to_date.set(vec![m.clone()]);
+        }
         let values = params::window_values(w.kind, w.source, w.start_ms, w.end_ms);
         let window = DecisionWindow::from_millis(w.start_ms, w.end_ms, w.source);
         for p in self.policies.iter().filter(|p| p.applies_to(w.kind)) {
             let started = Instant::now();
-            match self.run(p, &values).await {
+            let ran = match w.month_to_date {
+                Err(why) if p.reads_month_to_date => {
+                    Err(format!("{MONTH_TO_DATE} could not be read: {why}"))
+                }
+                _ => self.run(p, &values).await,
+            };
+            match ran {
                 Ok(rows) => {
                     let mut subjects = HashSet::new();
                     for row in rows {
@@ -321,6 +353,7 @@ impl PolicyEngine {
             out.timings.push((p.name.clone(), started.elapsed()));
         }
         self.rollups.set(Vec::new());
+        self.month_to_date.set(Vec::new());
         out
     }
 
@@ -388,19 +421,28 @@ struct PlanCache {
 /// list when a plan is made, so plans reading it are made per window.
 const HISTORY: &str = "history";
 
+/// The window's month so far by team; set for each window like `rollups`.
+const MONTH_TO_DATE: &str = "month_to_date";
+
+/// Names of the tables a plan scans, subqueries included.
+fn tables_read(plan: &LogicalPlan) -> datafusion::error::Result<HashSet<String>> {
+    let mut tables = HashSet::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            tables.insert(scan.table_name.table().to_owned());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(tables)
+}
+
 /// Plans kept per policy at most (one per kind and source in practice).
 const PLAN_CACHE_ENTRIES: usize = 256;
 
 impl PlanCache {
     /// `None` when the plan must be made again for each window.
     fn for_plan(plan: &LogicalPlan) -> datafusion::error::Result<Option<Self>> {
-        let mut reads_history = false;
-        plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node {
-                reads_history |= scan.table_name.table() == HISTORY;
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
+        let reads_history = tables_read(plan)?.contains(HISTORY);
         let mut keys = Vec::new();
         for name in plan.get_parameter_types()?.keys() {
             let name = name.trim_start_matches('$');
@@ -571,6 +613,9 @@ async fn load_one(
         subject,
         message,
         cache: PlanCache::for_plan(&plan).map_err(|e| format!("SQL: {e}"))?,
+        reads_month_to_date: tables_read(&plan)
+            .map_err(|e| format!("SQL: {e}"))?
+            .contains(MONTH_TO_DATE),
         plan,
     })
 }

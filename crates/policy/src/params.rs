@@ -40,9 +40,9 @@ pub const WINDOW_PARAMS: &[(&str, &str)] = &[
 ];
 
 /// Window parameters with few distinct values (one per kind, one per
-/// partition): a plan that reads no other window parameter is kept and
-/// reused, keyed by their values.
-pub const PLAN_KEY_PARAMS: [&str; 2] = ["kind", "source"];
+/// partition, one per month): a plan that reads no other window parameter
+/// is kept and reused, keyed by their values.
+pub const PLAN_KEY_PARAMS: [&str; 4] = ["kind", "source", "month_start", "month_start_date"];
 
 pub fn is_window_param(name: &str) -> bool {
     WINDOW_PARAMS.iter().any(|(n, _)| *n == name)

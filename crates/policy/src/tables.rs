@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -21,6 +21,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
     SendableRecordBatchStream,
 };
+use tollgate_window::Totals;
 
 /// An in-memory table whose contents are replaced between evaluations.
 ///
@@ -216,6 +217,69 @@ pub fn history_schema(file_schema: &Schema) -> SchemaRef {
 }
 
 pub const HISTORY_PARTITIONS: [&str; 3] = ["kind", "date", "hour"];
+
+/// `month_to_date`: the window's UTC month so far by tenant and team,
+/// every kind and partition, from the rollup files on disk when the window
+/// is decided (the window itself is not in it: its file is written after).
+pub fn month_to_date_schema() -> SchemaRef {
+    let int = |n: &str| Field::new(n, DataType::Int64, false);
+    let float = |n: &str| Field::new(n, DataType::Float64, false);
+    Arc::new(Schema::new(vec![
+        Field::new("tenant", DataType::Utf8, false),
+        Field::new("team", DataType::Utf8, true),
+        int("events"),
+        int("input_tokens"),
+        int("output_tokens"),
+        float("cost_usd"),
+        float("energy_wh"),
+        float("carbon_g"),
+        float("gpu_hours"),
+    ]))
+}
+
+/// An empty `month_to_date`, for windows whose policies do not read it.
+pub fn no_month_to_date() -> &'static RecordBatch {
+    static EMPTY: std::sync::LazyLock<RecordBatch> =
+        std::sync::LazyLock::new(|| RecordBatch::new_empty(month_to_date_schema()));
+    &EMPTY
+}
+
+/// Rows of [`month_to_date_schema`]: `(tenant, team, totals)`.
+pub fn month_to_date_batch<'a>(
+    rows: impl ExactSizeIterator<Item = (&'a str, Option<&'a str>, &'a Totals)> + Clone,
+) -> DfResult<RecordBatch> {
+    let ints = |f: fn(&Totals) -> u64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(
+            rows.clone()
+                .map(|(_, _, t)| i64::try_from(f(t)).unwrap_or(i64::MAX)),
+        ))
+    };
+    let floats = |f: fn(&Totals) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(
+            rows.clone().map(|(_, _, t)| f(t)),
+        ))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            rows.clone()
+                .map(|(tenant, _, _)| Some(tenant))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            rows.clone()
+                .map(|(_, team, _)| team)
+                .collect::<StringArray>(),
+        ),
+        ints(|t| t.events),
+        ints(|t| t.input_tokens),
+        ints(|t| t.output_tokens),
+        floats(|t| t.cost_usd),
+        floats(|t| t.energy_wh),
+        floats(|t| t.carbon_g),
+        floats(|t| t.gpu_hours),
+    ];
+    Ok(RecordBatch::try_new(month_to_date_schema(), columns)?)
+}
 
 /// `regions`: the price book's grid intensities.
 pub fn regions_batch(regions: &[(String, f64)]) -> DfResult<RecordBatch> {

@@ -158,6 +158,7 @@ sql = "SELECT team, CAST(team AS INT) AS n FROM rollups WHERE team IS NOT NULL"
             start_ms: 0,
             end_ms: 60_000,
             rows: &rows,
+            month_to_date: Ok(tables::no_month_to_date()),
         })
         .await;
     assert_eq!(eval.drafts.len(), 1, "{:?}", eval.errors);
@@ -183,6 +184,7 @@ async fn the_same_window_yields_the_same_decision_ids() {
         start_ms: 0,
         end_ms: 60_000,
         rows: &rows,
+        month_to_date: Ok(tables::no_month_to_date()),
     };
     let ids = |e: Evaluation| {
         assert!(e.errors.is_empty(), "{:?}", e.errors);
@@ -239,7 +241,7 @@ rollups = [{ tenant = "t", team = "ml", cost_usd = 5.0 }]
 }
 
 #[tokio::test]
-async fn policies_read_the_parquet_history() {
+async fn policies_read_the_parquet_tree_through_history_and_month_to_date() {
     use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
     let root = tempfile::tempdir().unwrap();
     let history = tollgate_rollup::history_table(root.path()).unwrap();
@@ -279,10 +281,30 @@ async fn policies_read_the_parquet_history() {
         partition: 0,
     };
     tollgate_rollup::write_window(root.path(), src, &w).unwrap();
+    let mut month = tollgate_rollup::MonthToDate::new(root.path());
+    assert_eq!(month.refresh("2026-11").unwrap(), 1);
+    let month = tables::month_to_date_batch(month.teams("2026-11")).unwrap();
 
-    let mut o = opts(&shipped());
+    // The shipped budget policy, and one of ours over `history`.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["team-monthly-budget.toml", "team-window-spend.toml"] {
+        fs::copy(shipped().join(f), dir.path().join(f)).unwrap();
+    }
+    write_warn(
+        dir.path(),
+        "history-spend",
+        "tenant={tenant}/team={team}",
+        "{spend}",
+        "SELECT tenant, team, sum(cost_usd) AS spend FROM history GROUP BY tenant, team",
+    );
+    let mut o = opts(dir.path());
     o.history = Some(history);
     let engine = PolicyEngine::load(o).await.unwrap();
+    assert!(engine.reads_month_to_date("training"));
+    assert!(
+        !engine.reads_month_to_date("heartbeat"),
+        "the budget is for inference and training"
+    );
     let now = start + 3_600_000;
     let rows = fixture::rows_to_batch(
         &tollgate_rollup::schema(),
@@ -292,26 +314,43 @@ async fn policies_read_the_parquet_history() {
         "inference",
     )
     .unwrap();
-    let eval = engine
-        .evaluate(&WindowInput {
-            kind: "inference",
-            source: "tollgate.inference/0",
-            start_ms: now,
-            end_ms: now + 60_000,
-            rows: &rows,
-        })
-        .await;
+    let input = |month_to_date| WindowInput {
+        kind: "inference",
+        source: "tollgate.inference/0",
+        start_ms: now,
+        end_ms: now + 60_000,
+        rows: &rows,
+        month_to_date,
+    };
+    let eval = engine.evaluate(&input(Ok(&month))).await;
     assert!(eval.errors.is_empty(), "{:?}", eval.errors);
-    let budget: Vec<_> = eval
-        .drafts
-        .iter()
-        .filter(|d| d.policy == "team-monthly-budget")
-        .collect();
-    assert_eq!(budget.len(), 1, "{:?}", eval.drafts);
+    let observed = |eval: &Evaluation, policy: &str, column: &str| -> Vec<serde_json::Value> {
+        eval.drafts
+            .iter()
+            .filter(|d| d.policy == policy)
+            .map(|d| d.observed[column].clone())
+            .collect()
+    };
     assert_eq!(
-        budget[0].observed["month_to_date_usd"],
-        serde_json::json!(10_010.0)
+        observed(&eval, "team-monthly-budget", "month_to_date_usd"),
+        [serde_json::json!(10_010.0)]
     );
+    assert_eq!(
+        observed(&eval, "history-spend", "spend"),
+        [serde_json::json!(9_990.0)]
+    );
+
+    // No month_to_date: the budget fails on this window (never judged on
+    // a short table); the others still run.
+    let eval = engine.evaluate(&input(Err("disk on fire"))).await;
+    let errors: Vec<String> = eval.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("team-monthly-budget") && errors[0].contains("disk on fire"),
+        "{errors:?}"
+    );
+    assert!(observed(&eval, "team-monthly-budget", "month_to_date_usd").is_empty());
+    assert_eq!(observed(&eval, "history-spend", "spend").len(), 1);
 }
 
 /// Write `<name>.toml`: a `warn` policy with these templates and SQL.
@@ -387,6 +426,7 @@ async fn reused_plans_answer_for_each_window() {
             start_ms: i as i64 * 60_000,
             end_ms: (i as i64 + 1) * 60_000,
             rows,
+            month_to_date: Ok(tables::no_month_to_date()),
         };
         let reused = outcome(engine.evaluate(&input).await);
         let fresh = PolicyEngine::load(opts(dir.path())).await.unwrap();
@@ -413,10 +453,23 @@ async fn plans_reading_history_or_the_window_bounds_are_made_per_window() {
             .unwrap()
             .cached_plans()
     };
-    assert_eq!(cached("team-monthly-budget"), None, "reads history");
     assert_eq!(cached("node-reliability"), None, "reads $window_end_ms");
     assert_eq!(cached("team-window-spend"), Some(0));
     assert_eq!(cached("carbon-intensity"), Some(0));
+    // month_to_date is set per window like rollups; $month_start_date keys.
+    assert_eq!(cached("team-monthly-budget"), Some(0));
+
+    // `history` is a listing table: its file list is fixed by the plan.
+    let dir = tempfile::tempdir().unwrap();
+    write_warn(
+        dir.path(),
+        "history",
+        "team={team}",
+        "{team}",
+        "SELECT team FROM history",
+    );
+    let engine = PolicyEngine::load(opts(dir.path())).await.unwrap();
+    assert_eq!(engine.policies()[0].cached_plans(), None);
 
     // A window parameter inside a subquery counts too.
     let dir = tempfile::tempdir().unwrap();

@@ -31,7 +31,7 @@ use tollgate_window::ClosedWindow;
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointEntry};
 pub use history::{history_table, PARTITION_COLUMNS};
 pub use late::{remove_late_from, write_late, LateRecord};
-pub use summary::{read_summary, Summary, TeamTotals};
+pub use summary::{read_summary, MonthToDate, Summary, TeamTotals};
 
 pub const SCHEMA_VERSION: &str = "2";
 
@@ -66,6 +66,17 @@ pub(crate) fn io<'p>(
         source,
     }
 }
+
+/// The columns that add up across rows and files (`tollgate_window::Totals`).
+pub const TOTALS_COLUMNS: [&str; 7] = [
+    "events",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "energy_wh",
+    "carbon_g",
+    "gpu_hours",
+];
 
 /// The rollup file schema (hive columns `kind`, `date`, `hour` come from the path).
 pub fn schema() -> SchemaRef {
@@ -268,7 +279,7 @@ pub struct WrittenWindow {
     pub path: PathBuf,
 }
 
-fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, RollupError> {
+pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, RollupError> {
     match fs::read_dir(dir) {
         Ok(rd) => {
             let mut v = rd.collect::<Result<Vec<_>, _>>().map_err(io("list", dir))?;

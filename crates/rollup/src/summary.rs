@@ -1,14 +1,18 @@
-//! Totals over the rollup tree, for the quick start and `tollgate summary`.
+//! Totals over the rollup tree, for the quick start and `tollgate summary`,
+//! and month-to-date totals by team for policies ([`MonthToDate`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
 
-use crate::{io, list_files, RollupError};
+use tollgate_window::ByTeam;
+
+use crate::{io, list_files, read_dir_sorted, RollupError};
 
 /// Totals of one team (or all).
 pub type TeamTotals = tollgate_window::Totals;
@@ -26,58 +30,208 @@ pub fn read_summary(root: &Path) -> Result<Summary, RollupError> {
     let mut s = Summary::default();
     for path in list_files(root)? {
         s.files += 1;
-        let file = File::open(&path).map_err(io("open", &path))?;
-        let pq = |source| RollupError::Parquet {
-            path: path.clone(),
-            source,
+        for_each_row(&path, |_, team, row| {
+            let key = team.unwrap_or("(untagged)").to_string();
+            s.by_team.entry(key).or_default().add(row);
+            s.total.add(row);
+        })?;
+    }
+    Ok(s)
+}
+
+/// The columns [`for_each_row`] reads: the team and its additive measures.
+fn row_column(name: &str) -> bool {
+    name == "tenant" || name == "team" || crate::TOTALS_COLUMNS.contains(&name)
+}
+
+/// Call `f(tenant, team, totals)` for every row of one rollup file, reading
+/// only the columns it needs. The whole file is read before the first call,
+/// so an unreadable file makes no calls at all.
+fn for_each_row(
+    path: &Path,
+    mut f: impl FnMut(&str, Option<&str>, &TeamTotals),
+) -> Result<(), RollupError> {
+    let file = File::open(path).map_err(io("open", path))?;
+    let pq = |source| RollupError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+    let fields = builder.parquet_schema().columns();
+    let wanted = (0..fields.len()).filter(|&i| row_column(fields[i].name()));
+    let mask = ProjectionMask::leaves(builder.parquet_schema(), wanted);
+    let batches = builder
+        .with_projection(mask)
+        .with_batch_size(64 << 10)
+        .build()
+        .map_err(pq)?
+        .collect::<Result<Vec<_>, _>>()?;
+    for batch in batches {
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| RollupError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!("no column `{name}`"),
+                })
         };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(pq)?
-            .build()
-            .map_err(pq)?;
-        for batch in reader {
-            let batch = batch?;
-            let col = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .ok_or_else(|| RollupError::Corrupt {
-                        path: path.clone(),
-                        reason: format!("no column `{name}`"),
-                    })
+        let tenant = col("tenant")?.as_string::<i32>().clone();
+        let team = col("team")?.as_string::<i32>().clone();
+        let ints = |n| col(n).map(|c| c.as_primitive::<Int64Type>().clone());
+        let floats = |n| col(n).map(|c| c.as_primitive::<Float64Type>().clone());
+        let (events, tin, tout) = (
+            ints("events")?,
+            ints("input_tokens")?,
+            ints("output_tokens")?,
+        );
+        let (cost, energy, carbon, gpu) = (
+            floats("cost_usd")?,
+            floats("energy_wh")?,
+            floats("carbon_g")?,
+            floats("gpu_hours")?,
+        );
+        for i in 0..batch.num_rows() {
+            let row = TeamTotals {
+                events: events.value(i).max(0) as u64,
+                input_tokens: tin.value(i).max(0) as u64,
+                output_tokens: tout.value(i).max(0) as u64,
+                cost_usd: cost.value(i),
+                energy_wh: energy.value(i),
+                carbon_g: carbon.value(i),
+                gpu_hours: gpu.value(i),
             };
-            let team = col("team")?.as_string::<i32>().clone();
-            let ints = |n| col(n).map(|c| c.as_primitive::<Int64Type>().clone());
-            let floats = |n| col(n).map(|c| c.as_primitive::<Float64Type>().clone());
-            let (events, tin, tout) = (
-                ints("events")?,
-                ints("input_tokens")?,
-                ints("output_tokens")?,
-            );
-            let (cost, energy, carbon, gpu) = (
-                floats("cost_usd")?,
-                floats("energy_wh")?,
-                floats("carbon_g")?,
-                floats("gpu_hours")?,
-            );
-            for i in 0..batch.num_rows() {
-                let key = if team.is_null(i) {
-                    "(untagged)".to_string()
-                } else {
-                    team.value(i).to_string()
-                };
-                let row = TeamTotals {
-                    events: events.value(i).max(0) as u64,
-                    input_tokens: tin.value(i).max(0) as u64,
-                    output_tokens: tout.value(i).max(0) as u64,
-                    cost_usd: cost.value(i),
-                    energy_wh: energy.value(i),
-                    carbon_g: carbon.value(i),
-                    gpu_hours: gpu.value(i),
-                };
-                s.by_team.entry(key).or_default().add(&row);
-                s.total.add(&row);
+            let team = (!team.is_null(i)).then(|| team.value(i));
+            f(tenant.value(i), team, &row);
+        }
+    }
+    Ok(())
+}
+
+/// Months kept: the newest two, so that windows either side of a month's
+/// end can interleave without either month being read again.
+const MONTHS_KEPT: usize = 2;
+
+/// One month: the files counted and the totals by tenant and team.
+#[derive(Debug, Default)]
+struct Month {
+    files: HashSet<PathBuf>,
+    teams: ByTeam<TeamTotals>,
+}
+
+impl Month {
+    fn add(&mut self, tenant: &str, team: Option<&str>, t: &TeamTotals) {
+        self.teams.entry(tenant, team).add(t);
+    }
+}
+
+/// Month-to-date totals by tenant and team from the rollup files on disk
+/// (every kind and partition, whoever wrote them), kept up to date
+/// incrementally. Rollup files are immutable (written under a temporary
+/// name, then renamed; a replay rewrites identical bytes), so each is
+/// counted once: a refresh costs listing the month's directories plus
+/// reading the files that appeared since, and a file this process wrote is
+/// counted from its rows ([`Self::add_written`]) without being read back.
+#[derive(Debug)]
+pub struct MonthToDate {
+    root: PathBuf,
+    /// By `YYYY-MM`, at most [`MONTHS_KEPT`].
+    months: BTreeMap<String, Month>,
+}
+
+impl MonthToDate {
+    pub fn new(root: &Path) -> Self {
+        MonthToDate {
+            root: root.to_owned(),
+            months: BTreeMap::new(),
+        }
+    }
+
+    /// Bring `month` (`YYYY-MM`) up to date with the files on disk. Returns
+    /// how many files were read. On error nothing of the failing file is
+    /// counted, and the next refresh tries it again.
+    pub fn refresh(&mut self, month: &str) -> Result<usize, RollupError> {
+        if !self.months.contains_key(month) {
+            self.months.insert(month.to_owned(), Month::default());
+            while self.months.len() > MONTHS_KEPT {
+                self.months.pop_first();
+            }
+        }
+        let Some(state) = self.months.get_mut(month) else {
+            // Older than the months kept: counted from scratch, not kept.
+            return Ok(0);
+        };
+        let in_month = |date: &str| {
+            date.strip_prefix(month)
+                .is_some_and(|rest| rest.starts_with('-'))
+        };
+        let mut new_files = 0;
+        for kind in read_dir_sorted(&self.root)? {
+            if !kind.file_name().to_string_lossy().starts_with("kind=") {
+                continue;
+            }
+            for date in read_dir_sorted(&kind.path())? {
+                let name = date.file_name().to_string_lossy().into_owned();
+                if !name.strip_prefix("date=").is_some_and(in_month) {
+                    continue;
+                }
+                for hour in read_dir_sorted(&date.path())? {
+                    if !hour.file_name().to_string_lossy().starts_with("hour=") {
+                        continue;
+                    }
+                    for f in read_dir_sorted(&hour.path())? {
+                        let name = f.file_name().to_string_lossy().into_owned();
+                        let path = f.path();
+                        if !name.ends_with(".parquet")
+                            || name.starts_with('.')
+                            || state.files.contains(&path)
+                        {
+                            continue;
+                        }
+                        for_each_row(&path, |tenant, team, t| state.add(tenant, team, t))?;
+                        state.files.insert(path);
+                        new_files += 1;
+                    }
+                }
+            }
+        }
+        Ok(new_files)
+    }
+
+    /// This process wrote `path`, a file of `month` holding `rows`: count
+    /// it without reading it back. A month not kept is left to
+    /// [`Self::refresh`], which reads the file from disk.
+    pub fn add_written<'a>(
+        &mut self,
+        path: &Path,
+        month: &str,
+        rows: impl Iterator<Item = (&'a str, Option<&'a str>, TeamTotals)>,
+    ) {
+        let Some(state) = self.months.get_mut(month) else {
+            return;
+        };
+        if state.files.insert(path.to_owned()) {
+            for (tenant, team, t) in rows {
+                state.add(tenant, team, &t);
             }
         }
     }
-    Ok(s)
+
+    /// Files counted for `month`.
+    pub fn files(&self, month: &str) -> usize {
+        self.months.get(month).map_or(0, |m| m.files.len())
+    }
+
+    /// `(tenant, team, totals)` of `month`, in no particular order.
+    pub fn teams<'s>(
+        &'s self,
+        month: &str,
+    ) -> impl ExactSizeIterator<Item = (&'s str, Option<&'s str>, &'s TeamTotals)> + Clone {
+        let teams: Vec<_> = self
+            .months
+            .get(month)
+            .into_iter()
+            .flat_map(|m| m.teams.iter())
+            .collect();
+        teams.into_iter()
+    }
 }

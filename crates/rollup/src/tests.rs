@@ -1,6 +1,6 @@
 use super::*;
 use arrow::array::Array;
-use tollgate_window::{DimsRef, Measures, RowSet};
+use tollgate_window::{DimsRef, Measures, RowSet, Totals};
 
 fn window(start: i64, first: i64, close: i64) -> ClosedWindow {
     let mut m = Measures {
@@ -231,4 +231,105 @@ fn checkpoints_keep_recent_history_and_find_the_committed_one() {
     );
     // Readers of the rollup tree do not see checkpoints.
     assert!(list_files(dir.path()).expect("list").is_empty());
+}
+
+#[test]
+fn month_to_date_reads_each_file_once_and_only_its_month() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let training = Source {
+        kind: "training",
+        topic: "tollgate.training",
+        partition: 0,
+    };
+    // 2023-11-14T22:13:00Z and 2023-11-30T23:59:00Z; 2023-12-01T00:00:00Z.
+    write_window(dir.path(), SRC, &window(1_699_999_980_000, 1, 2)).expect("write");
+    write_window(dir.path(), training, &window(1_701_388_740_000, 5, 6)).expect("write");
+    write_window(dir.path(), SRC, &window(1_701_388_800_000, 3, 4)).expect("write");
+    // A crash's leftover temp file is not a rollup.
+    let hour = dir.path().join("kind=inference/date=2023-11-14/hour=22");
+    fs::write(hour.join(".tollgate.inference-2-9.parquet.tmp"), b"partial").expect("tmp");
+    let sorted = |m: &MonthToDate, month: &str| {
+        let mut v: Vec<_> = m
+            .teams(month)
+            .map(|(tenant, team, t)| {
+                (
+                    tenant.to_owned(),
+                    team.map(str::to_owned),
+                    t.events,
+                    t.cost_usd,
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        v
+    };
+
+    let mut m = MonthToDate::new(dir.path());
+    assert_eq!(m.refresh("2023-11").expect("refresh"), 2);
+    // Both kinds; untagged usage under no team.
+    let t =
+        |team: Option<&str>, events, cost| ("t".to_owned(), team.map(str::to_owned), events, cost);
+    assert_eq!(
+        sorted(&m, "2023-11"),
+        [t(None, 2, 1.0), t(Some("ai"), 6, 3.0)]
+    );
+    // Nothing new: nothing read again.
+    assert_eq!(m.refresh("2023-11").expect("refresh"), 0);
+    write_window(dir.path(), SRC, &window(1_700_000_040_000, 7, 8)).expect("write");
+    assert_eq!(m.refresh("2023-11").expect("refresh"), 1);
+    assert_eq!(sorted(&m, "2023-11")[1], t(Some("ai"), 9, 4.5));
+    assert_eq!(m.files("2023-11"), 3);
+
+    // A file this process wrote counts from its rows, once, not read back.
+    let w = window(1_700_000_100_000, 9, 10);
+    let (path, _) = write_window(dir.path(), SRC, &w).expect("write");
+    for _ in 0..2 {
+        m.add_written(
+            &path,
+            "2023-11",
+            w.rows
+                .iter()
+                .map(|(d, x)| (d.tenant, d.team, Totals::of(x))),
+        );
+    }
+    assert_eq!(m.refresh("2023-11").expect("refresh"), 0);
+    assert_eq!(sorted(&m, "2023-11")[1], t(Some("ai"), 12, 6.0));
+
+    // Windows either side of the month's end interleave: both months kept.
+    assert_eq!(m.refresh("2023-12").expect("refresh"), 1);
+    assert_eq!(m.refresh("2023-11").expect("refresh"), 0);
+    assert_eq!(
+        sorted(&m, "2023-12"),
+        [t(None, 1, 0.5), t(Some("ai"), 3, 1.5)]
+    );
+    // A third month drops the oldest.
+    assert_eq!(m.refresh("2024-01").expect("refresh"), 0);
+    assert_eq!(m.files("2023-11"), 0);
+    assert_eq!(m.files("2023-12"), 1);
+    // "2023-1" is not a prefix match for December or November.
+    assert_eq!(
+        MonthToDate::new(dir.path())
+            .refresh("2023-1")
+            .expect("refresh"),
+        0
+    );
+}
+
+#[test]
+fn month_to_date_counts_nothing_of_a_file_it_cannot_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_window(dir.path(), SRC, &window(1_699_999_980_000, 1, 2)).expect("write");
+    let bad = dir
+        .path()
+        .join("kind=inference/date=2023-11-14/hour=22/x-0-0.parquet");
+    fs::write(&bad, b"not parquet").expect("write");
+    let mut m = MonthToDate::new(dir.path());
+    let e = m.refresh("2023-11").expect_err("corrupt file");
+    assert!(e.to_string().contains("x-0-0.parquet"), "{e}");
+    // The good file (listed first) is counted once; the bad one not at all.
+    let events = |m: &MonthToDate| m.teams("2023-11").map(|(_, _, t)| t.events).sum::<u64>();
+    assert_eq!(events(&m), 4);
+    fs::remove_file(&bad).expect("rm");
+    assert_eq!(m.refresh("2023-11").expect("refresh"), 0);
+    assert_eq!(events(&m), 4);
 }

@@ -3,6 +3,7 @@
 //! (`ARCHITECTURE.md`, "Delivery protocol"). Pure code, no I/O: the ingest
 //! adapter feeds it events with their offsets and writes what it hands back.
 
+mod by_team;
 mod rows;
 mod sketch;
 
@@ -13,6 +14,7 @@ use rows::RowTable;
 use tollgate_enrich::Enriched;
 use tollgate_event::{Body, Event, Kind};
 
+pub use by_team::ByTeam;
 pub use rows::{DimsRef, RowSet};
 pub use sketch::Sketch;
 
