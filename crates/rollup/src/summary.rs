@@ -111,10 +111,17 @@ fn for_each_row(
 /// end can interleave without either month being read again.
 const MONTHS_KEPT: usize = 2;
 
+/// A file's identity in [`Month::files`]: a 128-bit hash of its path, 16
+/// bytes whatever the path's length (a month of 1-minute windows is tens of
+/// thousands of files per partition and kind).
+fn file_key(path: &Path) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(path.as_os_str().as_encoded_bytes())
+}
+
 /// One month: the files counted and the totals by tenant and team.
 #[derive(Debug, Default)]
 struct Month {
-    files: HashSet<PathBuf>,
+    files: HashSet<u128>,
     teams: ByTeam<TeamTotals>,
 }
 
@@ -183,12 +190,12 @@ impl MonthToDate {
                         let path = f.path();
                         if !name.ends_with(".parquet")
                             || name.starts_with('.')
-                            || state.files.contains(&path)
+                            || state.files.contains(&file_key(&path))
                         {
                             continue;
                         }
                         for_each_row(&path, |tenant, team, t| state.add(tenant, team, t))?;
-                        state.files.insert(path);
+                        state.files.insert(file_key(&path));
                         new_files += 1;
                     }
                 }
@@ -209,7 +216,7 @@ impl MonthToDate {
         let Some(state) = self.months.get_mut(month) else {
             return;
         };
-        if state.files.insert(path.to_owned()) {
+        if state.files.insert(file_key(path)) {
             for (tenant, team, t) in rows {
                 state.add(tenant, team, &t);
             }
