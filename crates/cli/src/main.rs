@@ -418,7 +418,7 @@ fn run(
         };
         if serve_http {
             // The live month totals start from the files already written.
-            match rt.block_on(tollgate_http::month_ledger(&cfg.output.rollup_dir)) {
+            match tollgate_ingest::live::Ledger::from_rollups(&cfg.output.rollup_dir) {
                 Ok(l) => {
                     info!(
                         teams = l.teams(),

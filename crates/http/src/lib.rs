@@ -40,7 +40,6 @@ pub use auth::{Auth, Principal, Scope};
 pub use gate::{load_gate_engine, GateService};
 pub use metrics::HttpMetrics;
 use problem::Problem;
-pub use query::month_ledger;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI_YAML: &str = include_str!("../../../schemas/openapi.yaml");

@@ -861,7 +861,7 @@ async fn serves_over_a_real_socket() {
 #[tokio::test]
 async fn the_month_ledger_is_seeded_from_the_rollup_files() {
     let fx = fixture();
-    let ledger = month_ledger(&fx.state.rollup_dir).await.unwrap();
+    let ledger = Ledger::from_rollups(&fx.state.rollup_dir).unwrap();
     let start = (chrono::Utc::now().timestamp_millis() - HOUR_MS) / 60_000 * 60_000;
     let month = month_start_ms(start);
     assert_eq!(ledger.month("acme", Some("ai"), month).cost_usd, 3.0);

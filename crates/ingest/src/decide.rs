@@ -28,6 +28,7 @@ use tollgate_rollup::MonthToDate;
 use tollgate_window::{ClosedWindow, Totals};
 use tracing::{debug, error, info, warn};
 
+use crate::live::month_name;
 use crate::{kafka, IngestError};
 
 /// How long to keep retrying a window's decisions while the broker does not
@@ -35,14 +36,6 @@ use crate::{kafka, IngestError};
 /// the pipeline, which restarts from the committed offsets and publishes
 /// them again.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(120);
-
-/// `YYYY-MM` of the UTC month holding `ms`.
-fn month_of(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y-%m")
-        .to_string()
-}
 
 /// What the pipeline decides with: the policies, the log and the topic.
 /// Built once per process and shared (the HTTP gate appends to the same log).
@@ -233,7 +226,7 @@ impl Decider {
     /// `month_to_date` for the month of a window starting at `start_ms`: the
     /// files written so far (this window's is written after its decisions).
     fn month_to_date(&self, start_ms: i64) -> Result<RecordBatch, String> {
-        let month = month_of(start_ms);
+        let month = month_name(start_ms);
         let mut m = self.month.lock().unwrap_or_else(|p| p.into_inner());
         let read = m.refresh(&month).map_err(|e| {
             error!(error = %e, month = %month, "cannot read this month's rollups; policies reading month_to_date fail on this window");
@@ -253,7 +246,7 @@ impl Decider {
             .iter()
             .map(|(d, m)| (d.tenant, d.team, Totals::of(m)));
         let mut m = self.month.lock().unwrap_or_else(|p| p.into_inner());
-        m.add_written(path, &month_of(w.start_ms), rows);
+        m.add_written(path, &month_name(w.start_ms), rows);
     }
 
     /// Publish every record and wait until the broker acknowledged each one.

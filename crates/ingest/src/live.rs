@@ -14,13 +14,23 @@
 //! an `Arc` and never block the consumer.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, TimeZone, Utc};
+use tollgate_rollup::{MonthToDate, RollupError};
 pub use tollgate_window::Totals;
 use tollgate_window::{ByTeam, DimsRef, Measures};
+
+/// `YYYY-MM` of the UTC month holding `ms` (as in the rollup tree's dates).
+pub fn month_name(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.format("%Y-%m").to_string())
+        .unwrap_or_default()
+}
 
 /// Start (ms) of the UTC month holding `ms`.
 pub fn month_start_ms(ms: i64) -> i64 {
@@ -32,9 +42,6 @@ pub fn month_start_ms(ms: i64) -> i64 {
         .map_or(ms, |m| m.timestamp_millis())
 }
 
-/// `(tenant, team)`; `team` is `None` for untagged usage.
-pub type TeamKey = (String, Option<String>);
-
 /// Month totals per team: tenant → team → month start (ms) → totals.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ledger {
@@ -42,19 +49,23 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Add the rows of a window starting at `window_start_ms`.
-    pub fn add_window<'a>(
-        &mut self,
-        window_start_ms: i64,
-        rows: impl Iterator<Item = (DimsRef<'a>, &'a Measures)>,
-    ) {
-        let month = month_start_ms(window_start_ms);
-        for (d, m) in rows {
-            self.slot(d.tenant, d.team, month).add(&Totals::of(m));
+    /// The month totals of the rollup files of this and the previous UTC
+    /// month under `rollup_dir`: the seed of the live ledger.
+    pub fn from_rollups(rollup_dir: &Path) -> Result<Self, RollupError> {
+        let this = month_start_ms(Utc::now().timestamp_millis());
+        let mut files = MonthToDate::new(rollup_dir);
+        let mut ledger = Ledger::default();
+        for month_ms in [month_start_ms(this - 1), this] {
+            let month = month_name(month_ms);
+            files.refresh(&month)?;
+            for (tenant, team, t) in files.teams(&month) {
+                ledger.add_month(tenant, team, month_ms, t);
+            }
         }
+        Ok(ledger)
     }
 
-    /// Add a month total (seeding from the rollup files).
+    /// Add a month total.
     pub fn add_month(&mut self, tenant: &str, team: Option<&str>, month_ms: i64, t: &Totals) {
         self.slot(tenant, team, month_ms).add(t);
     }
@@ -365,10 +376,13 @@ impl LiveWriter {
         source: &TopicPartition,
         start_ms: i64,
         end_ms: i64,
-        rows: impl Iterator<Item = (DimsRef<'a>, &'a Measures)> + Clone,
+        rows: impl Iterator<Item = (DimsRef<'a>, &'a Measures)>,
     ) {
-        self.ledger.add_window(start_ms, rows.clone());
         let w = TeamWindow::of_rows(source.clone(), start_ms, end_ms, rows);
+        let month = month_start_ms(start_ms);
+        for (tenant, team, t) in w.teams.iter() {
+            self.ledger.add_month(tenant, team, month, t);
+        }
         self.closed.push(Arc::new(w));
     }
 

@@ -668,16 +668,6 @@ impl Worker<'_> {
         Ok(())
     }
 
-    /// Publish the live snapshot: the ledger and every partition's open windows.
-    fn publish_live(&mut self) {
-        let open = self.parts.iter().flat_map(|p| {
-            p.state
-                .open_rows()
-                .map(move |(start, end, rows)| ((p.topic.clone(), p.partition), start, end, rows))
-        });
-        self.live.publish(&self.t.live, self.now, open);
-    }
-
     fn on_tick(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
         self.collect_written()?;
         let t: &Telemetry = self.t;
@@ -685,7 +675,12 @@ impl Worker<'_> {
         health.assigned.store(self.parts.len(), Ordering::Relaxed);
         health.running.store(true, Ordering::Relaxed);
         if self.live.due(&self.t.live, self.now) {
-            self.publish_live();
+            let open = self.parts.iter().flat_map(|p| {
+                p.state.open_rows().map(move |(start, end, rows)| {
+                    ((p.topic.clone(), p.partition), start, end, rows)
+                })
+            });
+            self.live.publish(&self.t.live, self.now, open);
         }
         self.rejoin_if_unassigned(consumer)?;
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);

@@ -441,8 +441,11 @@ const PLAN_CACHE_ENTRIES: usize = 256;
 
 impl PlanCache {
     /// `None` when the plan must be made again for each window.
-    fn for_plan(plan: &LogicalPlan) -> datafusion::error::Result<Option<Self>> {
-        let reads_history = tables_read(plan)?.contains(HISTORY);
+    fn for_plan(
+        plan: &LogicalPlan,
+        tables: &HashSet<String>,
+    ) -> datafusion::error::Result<Option<Self>> {
+        let reads_history = tables.contains(HISTORY);
         let mut keys = Vec::new();
         for name in plan.get_parameter_types()?.keys() {
             let name = name.trim_start_matches('$');
@@ -602,6 +605,7 @@ async fn load_one(
     h.update([0]);
     h.update(toml::to_string(&params).unwrap_or_default().as_bytes());
     let revision = format!("sha256:{}", &tollgate_decision::hex(&h.finalize())[..16]);
+    let tables = tables_read(&plan).map_err(|e| format!("SQL: {e}"))?;
     Ok(Policy {
         name: name.to_owned(),
         path: path.to_owned(),
@@ -612,10 +616,8 @@ async fn load_one(
         params,
         subject,
         message,
-        cache: PlanCache::for_plan(&plan).map_err(|e| format!("SQL: {e}"))?,
-        reads_month_to_date: tables_read(&plan)
-            .map_err(|e| format!("SQL: {e}"))?
-            .contains(MONTH_TO_DATE),
+        cache: PlanCache::for_plan(&plan, &tables).map_err(|e| format!("SQL: {e}"))?,
+        reads_month_to_date: tables.contains(MONTH_TO_DATE),
         plan,
     })
 }

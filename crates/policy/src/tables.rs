@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -246,38 +246,30 @@ pub fn no_month_to_date() -> &'static RecordBatch {
 
 /// Rows of [`month_to_date_schema`]: `(tenant, team, totals)`.
 pub fn month_to_date_batch<'a>(
-    rows: impl ExactSizeIterator<Item = (&'a str, Option<&'a str>, &'a Totals)> + Clone,
+    rows: impl IntoIterator<Item = (&'a str, Option<&'a str>, &'a Totals)>,
 ) -> DfResult<RecordBatch> {
-    let ints = |f: fn(&Totals) -> u64| -> ArrayRef {
-        Arc::new(Int64Array::from_iter_values(
-            rows.clone()
-                .map(|(_, _, t)| i64::try_from(f(t)).unwrap_or(i64::MAX)),
-        ))
-    };
-    let floats = |f: fn(&Totals) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::from_iter_values(
-            rows.clone().map(|(_, _, t)| f(t)),
-        ))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(
-            rows.clone()
-                .map(|(tenant, _, _)| Some(tenant))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            rows.clone()
-                .map(|(_, team, _)| team)
-                .collect::<StringArray>(),
-        ),
-        ints(|t| t.events),
-        ints(|t| t.input_tokens),
-        ints(|t| t.output_tokens),
-        floats(|t| t.cost_usd),
-        floats(|t| t.energy_wh),
-        floats(|t| t.carbon_g),
-        floats(|t| t.gpu_hours),
-    ];
+    let (mut tenants, mut teams) = (StringBuilder::new(), StringBuilder::new());
+    let mut ints: [Vec<i64>; 3] = Default::default();
+    let mut floats: [Vec<f64>; 4] = Default::default();
+    for (tenant, team, t) in rows {
+        tenants.append_value(tenant);
+        teams.append_option(team);
+        for (col, v) in ints
+            .iter_mut()
+            .zip([t.events, t.input_tokens, t.output_tokens])
+        {
+            col.push(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        for (col, v) in floats
+            .iter_mut()
+            .zip([t.cost_usd, t.energy_wh, t.carbon_g, t.gpu_hours])
+        {
+            col.push(v);
+        }
+    }
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(tenants.finish()), Arc::new(teams.finish())];
+    columns.extend(ints.map(|c| Arc::new(Int64Array::from(c)) as ArrayRef));
+    columns.extend(floats.map(|c| Arc::new(Float64Array::from(c)) as ArrayRef));
     Ok(RecordBatch::try_new(month_to_date_schema(), columns)?)
 }
 

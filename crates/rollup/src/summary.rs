@@ -232,13 +232,10 @@ impl MonthToDate {
     pub fn teams<'s>(
         &'s self,
         month: &str,
-    ) -> impl ExactSizeIterator<Item = (&'s str, Option<&'s str>, &'s TeamTotals)> + Clone {
-        let teams: Vec<_> = self
-            .months
+    ) -> impl Iterator<Item = (&'s str, Option<&'s str>, &'s TeamTotals)> {
+        self.months
             .get(month)
             .into_iter()
             .flat_map(|m| m.teams.iter())
-            .collect();
-        teams.into_iter()
     }
 }
