@@ -19,6 +19,42 @@ struct Reader<'a> {
     i: usize,
 }
 
+/// Powers of ten exact in f64 (up to 10^15 is all the fast path needs).
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// Where a string's plain run ends: the index of the first `"`, `\` or
+/// control character (below 0x20), eight bytes at a time.
+pub(crate) fn string_stop(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let slash = x ^ (ONES * u64::from(b'\\'));
+        // A byte's high bit is set when it is zero (below 0x20 for `x`); a
+        // borrow can only mark bytes after the first true match, and the
+        // first one is what we take.
+        let hit = ((quote.wrapping_sub(ONES) & !quote)
+            | (slash.wrapping_sub(ONES) & !slash)
+            | (x.wrapping_sub(ONES * 0x20) & !x))
+            & HIGH;
+        if hit != 0 {
+            return Some(i + (hit.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    let tail = b.get(i..)?;
+    let at = tail
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    Some(i + at)
+}
+
 impl<'a> Reader<'a> {
     fn ws(&mut self) {
         while let Some(&c) = self.b.get(self.i) {
@@ -66,9 +102,7 @@ impl<'a> Reader<'a> {
         }
         let start = self.i + 1;
         let rest = self.b.get(start..)?;
-        let len = rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let len = string_stop(rest)?;
         if rest[len] != b'"' {
             return None;
         }
@@ -119,11 +153,19 @@ impl<'a> Reader<'a> {
             _ => return None,
         }
         let mut float = false;
+        // `int.frac` as one integer over 10^frac_digits, while it stays exact.
+        let (mut fraction, mut frac_digits) = (mag, 0usize);
         if self.peek() == Some(b'.') {
             self.i += 1;
+            let frac_start = self.i;
             self.digits()?;
             float = true;
+            frac_digits = self.i - frac_start;
+            for &d in self.b.get(frac_start..self.i)? {
+                fraction = fraction.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            }
         }
+        let mut exponent = false;
         if matches!(self.peek(), Some(b'e' | b'E')) {
             self.i += 1;
             if matches!(self.peek(), Some(b'+' | b'-')) {
@@ -131,6 +173,14 @@ impl<'a> Reader<'a> {
             }
             self.digits()?;
             float = true;
+            exponent = true;
+        }
+        // Fewer than 16 significant digits and no exponent: the integer and
+        // the power of ten are exact in f64, so one division is correctly
+        // rounded, the same value the full parser gives (Clinger's fast path).
+        if float && !exponent && self.i - int_start - 1 <= 15 {
+            let x = fraction as f64 / POW10[frac_digits];
+            return Some(Num::F(if neg { -x } else { x }));
         }
         if float {
             let x: f64 = self.s.get(start..self.i)?.parse().ok()?;

@@ -272,3 +272,63 @@ fn fast_reader_agrees_with_serde_json_whenever_it_answers() {
         "the fast path answered {answered} of {total}"
     );
 }
+
+#[test]
+fn string_stop_finds_the_first_quote_backslash_or_control_byte() {
+    let scalar = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+    // Fillers around the stop: ASCII, the bytes right above each stop, DEL
+    // and multi-byte UTF-8 (high bits set).
+    let fillers: [&[u8]; 5] = [b"a", b"#]", b" \x7f", "é".as_bytes(), "\u{20ac}".as_bytes()];
+    for stop in [b'"', b'\\', 0x00, 0x1f, 0x0a] {
+        for filler in fillers {
+            for before in 0..20 {
+                for after in 0..10 {
+                    let mut b: Vec<u8> = filler.iter().copied().cycle().take(before).collect();
+                    b.push(stop);
+                    b.extend(filler.iter().copied().cycle().take(after));
+                    b.push(b'"');
+                    assert_eq!(fast::string_stop(&b), scalar(&b), "{b:?}");
+                }
+            }
+            let none: Vec<u8> = filler.iter().copied().cycle().take(23).collect();
+            assert_eq!(fast::string_stop(&none), None);
+        }
+    }
+}
+
+#[test]
+fn decimals_read_by_the_fast_path_equal_serde_jsons() {
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for _ in 0..20_000 {
+        let int_digits = next() % 12;
+        let frac_digits = 1 + next() % 17;
+        let digits = |n: u64, r: u64| -> String {
+            (0..n)
+                .map(|k| char::from(b'0' + ((r >> (k * 3)) % 10) as u8))
+                .collect()
+        };
+        let int = match digits(int_digits, next()).trim_start_matches('0') {
+            "" => "0".to_string(),
+            s => s.to_string(),
+        };
+        let sign = if next() % 4 == 0 { "-" } else { "" };
+        let text = format!(
+            r#"{{"duration_ms":{sign}{int}.{}}}"#,
+            digits(frac_digits, next())
+        );
+        let slow: Wire<'_> = serde_json::from_str(&text).unwrap();
+        let fast = fast::parse(text.as_bytes()).unwrap();
+        match (fast.duration_ms, slow.duration_ms) {
+            (Some(Num::F(a)), Some(Num::F(b))) => {
+                assert_eq!(a.to_bits(), b.to_bits(), "{text}: {a} vs {b}")
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+}

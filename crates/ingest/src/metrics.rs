@@ -137,17 +137,13 @@ impl Business {
     /// Count one closed window's rows.
     pub fn add_rows<'a>(&self, rows: impl Iterator<Item = (DimsRef<'a>, &'a Measures)>) {
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = Vec::with_capacity(128);
         for (d, m) in rows {
             if m.cost_usd == 0.0 && m.carbon_g == 0.0 && m.input_tokens + m.output_tokens == 0 {
                 continue;
             }
             let (team, model) = (d.team.unwrap_or(""), d.model.unwrap_or(""));
-            let mut h = xxhash_rust::xxh3::Xxh3::new();
-            for part in [d.tenant, team, model] {
-                h.update(part.as_bytes());
-                h.update(&[0xff]);
-            }
-            let key = h.digest128();
+            let key = tollgate_window::hash_parts(&mut buf, &[d.tenant, team, model]);
             let s = match series.get(&key) {
                 Some(s) => s,
                 None if series.len() < self.cap => {

@@ -9,7 +9,7 @@ mod sketch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use rows::RowTable;
+use rows::{RowTable, Sizes};
 
 use tollgate_enrich::Enriched;
 use tollgate_event::{Body, Event, Kind};
@@ -241,14 +241,19 @@ pub struct PartitionState {
     pending: BTreeMap<i64, i64>,
     next_offset: Option<i64>,
     key_buf: Vec<u8>,
+    /// The last closed window's sizes, to allocate the next one at.
+    sizes: Sizes,
 }
 
-fn dedup_key(e: &Event<'_>) -> u128 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(e.tenant.as_bytes());
-    h.update(&[0xff]);
-    h.update(e.event_id.as_bytes());
-    h.digest128()
+/// A 128-bit hash of text parts, each followed by `0xff` (never in UTF-8,
+/// so the parts cannot run into each other). `buf` is scratch space.
+pub fn hash_parts(buf: &mut Vec<u8>, parts: &[&str]) -> u128 {
+    buf.clear();
+    for p in parts {
+        buf.extend_from_slice(p.as_bytes());
+        buf.push(0xff);
+    }
+    xxhash_rust::xxh3::xxh3_128(buf)
 }
 
 impl PartitionState {
@@ -263,6 +268,7 @@ impl PartitionState {
             pending: BTreeMap::new(),
             next_offset: None,
             key_buf: Vec::with_capacity(128),
+            sizes: Sizes::default(),
         }
     }
 
@@ -333,14 +339,18 @@ impl PartitionState {
         if start + self.spec.size_ms <= wm_before {
             return self.late(offset, wm_before, start);
         }
+        let sizes = self.sizes;
         let w = self.open.entry(start).or_insert_with(|| OpenWindow {
             first_offset: offset,
             wm_before,
-            rows: RowTable::default(),
-            seen: FastSet::default(),
+            rows: RowTable::with_capacity(sizes),
+            seen: FastSet::with_capacity_and_hasher(sizes.events, Default::default()),
             duplicates: 0,
         });
-        if !w.seen.insert(dedup_key(e)) {
+        if !w
+            .seen
+            .insert(hash_parts(&mut self.key_buf, &[&e.tenant, &e.event_id]))
+        {
             w.duplicates += 1;
             return Offer::Duplicate;
         }
@@ -391,6 +401,11 @@ impl PartitionState {
             }
             let (start, w) = entry.remove_entry();
             self.pending.insert(w.first_offset, w.wm_before);
+            self.sizes = Sizes {
+                rows: w.rows.len(),
+                key_bytes: w.rows.key_bytes(),
+                events: w.seen.len(),
+            };
             out.push(self.finish(start, w));
         }
         out

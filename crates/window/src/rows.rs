@@ -96,7 +96,34 @@ pub(crate) struct RowTable {
     hasher: foldhash::fast::FixedState,
 }
 
+/// How big a window's tables grew: the next window of the partition is
+/// allocated at this size, so a steady stream never regrows (and rehashes)
+/// its tables while they fill.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sizes {
+    pub(crate) rows: usize,
+    pub(crate) key_bytes: usize,
+    pub(crate) events: usize,
+}
+
 impl RowTable {
+    pub(crate) fn with_capacity(s: Sizes) -> Self {
+        RowTable {
+            keys: Vec::with_capacity(s.key_bytes),
+            rows: Vec::with_capacity(s.rows),
+            index: HashTable::with_capacity(s.rows),
+            hasher: Default::default(),
+        }
+    }
+
+    pub(crate) fn key_bytes(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
     pub(crate) fn get_or_insert(&mut self, key: &[u8]) -> &mut Measures {
         let RowTable {
             keys,
