@@ -221,6 +221,15 @@ def test_broker_restart_mid_stream_loses_nothing(pipeline):
         messages.append(("inference", partition, tenant, json.dumps(e)))
         counted.append(("inference", e))
     pipeline.produce(messages)
+    # Dynamic group membership: a stopped member leaves the group at once.
+    # With static membership its session outlives it, and tansu 0.6 wedges
+    # the group when that session expires after the next run has joined
+    # (seen 23 s after a graceful stop with a 10 s session timeout: the new
+    # run was assigned, revoked, and then no member was ever assigned again,
+    # whatever its instance id). Static restarts are covered by the hard-kill test.
+    pipeline.config.write_text(
+        re.sub(r"(?m)^\[kafka\]$", '[kafka]\ninstance_id = ""', pipeline.config.read_text())
+    )
 
     proc = pipeline.start("--idle-timeout-secs", "30")
     deadline = time.time() + 120
@@ -237,11 +246,6 @@ def test_broker_restart_mid_stream_loses_nothing(pipeline):
     assert proc.poll() is None, f"pipeline died after the broker came back:\n{pipeline.log_tail()}"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, pipeline.log_tail()
-    # tansu 0.6: a static member that rejoins while its previous session from
-    # before the broker restart is still registered is assigned, revoked when
-    # that session expires, and then never assigned again (seen before and
-    # after the watchdog; ARCHITECTURE.md, tansu quirks). Let it expire first.
-    time.sleep(13)
     pipeline.run_to_end()
 
     expected = expected_rollup(pipeline.book, counted)

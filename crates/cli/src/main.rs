@@ -445,7 +445,11 @@ fn run(
                 // partitions (tansu 0.6 after a broker restart): come back
                 // as a new static member; the stuck one expires.
                 restarts += 1;
-                cfg.kafka.instance_id = base_instance.as_ref().map(|b| format!("{b}-r{restarts}"));
+                // A dynamic member (no instance id, or "") stays dynamic.
+                cfg.kafka.instance_id = base_instance.as_ref().map(|b| match b.as_str() {
+                    "" => String::new(),
+                    b => format!("{b}-r{restarts}"),
+                });
                 warn!(error = %e, instance = ?cfg.kafka.instance_id, "rejoining the consumer group as a new static member");
             }
             Err(e) => {
