@@ -339,7 +339,12 @@ impl PartitionState {
         if start + self.spec.size_ms <= wm_before {
             return self.late(offset, wm_before, start);
         }
-        let sizes = self.sizes;
+        // Only a window newer than every open one is presized: an older one
+        // opening now holds stragglers, not a window's worth of traffic.
+        let sizes = match self.open.last_key_value() {
+            Some((&newest, _)) if start < newest => Sizes::default(),
+            _ => self.sizes.capped(),
+        };
         let w = self.open.entry(start).or_insert_with(|| OpenWindow {
             first_offset: offset,
             wm_before,

@@ -106,6 +106,26 @@ pub(crate) struct Sizes {
     pub(crate) events: usize,
 }
 
+/// Most rows a new window is allocated for up front; a bigger window grows
+/// as it fills, as any window did before sizes were carried over.
+const MAX_PRESIZED_ROWS: usize = 1 << 17;
+
+impl Sizes {
+    /// Scaled down (all three alike) to at most [`MAX_PRESIZED_ROWS`] rows,
+    /// so one burst does not make every following window allocate for it.
+    pub(crate) fn capped(self) -> Sizes {
+        if self.rows <= MAX_PRESIZED_ROWS {
+            return self;
+        }
+        let scale = |n: usize| (n as u128 * MAX_PRESIZED_ROWS as u128 / self.rows as u128) as usize;
+        Sizes {
+            rows: MAX_PRESIZED_ROWS,
+            key_bytes: scale(self.key_bytes),
+            events: scale(self.events),
+        }
+    }
+}
+
 impl RowTable {
     pub(crate) fn with_capacity(s: Sizes) -> Self {
         RowTable {
@@ -122,6 +142,10 @@ impl RowTable {
 
     pub(crate) fn len(&self) -> usize {
         self.rows.len()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.rows.capacity()
     }
 
     pub(crate) fn get_or_insert(&mut self, key: &[u8]) -> &mut Measures {

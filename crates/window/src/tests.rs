@@ -328,3 +328,43 @@ fn crash_and_replay_from_the_checkpoint_writes_exactly_the_same_windows() {
         }
     }
 }
+
+#[test]
+fn only_the_newest_window_is_allocated_at_the_last_windows_size() {
+    let spec = WindowSpec {
+        size_ms: 60_000,
+        lateness_ms: 300_000,
+    };
+    let mut s = PartitionState::new(spec, Kind::Inference);
+    let capacity = |s: &PartitionState, start: i64| s.open[&start].rows.capacity();
+    // A first window of 300 rows, closed by an event past its end + lateness.
+    for i in 0..300 {
+        offer(
+            &mut s,
+            i,
+            &json(&format!("a{i}"), 1_000, &format!("team-{i}"), 1),
+        );
+    }
+    offer(&mut s, 300, &json("b", 360_000 + 60_000, "x", 1));
+    assert_eq!(s.drain_closed().len(), 1);
+    // The next window opened after it (the newest) is presized ...
+    offer(&mut s, 301, &json("c", 480_000, "x", 1));
+    assert!(capacity(&s, 480_000) >= 300, "{}", capacity(&s, 480_000));
+    // ... a straggler window behind the newest is not.
+    assert_eq!(
+        offer(&mut s, 302, &json("d", 250_000, "x", 1)),
+        Offer::Accepted
+    );
+    assert!(capacity(&s, 240_000) < 300, "{}", capacity(&s, 240_000));
+    // A burst is carried over only up to the cap, scaled alike.
+    let big = Sizes {
+        rows: 1 << 20,
+        key_bytes: 64 << 20,
+        events: 1 << 21,
+    }
+    .capped();
+    assert_eq!(
+        (big.rows, big.key_bytes, big.events),
+        (1 << 17, 8 << 20, 1 << 18)
+    );
+}
