@@ -144,6 +144,7 @@ impl RowTable {
         self.rows.len()
     }
 
+    #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.rows.capacity()
     }
