@@ -446,11 +446,11 @@ fn run(
                 // as a new static member; the stuck one expires.
                 restarts += 1;
                 // A dynamic member (no instance id, or "") stays dynamic.
-                cfg.kafka.instance_id = base_instance.as_ref().map(|b| match b.as_str() {
-                    "" => String::new(),
-                    b => format!("{b}-r{restarts}"),
-                });
-                warn!(error = %e, instance = ?cfg.kafka.instance_id, "rejoining the consumer group as a new static member");
+                cfg.kafka.instance_id = base_instance
+                    .as_ref()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| format!("{b}-r{restarts}"));
+                warn!(error = %e, instance = ?cfg.kafka.instance_id, "rejoining the consumer group with a new client");
             }
             Err(e) => {
                 warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "pipeline stopped with an error; restarting from the committed offsets");

@@ -158,12 +158,16 @@ impl<'a> Reader<'a> {
         if self.peek() == Some(b'.') {
             self.i += 1;
             let frac_start = self.i;
-            self.digits()?;
-            float = true;
-            frac_digits = self.i - frac_start;
-            for &d in self.b.get(frac_start..self.i)? {
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                // Wraps only past 15 digits, where the fast path is not taken.
                 fraction = fraction.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                self.i += 1;
             }
+            frac_digits = self.i - frac_start;
+            if frac_digits == 0 {
+                return None;
+            }
+            float = true;
         }
         let mut exponent = false;
         if matches!(self.peek(), Some(b'e' | b'E')) {

@@ -339,18 +339,23 @@ impl PartitionState {
         if start + self.spec.size_ms <= wm_before {
             return self.late(offset, wm_before, start);
         }
-        // Only a window newer than every open one is presized: an older one
-        // opening now holds stragglers, not a window's worth of traffic.
-        let sizes = match self.open.last_key_value() {
-            Some((&newest, _)) if start < newest => Sizes::default(),
-            _ => self.sizes.capped(),
-        };
-        let w = self.open.entry(start).or_insert_with(|| OpenWindow {
-            first_offset: offset,
-            wm_before,
-            rows: RowTable::with_capacity(sizes),
-            seen: FastSet::with_capacity_and_hasher(sizes.events, Default::default()),
-            duplicates: 0,
+        let (spec, wm, last_sizes) = (self.spec, self.wm, self.sizes);
+        let w = self.open.entry(start).or_insert_with(|| {
+            // Only the window of the highest event time so far is presized:
+            // an older one opening now holds stragglers, not a window's
+            // worth of traffic. (`wm + lateness` is that event time.)
+            let sizes = if start >= spec.start_of(wm.saturating_add(spec.lateness_ms)) {
+                last_sizes.capped()
+            } else {
+                Sizes::default()
+            };
+            OpenWindow {
+                first_offset: offset,
+                wm_before,
+                rows: RowTable::with_capacity(sizes),
+                seen: FastSet::with_capacity_and_hasher(sizes.events, Default::default()),
+                duplicates: 0,
+            }
         });
         if !w
             .seen
