@@ -111,6 +111,33 @@ fn writes_hive_layout_with_deterministic_name_and_metadata() {
 }
 
 #[test]
+fn columns_are_zstd_with_dictionaries_for_dimensions_only() {
+    use parquet::basic::Encoding;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, size) =
+        write_window(dir.path(), SRC, &window(1_699_999_980_000, 1, 2)).expect("write");
+    assert_eq!(size, fs::metadata(&path).expect("stat").len());
+    let reader = SerializedFileReader::new(File::open(&path).expect("open")).expect("parquet");
+    let group = reader.metadata().row_group(0);
+    for col in group.columns() {
+        let name = col.column_path().string();
+        assert!(
+            matches!(col.compression(), Compression::ZSTD(_)),
+            "{name}: {:?}",
+            col.compression()
+        );
+        let dictionary = col.encodings().any(|e| e == Encoding::RLE_DICTIONARY);
+        assert_eq!(
+            dictionary,
+            DICTIONARY_COLUMNS.contains(&name.as_str()),
+            "{name}: {:?}",
+            col.encodings().collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(group.num_columns(), schema().fields().len());
+}
+
+#[test]
 fn scan_removes_stale_temp_files_of_its_partition_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, _) = write_window(dir.path(), SRC, &window(0, 0, 5)).expect("write");

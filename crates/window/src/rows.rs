@@ -1,4 +1,4 @@
-//! The rows of one window: keys in one byte arena, measures in one vector,
+//! The rows of one window: keys in one text arena, measures in one vector,
 //! a hash table of row indices. One allocation per window, not per row.
 
 use std::hash::BuildHasher;
@@ -7,16 +7,21 @@ use hashbrown::HashTable;
 
 use crate::Measures;
 
-const NONE_LEN: u32 = u32::MAX;
+/// Bytes of a field's length prefix: 7 bits each, so every byte is ASCII.
+const PREFIX: usize = 5;
 
-/// Append one length-prefixed field (unambiguous for any text).
-pub(crate) fn push_field(buf: &mut Vec<u8>, v: Option<&str>) {
-    match v {
-        Some(s) => {
-            buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            buf.extend_from_slice(s.as_bytes());
-        }
-        None => buf.extend_from_slice(&NONE_LEN.to_le_bytes()),
+/// Append one length-prefixed field (unambiguous for any text). The prefix
+/// is `len + 1` (0 for none) in five 7-bit ASCII digits, so a key is valid
+/// UTF-8 and its fields are sliced out without a UTF-8 check. 35 bits hold
+/// the length of anything a Kafka message (at most 2 GiB) can carry.
+pub(crate) fn push_field(buf: &mut String, v: Option<&str>) {
+    let mut n = v.map_or(0, |s| s.len() as u64 + 1);
+    for _ in 0..PREFIX {
+        buf.push(char::from((n & 0x7f) as u8));
+        n >>= 7;
+    }
+    if let Some(s) = v {
+        buf.push_str(s);
     }
 }
 
@@ -33,24 +38,27 @@ pub struct DimsRef<'a> {
     pub node_id: Option<&'a str>,
 }
 
-fn next_field<'a>(key: &mut &'a [u8]) -> Option<&'a str> {
-    if key.len() < 4 {
-        return None;
-    }
-    let (len, rest) = key.split_at(4);
-    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
-    if len == NONE_LEN {
+fn next_field<'a>(key: &mut &'a str) -> Option<&'a str> {
+    let n = key
+        .as_bytes()
+        .iter()
+        .take(PREFIX)
+        .rev()
+        .fold(0u64, |n, &b| n << 7 | u64::from(b & 0x7f));
+    let rest = key.get(PREFIX..).unwrap_or_default();
+    let Some(len) = n.checked_sub(1) else {
         *key = rest;
         return None;
-    }
-    let (s, rest) = rest.split_at((len as usize).min(rest.len()));
-    *key = rest;
-    // Keys are built from &str, so this never fails.
-    Some(std::str::from_utf8(s).unwrap_or_default())
+    };
+    // Keys are built by `push_field`, so the field ends on a boundary.
+    let len = usize::try_from(len).unwrap_or(usize::MAX).min(rest.len());
+    let (s, rest) = (rest.get(..len).unwrap_or_default(), rest.get(len..));
+    *key = rest.unwrap_or_default();
+    Some(s)
 }
 
 impl<'a> DimsRef<'a> {
-    pub(crate) fn decode(mut key: &'a [u8]) -> Self {
+    pub(crate) fn decode(mut key: &'a str) -> Self {
         let tenant = next_field(&mut key).unwrap_or_default();
         let team = next_field(&mut key);
         let environment = next_field(&mut key);
@@ -67,7 +75,7 @@ impl<'a> DimsRef<'a> {
         }
     }
 
-    pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, buf: &mut String) {
         push_field(buf, Some(self.tenant));
         push_field(buf, self.team);
         push_field(buf, self.environment);
@@ -84,13 +92,16 @@ pub(crate) struct Row {
     pub(crate) m: Measures,
 }
 
-fn decode_key<'a>(keys: &'a [u8], r: &Row) -> DimsRef<'a> {
-    DimsRef::decode(&keys[r.start as usize..(r.start + r.len) as usize])
+fn decode_key<'a>(keys: &'a str, r: &Row) -> DimsRef<'a> {
+    DimsRef::decode(
+        keys.get(r.start as usize..(r.start + r.len) as usize)
+            .unwrap_or_default(),
+    )
 }
 
 #[derive(Default)]
 pub(crate) struct RowTable {
-    keys: Vec<u8>,
+    keys: String,
     rows: Vec<Row>,
     index: HashTable<u32>,
     hasher: foldhash::fast::FixedState,
@@ -129,7 +140,7 @@ impl Sizes {
 impl RowTable {
     pub(crate) fn with_capacity(s: Sizes) -> Self {
         RowTable {
-            keys: Vec::with_capacity(s.key_bytes),
+            keys: String::with_capacity(s.key_bytes),
             rows: Vec::with_capacity(s.rows),
             index: HashTable::with_capacity(s.rows),
             hasher: Default::default(),
@@ -149,17 +160,19 @@ impl RowTable {
         self.rows.capacity()
     }
 
-    pub(crate) fn get_or_insert(&mut self, key: &[u8]) -> &mut Measures {
+    pub(crate) fn get_or_insert(&mut self, key: &str) -> &mut Measures {
         let RowTable {
             keys,
             rows,
             index,
             hasher,
         } = self;
-        let hash = hasher.hash_one(key);
+        let hash = hasher.hash_one(key.as_bytes());
         let found = index.find(hash, |&i| {
             let r = &rows[i as usize];
-            &keys[r.start as usize..(r.start + r.len) as usize] == key
+            keys.as_bytes()
+                .get(r.start as usize..(r.start + r.len) as usize)
+                == Some(key.as_bytes())
         });
         let i = match found {
             Some(&i) => i as usize,
@@ -170,10 +183,14 @@ impl RowTable {
                     len: key.len() as u32,
                     m: Measures::default(),
                 });
-                keys.extend_from_slice(key);
+                keys.push_str(key);
                 index.insert_unique(hash, i as u32, |&j| {
                     let r = &rows[j as usize];
-                    hasher.hash_one(&keys[r.start as usize..(r.start + r.len) as usize])
+                    hasher.hash_one(
+                        keys.as_bytes()
+                            .get(r.start as usize..(r.start + r.len) as usize)
+                            .unwrap_or_default(),
+                    )
                 });
                 i
             }
@@ -198,7 +215,7 @@ impl RowTable {
 /// Finished rows of a closed window.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RowSet {
-    keys: Vec<u8>,
+    keys: String,
     rows: Vec<Row>,
 }
 
@@ -218,7 +235,7 @@ impl RowSet {
     /// Build from explicit rows (tests, tools), in the order given.
     pub fn from_rows<'a>(rows: impl IntoIterator<Item = (DimsRef<'a>, Measures)>) -> Self {
         let mut t = RowTable::default();
-        let mut buf = Vec::new();
+        let mut buf = String::new();
         for (d, m) in rows {
             buf.clear();
             d.encode(&mut buf);

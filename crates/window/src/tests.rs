@@ -368,3 +368,38 @@ fn only_the_newest_window_is_allocated_at_the_last_windows_size() {
         (1 << 17, 8 << 20, 1 << 18)
     );
 }
+
+#[test]
+fn row_keys_round_trip_any_text() {
+    let long = "é".repeat(200); // 400 bytes: a three-digit length prefix
+    let dims = [
+        DimsRef {
+            tenant: "acme",
+            team: None,
+            environment: Some(""),
+            model: Some("gpt-4o"),
+            region: Some("日本"),
+            node_id: None,
+        },
+        // Text that looks like a prefix or a none marker is only text.
+        DimsRef {
+            tenant: "\u{0}\u{0}\u{0}\u{0}\u{0}",
+            team: Some("\u{1}\u{0}\u{0}\u{0}\u{0}x"),
+            environment: None,
+            model: Some(&long),
+            region: None,
+            node_id: Some("n-1"),
+        },
+        DimsRef {
+            tenant: "\u{0}\u{0}\u{0}\u{0}",
+            team: Some("\u{0}"),
+            environment: None,
+            model: Some(&long),
+            region: None,
+            node_id: Some("n-1"),
+        },
+    ];
+    let set = RowSet::from_rows(dims.iter().map(|d| (*d, Measures::default())));
+    let back: Vec<DimsRef<'_>> = set.iter().map(|(d, _)| d).collect();
+    assert_eq!(back, dims);
+}
