@@ -210,6 +210,7 @@ fn main() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    let generated = sent;
     let sentinels = produce_sentinels(&cfg, spec_end_ms + 3_600_000)?;
     let sent = sent + sentinels;
 
@@ -242,9 +243,10 @@ fn main() -> Result<()> {
             .spawn(move || tollgate_ingest::run_pipeline(&cfg, &opts, &telemetry, &decisions))
             .context("start the pipeline thread")?
     };
-    // Time at which the last event was processed: the sentinels close every
-    // other window inline, so by then all rollups but the sentinels' are written.
-    // Measured from the first message, like the raw consumer.
+    // Time at which the last rollup file holding the generated events is in
+    // place: the sentinels close every other window by watermark (their own
+    // windows close later, on idle). Measured from the first message, like
+    // the raw consumer.
     let (mut first_at, mut done_at) = (None, None);
     // Threads end with the pipeline, so their CPU time is sampled while it runs.
     let baseline: std::collections::HashMap<u64, u64> = thread_cpu_ticks()
@@ -277,7 +279,7 @@ fn main() -> Result<()> {
         if first_at.is_none() && consumed > 0 {
             first_at = Some(started.elapsed());
         }
-        if done_at.is_none() && consumed >= sent {
+        if done_at.is_none() && s.events_written >= generated {
             done_at = Some(started.elapsed());
         }
         if started.elapsed() > Duration::from_secs(900) {
@@ -285,7 +287,6 @@ fn main() -> Result<()> {
         }
         std::thread::sleep(POLL_EVERY);
     }
-    let last_write = done_at.unwrap_or_else(|| started.elapsed()) - first_at.unwrap_or_default();
     worker
         .join()
         .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))??;
@@ -293,6 +294,13 @@ fn main() -> Result<()> {
     if s.consumed != sent {
         bail!("pipeline consumed {} of {sent}", s.consumed);
     }
+    let Some(done_at) = done_at else {
+        bail!(
+            "only {} of the {generated} generated events reached rollup files",
+            s.events_written
+        );
+    };
+    let last_write = done_at - first_at.unwrap_or_default();
     let pipeline = sent as f64 / last_write.as_secs_f64();
     let rss = vm_hwm_bytes().unwrap_or(0);
     let summary = tollgate_rollup::read_summary(&cfg.output.rollup_dir)?;

@@ -259,6 +259,7 @@ counters! {
     "tollgate_late_events_total" => late, "Events whose window had closed (written to the late-data output).";
     "tollgate_rollup_files_written_total" => windows_written, "Parquet rollup files written.";
     "tollgate_rollup_rows_written_total" => rows_written, "Rows in the Parquet rollup files written.";
+    "tollgate_rollup_events_written_total" => events_written, "Events counted in the Parquet rollup files written.";
     "tollgate_rollup_bytes_written_total" => bytes_written, "Bytes of the Parquet rollup files written.";
     "tollgate_late_files_written_total" => late_files_written, "Late-data files written.";
     "tollgate_offset_commits_total" => commits, "Offset commits.";

@@ -35,6 +35,10 @@ stats! {
     replay_skipped,
     windows_written,
     rows_written,
+    /// Events in the window files written, counted by the writer thread as
+    /// each file is renamed into place (the others are counted when the
+    /// consumer thread collects the write).
+    events_written,
     bytes_written,
     late_files_written,
     commits,

@@ -236,6 +236,7 @@ pub fn run_pipeline(
                 t.decisions.clone(),
                 t.policy_seconds.clone(),
             )?,
+            t.clone(),
         )?,
     };
     info!(topics = ?topics, group = %cfg.kafka.group_id, instance = ?cfg.kafka.instance_id, brokers = %cfg.kafka.brokers, "consuming");

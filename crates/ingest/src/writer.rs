@@ -14,7 +14,7 @@ use tollgate_rollup::{LateRecord, Source};
 use tollgate_window::ClosedWindow;
 
 use crate::decide::{Decided, Decider};
-use crate::IngestError;
+use crate::{IngestError, Stats, Telemetry};
 
 /// Jobs queued at most before `submit` blocks (backpressure).
 const QUEUE: usize = 8;
@@ -68,6 +68,7 @@ impl Writer {
         rollup_dir: PathBuf,
         late_dir: PathBuf,
         decider: Decider,
+        t: Arc<Telemetry>,
     ) -> Result<Self, IngestError> {
         let (tx, jobs) = mpsc::sync_channel::<Job>(QUEUE);
         let (done_tx, rx) = mpsc::channel::<Done>();
@@ -102,6 +103,7 @@ impl Writer {
                                     &batch,
                                 )?;
                                 decider.written(&path, &window);
+                                Stats::add(&t.stats.events_written, window.events());
                                 Ok(Written {
                                     path,
                                     bytes,
