@@ -39,21 +39,20 @@ pub struct DimsRef<'a> {
 }
 
 fn next_field<'a>(key: &mut &'a str) -> Option<&'a str> {
-    let n = key
-        .as_bytes()
-        .iter()
-        .take(PREFIX)
-        .rev()
-        .fold(0u64, |n, &b| n << 7 | u64::from(b & 0x7f));
-    let rest = key.get(PREFIX..).unwrap_or_default();
-    let Some(len) = n.checked_sub(1) else {
-        *key = rest;
+    let Some(prefix) = key.as_bytes().first_chunk::<PREFIX>() else {
+        *key = "";
         return None;
     };
+    let n = prefix.iter().rev().fold(0u64, |n, &d| n << 7 | u64::from(d));
+    let Some(len) = n.checked_sub(1) else {
+        *key = key.get(PREFIX..).unwrap_or_default();
+        return None;
+    };
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    let end = PREFIX.saturating_add(len).min(key.len());
     // Keys are built by `push_field`, so the field ends on a boundary.
-    let len = usize::try_from(len).unwrap_or(usize::MAX).min(rest.len());
-    let (s, rest) = (rest.get(..len).unwrap_or_default(), rest.get(len..));
-    *key = rest.unwrap_or_default();
+    let s = key.get(PREFIX..end).unwrap_or_default();
+    *key = key.get(end..).unwrap_or_default();
     Some(s)
 }
 
