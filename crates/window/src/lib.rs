@@ -35,7 +35,7 @@ impl WindowSpec {
 }
 
 /// Length-prefixed, unambiguous encoding of the row key.
-fn encode_key(buf: &mut String, e: &Event<'_>) {
+fn encode_key(buf: &mut Vec<u8>, e: &Event<'_>) {
     buf.clear();
     rows::push_field(buf, Some(&e.tenant));
     rows::push_field(buf, e.tags.team.as_deref());
@@ -240,8 +240,7 @@ pub struct PartitionState {
     /// first offset → watermark before it. They hold the commit point.
     pending: BTreeMap<i64, i64>,
     next_offset: Option<i64>,
-    key_buf: String,
-    hash_buf: Vec<u8>,
+    key_buf: Vec<u8>,
     /// The last closed window's sizes, to allocate the next one at.
     sizes: Sizes,
 }
@@ -268,8 +267,7 @@ impl PartitionState {
             late_hold: None,
             pending: BTreeMap::new(),
             next_offset: None,
-            key_buf: String::with_capacity(128),
-            hash_buf: Vec::with_capacity(128),
+            key_buf: Vec::with_capacity(128),
             sizes: Sizes::default(),
         }
     }
@@ -361,7 +359,7 @@ impl PartitionState {
         });
         if !w
             .seen
-            .insert(hash_parts(&mut self.hash_buf, &[&e.tenant, &e.event_id]))
+            .insert(hash_parts(&mut self.key_buf, &[&e.tenant, &e.event_id]))
         {
             w.duplicates += 1;
             return Offer::Duplicate;

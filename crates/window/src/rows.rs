@@ -12,17 +12,22 @@ const PREFIX: usize = 5;
 
 /// Append one length-prefixed field (unambiguous for any text). The prefix
 /// is `len + 1` (0 for none) in five 7-bit ASCII digits, so a key is valid
-/// UTF-8 and its fields are sliced out without a UTF-8 check. 35 bits hold
-/// the length of anything a Kafka message (at most 2 GiB) can carry.
-pub(crate) fn push_field(buf: &mut String, v: Option<&str>) {
-    let mut n = v.map_or(0, |s| s.len() as u64 + 1);
-    for _ in 0..PREFIX {
-        buf.push(char::from((n & 0x7f) as u8));
-        n >>= 7;
-    }
+/// UTF-8 and, once a window's arena is checked as a whole, its fields are
+/// sliced out without a check each. 35 bits hold the length of anything a
+/// Kafka message (at most 2 GiB) can carry.
+pub(crate) fn push_field(buf: &mut Vec<u8>, v: Option<&str>) {
+    let n = v.map_or(0, |s| s.len() as u64 + 1);
+    let prefix: [u8; PREFIX] = std::array::from_fn(|i| ((n >> (7 * i)) & 0x7f) as u8);
+    buf.extend_from_slice(&prefix);
     if let Some(s) = v {
-        buf.push_str(s);
+        buf.extend_from_slice(s.as_bytes());
     }
+}
+
+/// A key arena as text: built from `&str` and ASCII prefixes, so the check
+/// passes (one pass over the arena, instead of one per field).
+fn arena_text(keys: &[u8]) -> &str {
+    std::str::from_utf8(keys).unwrap_or_default()
 }
 
 /// The dimensions of one row, borrowed from the window's key arena.
@@ -43,7 +48,10 @@ fn next_field<'a>(key: &mut &'a str) -> Option<&'a str> {
         *key = "";
         return None;
     };
-    let n = prefix.iter().rev().fold(0u64, |n, &d| n << 7 | u64::from(d));
+    let n = prefix
+        .iter()
+        .rev()
+        .fold(0u64, |n, &d| n << 7 | u64::from(d));
     let Some(len) = n.checked_sub(1) else {
         *key = key.get(PREFIX..).unwrap_or_default();
         return None;
@@ -74,7 +82,7 @@ impl<'a> DimsRef<'a> {
         }
     }
 
-    pub(crate) fn encode(&self, buf: &mut String) {
+    pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
         push_field(buf, Some(self.tenant));
         push_field(buf, self.team);
         push_field(buf, self.environment);
@@ -100,7 +108,7 @@ fn decode_key<'a>(keys: &'a str, r: &Row) -> DimsRef<'a> {
 
 #[derive(Default)]
 pub(crate) struct RowTable {
-    keys: String,
+    keys: Vec<u8>,
     rows: Vec<Row>,
     index: HashTable<u32>,
     hasher: foldhash::fast::FixedState,
@@ -139,7 +147,7 @@ impl Sizes {
 impl RowTable {
     pub(crate) fn with_capacity(s: Sizes) -> Self {
         RowTable {
-            keys: String::with_capacity(s.key_bytes),
+            keys: Vec::with_capacity(s.key_bytes),
             rows: Vec::with_capacity(s.rows),
             index: HashTable::with_capacity(s.rows),
             hasher: Default::default(),
@@ -159,19 +167,17 @@ impl RowTable {
         self.rows.capacity()
     }
 
-    pub(crate) fn get_or_insert(&mut self, key: &str) -> &mut Measures {
+    pub(crate) fn get_or_insert(&mut self, key: &[u8]) -> &mut Measures {
         let RowTable {
             keys,
             rows,
             index,
             hasher,
         } = self;
-        let hash = hasher.hash_one(key.as_bytes());
+        let hash = hasher.hash_one(key);
         let found = index.find(hash, |&i| {
             let r = &rows[i as usize];
-            keys.as_bytes()
-                .get(r.start as usize..(r.start + r.len) as usize)
-                == Some(key.as_bytes())
+            keys.get(r.start as usize..(r.start + r.len) as usize) == Some(key)
         });
         let i = match found {
             Some(&i) => i as usize,
@@ -182,12 +188,11 @@ impl RowTable {
                     len: key.len() as u32,
                     m: Measures::default(),
                 });
-                keys.push_str(key);
+                keys.extend_from_slice(key);
                 index.insert_unique(hash, i as u32, |&j| {
                     let r = &rows[j as usize];
                     hasher.hash_one(
-                        keys.as_bytes()
-                            .get(r.start as usize..(r.start + r.len) as usize)
+                        keys.get(r.start as usize..(r.start + r.len) as usize)
                             .unwrap_or_default(),
                     )
                 });
@@ -198,14 +203,15 @@ impl RowTable {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (DimsRef<'_>, &Measures)> + '_ {
-        self.rows.iter().map(|r| (decode_key(&self.keys, r), &r.m))
+        let keys = arena_text(&self.keys);
+        self.rows.iter().map(move |r| (decode_key(keys, r), &r.m))
     }
 
     /// The rows in insertion order. A replay feeds a window the same events
     /// in the same order, so this order is deterministic without a sort.
     pub(crate) fn finish(self) -> RowSet {
         RowSet {
-            keys: self.keys,
+            keys: String::from_utf8(self.keys).unwrap_or_default(),
             rows: self.rows,
         }
     }
@@ -234,7 +240,7 @@ impl RowSet {
     /// Build from explicit rows (tests, tools), in the order given.
     pub fn from_rows<'a>(rows: impl IntoIterator<Item = (DimsRef<'a>, Measures)>) -> Self {
         let mut t = RowTable::default();
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         for (d, m) in rows {
             buf.clear();
             d.encode(&mut buf);
