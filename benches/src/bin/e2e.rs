@@ -332,9 +332,10 @@ fn main() -> Result<()> {
         })
         .collect();
     println!(
-        "deciding windows           {:.2}s ({} decisions); by policy: {}",
+        "deciding windows           {:.2}s ({} decisions), of which {:.2}s until the broker acknowledged them; by policy: {}",
         s.decide_micros as f64 / 1e6,
         s.decisions + s.decisions_replayed,
+        s.publish_micros as f64 / 1e6,
         slowest_first(policies)
     );
     // Summed by thread name (librdkafka's threads are `rdk:*`); 100 ticks/s on Linux.

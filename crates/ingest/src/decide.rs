@@ -118,6 +118,8 @@ pub(crate) struct Decided {
     pub replayed: u64,
     pub policy_errors: u64,
     pub micros: u64,
+    /// Of `micros`: publishing the decisions until the broker acknowledged them.
+    pub publish_micros: u64,
 }
 
 pub(crate) struct Decider {
@@ -217,7 +219,9 @@ impl Decider {
                     out.replayed += 1;
                 }
             }
+            let publishing = Instant::now();
             self.rt.block_on(self.publish(&appended))?;
+            out.publish_micros = publishing.elapsed().as_micros() as u64;
         }
         out.micros = started.elapsed().as_micros() as u64;
         Ok(out)

@@ -56,6 +56,8 @@ stats! {
     policy_errors,
     /// Time spent evaluating policies, logging and publishing decisions (µs).
     decide_micros,
+    /// Of `decide_micros`: publishing decisions until the broker acknowledged them (µs).
+    publish_micros,
 }
 
 impl Stats {

@@ -649,6 +649,7 @@ impl Worker<'_> {
             Stats::add(&self.stats.decisions_replayed, w.decided.replayed);
             Stats::add(&self.stats.policy_errors, w.decided.policy_errors);
             Stats::add(&self.stats.decide_micros, w.decided.micros);
+            Stats::add(&self.stats.publish_micros, w.decided.publish_micros);
             match w.window_start_ms {
                 Some(start) => {
                     Stats::add(&self.stats.windows_written, 1);
