@@ -320,6 +320,11 @@ fn main() -> Result<()> {
         s.commits
     );
     println!("ratio pipeline / raw       {:.2}", pipeline / raw);
+    println!(
+        "consumer waited            {:.2}s for room in the writer's queue; {} polls found no message",
+        s.writer_blocked_micros as f64 / 1e6,
+        s.empty_polls
+    );
     // Where the writer's decision time goes: each policy's total, from
     // `tollgate_policy_evaluation_duration_seconds`.
     let policies = decisions

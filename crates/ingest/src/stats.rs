@@ -48,6 +48,8 @@ stats! {
     commit_micros,
     /// Polls that returned no message (the consumer was waiting for the broker).
     empty_polls,
+    /// Time the consumer thread waited for room in the writer's queue (µs).
+    writer_blocked_micros,
     /// Decisions appended to the log.
     decisions,
     /// Decisions a replay produced again (already in the log; republished).

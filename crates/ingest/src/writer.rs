@@ -61,6 +61,7 @@ pub(crate) struct Writer {
     in_flight: usize,
     /// Total time `submit` waited for room in the queue.
     blocked: std::time::Duration,
+    t: Arc<Telemetry>,
 }
 
 impl Writer {
@@ -70,6 +71,7 @@ impl Writer {
         decider: Decider,
         t: Arc<Telemetry>,
     ) -> Result<Self, IngestError> {
+        let telemetry = t.clone();
         let (tx, jobs) = mpsc::sync_channel::<Job>(QUEUE);
         let (done_tx, rx) = mpsc::channel::<Done>();
         let handle = std::thread::Builder::new()
@@ -161,6 +163,7 @@ impl Writer {
             handle: Some(handle),
             in_flight: 0,
             blocked: std::time::Duration::ZERO,
+            t: telemetry,
         })
     }
 
@@ -176,7 +179,12 @@ impl Writer {
             Err(mpsc::TrySendError::Full(job)) => {
                 let waited = Instant::now();
                 tx.send(job).map_err(|_| stopped())?;
-                self.blocked += waited.elapsed();
+                let waited = waited.elapsed();
+                self.blocked += waited;
+                Stats::add(
+                    &self.t.stats.writer_blocked_micros,
+                    waited.as_micros() as u64,
+                );
             }
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
         }
