@@ -36,7 +36,6 @@ struct Args {
     out: PathBuf,
 }
 
-/// Peak resident set size since the last reset.
 /// How often the harness looks at the pipeline's progress (the end time is
 /// this precise), and how often it reads `/proc` for the resident set and
 /// each thread's CPU. Both run on the machine's two cores next to the
@@ -47,6 +46,7 @@ struct Args {
 const POLL_EVERY: Duration = Duration::from_millis(5);
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
+/// Peak resident set size since the last reset.
 fn vm_hwm_bytes() -> Option<u64> {
     status_bytes("VmHWM:")
 }

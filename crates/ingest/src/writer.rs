@@ -59,8 +59,7 @@ pub(crate) struct Writer {
     rx: Receiver<Done>,
     handle: Option<JoinHandle<()>>,
     in_flight: usize,
-    /// Total time `submit` waited for room in the queue.
-    blocked: std::time::Duration,
+    /// `stats.writer_blocked_micros` is where `submit` adds its waits.
     t: Arc<Telemetry>,
 }
 
@@ -71,7 +70,7 @@ impl Writer {
         decider: Decider,
         t: Arc<Telemetry>,
     ) -> Result<Self, IngestError> {
-        let telemetry = t.clone();
+        let thread_t = t.clone();
         let (tx, jobs) = mpsc::sync_channel::<Job>(QUEUE);
         let (done_tx, rx) = mpsc::channel::<Done>();
         let handle = std::thread::Builder::new()
@@ -105,12 +104,13 @@ impl Writer {
                                     &batch,
                                 )?;
                                 decider.written(&path, &window);
-                                Stats::add(&t.stats.events_written, window.events());
+                                let events = window.events();
+                                Stats::add(&thread_t.stats.events_written, events);
                                 Ok(Written {
                                     path,
                                     bytes,
                                     rows: window.rows.len(),
-                                    events: window.events(),
+                                    events,
                                     duplicates: window.duplicates,
                                     window_start_ms: Some(window.start_ms),
                                     micros: started.elapsed().as_micros() as u64,
@@ -162,8 +162,7 @@ impl Writer {
             rx,
             handle: Some(handle),
             in_flight: 0,
-            blocked: std::time::Duration::ZERO,
-            t: telemetry,
+            t,
         })
     }
 
@@ -179,11 +178,9 @@ impl Writer {
             Err(mpsc::TrySendError::Full(job)) => {
                 let waited = Instant::now();
                 tx.send(job).map_err(|_| stopped())?;
-                let waited = waited.elapsed();
-                self.blocked += waited;
                 Stats::add(
                     &self.t.stats.writer_blocked_micros,
-                    waited.as_micros() as u64,
+                    waited.elapsed().as_micros() as u64,
                 );
             }
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
@@ -192,9 +189,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Total time the consumer has waited on a full queue.
+    /// Total time the consumer has waited on a full queue, over every run
+    /// of this process (callers use differences).
     pub(crate) fn blocked(&self) -> std::time::Duration {
-        self.blocked
+        std::time::Duration::from_micros(
+            self.t
+                .stats
+                .writer_blocked_micros
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// A finished write, if any, without waiting.

@@ -186,7 +186,7 @@ pub struct ClosedWindow {
 
 impl ClosedWindow {
     pub fn events(&self) -> u64 {
-        self.rows.iter().map(|(_, m)| m.events).sum()
+        self.rows.measures().map(|m| m.events).sum()
     }
 }
 

@@ -237,6 +237,11 @@ impl RowSet {
         self.rows.iter().map(|r| (decode_key(&self.keys, r), &r.m))
     }
 
+    /// The rows' measures, without their dimensions.
+    pub fn measures(&self) -> impl ExactSizeIterator<Item = &Measures> + '_ {
+        self.rows.iter().map(|r| &r.m)
+    }
+
     /// Build from explicit rows (tests, tools), in the order given.
     pub fn from_rows<'a>(rows: impl IntoIterator<Item = (DimsRef<'a>, Measures)>) -> Self {
         let mut t = RowTable::default();
