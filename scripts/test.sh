@@ -14,4 +14,6 @@ port="${TOLLGATE_TEST_BROKER_PORT:-19092}"
 scripts/broker.sh stop "$port"
 scripts/broker.sh start "$port" --fresh
 trap 'scripts/broker.sh stop "$port"' EXIT
+# Rust tests that need a broker are `#[ignore]`d in a plain `cargo test`.
+TOLLGATE_TEST_BROKER_PORT="$port" cargo test --workspace -- --ignored
 TOLLGATE_TEST_BROKER_PORT="$port" TOLLGATE_BIN="$PWD/target/debug/tollgate" python3 -m pytest tests -v -p no:cacheprovider

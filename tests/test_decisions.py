@@ -254,8 +254,9 @@ def test_a_policy_broken_while_running_is_reported_on_reload_and_the_pipeline_ke
 
 def test_monthly_budget_counts_the_months_earlier_windows_once(pipeline):
     """Two windows of one team, each under the monthly budget, together over
-    it: the second window is denied with both windows' spend, read from the
-    first window's rollup file (month_to_date); the first is not."""
+    it: the second window is denied with both windows' spend (month_to_date
+    counts the first window, whether or not the writer made the two durable
+    as one group); the first is not."""
     now = int(time.time() * 1000)
     w0 = (now - 600_000) // 60_000 * 60_000
     month = lambda ms: time.strftime("%Y-%m", time.gmtime(ms / 1000))

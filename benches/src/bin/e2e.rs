@@ -65,8 +65,10 @@ fn status_bytes(field: &str) -> Option<u64> {
 }
 
 /// CPU time (user + system, in clock ticks) of each live thread of this
-/// process, by thread id: `(name, ticks)`.
-fn thread_cpu_ticks() -> Vec<(u64, String, u64)> {
+/// process and the time it waited, runnable, for a core (nanoseconds, from
+/// `schedstat`; 0 where the kernel does not keep it), by thread id:
+/// `(tid, name, ticks, run-queue wait)`.
+fn thread_cpu_ticks() -> Vec<(u64, String, u64, u64)> {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
@@ -80,7 +82,12 @@ fn thread_cpu_ticks() -> Vec<(u64, String, u64)> {
         let f: Vec<&str> = rest.split_whitespace().collect();
         // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the comm.
         let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        Some((tid, name, ticks))
+        // `schedstat`: time on a core, time waiting for one, timeslices.
+        let waited = std::fs::read_to_string(e.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        Some((tid, name, ticks, waited))
     })
     .collect()
 }
@@ -248,12 +255,15 @@ fn main() -> Result<()> {
     // windows close later, on idle). Measured from the first message, like
     // the raw consumer.
     let (mut first_at, mut done_at) = (None, None);
+    // When the consumer had read every message: what follows is the tail
+    // (the last windows closing, then the writer emptying its queue).
+    let mut read_all_at = None;
     // Threads end with the pipeline, so their CPU time is sampled while it runs.
-    let baseline: std::collections::HashMap<u64, u64> = thread_cpu_ticks()
+    let baseline: std::collections::HashMap<u64, (u64, u64)> = thread_cpu_ticks()
         .into_iter()
-        .map(|(tid, _, t)| (tid, t))
+        .map(|(tid, _, t, w)| (tid, (t, w)))
         .collect();
-    let mut cpu: std::collections::HashMap<u64, (String, u64)> = Default::default();
+    let mut cpu: std::collections::HashMap<u64, (String, u64, u64)> = Default::default();
     let mut sampled = Instant::now();
     // Where the resident set peaked: (RSS, seconds, consumed, windows written).
     let mut rss_peak = (0u64, 0.0f64, 0u64, 0u64);
@@ -270,14 +280,17 @@ fn main() -> Result<()> {
                     s.windows_written,
                 );
             }
-            for (tid, name, t) in thread_cpu_ticks() {
-                let t = t - baseline.get(&tid).copied().unwrap_or(0).min(t);
-                cpu.insert(tid, (name, t));
+            for (tid, name, t, w) in thread_cpu_ticks() {
+                let (t0, w0) = baseline.get(&tid).copied().unwrap_or_default();
+                cpu.insert(tid, (name, t - t0.min(t), w - w0.min(w)));
             }
         }
         let consumed = s.consumed;
         if first_at.is_none() && consumed > 0 {
             first_at = Some(started.elapsed());
+        }
+        if read_all_at.is_none() && consumed >= sent {
+            read_all_at = Some(started.elapsed());
         }
         if done_at.is_none() && s.events_written >= generated {
             done_at = Some(started.elapsed());
@@ -314,12 +327,19 @@ fn main() -> Result<()> {
         s.rows_written
     );
     println!(
-        "time writing windows       {:.2}s; committing {:.2}s ({} commits)",
+        "time writing windows       {:.2}s in {} groups; committing {:.2}s ({} commits)",
         s.write_micros as f64 / 1e6,
+        s.writer_groups,
         s.commit_micros as f64 / 1e6,
         s.commits
     );
     println!("ratio pipeline / raw       {:.2}", pipeline / raw);
+    if let Some(read_all) = read_all_at {
+        println!(
+            "tail                       {:.2}s from reading the last message to the last file",
+            done_at.saturating_sub(read_all).as_secs_f64()
+        );
+    }
     println!(
         "consumer waited            {:.2}s for room in the writer's queue; {} polls found no message",
         s.writer_blocked_micros as f64 / 1e6,
@@ -345,15 +365,37 @@ fn main() -> Result<()> {
     );
     // Summed by thread name (librdkafka's threads are `rdk:*`); 100 ticks/s on Linux.
     let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
-    for (name, t) in cpu.into_values() {
-        *by_name.entry(name).or_default() += t;
+    let mut waits: std::collections::BTreeMap<String, u64> = Default::default();
+    for (name, t, w) in cpu.into_values() {
+        *by_name.entry(name.clone()).or_default() += t;
+        *waits.entry(name).or_default() += w;
     }
-    let by_name = by_name
+    let waits: Vec<(String, f64)> = waits
+        .into_iter()
+        .filter(|(_, w)| *w >= 10_000_000)
+        .map(|(n, w)| (n, w as f64 / 1e9))
+        .collect();
+    let by_name: Vec<(String, f64)> = by_name
         .into_iter()
         .filter(|(_, t)| *t > 0)
         .map(|(n, t)| (n, t as f64 / 100.0))
         .collect();
+    // CPU of every thread but the harness's own, against what the machine's
+    // cores could give over the pipeline's time: near 100% means the
+    // pipeline is short of CPU, not waiting.
+    let pipeline_cpu: f64 = by_name
+        .iter()
+        .filter(|(n, _)| n.as_str() != "e2e")
+        .map(|(_, t)| t)
+        .sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "CPU of the pipeline        {pipeline_cpu:.2}s = {:.0}% of {cores} cores over its {:.2}s",
+        100.0 * pipeline_cpu / (cores as f64 * last_write.as_secs_f64()),
+        last_write.as_secs_f64()
+    );
     println!("CPU by thread (whole run)  {}", slowest_first(by_name));
+    println!("waited for a core          {}", slowest_first(waits));
     println!(
         "peak RSS of the pipeline   {:.0} MiB",
         rss as f64 / (1024.0 * 1024.0)

@@ -2,13 +2,16 @@
 //! window and before its rollup file is written (so before any offset that
 //! fed it can be committed):
 //!
-//! 1. evaluate every policy over the window's rows ([`PolicyEngine`]);
-//! 2. append the decisions to the log (an id already there returns the
-//!    stored record: a replay adds nothing) and fsync it;
-//! 3. publish every decision of the window, new or replayed, to the
+//! 1. evaluate every policy over the window's rows ([`PolicyEngine`]) and
+//!    append the decisions to the log (an id already there returns the
+//!    stored record: a replay adds nothing) — [`Decider::decide`];
+//! 2. fsync the log, publish every decision, new or replayed, to the
 //!    decisions topic keyed by `decision_id`, and wait for the broker's
-//!    acknowledgement. Consumers of the topic de-duplicate by key: after a
-//!    crash the same bytes may be published twice, never a different record.
+//!    acknowledgement — [`Decider::make_durable`], once for a group of
+//!    windows (group commit; the writer thread decides the group's windows
+//!    in order, then makes their decisions durable, then writes their
+//!    files). Consumers of the topic de-duplicate by key: after a crash the
+//!    same bytes may be published twice, never a different record.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -117,8 +120,11 @@ pub(crate) struct Decided {
     pub new: u64,
     pub replayed: u64,
     pub policy_errors: u64,
+    /// Evaluating and logging, plus (on one window of each group) the
+    /// group's log sync and publishing.
     pub micros: u64,
-    /// Of `micros`: publishing the decisions until the broker acknowledged them.
+    /// Of `micros`: publishing the decisions until the broker acknowledged
+    /// them (the group's, on one window of it).
     pub publish_micros: u64,
 }
 
@@ -160,6 +166,9 @@ impl Decider {
         })
     }
 
+    /// Evaluate the policies over a closed window and append their
+    /// decisions to the log, not yet synced nor published: the window's
+    /// file may be written only after [`Self::make_durable`] of them.
     pub(crate) fn decide(
         &self,
         kind: Kind,
@@ -167,7 +176,7 @@ impl Decider {
         partition: i32,
         w: &ClosedWindow,
         batch: &RecordBatch,
-    ) -> Result<Decided, IngestError> {
+    ) -> Result<(Decided, Vec<Appended>), IngestError> {
         let started = Instant::now();
         let source = format!("{topic}/{partition}");
         let engine = self.d.engine();
@@ -196,35 +205,46 @@ impl Decider {
         for e in &eval.errors {
             error!(source = %source, window_start_ms = w.start_ms, error = %e, "policy failed on this window; the other policies ran");
         }
+        let mut appended = Vec::with_capacity(eval.drafts.len());
         if !eval.drafts.is_empty() {
             let ts = rfc3339_ms(chrono::Utc::now().timestamp_millis());
-            let appended = {
-                let mut log = self.d.log.lock().unwrap_or_else(|p| p.into_inner());
-                let mut appended = Vec::with_capacity(eval.drafts.len());
-                for draft in eval.drafts {
-                    appended.push(log.append(draft, ts.clone())?);
-                }
-                log.sync()?;
-                appended
-            };
-            for a in &appended {
-                let d = a.decision();
-                if a.is_new() {
-                    out.new += 1;
-                    self.counted
-                        .with_label_values(&[&d.policy, d.verdict.as_str()])
-                        .inc();
-                    info!(decision_id = %d.decision_id, policy = %d.policy, subject = %d.subject, verdict = d.verdict.as_str(), reason = %d.reasons.join("; "), "decision");
-                } else {
-                    out.replayed += 1;
-                }
+            let mut log = self.d.log.lock().unwrap_or_else(|p| p.into_inner());
+            for draft in eval.drafts {
+                appended.push(log.append(draft, ts.clone())?);
             }
-            let publishing = Instant::now();
-            self.rt.block_on(self.publish(&appended))?;
-            out.publish_micros = publishing.elapsed().as_micros() as u64;
+        }
+        for a in &appended {
+            let d = a.decision();
+            if a.is_new() {
+                out.new += 1;
+                self.counted
+                    .with_label_values(&[&d.policy, d.verdict.as_str()])
+                    .inc();
+                info!(decision_id = %d.decision_id, policy = %d.policy, subject = %d.subject, verdict = d.verdict.as_str(), reason = %d.reasons.join("; "), "decision");
+            } else {
+                out.replayed += 1;
+            }
         }
         out.micros = started.elapsed().as_micros() as u64;
-        Ok(out)
+        Ok((out, appended))
+    }
+
+    /// Make decisions appended by [`Self::decide`] durable: fsync the log
+    /// (and its head), publish every one and wait until the broker
+    /// acknowledged each. Returns the time spent publishing. Nothing to do
+    /// without decisions.
+    pub(crate) fn make_durable(&self, appended: &[Appended]) -> Result<Duration, IngestError> {
+        if appended.is_empty() {
+            return Ok(Duration::ZERO);
+        }
+        self.d
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync()?;
+        let publishing = Instant::now();
+        self.rt.block_on(self.publish(appended))?;
+        Ok(publishing.elapsed())
     }
 
     /// `month_to_date` for the month of a window starting at `start_ms`: the
@@ -242,9 +262,12 @@ impl Decider {
         tables::month_to_date_batch(m.teams(&month)).map_err(|e| e.to_string())
     }
 
-    /// The window's file is written: `month_to_date` counts it from its rows
-    /// rather than reading it back.
-    pub(crate) fn written(&self, path: &Path, w: &ClosedWindow) {
+    /// The window is decided and its file will be at `path`: `month_to_date`
+    /// counts it from its rows (the next window decided sees it, as if its
+    /// file were already written), rather than reading the file back. If
+    /// the file is then not written, the worker stops and its successor
+    /// starts with a new `Decider`, which counts only files on disk.
+    pub(crate) fn count(&self, path: &Path, w: &ClosedWindow) {
         let rows = w
             .rows
             .iter()

@@ -263,6 +263,7 @@ counters! {
     "tollgate_rollup_bytes_written_total" => bytes_written, "Bytes of the Parquet rollup files written.";
     "tollgate_late_files_written_total" => late_files_written, "Late-data files written.";
     "tollgate_offset_commits_total" => commits, "Offset commits.";
+    "tollgate_writer_groups_total" => writer_groups, "Groups of queued jobs the writer made durable together: one decision-log sync and one wait for the broker each.";
     "tollgate_policy_errors_total" => policy_errors, "Policy evaluations that failed on a window.";
     "tollgate_decisions_replayed_total" => decisions_replayed, "Decisions a replay produced again (already in the log).";
 }

@@ -50,6 +50,8 @@ stats! {
     empty_polls,
     /// Time the consumer thread waited for room in the writer's queue (µs).
     writer_blocked_micros,
+    /// Groups of jobs the writer thread made durable together (group commit).
+    writer_groups,
     /// Decisions appended to the log.
     decisions,
     /// Decisions a replay produced again (already in the log; republished).

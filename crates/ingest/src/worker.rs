@@ -643,7 +643,9 @@ impl Worker<'_> {
             self.commit_due = true;
             Stats::add(&self.stats.write_micros, w.micros);
             if w.window_start_ms.is_some() {
-                self.t.window_close_seconds.observe(w.micros as f64 / 1e6);
+                self.t
+                    .window_close_seconds
+                    .observe(w.latency_micros as f64 / 1e6);
             }
             Stats::add(&self.stats.decisions, w.decided.new);
             Stats::add(&self.stats.decisions_replayed, w.decided.replayed);

@@ -2,6 +2,20 @@
 //! own thread, so the consumer keeps decoding while Parquet is encoded and
 //! fsynced. Every write is acknowledged back; until then it holds its
 //! partition's commit point (`PartitionState::written`).
+//!
+//! Group commit: the thread takes every job already queued (up to
+//! [`MAX_GROUP`]) as one group. It decides the group's windows in order
+//! (policies, decisions appended to the log) and encodes their files in
+//! memory; then makes all their decisions durable at once (one log fsync,
+//! one wait for the broker's acknowledgements); then writes the files in
+//! order. Each window's decisions are durable and published before its file
+//! exists, as for a window alone, and the decisions are the same: each
+//! window's `month_to_date` counts the windows decided before it
+//! (`Decider::count`). Under load this spends one log sync and one broker
+//! round trip per group instead of per window; a lone window is a group of
+//! one. After any failure the thread writes nothing more: every later job
+//! is answered with an error (the worker stops on the first and its
+//! successor replays them from the committed offsets).
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -9,8 +23,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use tollgate_decision_log::Appended;
 use tollgate_event::Kind;
-use tollgate_rollup::{LateRecord, Source};
+use tollgate_rollup::{EncodedWindow, LateRecord, Source};
 use tollgate_window::ClosedWindow;
 
 use crate::decide::{Decided, Decider};
@@ -18,6 +33,9 @@ use crate::{IngestError, Stats, Telemetry};
 
 /// Jobs queued at most before `submit` blocks (backpressure).
 const QUEUE: usize = 8;
+
+/// Jobs made durable together at most: all that can be queued.
+const MAX_GROUP: usize = QUEUE;
 
 pub(crate) enum Job {
     Window {
@@ -50,7 +68,12 @@ pub(crate) struct Written {
     pub events: u64,
     pub duplicates: u64,
     pub window_start_ms: Option<i64>,
+    /// The writer's time on this job (the group's shared work is counted
+    /// on its first window), so that summing over jobs counts it once.
     pub micros: u64,
+    /// From the moment the writer took the job's group to the job's file
+    /// in place: how long the window took to close.
+    pub latency_micros: u64,
     pub decided: Decided,
 }
 
@@ -76,82 +99,22 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("tollgate-writer".into())
             .spawn(move || {
-                for job in jobs {
-                    let started = Instant::now();
-                    let done = match job {
-                        Job::Window {
-                            topic,
-                            partition,
-                            kind,
-                            window,
-                        } => {
-                            let src = Source {
-                                kind: kind.as_str(),
-                                topic: &topic,
-                                partition,
-                            };
-                            // Decisions first: the file is the window's
-                            // commit marker, so once it exists the window is
-                            // never evaluated again.
-                            let result = (|| {
-                                let batch = tollgate_rollup::to_batch(&window)?;
-                                let decided =
-                                    decider.decide(kind, &topic, partition, &window, &batch)?;
-                                let (path, bytes) = tollgate_rollup::write_window_batch(
-                                    &rollup_dir,
-                                    src,
-                                    &window,
-                                    &batch,
-                                )?;
-                                decider.written(&path, &window);
-                                let events = window.events();
-                                Stats::add(&thread_t.stats.events_written, events);
-                                Ok(Written {
-                                    path,
-                                    bytes,
-                                    rows: window.rows.len(),
-                                    events,
-                                    duplicates: window.duplicates,
-                                    window_start_ms: Some(window.start_ms),
-                                    micros: started.elapsed().as_micros() as u64,
-                                    decided,
-                                })
-                            })();
-                            Done {
-                                topic,
-                                partition,
-                                key: window.first_offset,
-                                result,
-                            }
+                let mut g = Group {
+                    rollup_dir,
+                    late_dir,
+                    decider,
+                    t: thread_t,
+                    failed: false,
+                };
+                while let Ok(first) = jobs.recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match jobs.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
                         }
-                        Job::Late {
-                            topic,
-                            partition,
-                            key,
-                            records,
-                        } => {
-                            let result =
-                                tollgate_rollup::write_late(&late_dir, &topic, partition, &records)
-                                    .map(|path| Written {
-                                        path: path.unwrap_or_default(),
-                                        bytes: 0,
-                                        rows: records.len(),
-                                        events: records.len() as u64,
-                                        duplicates: 0,
-                                        window_start_ms: None,
-                                        micros: started.elapsed().as_micros() as u64,
-                                        decided: Decided::default(),
-                                    })
-                                    .map_err(IngestError::from);
-                            Done {
-                                topic,
-                                partition,
-                                key,
-                                result,
-                            }
-                        }
-                    };
-                    if done_tx.send(done).is_err() {
+                    }
+                    if !g.run(group, &done_tx) {
                         return;
                     }
                 }
@@ -223,6 +186,241 @@ impl Writer {
     }
 }
 
+/// A window decided and encoded, waiting for its group's decisions to be
+/// durable before its file is written.
+struct Staged {
+    topic: Arc<str>,
+    partition: i32,
+    window: ClosedWindow,
+    file: EncodedWindow,
+    decided: Decided,
+    micros: u64,
+}
+
+/// The writer thread's state.
+struct Group {
+    rollup_dir: PathBuf,
+    late_dir: PathBuf,
+    decider: Decider,
+    t: Arc<Telemetry>,
+    /// A job failed: nothing more is written.
+    failed: bool,
+}
+
+impl Group {
+    /// Run one group of jobs, answering each on `done`. `false` when nobody
+    /// listens any more.
+    fn run(&mut self, group: Vec<Job>, done: &mpsc::Sender<Done>) -> bool {
+        let taken = Instant::now();
+        Stats::add(&self.t.stats.writer_groups, 1);
+        let send = |d: Done| done.send(d).is_ok();
+        // 1. Decide every window, in order, and encode its file.
+        let mut staged = Vec::with_capacity(group.len());
+        let mut appended = Vec::new();
+        let mut late = Vec::new();
+        for job in group {
+            match job {
+                Job::Window {
+                    topic,
+                    partition,
+                    kind,
+                    window,
+                } => {
+                    let started = Instant::now();
+                    match self.stage(&topic, partition, kind, &window) {
+                        Ok((file, decided, mut records)) => {
+                            appended.append(&mut records);
+                            staged.push(Staged {
+                                topic,
+                                partition,
+                                window,
+                                file,
+                                decided,
+                                micros: started.elapsed().as_micros() as u64,
+                            });
+                        }
+                        Err(e) => {
+                            self.failed = true;
+                            let key = window.first_offset;
+                            if !send(failure(topic, partition, key, e)) {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                late_job @ Job::Late { .. } => late.push(late_job),
+            }
+        }
+        // 2. Make the group's decisions durable: one log sync, one wait.
+        if !self.failed {
+            let syncing = Instant::now();
+            match self.decider.make_durable(&appended) {
+                Ok(publishing) => {
+                    if let Some(first) = staged.first_mut() {
+                        first.micros += syncing.elapsed().as_micros() as u64;
+                        first.decided.micros += syncing.elapsed().as_micros() as u64;
+                        first.decided.publish_micros += publishing.as_micros() as u64;
+                    }
+                }
+                Err(e) => {
+                    self.failed = true;
+                    // The first window carries the error; the others say why.
+                    if let Some(first) = staged.first() {
+                        let e = IngestError::Decisions(format!(
+                            "not written: the decisions of its group were not made durable: {e}"
+                        ));
+                        if !send(failure(
+                            first.topic.clone(),
+                            first.partition,
+                            first.window.first_offset,
+                            e,
+                        )) {
+                            return false;
+                        }
+                        staged.remove(0);
+                    }
+                }
+            }
+        }
+        // 3. Write the files, in order, then the late events.
+        for s in staged {
+            let started = Instant::now();
+            let key = s.window.first_offset;
+            let (topic, partition) = (s.topic.clone(), s.partition);
+            let d = match self.write(s, started, taken) {
+                Ok(w) => Done {
+                    topic,
+                    partition,
+                    key,
+                    result: Ok(w),
+                },
+                Err(e) => {
+                    self.failed = true;
+                    failure(topic, partition, key, e)
+                }
+            };
+            if !send(d) {
+                return false;
+            }
+        }
+        for job in late {
+            if let Job::Late {
+                topic,
+                partition,
+                key,
+                records,
+            } = job
+            {
+                let d = self.write_late(topic, partition, key, &records);
+                if !send(d) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Phase 1 for one window: its rows as Arrow, its decisions (appended,
+    /// not yet durable), its file in memory; counted in `month_to_date` for
+    /// the windows decided after it.
+    fn stage(
+        &self,
+        topic: &str,
+        partition: i32,
+        kind: Kind,
+        window: &ClosedWindow,
+    ) -> Result<(EncodedWindow, Decided, Vec<Appended>), IngestError> {
+        if self.failed {
+            return Err(earlier_failure());
+        }
+        let src = Source {
+            kind: kind.as_str(),
+            topic,
+            partition,
+        };
+        let batch = tollgate_rollup::to_batch(window)?;
+        let (decided, appended) = self
+            .decider
+            .decide(kind, topic, partition, window, &batch)?;
+        let file = EncodedWindow::new(&self.rollup_dir, src, window, &batch)?;
+        self.decider.count(file.path(), window);
+        Ok((file, decided, appended))
+    }
+
+    /// Phase 3 for one window: its file in place.
+    fn write(&self, s: Staged, started: Instant, taken: Instant) -> Result<Written, IngestError> {
+        if self.failed {
+            return Err(earlier_failure());
+        }
+        let (path, bytes) = s.file.write()?;
+        let events = s.window.events();
+        Stats::add(&self.t.stats.events_written, events);
+        Ok(Written {
+            path,
+            bytes,
+            rows: s.window.rows.len(),
+            events,
+            duplicates: s.window.duplicates,
+            window_start_ms: Some(s.window.start_ms),
+            micros: s.micros + started.elapsed().as_micros() as u64,
+            latency_micros: taken.elapsed().as_micros() as u64,
+            decided: s.decided,
+        })
+    }
+
+    fn write_late(
+        &mut self,
+        topic: Arc<str>,
+        partition: i32,
+        key: i64,
+        records: &[LateRecord],
+    ) -> Done {
+        let started = Instant::now();
+        let result = if self.failed {
+            Err(earlier_failure())
+        } else {
+            tollgate_rollup::write_late(&self.late_dir, &topic, partition, records)
+                .map(|path| {
+                    let micros = started.elapsed().as_micros() as u64;
+                    Written {
+                        path: path.unwrap_or_default(),
+                        bytes: 0,
+                        rows: records.len(),
+                        events: records.len() as u64,
+                        duplicates: 0,
+                        window_start_ms: None,
+                        micros,
+                        latency_micros: micros,
+                        decided: Decided::default(),
+                    }
+                })
+                .map_err(IngestError::from)
+        };
+        self.failed |= result.is_err();
+        Done {
+            topic,
+            partition,
+            key,
+            result,
+        }
+    }
+}
+
+fn failure(topic: Arc<str>, partition: i32, key: i64, e: IngestError) -> Done {
+    Done {
+        topic,
+        partition,
+        key,
+        result: Err(e),
+    }
+}
+
+fn earlier_failure() -> IngestError {
+    IngestError::Config(
+        "not written: an earlier write of this writer failed (the worker restarts from the committed offsets)".into(),
+    )
+}
+
 impl Drop for Writer {
     /// Finish what is queued (files are idempotent, so a write that is not
     /// committed is simply rewritten after a restart).
@@ -231,5 +429,182 @@ impl Drop for Writer {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use tollgate_config::Config;
+    use tollgate_window::{DimsRef, Measures, RowSet};
+
+    use super::*;
+    use crate::decide::Decisions;
+    use crate::live::Live;
+
+    /// The shipped config with its outputs under `dir`, the monthly budget
+    /// policy alone (budget 10 USD), and `brokers`.
+    fn config(dir: &Path, brokers: &str) -> Config {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/default.toml");
+        let mut cfg = Config::load(&path).expect("pipelines/default.toml");
+        cfg.kafka.brokers = brokers.into();
+        cfg.output.rollup_dir = dir.join("rollups");
+        cfg.output.late_dir = dir.join("late");
+        cfg.decisions.log_dir = dir.join("decisions");
+        cfg.topics.decisions = format!("writer-test-{}.decisions", std::process::id());
+        cfg.policies.disabled = [
+            "carbon-intensity",
+            "node-reliability",
+            "required-cost-tags",
+            "team-window-spend",
+            "unit-cost-cap",
+        ]
+        .map(String::from)
+        .to_vec();
+        cfg.policies.dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/policies");
+        cfg.policies
+            .params
+            .entry("team-monthly-budget".into())
+            .or_default()
+            .insert("budget_usd".into(), toml::Value::Float(10.0));
+        cfg
+    }
+
+    fn group(cfg: &Config, rt: &tokio::runtime::Runtime) -> Group {
+        let key = tollgate_decision::Key::new("k-test", "a-test-secret-0123456789").expect("key");
+        let decisions = rt.block_on(Decisions::open(cfg, key)).expect("decisions");
+        let t = Arc::new(Telemetry::new(Live::new(Duration::ZERO), 100));
+        let decider = Decider::new(
+            cfg,
+            decisions,
+            t.decisions.clone(),
+            t.policy_seconds.clone(),
+        )
+        .expect("decider");
+        Group {
+            rollup_dir: cfg.output.rollup_dir.clone(),
+            late_dir: cfg.output.late_dir.clone(),
+            decider,
+            t,
+            failed: false,
+        }
+    }
+
+    /// One inference window of team `steady` spending `cost_usd`.
+    fn window(start_ms: i64, first_offset: i64, cost_usd: f64) -> Job {
+        let dims = DimsRef {
+            tenant: "acme",
+            team: Some("steady"),
+            environment: None,
+            model: Some("m"),
+            region: None,
+            node_id: None,
+        };
+        let m = Measures {
+            events: 1,
+            cost_usd,
+            last_event_ms: start_ms + 1,
+            ..Measures::default()
+        };
+        Job::Window {
+            topic: "t".into(),
+            partition: 0,
+            kind: Kind::Inference,
+            window: ClosedWindow {
+                start_ms,
+                end_ms: start_ms + 60_000,
+                first_offset,
+                close_offset: first_offset + 1,
+                watermark_ms: start_ms + 60_000,
+                duplicates: 0,
+                rows: RowSet::from_rows([(dims, m)]),
+            },
+        }
+    }
+
+    fn answers(rx: &mpsc::Receiver<Done>) -> Vec<Result<Written, IngestError>> {
+        rx.try_iter().map(|d| d.result).collect()
+    }
+
+    /// Two windows of one team made durable as one group: the second is
+    /// decided with the first in `month_to_date` (6 + 6 USD over a 10 USD
+    /// budget), as it would be had the first been written alone before it.
+    #[test]
+    #[ignore = "needs a broker (TOLLGATE_TEST_BROKER_PORT); scripts/test.sh runs it"]
+    fn a_group_decides_each_window_with_the_windows_before_it() {
+        let port = std::env::var("TOLLGATE_TEST_BROKER_PORT")
+            .expect("TOLLGATE_TEST_BROKER_PORT: the port of a running broker");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), &format!("127.0.0.1:{port}"));
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(crate::ensure_topics(&cfg)).expect("topics");
+        let mut g = group(&cfg, &rt);
+        let (tx, rx) = mpsc::channel();
+        // 2026-01-05 00:00 UTC and the next minute: one month.
+        let w0 = 1_767_571_200_000;
+        assert!(g.run(vec![window(w0, 0, 6.0), window(w0 + 60_000, 10, 6.0)], &tx));
+        let done = answers(&rx);
+        assert_eq!(done.len(), 2);
+        let written: Vec<Written> = done.into_iter().map(|r| r.expect("written")).collect();
+        assert_eq!(written[0].decided.new, 0, "6 USD alone is under the budget");
+        assert_eq!(written[1].decided.new, 1, "6 + 6 USD is over it");
+        assert!(written.iter().all(|w| w.path.exists()));
+        assert_eq!(g.t.stats.snapshot().writer_groups, 1);
+        let log = std::fs::read_dir(&cfg.decisions.log_dir)
+            .expect("log dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("segment-"))
+            .map(|e| std::fs::read_to_string(e.path()).expect("segment"))
+            .collect::<String>();
+        let records: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("record"))
+            .collect();
+        assert_eq!(records.len(), 1, "{records:?}");
+        let observed = &records[0]["observed"];
+        assert_eq!(observed["month_to_date_usd"], 12.0, "{observed}");
+        assert_eq!(observed["window_spend_usd"], 6.0, "{observed}");
+    }
+
+    /// After a failed write the writer writes nothing more, in the same
+    /// group or a later one: later windows may have been decided counting
+    /// the failed one, so none of them may reach the tree.
+    #[test]
+    fn after_a_failure_nothing_more_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // No broker: no window here makes a decision, so nothing is published.
+        let cfg = config(dir.path(), "127.0.0.1:1");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let mut g = group(&cfg, &rt);
+        // The first file cannot be written: its directory is under a file.
+        let blocked = dir.path().join("not-a-dir");
+        std::fs::write(&blocked, b"").expect("file");
+        let w0 = 1_767_571_200_000;
+        let (tx, rx) = mpsc::channel();
+        g.rollup_dir = blocked.join("rollups");
+        let late = Job::Late {
+            topic: "t".into(),
+            partition: 0,
+            key: 5,
+            records: Vec::new(),
+        };
+        assert!(g.run(vec![window(w0, 0, 1.0), late], &tx));
+        g.rollup_dir = cfg.output.rollup_dir.clone();
+        assert!(g.run(vec![window(w0 + 60_000, 10, 1.0)], &tx));
+        let done = answers(&rx);
+        assert_eq!(done.len(), 3);
+        let errors: Vec<String> = done
+            .into_iter()
+            .map(|r| r.err().expect("failed").to_string())
+            .collect();
+        assert!(errors[0].contains("not-a-dir"), "{}", errors[0]);
+        for e in &errors[1..] {
+            assert!(e.contains("an earlier write of this writer failed"), "{e}");
+        }
+        let files = tollgate_rollup::list_files(&cfg.output.rollup_dir).expect("tree");
+        assert!(files.is_empty(), "{files:?}");
+        assert!(!cfg.output.late_dir.exists());
     }
 }

@@ -238,25 +238,57 @@ pub fn write_window_batch(
     w: &ClosedWindow,
     batch: &RecordBatch,
 ) -> Result<(PathBuf, u64), RollupError> {
-    let path = window_path(root, src.kind, src.topic, src.partition, w);
-    let dir = path.parent().unwrap_or(root);
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("window.parquet");
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let bytes = encode_window(src, w, batch).map_err(|source| RollupError::Parquet {
-        path: tmp.clone(),
-        source,
-    })?;
-    fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-    let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
-    file.write_all(&bytes).map_err(io("write", &tmp))?;
-    file.sync_all().map_err(io("fsync", &tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
-    sync_dir(dir)?;
-    Ok((path, bytes.len() as u64))
+    EncodedWindow::new(root, src, w, batch)?.write()
+}
+
+/// A window's file encoded in memory, not yet on disk: where it goes and
+/// its bytes. The writer thread encodes a window's file while its decisions
+/// are not yet durable, and writes it only once they are.
+#[derive(Debug)]
+pub struct EncodedWindow {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl EncodedWindow {
+    pub fn new(
+        root: &Path,
+        src: Source<'_>,
+        w: &ClosedWindow,
+        batch: &RecordBatch,
+    ) -> Result<Self, RollupError> {
+        let path = window_path(root, src.kind, src.topic, src.partition, w);
+        let bytes = encode_window(src, w, batch).map_err(|source| RollupError::Parquet {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(EncodedWindow { path, bytes })
+    }
+
+    /// The final path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Temp file, fsync, rename, fsync the directory. Returns the final
+    /// path and the file's size in bytes.
+    pub fn write(self) -> Result<(PathBuf, u64), RollupError> {
+        let EncodedWindow { path, bytes } = self;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("window.parquet");
+        let tmp = dir.join(format!(".{name}.tmp"));
+        fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+        let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+        file.write_all(&bytes).map_err(io("write", &tmp))?;
+        file.sync_all().map_err(io("fsync", &tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+        sync_dir(dir)?;
+        Ok((path, bytes.len() as u64))
+    }
 }
 
 /// A window's Parquet file, in memory: `batch` (from [`to_batch`]) with the
