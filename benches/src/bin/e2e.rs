@@ -1,8 +1,9 @@
 //! End-to-end harness against a running broker (release mode):
 //!
-//! 1. produce `--count` synthetic events over `--teams` teams to fresh topics;
+//! 1. produce `--count` synthetic events over `--teams` teams to fresh topics
+//!    (in a child process);
 //! 2. baseline: a raw rdkafka consumer that does nothing with the messages
-//!    reads all of them (new group), events/s;
+//!    reads all of them (new group, in a child process), events/s;
 //! 3. the pipeline (same consumer settings, new group) reads the same topics
 //!    until every rollup is written, events/s, and its peak RSS;
 //! 4. prints the ratio pipeline ÷ raw consume.
@@ -34,6 +35,43 @@ struct Args {
     /// Where rollups go (emptied first).
     #[arg(long, default_value = "target/bench-e2e")]
     out: PathBuf,
+    /// Internal: run one phase in a child process and print its result on
+    /// stdout, so that the pipeline's process holds none of its memory.
+    #[arg(long, hide = true)]
+    phase: Option<Phase>,
+    /// Internal: the run whose topics a phase uses (the parent's process id).
+    #[arg(long, hide = true)]
+    run_id: Option<u32>,
+    /// Internal (`raw-consume`): messages to read.
+    #[arg(long, hide = true, default_value_t = 0)]
+    expect: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Phase {
+    /// Produce the events, then the sentinels; prints both counts.
+    Produce,
+    /// Read `--expect` messages doing nothing with them; prints events/s.
+    RawConsume,
+}
+
+/// Run `phase` of this run in a child process (this binary, the same
+/// arguments): producing and the raw consumer leave memory behind that the
+/// allocator keeps (146 MiB, measured), which in this process would count
+/// in the pipeline's peak RSS. Returns what the child printed.
+fn in_child(phase: &str, run_id: u32, extra: &[String]) -> Result<String> {
+    let exe = std::env::current_exe().context("this binary's path")?;
+    let out = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .args(["--phase", phase, "--run-id", &run_id.to_string()])
+        .args(extra)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("start the {phase} phase"))?;
+    if !out.status.success() {
+        bail!("the {phase} phase failed: {}", out.status);
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("the {phase} phase's output"))
 }
 
 /// How often the harness looks at the pipeline's progress (the end time is
@@ -168,7 +206,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut cfg = Config::load(&args.config)?;
-    let uid = std::process::id();
+    let uid = args.run_id.unwrap_or_else(std::process::id);
     cfg.kafka.brokers = args.brokers.clone();
     cfg.kafka.group_id = format!("bench-{uid}");
     let t = &mut cfg.topics;
@@ -184,19 +222,9 @@ fn main() -> Result<()> {
     // Every partition ends with a sentinel event an hour ahead, which closes
     // all of its windows by watermark; the sentinels' own windows close on idle.
     cfg.window.idle_timeout_secs = 3.0;
-    let _ = std::fs::remove_dir_all(&args.out);
     cfg.output.rollup_dir = args.out.join("rollups");
     cfg.output.late_dir = args.out.join("late");
     cfg.decisions.log_dir = args.out.join("decisions");
-
-    tollgate_ingest::wait_for_broker(&cfg, Duration::from_secs(30))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(tollgate_ingest::ensure_topics(&cfg))?;
-    // The pipeline as deployed: every shipped policy, signed decisions.
-    let key = tollgate_decision::Key::new("k-bench", "a-benchmark-secret-0123456789")?;
-    let decisions = rt.block_on(tollgate_ingest::Decisions::open(&cfg, key))?;
 
     let spec_end_ms = 1_767_225_600_000 + 600_000;
     let spec = loadgen::LoadSpec {
@@ -210,22 +238,58 @@ fn main() -> Result<()> {
         duplicate_ratio: 0.0,
         other_kinds_ratio: 0.05,
     };
-    let started = Instant::now();
-    let sent = loadgen::produce(&cfg, spec, 0, |n| eprint!("\rproduced {n}"))?;
-    eprintln!(
-        "\nproduced {sent} events in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    match args.phase {
+        Some(Phase::Produce) => {
+            let started = Instant::now();
+            let sent = loadgen::produce(&cfg, spec, 0, |n| eprint!("\rproduced {n}"))?;
+            eprintln!(
+                "\nproduced {sent} events in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            let sentinels = produce_sentinels(&cfg, spec_end_ms + 3_600_000)?;
+            println!("{sent} {sentinels}");
+            return Ok(());
+        }
+        Some(Phase::RawConsume) => {
+            let raw = raw_consume(&cfg, args.expect).context("raw consume")?;
+            println!("{raw}");
+            return Ok(());
+        }
+        None => {}
+    }
+    let _ = std::fs::remove_dir_all(&args.out);
 
-    let generated = sent;
-    let sentinels = produce_sentinels(&cfg, spec_end_ms + 3_600_000)?;
-    let sent = sent + sentinels;
+    tollgate_ingest::wait_for_broker(&cfg, Duration::from_secs(30))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(tollgate_ingest::ensure_topics(&cfg))?;
+    // The pipeline as deployed: every shipped policy, signed decisions.
+    let key = tollgate_decision::Key::new("k-bench", "a-benchmark-secret-0123456789")?;
+    let decisions = rt.block_on(tollgate_ingest::Decisions::open(&cfg, key))?;
 
-    let raw = raw_consume(&cfg, sent).context("raw consume")?;
+    let produced = in_child("produce", uid, &[])?;
+    let counts: Vec<u64> = produced
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("the produce phase printed {produced:?}"))?;
+    let [generated, sentinels] = counts[..] else {
+        bail!("the produce phase printed {produced:?}");
+    };
+    let sent = generated + sentinels;
+
+    let raw: f64 = in_child("raw-consume", uid, &["--expect".into(), sent.to_string()])?
+        .trim()
+        .parse()
+        .context("the raw consume phase's rate")?;
     eprintln!("raw consume: {raw:.0} events/s");
 
     // Peak RSS of the pipeline alone: reset the high-water mark (Linux clear_refs 5).
     std::fs::write("/proc/self/clear_refs", "5").context("reset VmHWM")?;
+    // What the process holds before the pipeline starts (the policies are
+    // loaded; `tollgate run` holds them too): part of every peak below.
+    let rss_at_start = status_bytes("VmRSS:").unwrap_or(0);
     // As `tollgate run` with its API on: live snapshots every second and the
     // business counters (`TOLLGATE_BENCH_LIVE=0`: without the live view, as
     // with the API off).
@@ -397,8 +461,9 @@ fn main() -> Result<()> {
     println!("CPU by thread (whole run)  {}", slowest_first(by_name));
     println!("waited for a core          {}", slowest_first(waits));
     println!(
-        "peak RSS of the pipeline   {:.0} MiB",
-        rss as f64 / (1024.0 * 1024.0)
+        "peak RSS of the pipeline   {:.0} MiB (the process held {:.0} MiB when it started)",
+        rss as f64 / (1024.0 * 1024.0),
+        rss_at_start as f64 / (1024.0 * 1024.0)
     );
     println!(
         "sampled RSS peaked at      {:.0} MiB, {:.1}s in, {} events consumed, {} windows written",
