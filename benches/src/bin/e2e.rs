@@ -4,9 +4,11 @@
 //!    (in a child process);
 //! 2. baseline: a raw rdkafka consumer that does nothing with the messages
 //!    reads all of them (new group, in a child process), events/s;
-//! 3. the pipeline (same consumer settings, new group) reads the same topics
+//! 3. the consumer thread's floor: the same messages through the core alone
+//!    (decode, enrich, windows; closed windows dropped), events/s;
+//! 4. the pipeline (same consumer settings, new group) reads the same topics
 //!    until every rollup is written, events/s, and its peak RSS;
-//! 4. prints the ratio pipeline ÷ raw consume.
+//! 5. prints the ratio pipeline ÷ raw consume.
 //!
 //! `scripts/bench-e2e.sh` starts the broker and runs this.
 
@@ -53,6 +55,10 @@ enum Phase {
     Produce,
     /// Read `--expect` messages doing nothing with them; prints events/s.
     RawConsume,
+    /// Read `--expect` messages through the pipeline's core on this one
+    /// thread (decode, enrich, windows), closed windows dropped: no writer,
+    /// no decisions, no commits; prints events/s.
+    CoreConsume,
 }
 
 /// Run `phase` of this run in a child process (this binary, the same
@@ -167,6 +173,66 @@ fn raw_consume(cfg: &Config, total: u64) -> Result<f64> {
     Ok(total as f64 / secs)
 }
 
+/// Like [`raw_consume`], every message through the core as the worker runs
+/// it, on this thread: decode, enrich, offer to its partition's windows;
+/// windows that close are dropped. The consumer thread's floor.
+fn core_consume(cfg: &Config, total: u64) -> Result<f64> {
+    use tollgate_window::PartitionState;
+    let cc = tollgate_ingest::consumer_config(cfg, &format!("{}-core", cfg.kafka.group_id));
+    let consumer: BaseConsumer = cc.create()?;
+    let sources = cfg.topics.sources();
+    let topics: Vec<&str> = sources.iter().map(|(t, _)| *t).collect();
+    let mut enricher = tollgate_enrich::Enricher::new(cfg.pricing.clone(), cfg.defaults.clone())?;
+    let limits = tollgate_event::Limits {
+        max_message_bytes: cfg.limits.max_message_bytes,
+    };
+    let mut parts: std::collections::HashMap<(usize, i32), PartitionState> = Default::default();
+    let started = Instant::now();
+    consumer.subscribe(&topics)?;
+    let (mut n, mut accepted) = (0u64, 0u64);
+    let mut first = None;
+    while n < total {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
+                n += 1;
+                let Some(t) = topics.iter().position(|t| *t == m.topic()) else {
+                    continue;
+                };
+                let kind = sources[t].1;
+                let Ok(e) = tollgate_event::decode(m.payload().unwrap_or_default(), kind, &limits)
+                else {
+                    continue;
+                };
+                let x = enricher.enrich(&e);
+                let state = parts
+                    .entry((t, m.partition()))
+                    .or_insert_with(|| PartitionState::new(cfg.window_spec(), kind));
+                if matches!(
+                    state.offer(m.offset(), &e, &x),
+                    tollgate_window::Offer::Accepted
+                ) {
+                    accepted += 1;
+                }
+                for w in state.drain_closed() {
+                    state.written(w.first_offset);
+                }
+            }
+            Some(Err(e)) => eprintln!("core consume: {e}"),
+            None => {
+                if started.elapsed() > Duration::from_secs(600) {
+                    bail!("core consumer stalled at {n}/{total}");
+                }
+            }
+        }
+    }
+    let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    if accepted < total.saturating_sub(total / 100) {
+        bail!("core consume accepted only {accepted} of {total} messages");
+    }
+    Ok(total as f64 / secs)
+}
+
 /// One heartbeat at `ts_ms` to every partition of every event topic.
 fn produce_sentinels(cfg: &Config, ts_ms: i64) -> Result<u64> {
     use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -255,6 +321,11 @@ fn main() -> Result<()> {
             println!("{raw}");
             return Ok(());
         }
+        Some(Phase::CoreConsume) => {
+            let rate = core_consume(&cfg, args.expect).context("core consume")?;
+            println!("{rate}");
+            return Ok(());
+        }
         None => {}
     }
     let _ = std::fs::remove_dir_all(&args.out);
@@ -284,6 +355,11 @@ fn main() -> Result<()> {
         .parse()
         .context("the raw consume phase's rate")?;
     eprintln!("raw consume: {raw:.0} events/s");
+    let core: f64 = in_child("core-consume", uid, &["--expect".into(), sent.to_string()])?
+        .trim()
+        .parse()
+        .context("the core consume phase's rate")?;
+    eprintln!("core consume: {core:.0} events/s");
 
     // Peak RSS of the pipeline alone: reset the high-water mark (Linux clear_refs 5).
     std::fs::write("/proc/self/clear_refs", "5").context("reset VmHWM")?;
@@ -384,6 +460,10 @@ fn main() -> Result<()> {
     println!("events                     {sent}");
     println!("teams                      {}", args.teams);
     println!("raw consume                {raw:.0} events/s");
+    println!(
+        "core alone                 {core:.0} events/s (ratio {:.2}): one thread, decode + enrich + windows, no output",
+        core / raw
+    );
     println!(
         "pipeline (to last rollup)  {pipeline:.0} events/s  ({:.2}s, {} windows, {} rows)",
         last_write.as_secs_f64(),
