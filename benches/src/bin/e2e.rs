@@ -175,8 +175,9 @@ fn raw_consume(cfg: &Config, total: u64) -> Result<f64> {
 
 /// Like [`raw_consume`], every message through the core as the worker runs
 /// it, on this thread: decode, enrich, offer to its partition's windows;
-/// windows that close are dropped. The consumer thread's floor.
-fn core_consume(cfg: &Config, total: u64) -> Result<f64> {
+/// windows that close are dropped. The consumer thread's floor. Returns
+/// events/s and the share of that time the thread was on a core.
+fn core_consume(cfg: &Config, total: u64) -> Result<(f64, f64)> {
     use tollgate_window::PartitionState;
     let cc = tollgate_ingest::consumer_config(cfg, &format!("{}-core", cfg.kafka.group_id));
     let consumer: BaseConsumer = cc.create()?;
@@ -191,10 +192,14 @@ fn core_consume(cfg: &Config, total: u64) -> Result<f64> {
     consumer.subscribe(&topics)?;
     let (mut n, mut accepted) = (0u64, 0u64);
     let mut first = None;
+    let mut ticks_at_first = 0;
     while n < total {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                first.get_or_insert_with(Instant::now);
+                if first.is_none() {
+                    first = Some(Instant::now());
+                    ticks_at_first = own_cpu_ticks();
+                }
                 n += 1;
                 let Some(t) = topics.iter().position(|t| *t == m.topic()) else {
                     continue;
@@ -227,10 +232,22 @@ fn core_consume(cfg: &Config, total: u64) -> Result<f64> {
         }
     }
     let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let on_core = own_cpu_ticks().saturating_sub(ticks_at_first) as f64 / 100.0 / secs;
     if accepted < total.saturating_sub(total / 100) {
         bail!("core consume accepted only {accepted} of {total} messages");
     }
-    Ok(total as f64 / secs)
+    Ok((total as f64 / secs, on_core))
+}
+
+/// CPU time of the calling thread, in clock ticks (100 per second).
+fn own_cpu_ticks() -> u64 {
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse::<u64>().ok());
+    thread_cpu_ticks()
+        .into_iter()
+        .find(|(t, ..)| Some(*t) == tid)
+        .map_or(0, |(_, _, ticks, _)| ticks)
 }
 
 /// One heartbeat at `ts_ms` to every partition of every event topic.
@@ -322,8 +339,8 @@ fn main() -> Result<()> {
             return Ok(());
         }
         Some(Phase::CoreConsume) => {
-            let rate = core_consume(&cfg, args.expect).context("core consume")?;
-            println!("{rate}");
+            let (rate, on_core) = core_consume(&cfg, args.expect).context("core consume")?;
+            println!("{rate} {on_core}");
             return Ok(());
         }
         None => {}
@@ -355,10 +372,15 @@ fn main() -> Result<()> {
         .parse()
         .context("the raw consume phase's rate")?;
     eprintln!("raw consume: {raw:.0} events/s");
-    let core: f64 = in_child("core-consume", uid, &["--expect".into(), sent.to_string()])?
-        .trim()
-        .parse()
-        .context("the core consume phase's rate")?;
+    let core_out = in_child("core-consume", uid, &["--expect".into(), sent.to_string()])?;
+    let core: Vec<f64> = core_out
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("the core consume phase printed {core_out:?}"))?;
+    let [core, core_on_cpu] = core[..] else {
+        bail!("the core consume phase printed {core_out:?}");
+    };
     eprintln!("core consume: {core:.0} events/s");
 
     // Peak RSS of the pipeline alone: reset the high-water mark (Linux clear_refs 5).
@@ -461,8 +483,9 @@ fn main() -> Result<()> {
     println!("teams                      {}", args.teams);
     println!("raw consume                {raw:.0} events/s");
     println!(
-        "core alone                 {core:.0} events/s (ratio {:.2}): one thread, decode + enrich + windows, no output",
-        core / raw
+        "core alone                 {core:.0} events/s (ratio {:.2}): one thread, decode + enrich + windows, no output; on a core {:.0}% of the time",
+        core / raw,
+        100.0 * core_on_cpu
     );
     println!(
         "pipeline (to last rollup)  {pipeline:.0} events/s  ({:.2}s, {} windows, {} rows)",
