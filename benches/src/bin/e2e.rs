@@ -44,7 +44,7 @@ struct Args {
     /// Internal: the run whose topics a phase uses (the parent's process id).
     #[arg(long, hide = true)]
     run_id: Option<u32>,
-    /// Internal (`raw-consume`): messages to read.
+    /// Internal (`raw-consume`, `core-consume`): messages to read.
     #[arg(long, hide = true, default_value_t = 0)]
     expect: u64,
 }
@@ -62,10 +62,14 @@ enum Phase {
 }
 
 /// Run `phase` of this run in a child process (this binary, the same
-/// arguments): producing and the raw consumer leave memory behind that the
-/// allocator keeps (146 MiB, measured), which in this process would count
-/// in the pipeline's peak RSS. Returns what the child printed.
-fn in_child(phase: &str, run_id: u32, extra: &[String]) -> Result<String> {
+/// arguments) and read the `N` numbers it prints: producing and the other
+/// consumers leave memory behind that the allocator keeps (146 MiB,
+/// measured), which in this process would count in the pipeline's peak RSS.
+fn in_child<T: std::str::FromStr, const N: usize>(
+    phase: &str,
+    run_id: u32,
+    extra: &[String],
+) -> Result<[T; N]> {
     let exe = std::env::current_exe().context("this binary's path")?;
     let out = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
@@ -77,7 +81,11 @@ fn in_child(phase: &str, run_id: u32, extra: &[String]) -> Result<String> {
     if !out.status.success() {
         bail!("the {phase} phase failed: {}", out.status);
     }
-    String::from_utf8(out.stdout).with_context(|| format!("the {phase} phase's output"))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let numbers: Option<Vec<T>> = text.split_whitespace().map(|w| w.parse().ok()).collect();
+    numbers
+        .and_then(|v| <[T; N]>::try_from(v).ok())
+        .with_context(|| format!("the {phase} phase printed {text:?}, not {N} numbers"))
 }
 
 /// How often the harness looks at the pipeline's progress (the end time is
@@ -109,9 +117,8 @@ fn status_bytes(field: &str) -> Option<u64> {
 }
 
 /// CPU time (user + system, in clock ticks) of each live thread of this
-/// process and the time it waited, runnable, for a core (nanoseconds, from
-/// `schedstat`; 0 where the kernel does not keep it), by thread id:
-/// `(tid, name, ticks, run-queue wait)`.
+/// process and the time it waited, runnable, for a core (nanoseconds), by
+/// thread id: `(tid, name, ticks, run-queue wait)`.
 fn thread_cpu_ticks() -> Vec<(u64, String, u64, u64)> {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
@@ -119,21 +126,28 @@ fn thread_cpu_ticks() -> Vec<(u64, String, u64, u64)> {
     dir.filter_map(|e| {
         let e = e.ok()?;
         let tid: u64 = e.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-        // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
-        let (head, rest) = stat.rsplit_once(')')?;
-        let name = head.split_once('(')?.1.to_string();
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the comm.
-        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        // `schedstat`: time on a core, time waiting for one, timeslices.
-        let waited = std::fs::read_to_string(e.path().join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0);
+        let (name, ticks, waited) = task_times(&e.path())?;
         Some((tid, name, ticks, waited))
     })
     .collect()
+}
+
+/// A thread's `(name, CPU ticks, run-queue wait in ns)` from its `/proc`
+/// directory; the wait is 0 where the kernel keeps no `schedstat`.
+fn task_times(dir: &std::path::Path) -> Option<(String, u64, u64)> {
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_string();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the comm.
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // `schedstat`: time on a core, time waiting for one, timeslices.
+    let waited = std::fs::read_to_string(dir.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    Some((name, ticks, waited))
 }
 
 /// `name 1.23s, …`, the largest time first.
@@ -241,13 +255,7 @@ fn core_consume(cfg: &Config, total: u64) -> Result<(f64, f64)> {
 
 /// CPU time of the calling thread, in clock ticks (100 per second).
 fn own_cpu_ticks() -> u64 {
-    let tid = std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name()?.to_str()?.parse::<u64>().ok());
-    thread_cpu_ticks()
-        .into_iter()
-        .find(|(t, ..)| Some(*t) == tid)
-        .map_or(0, |(_, _, ticks, _)| ticks)
+    task_times(std::path::Path::new("/proc/thread-self")).map_or(0, |(_, ticks, _)| ticks)
 }
 
 /// One heartbeat at `ts_ms` to every partition of every event topic.
@@ -356,31 +364,12 @@ fn main() -> Result<()> {
     let key = tollgate_decision::Key::new("k-bench", "a-benchmark-secret-0123456789")?;
     let decisions = rt.block_on(tollgate_ingest::Decisions::open(&cfg, key))?;
 
-    let produced = in_child("produce", uid, &[])?;
-    let counts: Vec<u64> = produced
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("the produce phase printed {produced:?}"))?;
-    let [generated, sentinels] = counts[..] else {
-        bail!("the produce phase printed {produced:?}");
-    };
+    let [generated, sentinels] = in_child::<u64, 2>("produce", uid, &[])?;
     let sent = generated + sentinels;
-
-    let raw: f64 = in_child("raw-consume", uid, &["--expect".into(), sent.to_string()])?
-        .trim()
-        .parse()
-        .context("the raw consume phase's rate")?;
+    let expect = ["--expect".to_string(), sent.to_string()];
+    let [raw] = in_child::<f64, 1>("raw-consume", uid, &expect)?;
     eprintln!("raw consume: {raw:.0} events/s");
-    let core_out = in_child("core-consume", uid, &["--expect".into(), sent.to_string()])?;
-    let core: Vec<f64> = core_out
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("the core consume phase printed {core_out:?}"))?;
-    let [core, core_on_cpu] = core[..] else {
-        bail!("the core consume phase printed {core_out:?}");
-    };
+    let [core, core_on_cpu] = in_child::<f64, 2>("core-consume", uid, &expect)?;
     eprintln!("core consume: {core:.0} events/s");
 
     // Peak RSS of the pipeline alone: reset the high-water mark (Linux clear_refs 5).
@@ -530,6 +519,16 @@ fn main() -> Result<()> {
         s.publish_micros as f64 / 1e6,
         slowest_first(policies)
     );
+    // CPU of every thread but the harness's own (the main thread, whose id
+    // is the process id), against what the machine's cores could give over
+    // the pipeline's time: near 100% means the pipeline is short of CPU,
+    // not waiting.
+    let harness = u64::from(std::process::id());
+    let pipeline_cpu = cpu
+        .iter()
+        .filter(|(tid, _)| **tid != harness)
+        .map(|(_, (_, t, _))| *t as f64 / 100.0)
+        .sum::<f64>();
     // Summed by thread name (librdkafka's threads are `rdk:*`); 100 ticks/s on Linux.
     let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
     let mut waits: std::collections::BTreeMap<String, u64> = Default::default();
@@ -547,14 +546,6 @@ fn main() -> Result<()> {
         .filter(|(_, t)| *t > 0)
         .map(|(n, t)| (n, t as f64 / 100.0))
         .collect();
-    // CPU of every thread but the harness's own, against what the machine's
-    // cores could give over the pipeline's time: near 100% means the
-    // pipeline is short of CPU, not waiting.
-    let pipeline_cpu: f64 = by_name
-        .iter()
-        .filter(|(n, _)| n.as_str() != "e2e")
-        .map(|(_, t)| t)
-        .sum();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "CPU of the pipeline        {pipeline_cpu:.2}s = {:.0}% of {cores} cores over its {:.2}s",

@@ -248,73 +248,57 @@ impl Group {
                         }
                     }
                 }
-                late_job @ Job::Late { .. } => late.push(late_job),
+                Job::Late {
+                    topic,
+                    partition,
+                    key,
+                    records,
+                } => late.push((topic, partition, key, records)),
             }
         }
         // 2. Make the group's decisions durable: one log sync, one wait.
+        let mut staged = staged.into_iter().peekable();
         if !self.failed {
             let syncing = Instant::now();
             match self.decider.make_durable(&appended) {
                 Ok(publishing) => {
-                    if let Some(first) = staged.first_mut() {
-                        first.micros += syncing.elapsed().as_micros() as u64;
-                        first.decided.micros += syncing.elapsed().as_micros() as u64;
+                    if let Some(first) = staged.peek_mut() {
+                        let took = syncing.elapsed().as_micros() as u64;
+                        first.micros += took;
+                        first.decided.micros += took;
                         first.decided.publish_micros += publishing.as_micros() as u64;
                     }
                 }
+                // The first window carries the error; the others are
+                // answered as after any failure.
                 Err(e) => {
                     self.failed = true;
-                    // The first window carries the error; the others say why.
-                    if let Some(first) = staged.first() {
-                        let e = IngestError::Decisions(format!(
-                            "not written: the decisions of its group were not made durable: {e}"
-                        ));
-                        if !send(failure(
-                            first.topic.clone(),
-                            first.partition,
-                            first.window.first_offset,
-                            e,
-                        )) {
+                    if let Some(first) = staged.next() {
+                        let key = first.window.first_offset;
+                        if !send(failure(first.topic, first.partition, key, e)) {
                             return false;
                         }
-                        staged.remove(0);
                     }
                 }
             }
         }
         // 3. Write the files, in order, then the late events.
         for s in staged {
-            let started = Instant::now();
-            let key = s.window.first_offset;
-            let (topic, partition) = (s.topic.clone(), s.partition);
-            let d = match self.write(s, started, taken) {
-                Ok(w) => Done {
-                    topic,
-                    partition,
-                    key,
-                    result: Ok(w),
-                },
-                Err(e) => {
-                    self.failed = true;
-                    failure(topic, partition, key, e)
-                }
-            };
-            if !send(d) {
-                return false;
-            }
-        }
-        for job in late {
-            if let Job::Late {
+            let (topic, partition, key) = (s.topic.clone(), s.partition, s.window.first_offset);
+            let result = self.write(s, taken);
+            self.failed |= result.is_err();
+            if !send(Done {
                 topic,
                 partition,
                 key,
-                records,
-            } = job
-            {
-                let d = self.write_late(topic, partition, key, &records);
-                if !send(d) {
-                    return false;
-                }
+                result,
+            }) {
+                return false;
+            }
+        }
+        for (topic, partition, key, records) in late {
+            if !send(self.write_late(topic, partition, key, &records)) {
+                return false;
             }
         }
         true
@@ -348,7 +332,8 @@ impl Group {
     }
 
     /// Phase 3 for one window: its file in place.
-    fn write(&self, s: Staged, started: Instant, taken: Instant) -> Result<Written, IngestError> {
+    fn write(&self, s: Staged, taken: Instant) -> Result<Written, IngestError> {
+        let started = Instant::now();
         if self.failed {
             return Err(earlier_failure());
         }
