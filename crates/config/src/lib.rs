@@ -142,6 +142,11 @@ pub struct WindowConfig {
     pub allowed_lateness_secs: u64,
     /// A partition with no new message for this long closes its open windows.
     pub idle_timeout_secs: f64,
+    /// An event dated more than this far ahead of the wall clock goes to the
+    /// dead-letter topic and never moves the watermark (one event of year
+    /// 9999, or a `ts` in microseconds, would make every later event of
+    /// its partition late). Allow for the producers' clock skew.
+    pub max_future_secs: u64,
 }
 
 impl Default for WindowConfig {
@@ -150,6 +155,7 @@ impl Default for WindowConfig {
             size_secs: 60,
             allowed_lateness_secs: 5,
             idle_timeout_secs: 30.0,
+            max_future_secs: 300,
         }
     }
 }

@@ -20,6 +20,14 @@
 //! - On open, an incomplete last line (a torn write: the process died
 //!   mid-append, before any sync covering it) is cut off; every other damage
 //!   refuses to open, pointing at `tollgate verify`.
+//! - The chain in memory moves only past a line that was written whole
+//!   ([`Chain::link`], then [`Chain::advance`]). A failed write, flush or
+//!   sync leaves the log *failed*: nothing more is written after bytes of
+//!   unknown extent, and the next call reopens the log from its files (as a
+//!   restart would, cutting off a torn line) before it goes on. So a
+//!   process can always restart on the log it wrote itself.
+//! - A record longer than [`LogOptions::max_record_bytes`] is refused
+//!   before anything is written ([`LogError::TooLarge`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -50,6 +58,8 @@ pub enum LogError {
     },
     #[error("decision log {dir}: {reason}")]
     Head { dir: PathBuf, reason: String },
+    #[error("decision record is {bytes} bytes, more than the log takes ({max}); nothing was written")]
+    TooLarge { bytes: usize, max: usize },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -94,13 +104,72 @@ impl Appended {
 #[derive(Clone, Debug)]
 pub struct LogOptions {
     pub max_segment_bytes: u64,
+    /// Longest record line accepted, in bytes.
+    pub max_record_bytes: usize,
 }
+
+/// Default [`LogOptions::max_record_bytes`]: a window's decision is well
+/// under 4 KiB; a gate's carries the request's tags and metadata.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 << 10;
 
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             max_segment_bytes: 64 << 20,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
+    }
+}
+
+/// A segment file being appended to. In tests it can be told to fail after
+/// a number of bytes (a full disk), writing only part of what it is given.
+struct Segment {
+    file: File,
+    #[cfg(test)]
+    fail_after: Option<u64>,
+}
+
+impl Segment {
+    fn new(file: File) -> Self {
+        Segment {
+            file,
+            #[cfg(test)]
+            fail_after: None,
+        }
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.fail_after == Some(0) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "injected: no space left on device",
+            ));
+        }
+        self.file.sync_data()
+    }
+}
+
+impl Write for Segment {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        #[cfg(test)]
+        if let Some(left) = self.fail_after.as_mut() {
+            if *left == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "injected: no space left on device",
+                ));
+            }
+            let n = (buf.len() as u64).min(*left) as usize;
+            let n = self.file.write(&buf[..n])?;
+            *left -= n as u64;
+            return Ok(n);
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -112,7 +181,10 @@ pub struct DecisionLog {
     chain: Chain,
     segment: u64,
     /// Appends are buffered; `sync` (and any read-back) flushes first.
-    file: BufWriter<File>,
+    file: BufWriter<Segment>,
+    /// Why the last write, flush or sync failed: the segment may end in a
+    /// partial line, so nothing more is written before a reopen.
+    failed: Option<String>,
     segment_bytes: u64,
     records: u64,
     ids: HashMap<u128, Location>,
@@ -159,15 +231,17 @@ impl DecisionLog {
         let mut records = 0u64;
         for (i, (seq, path)) in segs.iter().enumerate() {
             let last = i + 1 == segs.len();
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             File::open(path)
-                .and_then(|mut f| f.read_to_string(&mut text))
+                .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(io(path))?;
-            if last && !text.is_empty() && !text.ends_with('\n') {
-                let keep = text.rfind('\n').map_or(0, |p| p + 1);
+            if last && !bytes.is_empty() && !bytes.ends_with(b"\n") {
+                // Cut at the byte level: a torn line may end inside a
+                // UTF-8 sequence.
+                let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
                 tracing::warn!(
                     segment = %path.display(),
-                    dropped_bytes = text.len() - keep,
+                    dropped_bytes = bytes.len() - keep,
                     "cutting off an incomplete last record (torn write from a crash)"
                 );
                 let f = OpenOptions::new()
@@ -176,8 +250,13 @@ impl DecisionLog {
                     .map_err(io(path))?;
                 f.set_len(keep as u64).map_err(io(path))?;
                 f.sync_all().map_err(io(path))?;
-                text.truncate(keep);
+                bytes.truncate(keep);
             }
+            let text = String::from_utf8(bytes).map_err(|e| LogError::Damaged {
+                path: path.clone(),
+                line: 0,
+                reason: format!("not UTF-8 text: {e}"),
+            })?;
             let mut offset = 0u64;
             for (n, line) in text.split_terminator('\n').enumerate() {
                 let damaged = |reason: String| LogError::Damaged {
@@ -257,7 +336,8 @@ impl DecisionLog {
             opts,
             chain: Chain::after(prev),
             segment,
-            file: BufWriter::with_capacity(256 << 10, file),
+            file: BufWriter::with_capacity(256 << 10, Segment::new(file)),
+            failed: None,
             segment_bytes,
             records,
             ids,
@@ -275,14 +355,43 @@ impl DecisionLog {
         id_key(decision_id).is_some_and(|k| self.ids.contains_key(&k))
     }
 
+    /// After a failed write: reopen from the files, as a restart would.
+    fn recover(&mut self) -> Result<(), LogError> {
+        let Some(reason) = self.failed.take() else {
+            return Ok(());
+        };
+        tracing::warn!(dir = %self.dir.display(), %reason, "reopening the decision log after a failed write");
+        match DecisionLog::open(&self.dir, self.key.clone(), self.opts.clone()) {
+            Ok(fresh) => {
+                let old = std::mem::replace(self, fresh);
+                // Drop the old buffer unwritten: its bytes would land after
+                // a partial line.
+                let _ = old.file.into_parts();
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = Some(reason);
+                Err(e)
+            }
+        }
+    }
+
+    /// Remember that the segment is in an unknown state.
+    fn fail<T>(&mut self, e: std::io::Error) -> Result<T, LogError> {
+        self.failed = Some(e.to_string());
+        Err(io(&self.dir.join(segment_name(self.segment)))(e))
+    }
+
     /// Seal and append `draft`, unless its id is already in the log.
     pub fn append(&mut self, draft: Draft, ts: String) -> Result<Appended, LogError> {
+        self.recover()?;
         let id = draft.decision_id();
         let key = id_key(&id).unwrap_or_default();
         if let Some(loc) = self.ids.get(&key).copied() {
             if loc.segment == self.segment {
-                let path = self.dir.join(segment_name(self.segment));
-                self.file.flush().map_err(io(&path))?;
+                if let Err(e) = self.file.flush() {
+                    return self.fail(e);
+                }
             }
             let line = self.read_at(loc)?;
             let decision = serde_json::from_str(&line).map_err(|e| LogError::Damaged {
@@ -295,12 +404,21 @@ impl DecisionLog {
         if self.segment_bytes >= self.opts.max_segment_bytes {
             self.rotate()?;
         }
-        let (decision, line) = self.chain.seal(draft, ts, &self.key);
-        let (dir, segment) = (&self.dir, self.segment);
-        self.file
+        let (decision, line) = self.chain.link(draft, ts, &self.key);
+        if line.len() + 1 > self.opts.max_record_bytes {
+            return Err(LogError::TooLarge {
+                bytes: line.len() + 1,
+                max: self.opts.max_record_bytes,
+            });
+        }
+        if let Err(e) = self
+            .file
             .write_all(line.as_bytes())
             .and_then(|()| self.file.write_all(b"\n"))
-            .map_err(|e| io(&dir.join(segment_name(segment)))(e))?;
+        {
+            return self.fail(e);
+        }
+        self.chain.advance(&line);
         self.ids.insert(
             key,
             Location {
@@ -330,16 +448,14 @@ impl DecisionLog {
 
     fn rotate(&mut self) -> Result<(), LogError> {
         self.sync()?;
+        let path = self.dir.join(segment_name(self.segment + 1));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
         self.segment += 1;
-        let path = self.dir.join(segment_name(self.segment));
-        self.file = BufWriter::with_capacity(
-            256 << 10,
-            OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)
-                .map_err(io(&path))?,
-        );
+        self.file = BufWriter::with_capacity(256 << 10, Segment::new(file));
         self.segment_bytes = 0;
         self.new_segment = true;
         self.dirty = true;
@@ -369,12 +485,17 @@ impl DecisionLog {
     /// off undetected; `verify_dir` accepts them (more records than HEAD
     /// counts), and opening the log brings HEAD up to date.
     pub fn sync_records(&mut self) -> Result<(), LogError> {
+        self.recover()?;
         if !self.dirty {
             return Ok(());
         }
-        let path = self.dir.join(segment_name(self.segment));
-        self.file.flush().map_err(io(&path))?;
-        self.file.get_ref().sync_data().map_err(io(&path))?;
+        if let Err(e) = self
+            .file
+            .flush()
+            .and_then(|()| self.file.get_ref().sync_data())
+        {
+            return self.fail(e);
+        }
         if self.new_segment {
             sync_dir(&self.dir)?;
             self.new_segment = false;
@@ -382,6 +503,13 @@ impl DecisionLog {
         self.dirty = false;
         self.head_stale = true;
         Ok(())
+    }
+
+    /// Make the segment fail like a full disk after `bytes` more bytes
+    /// (a partial write, then errors).
+    #[cfg(test)]
+    fn fail_writes_after(&mut self, bytes: u64) {
+        self.file.get_mut().fail_after = Some(bytes);
     }
 
     /// Is `HEAD.json` behind the synced records?

@@ -88,6 +88,7 @@ fn segments_rotate_and_the_chain_spans_them() {
     let dir = tempfile::tempdir().unwrap();
     let opts = LogOptions {
         max_segment_bytes: 1_000,
+        ..LogOptions::default()
     };
     write_log(dir.path(), 12, opts.clone());
     let segs = all_lines(dir.path());
@@ -236,4 +237,75 @@ fn a_crash_between_append_and_head_is_repaired_on_open() {
     log.sync().unwrap();
     let report = verify_dir(dir.path(), &ring()).unwrap();
     assert_eq!((report.records, report.first_bad), (3, None));
+}
+
+/// A big record, for writes that do not fit the buffer (they go straight
+/// to the file, so a failure leaves part of the line there).
+fn big_draft(i: usize, bytes: usize) -> Draft {
+    let mut d = draft(i);
+    d.observed.insert("note".into(), json!("x".repeat(bytes)));
+    d
+}
+
+#[test]
+fn a_failed_write_never_breaks_the_chain() {
+    let opts = LogOptions {
+        max_record_bytes: 1 << 20,
+        ..LogOptions::default()
+    };
+    // Fail inside a buffered record (seen at the sync) and inside one
+    // written straight through (seen at the append).
+    for (fail_after, big) in [(100, false), (10_000, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = write_log(dir.path(), 2, opts.clone());
+        log.fail_writes_after(fail_after);
+        let first = if big {
+            log.append(big_draft(2, 300_000), rfc3339_ms(2))
+                .map(|_| ())
+                .and_then(|()| log.sync())
+        } else {
+            log.append(draft(2), rfc3339_ms(2))
+                .map(|_| ())
+                .and_then(|()| log.sync())
+        };
+        assert!(first.is_err(), "the injected failure is reported");
+        // The next appends reopen the log from its files and go on from the
+        // last whole record.
+        assert!(log.append(draft(3), rfc3339_ms(3)).unwrap().is_new());
+        assert!(log.append(draft(4), rfc3339_ms(4)).unwrap().is_new());
+        log.sync().unwrap();
+        drop(log);
+        // A restart opens it, and `tollgate verify` finds nothing wrong.
+        let log = DecisionLog::open(dir.path(), key("k1"), opts.clone()).unwrap();
+        assert_eq!(log.records(), 4, "fail_after {fail_after}");
+        let report = verify_dir(dir.path(), &ring()).unwrap();
+        assert_eq!((report.records, report.first_bad), (4, None));
+    }
+}
+
+#[test]
+fn an_oversize_record_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = write_log(dir.path(), 1, LogOptions::default());
+    let err = log
+        .append(big_draft(1, DEFAULT_MAX_RECORD_BYTES), rfc3339_ms(1))
+        .unwrap_err();
+    assert!(matches!(err, LogError::TooLarge { .. }), "{err}");
+    assert!(log.append(draft(2), rfc3339_ms(2)).unwrap().is_new());
+    log.sync().unwrap();
+    drop(log);
+    let report = verify_dir(dir.path(), &ring()).unwrap();
+    assert_eq!((report.records, report.first_bad), (2, None));
+}
+
+#[test]
+fn a_torn_line_ending_inside_a_utf8_sequence_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(write_log(dir.path(), 2, LogOptions::default()));
+    let (path, _) = all_lines(dir.path()).remove(0);
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(&"{\"decision_id\":\"é".as_bytes()[..17]).unwrap();
+    drop(f);
+    let log = DecisionLog::open(dir.path(), key("k1"), LogOptions::default()).unwrap();
+    assert_eq!(log.records(), 2);
 }

@@ -381,8 +381,19 @@ impl Chain {
     }
 
     /// Sign `draft` with `key`, link it to the chain, and advance the chain.
-    /// Returns the record and its line.
+    /// Returns the record and its line. For a chain kept only in memory;
+    /// a log that writes the line uses [`link`](Self::link) and advances
+    /// with [`advance`](Self::advance) only once the line is written.
     pub fn seal(&mut self, draft: Draft, ts: String, key: &Key) -> (Decision, String) {
+        let (d, line) = self.link(draft, ts, key);
+        self.advance(&line);
+        (d, line)
+    }
+
+    /// Sign `draft` with `key` as the record after the chain's last one,
+    /// without moving the chain: if writing the line fails, the next
+    /// record still links to the last one written.
+    pub fn link(&self, draft: Draft, ts: String, key: &Key) -> (Decision, String) {
         let mut d = Decision {
             decision_id: draft.decision_id(),
             policy: draft.policy,
@@ -394,7 +405,7 @@ impl Chain {
             reasons: draft.reasons,
             ts,
             key_id: key.id().to_owned(),
-            prev_hash: std::mem::take(&mut self.prev_hash),
+            prev_hash: self.prev_hash.clone(),
             signature: String::new(),
         };
         let (mut a, b) = d.canonical_halves();
@@ -407,9 +418,13 @@ impl Chain {
         canonical::string(&d.signature, &mut a);
         a.push(',');
         a.push_str(&b);
-        let line = a;
-        self.prev_hash = line_hash(&line);
-        (d, line)
+        (d, a)
+    }
+
+    /// Move the chain past `line`, a record [`link`](Self::link)ed to it
+    /// and now written.
+    pub fn advance(&mut self, line: &str) {
+        self.prev_hash = line_hash(line);
     }
 }
 

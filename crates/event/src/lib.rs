@@ -71,6 +71,22 @@ pub enum DecodeError {
     UnknownKind(String),
     #[error("event of kind `{found}` on a topic that carries `{expected}` events")]
     KindMismatch { expected: Kind, found: Kind },
+    #[error("field `ts` is {ahead_secs} s ahead of the clock, more than the {max_secs} s allowed (window.max_future_secs); is it in microseconds, or is the producer's clock wrong?")]
+    Future { ahead_secs: i64, max_secs: i64 },
+}
+
+/// An event dated further ahead of `now_ms` than `max_ahead_ms` is refused:
+/// it would move its partition's watermark past every real event, which
+/// would all be late from then on.
+pub fn check_not_ahead(ts_ms: i64, now_ms: i64, max_ahead_ms: i64) -> Result<(), DecodeError> {
+    let ahead = ts_ms.saturating_sub(now_ms);
+    if ahead > max_ahead_ms {
+        return Err(DecodeError::Future {
+            ahead_secs: ahead / 1000,
+            max_secs: max_ahead_ms / 1000,
+        });
+    }
+    Ok(())
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
@@ -247,6 +263,45 @@ struct Wire<'a> {
     proof_ok: Option<bool>,
 }
 
+/// Longest tenant or team name, in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// The rule for tenant and team names: 1 to [`MAX_NAME_BYTES`] ASCII
+/// letters, digits, `.`, `_` and `-`, starting with a letter or a digit.
+/// They are the parts of a decision's subject (`tenant=<t>/team=<x>`), of
+/// file and metric labels, and of the tenant a read is scoped to, so they
+/// hold no separator (`/`, `=`), no space, no control or look-alike
+/// character. The error says what is wrong without echoing the name.
+pub fn check_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "is {} bytes, longer than {MAX_NAME_BYTES}",
+            s.len()
+        ));
+    }
+    if !s.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err("must start with an ASCII letter or digit".into());
+    }
+    if let Some(pos) = s
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+    {
+        return Err(format!(
+            "has a character other than ASCII letters, digits, `.`, `_` and `-` at byte {pos}"
+        ));
+    }
+    Ok(())
+}
+
+fn name<'a>(v: Option<Text<'a>>, field: &'static str) -> Result<Cow<'a, str>, DecodeError> {
+    let s = required(v, field)?.0;
+    check_name(&s).map_err(|why| invalid(field, why))?;
+    Ok(s)
+}
+
 fn required<T>(v: Option<T>, field: &'static str) -> Result<T, DecodeError> {
     v.ok_or(DecodeError::Missing(field))
 }
@@ -296,8 +351,11 @@ impl<'a> Wire<'a> {
         }
         let event_id = ident(self.event_id, "event_id")?;
         let ts_ms = required(self.ts, "ts")?.to_millis()?;
-        let tenant = ident(self.tenant, "tenant")?;
+        let tenant = name(self.tenant, "tenant")?;
         let tags = self.tags.unwrap_or_default();
+        if let Some(team) = &tags.team {
+            check_name(team).map_err(|why| invalid("tags.team", why))?;
+        }
         let region = opt_ident(self.region, "region")?;
         let node_id = opt_ident(self.node_id, "node_id")?;
         let body = match topic_kind {

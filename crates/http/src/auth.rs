@@ -2,7 +2,12 @@
 //!
 //! `AUTH_MODE=static` (the default): tokens from `AUTH_TOKENS_JSON` or the
 //! file named by `AUTH_TOKENS_FILE`, a JSON object
-//! `{"<token>": {"tenant": "...", "scopes": ["..."], "subject": "..."}}`.
+//! `{"<token>": {"tenant": "...", "scopes": ["..."], "subject": "..."}}`
+//! (`tenant_id` is accepted for `tenant`). A token belongs to exactly one
+//! tenant, or is an operator's (`"operator": true`, no tenant): the
+//! deployment's own identity, which reads every tenant and alone may hold
+//! `metrics.scrape` (`/metrics` carries every tenant's series). A tenant's
+//! `admin` is every scope *of that tenant*, never `/metrics`.
 //! Only SHA-256 digests of the tokens are kept; a presented token is hashed
 //! and compared with every digest in constant time. No tokens configured:
 //! every protected route answers 401 (fail closed).
@@ -24,17 +29,21 @@ pub enum Scope {
     UsageRead,
     DecisionsRead,
     QueryRun,
-    /// Every other scope, and `/metrics`.
+    /// `GET /metrics` and nothing else; operator tokens only.
+    MetricsScrape,
+    /// Every other scope of the token's tenant; for an operator token,
+    /// every scope.
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::IngestWrite,
         Scope::GatesCheck,
         Scope::UsageRead,
         Scope::DecisionsRead,
         Scope::QueryRun,
+        Scope::MetricsScrape,
         Scope::Admin,
     ];
 
@@ -45,6 +54,7 @@ impl Scope {
             Scope::UsageRead => "usage.read",
             Scope::DecisionsRead => "decisions.read",
             Scope::QueryRun => "query.run",
+            Scope::MetricsScrape => "metrics.scrape",
             Scope::Admin => "admin",
         }
     }
@@ -57,7 +67,7 @@ impl Scope {
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// `None`: any tenant (AUTH_MODE=none).
+    /// `None`: any tenant (an operator token, or AUTH_MODE=none).
     pub tenant: Option<String>,
     pub subject: String,
     scopes: Vec<Scope>,
@@ -73,7 +83,16 @@ impl Principal {
     }
 
     pub fn has(&self, scope: Scope) -> bool {
-        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+        if self.scopes.contains(&scope) {
+            return true;
+        }
+        // A tenant's admin is not the deployment's: `/metrics` shows every
+        // tenant.
+        let admin = self.scopes.contains(&Scope::Admin);
+        match scope {
+            Scope::MetricsScrape => admin && self.tenant.is_none(),
+            _ => admin,
+        }
     }
 
     /// May this caller see or write `tenant`'s data?
@@ -98,7 +117,10 @@ pub enum AuthConfigError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenEntry {
-    tenant: String,
+    #[serde(default, alias = "tenant_id")]
+    tenant: Option<String>,
+    #[serde(default)]
+    operator: bool,
     scopes: Vec<String>,
     #[serde(default)]
     subject: Option<String>,
@@ -164,20 +186,48 @@ impl Auth {
                     e.subject
                 )));
             }
-            if e.tenant.is_empty() {
-                return Err(bad(format!("token #{} has an empty tenant", i + 1)));
-            }
+            let tenant = match (e.tenant, e.operator) {
+                (Some(t), false) => {
+                    tollgate_event::check_name(&t).map_err(|why| {
+                        bad(format!("token #{} has an invalid tenant: {why}", i + 1))
+                    })?;
+                    Some(t)
+                }
+                (None, true) => None,
+                (Some(_), true) => {
+                    return Err(bad(format!(
+                        "token #{} is an operator's and names a tenant: an operator token belongs to no tenant",
+                        i + 1
+                    )))
+                }
+                (None, false) => {
+                    return Err(bad(format!(
+                        "token #{} has no tenant (give `tenant`, or `\"operator\": true` for a deployment-wide token)",
+                        i + 1
+                    )))
+                }
+            };
             let mut scopes = Vec::new();
             for s in &e.scopes {
-                scopes.push(Scope::parse(s).ok_or_else(|| {
+                let scope = Scope::parse(s).ok_or_else(|| {
+                    let known: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
                     bad(format!(
-                        "unknown scope {s:?} (known: ingest.write, gates.check, usage.read, decisions.read, query.run, admin)"
+                        "token #{}: unknown scope {s:?} (known: {})",
+                        i + 1,
+                        known.join(", ")
                     ))
-                })?);
+                })?;
+                if scope == Scope::MetricsScrape && tenant.is_some() {
+                    return Err(bad(format!(
+                        "token #{}: `metrics.scrape` is for operator tokens only (`/metrics` shows every tenant)",
+                        i + 1
+                    )));
+                }
+                scopes.push(scope);
             }
             let principal = Principal {
                 subject: e.subject.unwrap_or_else(|| format!("token-{}", i + 1)),
-                tenant: Some(e.tenant),
+                tenant,
                 scopes,
             };
             out.push((digest(&token), principal));
@@ -280,6 +330,57 @@ mod tests {
             .is_err());
         let none = Auth::from_env(|k| (k == "AUTH_MODE").then(|| "none".to_string())).unwrap();
         assert!(none.check(None, Scope::Admin).unwrap().may_access("any"));
+    }
+
+    #[test]
+    fn operators_belong_to_no_tenant_and_alone_scrape() {
+        let a = Auth::parse_tokens(
+            r#"{
+                "operator-admin-0123456789": {"operator": true, "scopes": ["admin"]},
+                "prometheus-scrape-012345": {"operator": true, "scopes": ["metrics.scrape"]},
+                "acme-admin-0123456789": {"tenant_id": "acme", "scopes": ["admin"]}
+            }"#,
+            "test",
+        )
+        .unwrap();
+        let op = a
+            .check(Some("Bearer operator-admin-0123456789"), Scope::MetricsScrape)
+            .unwrap();
+        assert_eq!(op.tenant, None);
+        assert!(op.may_access("acme") && op.may_access("globex"));
+        let scrape = a
+            .check(Some("Bearer prometheus-scrape-012345"), Scope::MetricsScrape)
+            .unwrap();
+        for s in Scope::ALL.into_iter().filter(|s| *s != Scope::MetricsScrape) {
+            assert!(!scrape.has(s), "{s:?}");
+        }
+        // `tenant_id` is `tenant`; a tenant's admin is not the deployment's.
+        let tenant_admin = a
+            .check(Some("Bearer acme-admin-0123456789"), Scope::QueryRun)
+            .unwrap();
+        assert_eq!(tenant_admin.tenant.as_deref(), Some("acme"));
+        assert!(!tenant_admin.has(Scope::MetricsScrape));
+        assert_eq!(
+            a.check(Some("Bearer acme-admin-0123456789"), Scope::MetricsScrape),
+            Err(Denied::Forbidden(Scope::MetricsScrape))
+        );
+    }
+
+    #[test]
+    fn token_entries_that_cannot_be_scoped_are_refused() {
+        for (entry, says) in [
+            (r#"{"tenant": "acme", "scopes": ["metrics.scrape"]}"#, "operator tokens only"),
+            (r#"{"tenant": "acme", "operator": true, "scopes": []}"#, "belongs to no tenant"),
+            (r#"{"scopes": ["admin"]}"#, "has no tenant"),
+            (r#"{"tenant": "acme/eu", "scopes": []}"#, "invalid tenant"),
+            (r#"{"tenant": "", "scopes": []}"#, "invalid tenant"),
+            (r#"{"tenant": "a", "tenant_id": "b", "scopes": []}"#, "duplicate field"),
+        ] {
+            let text = format!(r#"{{"long-enough-token-1": {entry}}}"#);
+            let e = Auth::parse_tokens(&text, "x").unwrap_err().to_string();
+            assert!(e.contains(says), "{entry}: {e}");
+            assert!(!e.contains("long-enough-token-1"), "the token is never printed: {e}");
+        }
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! `GET /v1/decisions`: search the decision log, newest records last,
 //! bounded and paginated. The cursor is the position of the last record
 //! returned; a page never repeats or skips a record, because the log is
-//! append-only. Only decisions whose subject names the caller's tenant
-//! (`tenant=<t>` or `tenant=<t>/...`) are visible to a tenant token.
+//! append-only. A decision belongs to the tenant its subject's first
+//! segment names (`tenant=<t>`, up to the first `/`): a tenant token sees
+//! exactly those, matched whole (tenant and team names hold no `/`,
+//! `tollgate_event::check_name`), so `acme` never sees `acme-eu`'s. A
+//! subject that names no tenant is visible to operator tokens only.
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -104,9 +107,7 @@ impl Filter {
     fn matches(&self, d: &Value) -> bool {
         let s = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or_default();
         if let Some(t) = &self.tenant {
-            let subject = s("subject");
-            let prefix = format!("tenant={t}");
-            if !(subject == prefix || subject.starts_with(&format!("{prefix}/"))) {
+            if subject_tenant(s("subject")) != Some(t.as_str()) {
                 return false;
             }
         }
@@ -121,6 +122,12 @@ impl Filter {
         }
         true
     }
+}
+
+/// The tenant a decision's subject names: its first segment, `tenant=<t>`.
+pub(crate) fn subject_tenant(subject: &str) -> Option<&str> {
+    let first = subject.split('/').next()?;
+    first.strip_prefix("tenant=")
 }
 
 /// Records after position `after` (1-based positions in log order) that

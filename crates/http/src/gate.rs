@@ -80,7 +80,26 @@ fn display_name(p: &Path) -> String {
 
 struct Pending {
     draft: Draft,
-    reply: tokio::sync::oneshot::Sender<Result<Appended, String>>,
+    reply: tokio::sync::oneshot::Sender<Result<Appended, NotRecorded>>,
+}
+
+/// Why a gate decision is not in the log.
+#[derive(Debug, Clone)]
+enum NotRecorded {
+    /// The request makes a record larger than the log takes: the caller's
+    /// to fix (413), and nothing was written.
+    TooLarge(String),
+    /// The log could not write or sync it (503).
+    Failed(String),
+}
+
+impl From<tollgate_decision_log::LogError> for NotRecorded {
+    fn from(e: tollgate_decision_log::LogError) -> Self {
+        match e {
+            tollgate_decision_log::LogError::TooLarge { .. } => NotRecorded::TooLarge(e.to_string()),
+            other => NotRecorded::Failed(other.to_string()),
+        }
+    }
 }
 
 /// The gate rules in force and the decision writer.
@@ -137,10 +156,14 @@ impl GateService {
         answer
             .await
             .map_err(|_| Problem::unavailable("the decision log writer has stopped; denying"))?
-            .map_err(|e| {
-                Problem::unavailable(format!(
-                    "the decision could not be recorded, so the gate denies: {e}"
-                ))
+            .map_err(|e| match e {
+                NotRecorded::TooLarge(why) => Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request's decision cannot be recorded, so the gate denies: {why}; send fewer or shorter tags and metadata"),
+                ),
+                NotRecorded::Failed(why) => Problem::unavailable(format!(
+                    "the decision could not be recorded, so the gate denies: {why}"
+                )),
             })
     }
 
@@ -197,7 +220,7 @@ fn write_loop(
         {
             let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
             for p in batch {
-                results.push(log.append(p.draft, ts.clone()).map_err(|e| e.to_string()));
+                results.push(log.append(p.draft, ts.clone()).map_err(NotRecorded::from));
                 replies.push(p.reply);
             }
             let synced = if head_at.elapsed() >= HEAD_EVERY {
@@ -208,8 +231,8 @@ fn write_loop(
             };
             if let Err(e) = synced {
                 error!(error = %e, "gate decisions could not be synced; answering deny");
-                let e = e.to_string();
-                for r in &mut results {
+                let e = NotRecorded::Failed(e.to_string());
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(e.clone());
                 }
             }

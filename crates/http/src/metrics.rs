@@ -58,7 +58,7 @@ pub async fn remember_route(req: Request, next: Next) -> Response {
 /// never reached a route (404, shed, timed out) are `unmatched`.
 pub async fn track(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let response = next.run(req).await;
     let route = response
         .extensions()
@@ -66,18 +66,35 @@ pub async fn track(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
         .map_or("unmatched", |p| p.as_str());
     let m = &s.http_metrics;
     m.requests
-        .with_label_values(&[route, &method, response.status().as_str()])
+        .with_label_values(&[route, method, response.status().as_str()])
         .inc();
     m.duration
-        .with_label_values(&[route, &method])
+        .with_label_values(&[route, method])
         .observe(started.elapsed().as_secs_f64());
     response
 }
 
-/// Prometheus text format. Needs the `admin` scope (the business counters
-/// carry tenant and team names).
+/// The `method` label: one of a fixed set, never the client's own text
+/// (any token is a valid HTTP method, and each would be a new series).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// Prometheus text format. Needs `metrics.scrape`, which only operator
+/// tokens hold (the business counters carry every tenant's and team's
+/// names).
 pub async fn scrape(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(p) = s.principal(&headers, Scope::Admin) {
+    if let Err(p) = s.principal(&headers, Scope::MetricsScrape) {
         return p.into_response();
     }
     let families = s.registry.gather();

@@ -94,12 +94,20 @@ fn ts(ms: i64) -> datafusion::prelude::Expr {
     ))
 }
 
-fn df_error(e: impl std::fmt::Display) -> Problem {
+/// A query's error: the caller's own mistake (400, with DataFusion's text,
+/// which only ever saw the caller's rows), or a failed scan of the rollup
+/// tree (500, no detail: it may name a server path).
+fn df_error(e: datafusion::error::DataFusionError) -> Problem {
+    if tollgate_rollup::ScanFailed::is_cause_of(&e) {
+        return Problem::internal(tollgate_rollup::ScanFailed.to_string());
+    }
     Problem::bad_request(format!("query failed: {e}"))
 }
 
 /// A session whose `rollups` table is the caller's rows (and within
-/// `range`, when given), under the configured memory cap.
+/// `range`, when given), under the configured memory cap. The scope is
+/// applied inside the table's scan (`tollgate_rollup::ScopedTable`), below
+/// every expression of the caller's SQL.
 fn scoped_session(
     s: &AppState,
     tenant: Option<&str>,
@@ -115,28 +123,25 @@ fn scoped_session(
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let table = tollgate_rollup::history_table(&s.rollup_dir)
         .map_err(|e| Problem::internal(format!("cannot open the rollups: {e}")))?;
-    let mut df = ctx.read_table(table).map_err(df_error)?;
+    let mut scope = lit(true);
     if let Some(t) = tenant {
-        df = df.filter(col("tenant").eq(lit(t))).map_err(df_error)?;
+        scope = scope.and(col("tenant").eq(lit(t)));
     }
     if let Some(r) = range {
         // `date` prunes whole directories; `window_start` is exact.
         let first = &rfc3339_ms(r.from_ms)[..10];
         let last = &rfc3339_ms(r.to_ms)[..10];
-        df = df
-            .filter(
-                col("date")
-                    .gt_eq(lit(first))
-                    .and(col("date").lt_eq(lit(last)))
-                    .and(col("window_start").gt_eq(ts(r.from_ms)))
-                    .and(col("window_start").lt(ts(r.to_ms))),
-            )
-            .map_err(df_error)?;
+        scope = scope
+            .and(col("date").gt_eq(lit(first)))
+            .and(col("date").lt_eq(lit(last)))
+            .and(col("window_start").gt_eq(ts(r.from_ms)))
+            .and(col("window_start").lt(ts(r.to_ms)));
     }
     if let Some(team) = team {
-        df = df.filter(col("team").eq(lit(team))).map_err(df_error)?;
+        scope = scope.and(col("team").eq(lit(team)));
     }
-    ctx.register_table("rollups", df.into_view())
+    let scoped = tollgate_rollup::ScopedTable::new(table, scope);
+    ctx.register_table("rollups", Arc::new(scoped))
         .map_err(df_error)?;
     Ok(ctx)
 }

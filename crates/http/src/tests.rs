@@ -23,6 +23,8 @@ const ACME: &str = "acme-all-scopes-0001";
 const ACME_NONE: &str = "acme-no-scopes-00001";
 const ACME_ADMIN: &str = "acme-admin-scope-001";
 const GLOBEX: &str = "globex-all-scopes-01";
+const OPERATOR: &str = "operator-admin-00001";
+const SCRAPER: &str = "prometheus-scrape-01";
 const SECRET: &[u8] = b"test-secret-0123456789abcdef";
 
 fn tokens() -> Auth {
@@ -39,6 +41,8 @@ fn tokens() -> Auth {
             ACME_NONE: {"tenant": "acme", "scopes": []},
             ACME_ADMIN: {"tenant": "acme", "scopes": ["admin"]},
             GLOBEX: {"tenant": "globex", "scopes": all},
+            OPERATOR: {"operator": true, "scopes": ["admin"]},
+            SCRAPER: {"operator": true, "scopes": ["metrics.scrape"], "subject": "prometheus"},
         })
         .to_string(),
         "test",
@@ -668,6 +672,103 @@ async fn query_is_read_only_and_bounded() {
     assert_eq!(a.body["truncated"], json!(true));
 }
 
+/// SQL a hostile tenant would send, against a tree holding two tenants.
+/// Every answer is about acme's rows only: no error, plan or count carries
+/// globex's values, row counts or a server path.
+#[tokio::test]
+async fn hostile_sql_never_sees_another_tenant() {
+    let fx = fixture();
+    let root = fx.state.cfg.output.rollup_dir.clone();
+    let start = (chrono::Utc::now().timestamp_millis() - 2 * HOUR_MS) / 60_000 * 60_000;
+    // acme's second team casts to a number; globex's secret team does not.
+    write_rollup(&root, "acme", "7", 1.0, start, 200);
+    write_rollup(&root, "globex", "globex-secret-team", 900.0, start, 300);
+    let secret = ["globex", "secret", "900"];
+    let path = root.canonicalize().unwrap().display().to_string();
+    let ask = |sql: &str| {
+        let body = json!({"sql": sql}).to_string();
+        let app = fx.app.clone();
+        async move { call(&app, "post", "/v1/query", Some(ACME), Some(&body)).await }
+    };
+    let clean = |a: &Answer| {
+        for s in secret.iter().chain([&path.as_str()]) {
+            assert!(!a.text.contains(s), "{s:?} leaked: {}", a.text);
+        }
+    };
+    // A cast that fails on any non-numeric team other than acme's own "ai".
+    let cast = ask("SELECT team FROM rollups \
+         WHERE CAST(CASE WHEN team = 'ai' THEN '1' ELSE team END AS BIGINT) > 0 ORDER BY team")
+    .await;
+    assert_eq!(cast.status, StatusCode::OK, "{}", cast.text);
+    assert_eq!(cast.body["rows"], json!([{"team": "7"}, {"team": "ai"}]));
+    // A division by zero as a yes/no oracle on globex's spend.
+    let oracle = ask("SELECT count(*) AS n FROM rollups \
+         WHERE 1 / (CASE WHEN tenant = 'globex' AND cost_usd > 500 THEN 0 ELSE 1 END) = 1")
+    .await;
+    assert_eq!(oracle.status, StatusCode::OK, "{}", oracle.text);
+    assert_eq!(oracle.body["rows"], json!([{"n": 2}]));
+    // Counting, joining and grouping see acme's two rows only.
+    for (sql, want) in [
+        ("SELECT count(*) AS n FROM rollups", json!([{"n": 2}])),
+        ("SELECT count(*) AS n FROM rollups a CROSS JOIN rollups b", json!([{"n": 4}])),
+        ("SELECT count(DISTINCT tenant) AS n FROM rollups", json!([{"n": 1}])),
+        ("SELECT max(cost_usd) AS m FROM rollups WHERE tenant <> 'acme'", json!([{"m": null}])),
+        ("SELECT count(*) AS n FROM rollups LIMIT 1", json!([{"n": 2}])),
+    ] {
+        let a = ask(sql).await;
+        assert_eq!(a.status, StatusCode::OK, "{sql}: {}", a.text);
+        assert_eq!(a.body["rows"], want, "{sql}");
+        clean(&a);
+    }
+    // Errors that name a value name acme's.
+    let err = ask("SELECT CAST(team AS BIGINT) FROM rollups").await;
+    assert_problem(&err, StatusCode::BAD_REQUEST);
+    clean(&err);
+    // Plans show no file of the tree, and no count above acme's.
+    for sql in [
+        "EXPLAIN SELECT * FROM rollups WHERE team = 'x'",
+        "EXPLAIN VERBOSE SELECT * FROM rollups",
+        "EXPLAIN ANALYZE SELECT team, sum(cost_usd) FROM rollups GROUP BY team",
+        "EXPLAIN ANALYZE SELECT * FROM rollups",
+    ] {
+        let a = ask(sql).await;
+        assert_eq!(a.status, StatusCode::OK, "{sql}: {}", a.text);
+        clean(&a);
+        assert!(!a.text.contains(".parquet"), "{sql}: {}", a.text);
+        for n in a.text.split("output_rows=").skip(1) {
+            let n: String = n.chars().take_while(char::is_ascii_digit).collect();
+            assert!(n.parse::<u64>().unwrap() <= 2, "{sql}: {}", a.text);
+        }
+    }
+    // A broken file in the tree is the server's fault: 500, no path.
+    let bad = root.join("kind=inference/date=2020-01-01/hour=00");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("broken.parquet"), b"not parquet").unwrap();
+    let a = ask("SELECT count(*) FROM rollups").await;
+    assert_problem(&a, StatusCode::INTERNAL_SERVER_ERROR);
+    clean(&a);
+    assert!(!a.text.contains("broken"), "{}", a.text);
+}
+
+/// A gate request whose decision is larger than the log takes is refused
+/// (413, deny) before anything is written, and the log goes on.
+#[tokio::test]
+async fn an_oversize_gate_record_is_refused_and_the_log_goes_on() {
+    let fx = fixture();
+    let big = format!(
+        r#"{{"unit_cost_usd": 0.1, "cost_tags": {{"team": "ai", "environment": "dev", "note": "{}"}}}}"#,
+        "a".repeat(200_000)
+    );
+    let a = gate(&fx.app, ACME, &big).await;
+    assert_problem(&a, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(a.body["allow"], json!(false));
+    let ok = gate(&fx.app, ACME, SEED_OK).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    let ring = KeyRing::new(Some(Key::new("k1", SECRET).unwrap()), Vec::new()).unwrap();
+    let report = tollgate_decision_log::verify_dir(&fx.state.decisions_dir, &ring).unwrap();
+    assert_eq!((report.records, report.first_bad), (1, None));
+}
+
 /// A query that runs far longer than any deadline in these tests.
 const SLOW_SQL: &str = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 1000000000) SELECT count(*) FROM t";
 
@@ -789,11 +890,29 @@ async fn decisions_paginate_without_gaps_or_repeats() {
 }
 
 #[tokio::test]
-async fn metrics_need_admin_and_count_requests() {
+async fn metrics_need_an_operator_and_count_requests() {
     let fx = fixture();
     gate(&fx.app, ACME, SEED_DENY).await;
-    let m = call(&fx.app, "get", "/metrics", Some(ACME_ADMIN), None).await;
+    // A tenant's admin token sees no other tenant's series: no /metrics.
+    let tenant_admin = call(&fx.app, "get", "/metrics", Some(ACME_ADMIN), None).await;
+    assert_problem(&tenant_admin, StatusCode::FORBIDDEN);
+    // The scrape-only token reads /metrics and nothing else.
+    for (method, path, _) in routes() {
+        if OPEN.contains(&path) || path == "/metrics" {
+            continue;
+        }
+        let (uri, body) = request_for(method, path, "acme");
+        let a = call(&fx.app, method, &uri, Some(SCRAPER), body.as_deref()).await;
+        assert_problem(&a, StatusCode::FORBIDDEN);
+    }
+    let op = call(&fx.app, "get", "/metrics", Some(OPERATOR), None).await;
+    assert_eq!(op.status, StatusCode::OK, "{}", op.text);
+    // A method no one serves is not a label value of its own.
+    let odd = call(&fx.app, "frobnicate", "/healthz", None, None).await;
+    assert_ne!(odd.status, StatusCode::OK);
+    let m = call(&fx.app, "get", "/metrics", Some(SCRAPER), None).await;
     assert_eq!(m.status, StatusCode::OK, "{}", m.text);
+    assert!(!m.text.contains("FROBNICATE") && !m.text.contains("frobnicate"), "{}", m.text);
     assert!(m.content_type.starts_with("text/plain"));
     assert!(m.text.contains(r#"tollgate_http_requests_total{method="POST",route="/v1/gates/policy-check",status="200"} 1"#), "{}", m.text);
     assert!(

@@ -110,7 +110,10 @@ fn open_log(dir: &Path, key: Key, max_segment_bytes: u64) -> Result<DecisionLog,
     Ok(DecisionLog::open(
         dir,
         key,
-        LogOptions { max_segment_bytes },
+        LogOptions {
+            max_segment_bytes,
+            ..LogOptions::default()
+        },
     )?)
 }
 

@@ -10,6 +10,7 @@
 mod checkpoint;
 mod history;
 mod late;
+mod scoped;
 mod summary;
 
 use std::fs::{self, File};
@@ -31,6 +32,7 @@ use tollgate_window::ClosedWindow;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointEntry};
 pub use history::{history_table, PARTITION_COLUMNS};
+pub use scoped::{ScanFailed, ScopedTable};
 pub use late::{remove_late_from, write_late, LateRecord};
 pub use summary::{read_summary, MonthToDate, Summary, TeamTotals};
 
