@@ -200,12 +200,13 @@ def assert_rollups_equal(expected, actual):
 
 # Static API tokens of the tests (AUTH_TOKENS_JSON).
 TOKEN_ACME = "acme-writer-reader-0001"
-TOKEN_ADMIN = "acme-admin-token-00001"
+# The deployment's scrape-only token (an operator's: no tenant).
+TOKEN_ADMIN = "prometheus-scrape-0001"
 TOKEN_GLOBEX = "globex-writer-reader-01"
 _ALL = ["ingest.write", "gates.check", "usage.read", "decisions.read", "query.run"]
 TEST_TOKENS = {
     TOKEN_ACME: {"tenant": "acme", "scopes": _ALL, "subject": "acme-ci"},
-    TOKEN_ADMIN: {"tenant": "acme", "scopes": ["admin"], "subject": "prometheus"},
+    TOKEN_ADMIN: {"operator": True, "scopes": ["metrics.scrape"], "subject": "prometheus"},
     TOKEN_GLOBEX: {"tenant": "globex", "scopes": _ALL, "subject": "globex-ci"},
 }
 
@@ -250,12 +251,13 @@ class Pipeline:
         return Producer({"bootstrap.servers": self.brokers, "enable.idempotence": True, "linger.ms": 10, "queue.buffering.max.messages": 1000000})
 
     def produce(self, messages):
-        """messages: [(kind, partition, key, value bytes/str)]"""
+        """messages: [(kind, partition, key, value bytes/str[, headers])]"""
         p = self.producer()
-        for kind, partition, key, value in messages:
+        for kind, partition, key, value, *headers in messages:
             while True:
                 try:
-                    p.produce(self.topics[kind], value=value, key=key, partition=partition)
+                    p.produce(self.topics[kind], value=value, key=key, partition=partition,
+                              headers=headers[0] if headers else None)
                     break
                 except BufferError:
                     p.poll(0.05)

@@ -58,7 +58,9 @@ pub enum LogError {
     },
     #[error("decision log {dir}: {reason}")]
     Head { dir: PathBuf, reason: String },
-    #[error("decision record is {bytes} bytes, more than the log takes ({max}); nothing was written")]
+    #[error(
+        "decision record is {bytes} bytes, more than the log takes ({max}); nothing was written"
+    )]
     TooLarge { bytes: usize, max: usize },
 }
 

@@ -304,7 +304,8 @@ fn a_torn_line_ending_inside_a_utf8_sequence_is_cut_off() {
     drop(write_log(dir.path(), 2, LogOptions::default()));
     let (path, _) = all_lines(dir.path()).remove(0);
     let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-    f.write_all(&"{\"decision_id\":\"é".as_bytes()[..17]).unwrap();
+    f.write_all(&"{\"decision_id\":\"é".as_bytes()[..17])
+        .unwrap();
     drop(f);
     let log = DecisionLog::open(dir.path(), key("k1"), LogOptions::default()).unwrap();
     assert_eq!(log.records(), 2);

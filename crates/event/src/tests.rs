@@ -332,3 +332,64 @@ fn decimals_read_by_the_fast_path_equal_serde_jsons() {
         }
     }
 }
+
+#[test]
+fn tenant_and_team_names_hold_no_separator() {
+    for ok in ["acme", "tenant-1", "a.b_c-d", "7"] {
+        assert_eq!(check_name(ok), Ok(()), "{ok}");
+    }
+    let long = "a".repeat(MAX_NAME_BYTES + 1);
+    for bad in [
+        "",
+        "acme/eu",
+        "a=b",
+        "a b",
+        "-a",
+        ".a",
+        "é",
+        "a\u{0}",
+        long.as_str(),
+    ] {
+        assert!(check_name(bad).is_err(), "{bad:?}");
+    }
+    let ev = |tenant: &str, team: &str| {
+        format!(
+            r#"{{"event_id":"e","ts":0,"tenant":"{tenant}","tags":{{"team":"{team}"}},"model":"m","input_tokens":1,"output_tokens":1,"duration_ms":1}}"#
+        )
+    };
+    let e = decode(
+        ev("acme/eu", "ai").as_bytes(),
+        Kind::Inference,
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("field `tenant`"), "{e}");
+    assert!(
+        !e.to_string().contains("acme/eu"),
+        "the name is not echoed: {e}"
+    );
+    let e = decode(
+        ev("acme", "ai/x").as_bytes(),
+        Kind::Inference,
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("field `tags.team`"), "{e}");
+    assert!(decode(
+        ev("acme", "ai").as_bytes(),
+        Kind::Inference,
+        &Limits::default()
+    )
+    .is_ok());
+}
+
+#[test]
+fn events_far_ahead_of_the_clock_are_refused() {
+    let now = 1_767_225_600_000;
+    assert_eq!(check_not_ahead(now + 300_000, now, 300_000), Ok(()));
+    assert_eq!(check_not_ahead(now - 86_400_000, now, 300_000), Ok(()));
+    let e = check_not_ahead(now * 1000, now, 300_000).unwrap_err();
+    assert!(e.to_string().contains("microseconds"), "{e}");
+    assert!(check_not_ahead(253_402_214_400_000, now, 300_000).is_err());
+    assert!(check_not_ahead(i64::MAX, i64::MIN, 0).is_err());
+}

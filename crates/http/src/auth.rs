@@ -344,14 +344,23 @@ mod tests {
         )
         .unwrap();
         let op = a
-            .check(Some("Bearer operator-admin-0123456789"), Scope::MetricsScrape)
+            .check(
+                Some("Bearer operator-admin-0123456789"),
+                Scope::MetricsScrape,
+            )
             .unwrap();
         assert_eq!(op.tenant, None);
         assert!(op.may_access("acme") && op.may_access("globex"));
         let scrape = a
-            .check(Some("Bearer prometheus-scrape-012345"), Scope::MetricsScrape)
+            .check(
+                Some("Bearer prometheus-scrape-012345"),
+                Scope::MetricsScrape,
+            )
             .unwrap();
-        for s in Scope::ALL.into_iter().filter(|s| *s != Scope::MetricsScrape) {
+        for s in Scope::ALL
+            .into_iter()
+            .filter(|s| *s != Scope::MetricsScrape)
+        {
             assert!(!scrape.has(s), "{s:?}");
         }
         // `tenant_id` is `tenant`; a tenant's admin is not the deployment's.
@@ -369,17 +378,29 @@ mod tests {
     #[test]
     fn token_entries_that_cannot_be_scoped_are_refused() {
         for (entry, says) in [
-            (r#"{"tenant": "acme", "scopes": ["metrics.scrape"]}"#, "operator tokens only"),
-            (r#"{"tenant": "acme", "operator": true, "scopes": []}"#, "belongs to no tenant"),
+            (
+                r#"{"tenant": "acme", "scopes": ["metrics.scrape"]}"#,
+                "operator tokens only",
+            ),
+            (
+                r#"{"tenant": "acme", "operator": true, "scopes": []}"#,
+                "belongs to no tenant",
+            ),
             (r#"{"scopes": ["admin"]}"#, "has no tenant"),
             (r#"{"tenant": "acme/eu", "scopes": []}"#, "invalid tenant"),
             (r#"{"tenant": "", "scopes": []}"#, "invalid tenant"),
-            (r#"{"tenant": "a", "tenant_id": "b", "scopes": []}"#, "duplicate field"),
+            (
+                r#"{"tenant": "a", "tenant_id": "b", "scopes": []}"#,
+                "duplicate field",
+            ),
         ] {
             let text = format!(r#"{{"long-enough-token-1": {entry}}}"#);
             let e = Auth::parse_tokens(&text, "x").unwrap_err().to_string();
             assert!(e.contains(says), "{entry}: {e}");
-            assert!(!e.contains("long-enough-token-1"), "the token is never printed: {e}");
+            assert!(
+                !e.contains("long-enough-token-1"),
+                "the token is never printed: {e}"
+            );
         }
     }
 

@@ -96,7 +96,9 @@ enum NotRecorded {
 impl From<tollgate_decision_log::LogError> for NotRecorded {
     fn from(e: tollgate_decision_log::LogError) -> Self {
         match e {
-            tollgate_decision_log::LogError::TooLarge { .. } => NotRecorded::TooLarge(e.to_string()),
+            tollgate_decision_log::LogError::TooLarge { .. } => {
+                NotRecorded::TooLarge(e.to_string())
+            }
             other => NotRecorded::Failed(other.to_string()),
         }
     }

@@ -104,12 +104,22 @@ pub async fn heartbeat(s: State<Arc<AppState>>, h: HeaderMap, body: Bytes) -> Re
 async fn single(State(s): State<Arc<AppState>>, h: HeaderMap, body: Bytes, kind: Kind) -> Response {
     let r = async {
         let who = s.principal(&h, Scope::IngestWrite)?;
-        let e = decode(&body, kind, &s.ingest.limits).map_err(|e| item_problem(&body, &e))?;
+        let e = decode(&body, kind, &s.ingest.limits)
+            .and_then(|e| not_ahead(&s, e))
+            .map_err(|e| item_problem(&body, &e))?;
         tenant_allowed(&who, &e)?;
         let it = item(&e, body.to_vec());
         produce(&s, vec![it]).await
     };
     r.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The pipeline would dead-letter an event dated too far ahead of the
+/// clock (`window.max_future_secs`): refuse it here already.
+fn not_ahead<'a>(s: &AppState, e: Event<'a>) -> Result<Event<'a>, DecodeError> {
+    let max_ms = s.cfg.window.max_future_secs.saturating_mul(1000) as i64;
+    tollgate_event::check_not_ahead(e.ts_ms, chrono::Utc::now().timestamp_millis(), max_ms)?;
+    Ok(e)
 }
 
 /// `POST /v1/events`: a JSON array, or NDJSON (one event per line), of
@@ -125,7 +135,7 @@ pub async fn events(State(s): State<Arc<AppState>>, h: HeaderMap, body: Bytes) -
         let mut errors = Vec::new();
         let mut foreign = false;
         for (index, p) in payloads.into_iter().enumerate() {
-            match decode_self_described(&p, &s.ingest.limits) {
+            match decode_self_described(&p, &s.ingest.limits).and_then(|e| not_ahead(&s, e)) {
                 Err(e) => errors.push(json!({"index": index, "error": e.to_string()})),
                 Ok(e) => {
                     if let Err(p) = tenant_allowed(&who, &e) {

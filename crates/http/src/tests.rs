@@ -710,10 +710,22 @@ async fn hostile_sql_never_sees_another_tenant() {
     // Counting, joining and grouping see acme's two rows only.
     for (sql, want) in [
         ("SELECT count(*) AS n FROM rollups", json!([{"n": 2}])),
-        ("SELECT count(*) AS n FROM rollups a CROSS JOIN rollups b", json!([{"n": 4}])),
-        ("SELECT count(DISTINCT tenant) AS n FROM rollups", json!([{"n": 1}])),
-        ("SELECT max(cost_usd) AS m FROM rollups WHERE tenant <> 'acme'", json!([{"m": null}])),
-        ("SELECT count(*) AS n FROM rollups LIMIT 1", json!([{"n": 2}])),
+        (
+            "SELECT count(*) AS n FROM rollups a CROSS JOIN rollups b",
+            json!([{"n": 4}]),
+        ),
+        (
+            "SELECT count(DISTINCT tenant) AS n FROM rollups",
+            json!([{"n": 1}]),
+        ),
+        (
+            "SELECT max(cost_usd) AS m FROM rollups WHERE tenant <> 'acme'",
+            json!([{"m": null}]),
+        ),
+        (
+            "SELECT count(*) AS n FROM rollups LIMIT 1",
+            json!([{"n": 2}]),
+        ),
     ] {
         let a = ask(sql).await;
         assert_eq!(a.status, StatusCode::OK, "{sql}: {}", a.text);
@@ -912,7 +924,11 @@ async fn metrics_need_an_operator_and_count_requests() {
     assert_ne!(odd.status, StatusCode::OK);
     let m = call(&fx.app, "get", "/metrics", Some(SCRAPER), None).await;
     assert_eq!(m.status, StatusCode::OK, "{}", m.text);
-    assert!(!m.text.contains("FROBNICATE") && !m.text.contains("frobnicate"), "{}", m.text);
+    assert!(
+        !m.text.contains("FROBNICATE") && !m.text.contains("frobnicate"),
+        "{}",
+        m.text
+    );
     assert!(m.content_type.starts_with("text/plain"));
     assert!(m.text.contains(r#"tollgate_http_requests_total{method="POST",route="/v1/gates/policy-check",status="200"} 1"#), "{}", m.text);
     assert!(

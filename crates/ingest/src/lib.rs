@@ -4,10 +4,12 @@
 //! load generator. See `ARCHITECTURE.md` for the delivery protocol.
 
 mod admin;
+mod dead_letter;
 mod decide;
 pub mod live;
 pub mod loadgen;
 pub mod metrics;
+mod resume;
 mod stats;
 mod worker;
 mod writer;

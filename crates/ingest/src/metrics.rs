@@ -256,6 +256,8 @@ macro_rules! counters {
 counters! {
     "tollgate_messages_consumed_total" => consumed, "Messages read from the event topics.";
     "tollgate_dlq_messages_total" => dead_lettered, "Invalid messages produced to the dead-letter topic.";
+    "tollgate_dlq_truncated_total" => dead_letters_truncated, "Dead-letter copies whose payload was cut to fit the producer's message size limit.";
+    "tollgate_offsets_vanished_total" => offsets_vanished, "Offsets missing on the broker between a committed offset and the first message after it (retention, compaction, transaction markers).";
     "tollgate_late_events_total" => late, "Events whose window had closed (written to the late-data output).";
     "tollgate_rollup_files_written_total" => windows_written, "Parquet rollup files written.";
     "tollgate_rollup_rows_written_total" => rows_written, "Rows in the Parquet rollup files written.";

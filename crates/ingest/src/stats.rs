@@ -31,6 +31,12 @@ stats! {
     late,
     /// Invalid messages sent to the dead-letter topic.
     dead_lettered,
+    /// Dead-letter copies whose payload was cut to fit the producer's limit.
+    dead_letters_truncated,
+    /// Offsets the broker no longer has between a committed offset and the
+    /// first message it returned (retention, compaction, transaction
+    /// markers): the partition resumed after them.
+    offsets_vanished,
     /// Replayed events skipped because their window's file already holds them.
     replay_skipped,
     windows_written,

@@ -165,11 +165,17 @@ struct Worker<'a> {
     writer: Writer,
     /// The clock as last read by the loop (at most 256 messages old).
     now: Instant,
+    /// The wall clock (ms since the epoch) read with `now`.
+    wall_ms: i64,
     topics: Vec<String>,
     /// Since when the consumer has had no partition assigned.
     unassigned_since: Option<Instant>,
     /// The watchdog already left and rejoined the group once.
     rejoined: bool,
+}
+
+fn wall_clock_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// Run the pipeline until stopped (or drained, with `exit_when_idle`).
@@ -224,6 +230,7 @@ pub fn run_pipeline(
         last_message: Instant::now(),
         last_broker_error: None,
         now: Instant::now(),
+        wall_ms: wall_clock_ms(),
         topics: topics.iter().map(|t| t.to_string()).collect(),
         unassigned_since: None,
         rejoined: false,
@@ -281,6 +288,7 @@ impl Worker<'_> {
             }
             since_clock = 0;
             self.now = Instant::now();
+            self.wall_ms = wall_clock_ms();
             if self.now.duration_since(last_tick) >= tick {
                 last_tick = self.now;
                 self.on_tick(consumer)?;
@@ -459,35 +467,42 @@ impl Worker<'_> {
             && offset != part.resume_at
         {
             // The fetch position is not the committed offset we restored from:
-            // resuming here would skip or repeat events. Go back to it once; if
-            // the broker still answers from elsewhere, stop rather than lose data.
-            if part.seeked {
-                return Err(IngestError::OffsetGap {
-                    topic: part.topic.to_string(),
-                    partition: part.partition,
-                    wanted: part.resume_at,
-                    got: offset,
-                });
+            // resuming here would skip or repeat events. Go back to it once.
+            if !part.seeked {
+                part.seeked = true;
+                warn!(topic = %part.topic, partition = part.partition, fetched = offset, resume_at = part.resume_at, "fetch position differs from the committed offset; seeking");
+                consumer
+                    .seek(
+                        &part.topic,
+                        part.partition,
+                        Offset::Offset(part.resume_at),
+                        Duration::from_secs(10),
+                    )
+                    .map_err(kafka("seek to the committed offset"))?;
+                return Ok(());
             }
-            part.seeked = true;
-            warn!(topic = %part.topic, partition = part.partition, fetched = offset, resume_at = part.resume_at, "fetch position differs from the committed offset; seeking");
-            consumer
-                .seek(
-                    &part.topic,
-                    part.partition,
-                    Offset::Offset(part.resume_at),
-                    Duration::from_secs(10),
-                )
-                .map_err(kafka("seek to the committed offset"))?;
-            return Ok(());
+            match crate::resume::after_seek(part.resume_at, offset) {
+                // Below the committed offset: already processed, skip it.
+                crate::resume::AfterSeek::AlreadyProcessed => return Ok(()),
+                crate::resume::AfterSeek::Vanished(n) => {
+                    // The broker has nothing at the committed offset any more
+                    // (retention, compaction, transaction markers): resume
+                    // at the first offset it has.
+                    Stats::add(&self.stats.offsets_vanished, n);
+                    warn!(topic = %part.topic, partition = part.partition, resume_at = part.resume_at, first_available = offset, missing = n, "offsets after the committed one are gone from the broker; resuming at the first one it has");
+                }
+            }
         }
         part.last_message = now;
         part.blocked_at_last_message = self.writer.blocked();
         let payload = msg.payload().unwrap_or_default();
+        let max_ahead_ms = self.cfg.window.max_future_secs.saturating_mul(1000) as i64;
         let decoded = if payload.is_empty() {
             Err(DecodeError::Json("empty message".into()))
         } else {
-            decode(payload, part.kind, &self.limits)
+            decode(payload, part.kind, &self.limits).and_then(|e| {
+                tollgate_event::check_not_ahead(e.ts_ms, self.wall_ms, max_ahead_ms).map(|()| e)
+            })
         };
         let kind = part.kind;
         match decoded {
@@ -540,6 +555,25 @@ impl Worker<'_> {
         let offset = msg.offset().to_string();
         let reason = err.to_string();
         debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %reason, "dead-lettered");
+        let copy = crate::dead_letter::Copy::new(
+            msg.payload().unwrap_or_default(),
+            msg.key(),
+            msg.headers()
+                .into_iter()
+                .flat_map(|h| h.iter())
+                .map(|h| (h.key, h.value.unwrap_or_default())),
+        );
+        if copy.truncated_from.is_some() {
+            Stats::add(&self.stats.dead_letters_truncated, 1);
+            warn!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                bytes = copy.truncated_from,
+                "dead-letter copy truncated to fit the producer's limit"
+            );
+        }
+        let truncated = copy.truncated_from.map(|n| n.to_string());
         let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: "tollgate.source.topic",
@@ -557,16 +591,29 @@ impl Worker<'_> {
                 key: "tollgate.error",
                 value: Some(&reason),
             });
-        if let Some(h) = msg.headers() {
-            for hd in h.iter() {
-                headers = headers.insert(hd);
-            }
+        if let Some(n) = &truncated {
+            headers = headers.insert(Header {
+                key: crate::dead_letter::TRUNCATED_HEADER,
+                value: Some(n),
+            });
         }
-        let payload = msg.payload().unwrap_or_default();
+        let dropped = copy.headers_dropped.to_string();
+        if copy.headers_dropped > 0 {
+            headers = headers.insert(Header {
+                key: crate::dead_letter::HEADERS_DROPPED_HEADER,
+                value: Some(&dropped),
+            });
+        }
+        for (key, value) in &copy.headers {
+            headers = headers.insert(Header {
+                key: key.as_ref(),
+                value: Some(*value),
+            });
+        }
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.cfg.topics.dlq)
-            .payload(payload)
+            .payload(copy.payload)
             .headers(headers);
-        if let Some(k) = msg.key() {
+        if let Some(k) = copy.key {
             record = record.key(k);
         }
         send_when_queued(&self.dlq, record).map_err(|e| IngestError::DeadLetter(e.to_string()))

@@ -32,8 +32,8 @@ use tollgate_window::ClosedWindow;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointEntry};
 pub use history::{history_table, PARTITION_COLUMNS};
-pub use scoped::{ScanFailed, ScopedTable};
 pub use late::{remove_late_from, write_late, LateRecord};
+pub use scoped::{ScanFailed, ScopedTable};
 pub use summary::{read_summary, MonthToDate, Summary, TeamTotals};
 
 pub const SCHEMA_VERSION: &str = "2";

@@ -1,0 +1,32 @@
+//! Where a partition resumes when the broker's first message after a seek
+//! to the committed offset is not at that offset: pure rules, no I/O.
+
+/// What to do with a message fetched after the seek to `resume_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSeek {
+    /// Below the committed offset: it was processed before; skip it.
+    AlreadyProcessed,
+    /// Above it: the broker no longer has the offsets in between
+    /// (retention, compaction, transaction markers). Resume here; this
+    /// many offsets are gone.
+    Vanished(u64),
+}
+
+pub fn after_seek(resume_at: i64, fetched: i64) -> AfterSeek {
+    if fetched < resume_at {
+        AfterSeek::AlreadyProcessed
+    } else {
+        AfterSeek::Vanished(fetched.saturating_sub(resume_at) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below_is_skipped_above_resumes() {
+        assert_eq!(after_seek(10, 3), AfterSeek::AlreadyProcessed);
+        assert_eq!(after_seek(10, 14), AfterSeek::Vanished(4));
+    }
+}
