@@ -107,8 +107,9 @@ fn for_each_row(
     Ok(())
 }
 
-/// Months kept: the newest two, so that windows either side of a month's
-/// end can interleave without either month being read again.
+/// Months kept: two, so that windows either side of a month's end can
+/// interleave without either month being read again. The month a refresh
+/// asks for is always kept; the oldest other one makes room.
 const MONTHS_KEPT: usize = 2;
 
 /// A file's identity in [`Month::files`]: a 128-bit hash of its path, 16
@@ -157,16 +158,19 @@ impl MonthToDate {
     /// how many files were read. On error nothing of the failing file is
     /// counted, and the next refresh tries it again.
     pub fn refresh(&mut self, month: &str) -> Result<usize, RollupError> {
+        // The month asked for is always kept, whatever its age (a backfill,
+        // one bad timestamp): the oldest *other* month makes room, and a
+        // month evicted earlier is read again from its files, so the totals
+        // are exact for any month.
         if !self.months.contains_key(month) {
-            self.months.insert(month.to_owned(), Month::default());
-            while self.months.len() > MONTHS_KEPT {
-                self.months.pop_first();
+            while self.months.len() >= MONTHS_KEPT {
+                let Some(oldest) = self.months.keys().next().cloned() else {
+                    break;
+                };
+                self.months.remove(&oldest);
             }
         }
-        let Some(state) = self.months.get_mut(month) else {
-            // Older than the months kept: counted from scratch, not kept.
-            return Ok(0);
-        };
+        let state = self.months.entry(month.to_owned()).or_default();
         let in_month = |date: &str| {
             date.strip_prefix(month)
                 .is_some_and(|rest| rest.starts_with('-'))

@@ -333,6 +333,12 @@ fn month_to_date_reads_each_file_once_and_only_its_month() {
     assert_eq!(m.refresh("2024-01").expect("refresh"), 0);
     assert_eq!(m.files("2023-11"), 0);
     assert_eq!(m.files("2023-12"), 1);
+    // A month older than those kept (a backfill) is read again, whole: its
+    // totals are exact, never an empty table.
+    assert_eq!(m.refresh("2023-11").expect("refresh"), 4);
+    assert_eq!(sorted(&m, "2023-11")[1], t(Some("ai"), 12, 6.0));
+    assert_eq!(m.files("2023-11"), 4);
+    assert_eq!(m.files("2024-01"), 0);
     // "2023-1" is not a prefix match for December or November.
     assert_eq!(
         MonthToDate::new(dir.path())
