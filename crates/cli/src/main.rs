@@ -427,7 +427,8 @@ fn run(
                     telemetry.live.set_seed(l)
                 }
                 Err(e) => {
-                    warn!(error = %e, "cannot read this month's rollups; live month totals start at zero")
+                    error!(error = %e, "cannot read this month's rollups; the gate answers 503 until they can be read");
+                    telemetry.live.seed_failed();
                 }
             }
         }

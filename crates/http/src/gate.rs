@@ -297,6 +297,10 @@ async fn check(s: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Respons
         None => s.gates.fresh_key(),
     };
     let team = req.team().map(str::to_string);
+    // Never judged on a month that is only not loaded yet: fail closed.
+    s.telemetry.live.loaded().map_err(|why| {
+        Problem::unavailable(format!("the gate denies: {why}")).with("allow", json!(false))
+    })?;
     let ctx = context(&s.telemetry.live.snapshot(), &tenant, team.as_deref());
     let engine = s.gates.engine();
     let input = tollgate_gate::gate_input(&req, &ctx);

@@ -207,6 +207,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
             "lag_under_bound",
             stats_seen && lag <= s.cfg.http.ready_max_lag,
         ),
+        ("gate_context_loaded", s.telemetry.live.loaded().is_ok()),
     ];
     let ready = checks.iter().all(|(_, ok)| *ok);
     let body = json!({

@@ -141,6 +141,10 @@ max_security_findings = { critical = 0, high = 0 }
     let telemetry = Arc::new(Telemetry::default());
     let registry = prometheus::Registry::new();
     telemetry.register(&registry).unwrap();
+    // What `tollgate run` does before it serves: the month read from the rollups.
+    telemetry
+        .live
+        .set_seed(Ledger::from_rollups(&cfg.output.rollup_dir).unwrap());
     let engine = load_gate_engine(&cfg, gate_data_params()).unwrap();
     let state = AppState::new(
         cfg,
@@ -779,6 +783,27 @@ async fn an_oversize_gate_record_is_refused_and_the_log_goes_on() {
     let ring = KeyRing::new(Some(Key::new("k1", SECRET).unwrap()), Vec::new()).unwrap();
     let report = tollgate_decision_log::verify_dir(&fx.state.decisions_dir, &ring).unwrap();
     assert_eq!((report.records, report.first_bad), (1, None));
+}
+
+/// The gate never judges a month it has not read: until the rollups are
+/// read it denies with 503, and `/readyz` says why.
+#[tokio::test]
+async fn the_gate_waits_for_the_month_to_be_read() {
+    let fx = fixture();
+    let live = &fx.state.telemetry.live;
+    live.seed_failed();
+    let a = gate(&fx.app, ACME, SEED_OK).await;
+    assert_problem(&a, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.body["allow"], json!(false));
+    assert!(a.text.contains("could not be read"), "{}", a.text);
+    let r = call(&fx.app, "get", "/readyz", None, None).await;
+    assert_eq!(r.body["checks"]["gate_context_loaded"], json!(false));
+    // Read: the answer carries the month's spend from the files, and when.
+    live.set_seed(Ledger::from_rollups(&fx.state.rollup_dir).unwrap());
+    let a = gate(&fx.app, ACME, SEED_OK).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let r = call(&fx.app, "get", "/readyz", None, None).await;
+    assert_eq!(r.body["checks"]["gate_context_loaded"], json!(true));
 }
 
 /// A query that runs far longer than any deadline in these tests.

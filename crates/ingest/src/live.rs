@@ -301,6 +301,24 @@ pub struct Live {
     /// How often the consumer publishes; zero: never (no reader).
     pub refresh: Duration,
     pub health: Health,
+    /// Whether the month totals were read from the rollups
+    /// ([`SEED_LOADING`], [`SEED_LOADED`], [`SEED_FAILED`]).
+    seed_state: std::sync::atomic::AtomicU8,
+}
+
+const SEED_LOADING: u8 = 0;
+const SEED_LOADED: u8 = 1;
+const SEED_FAILED: u8 = 2;
+
+/// Why the live view cannot be judged on yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotLoaded {
+    #[error("the month's spend is still being read from the rollups; retry shortly")]
+    Loading,
+    #[error(
+        "the month's spend could not be read from the rollups (the cause is in the server log)"
+    )]
+    Failed,
 }
 
 impl Default for Live {
@@ -316,7 +334,25 @@ impl Live {
             seed: Mutex::new(Ledger::default()),
             refresh,
             health: Health::default(),
+            seed_state: std::sync::atomic::AtomicU8::new(SEED_LOADING),
         }
+    }
+
+    /// Is the month's spend known (seeded from the rollups)? A gate must
+    /// not judge on a ledger that is still empty because it is loading.
+    pub fn loaded(&self) -> Result<(), NotLoaded> {
+        match self.seed_state.load(std::sync::atomic::Ordering::Acquire) {
+            SEED_LOADED => Ok(()),
+            SEED_FAILED => Err(NotLoaded::Failed),
+            _ => Err(NotLoaded::Loading),
+        }
+    }
+
+    /// The rollups could not be read: readers are told so until a seed
+    /// succeeds.
+    pub fn seed_failed(&self) {
+        self.seed_state
+            .store(SEED_FAILED, std::sync::atomic::Ordering::Release);
     }
 
     pub fn snapshot(&self) -> Arc<LiveSnapshot> {
@@ -326,8 +362,20 @@ impl Live {
             .clone()
     }
 
+    /// The month totals read from the rollups: the seed of the next run's
+    /// ledger, and, until a consumer has published, what readers see (so a
+    /// reader never sees an empty month that is only not loaded yet).
     pub fn set_seed(&self, ledger: Ledger) {
+        if self.snapshot().as_of_ms == 0 {
+            self.publish(LiveSnapshot::new(
+                Utc::now().timestamp_millis(),
+                ledger.clone(),
+                Vec::new(),
+            ));
+        }
         *self.seed.lock().unwrap_or_else(|p| p.into_inner()) = ledger;
+        self.seed_state
+            .store(SEED_LOADED, std::sync::atomic::Ordering::Release);
     }
 
     pub(crate) fn take_seed(&self) -> Ledger {
@@ -423,6 +471,30 @@ impl LiveWriter {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readers_see_the_seed_until_a_consumer_publishes() {
+        let live = Live::default();
+        assert_eq!(live.loaded(), Err(NotLoaded::Loading));
+        let mut seed = Ledger::default();
+        let month = month_start_ms(1_767_225_600_000);
+        let spent = Totals {
+            cost_usd: 2003.0,
+            events: 7,
+            ..Totals::default()
+        };
+        seed.add_month("acme", Some("ai"), month, &spent);
+        live.set_seed(seed.clone());
+        assert_eq!(live.loaded(), Ok(()));
+        let snap = live.snapshot();
+        assert!(snap.as_of_ms > 0);
+        assert_eq!(snap.month("acme", Some("ai"), month).cost_usd, 2003.0);
+        // A failed read later: readers are told, not shown a stale month.
+        live.seed_failed();
+        assert_eq!(live.loaded(), Err(NotLoaded::Failed));
+        live.set_seed(seed);
+        assert_eq!(live.loaded(), Ok(()));
+    }
 
     fn dims<'a>(tenant: &'a str, team: Option<&'a str>) -> DimsRef<'a> {
         DimsRef {
