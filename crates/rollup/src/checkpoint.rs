@@ -77,7 +77,7 @@ pub fn save_checkpoint(
         let drop = file.history.len() - KEEP;
         file.history.drain(..drop);
     }
-    let tmp = dir.join(format!(".{topic}-{partition}.json.tmp"));
+    let tmp = dir.join(crate::temp_name(&format!("{topic}-{partition}.json")));
     let bytes = serde_json::to_vec_pretty(&file).map_err(|e| RollupError::Corrupt {
         path: p.clone(),
         reason: e.to_string(),

@@ -35,7 +35,7 @@ pub fn write_late(
     fs::create_dir_all(late_root).map_err(io("create directory", late_root))?;
     let name = late_name(topic, partition, first.offset);
     let path = late_root.join(&name);
-    let tmp = late_root.join(format!(".{name}.tmp"));
+    let tmp = late_root.join(crate::temp_name(&name));
     let file = File::create(&tmp).map_err(io("create", &tmp))?;
     let mut out = BufWriter::new(file);
     for r in records {
@@ -91,15 +91,22 @@ pub fn remove_late_from(
     for entry in entries {
         let entry = entry.map_err(io("list", late_root))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let stale_tmp = name
+        if name
             .strip_prefix('.')
-            .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tmp"));
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
+            // Another writer's file in flight is young: left alone.
+            if crate::remove_if_stale_temp(&entry.path(), &name)? {
+                removed += 1;
+            }
+            continue;
+        }
         let replayed = name
             .strip_prefix(&prefix)
             .and_then(|r| r.strip_suffix(".ndjson"))
             .and_then(|o| o.parse::<i64>().ok())
             .is_some_and(|o| o >= from_offset);
-        if stale_tmp || replayed {
+        if replayed {
             let p = entry.path();
             fs::remove_file(&p).map_err(io("remove", &p))?;
             removed += 1;

@@ -281,7 +281,7 @@ impl EncodedWindow {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("window.parquet");
-        let tmp = dir.join(format!(".{name}.tmp"));
+        let tmp = dir.join(temp_name(name));
         fs::create_dir_all(dir).map_err(io("create directory", dir))?;
         let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
         file.write_all(&bytes).map_err(io("write", &tmp))?;
@@ -290,6 +290,82 @@ impl EncodedWindow {
         fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
         sync_dir(dir)?;
         Ok((path, bytes.len() as u64))
+    }
+}
+
+/// How old a temp file of a live (or unknown) writer must be before a
+/// restore removes it as a leftover.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// This machine, as a temp file names it: a hash of the host name and boot
+/// id, so a process id is only ever judged on the machine it belongs to.
+fn machine() -> u64 {
+    static MACHINE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MACHINE.get_or_init(|| {
+        let read = |p: &str| fs::read(p).unwrap_or_default();
+        let mut id = read("/proc/sys/kernel/hostname");
+        id.extend(read("/proc/sys/kernel/random/boot_id"));
+        xxhash_rust::xxh3::xxh3_64(&id)
+    })
+}
+
+/// A temp name for `name` that no other writer uses:
+/// `.<name>.<machine>-<pid>-<n>.tmp`. Its owner is in the name, so a
+/// restore can tell a crashed writer's leftover from a file being written.
+pub(crate) fn temp_name(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Relaxed);
+    format!(
+        ".{name}.{:016x}-{:x}-{n:x}.tmp",
+        machine(),
+        std::process::id()
+    )
+}
+
+/// Is the writer that named temp file `name` certainly gone? Only for a
+/// process of this machine other than this one that no longer exists;
+/// anything else (this process's own writer thread, another machine's
+/// writer, a name of an older format) may still be writing it.
+fn temp_owner_is_gone(name: &str) -> bool {
+    let Some(owner) = name.strip_suffix(".tmp").and_then(|n| n.rsplit('.').next()) else {
+        return false;
+    };
+    let mut parts = owner.split('-');
+    let (Some(m), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let (Ok(m), Ok(pid)) = (u64::from_str_radix(m, 16), u32::from_str_radix(pid, 16)) else {
+        return false;
+    };
+    m == machine()
+        && pid != std::process::id()
+        && Path::new("/proc/self").exists()
+        && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Remove `path` (named `name`) if it is a temp file no writer can still be
+/// writing: its process is gone, or it is older than [`STALE_TEMP_AGE`].
+/// Returns whether it was removed.
+pub(crate) fn remove_if_stale_temp(path: &Path, name: &str) -> Result<bool, RollupError> {
+    if !(name.starts_with('.') && name.ends_with(".tmp")) {
+        return Ok(false);
+    }
+    if !temp_owner_is_gone(name) {
+        let age = match fs::metadata(path).and_then(|m| m.modified()) {
+            Ok(t) => t.elapsed().unwrap_or_default(),
+            // Gone already (its writer renamed it): nothing to do.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io("stat", path)(e)),
+        };
+        if age < STALE_TEMP_AGE {
+            return Ok(false);
+        }
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io("remove stale temp file", path)(e)),
     }
 }
 
@@ -449,8 +525,8 @@ pub fn scan_written(
                 let name = f.file_name().to_string_lossy().into_owned();
                 let p = f.path();
                 if let Some(tmp) = name.strip_prefix('.') {
-                    if tmp.starts_with(&prefix) && tmp.ends_with(".tmp") {
-                        fs::remove_file(&p).map_err(io("remove stale temp file", &p))?;
+                    if tmp.starts_with(&prefix) {
+                        remove_if_stale_temp(&p, &name)?;
                     }
                     continue;
                 }

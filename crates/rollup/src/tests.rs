@@ -142,18 +142,43 @@ fn scan_removes_stale_temp_files_of_its_partition_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, _) = write_window(dir.path(), SRC, &window(0, 0, 5)).expect("write");
     let hour = path.parent().expect("dir");
-    fs::write(
-        hour.join(".tollgate.inference-2-99.parquet.tmp"),
-        b"partial",
-    )
-    .expect("tmp");
+    // Leftovers: of a process that is gone (pid 0x7fffffff on this machine),
+    // and of an old name format, last written two hours ago.
+    let gone = format!(
+        ".tollgate.inference-2-98.parquet.{:016x}-7fffffff-0.tmp",
+        machine()
+    );
+    fs::write(hour.join(&gone), b"partial").expect("tmp");
+    let old = hour.join(".tollgate.inference-2-99.parquet.tmp");
+    fs::write(&old, b"partial").expect("tmp");
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    File::options()
+        .write(true)
+        .open(&old)
+        .and_then(|f| f.set_modified(two_hours_ago))
+        .expect("mtime");
+    // In flight: this process's own writer, another machine's, and another
+    // partition's. None of them is touched.
+    let mine = temp_name("tollgate.inference-2-100.parquet");
+    assert_ne!(
+        mine,
+        temp_name("tollgate.inference-2-100.parquet"),
+        "unique per write"
+    );
+    let elsewhere = ".tollgate.inference-2-101.parquet.00000000deadbeef-1-0.tmp";
+    for name in [mine.as_str(), elsewhere] {
+        fs::write(hour.join(name), b"partial").expect("tmp");
+    }
     fs::write(
         hour.join(".tollgate.inference-3-99.parquet.tmp"),
         b"partial",
     )
     .expect("tmp");
     scan_written(dir.path(), SRC, None).expect("scan");
-    assert!(!hour.join(".tollgate.inference-2-99.parquet.tmp").exists());
+    assert!(!hour.join(&gone).exists());
+    assert!(!old.exists());
+    assert!(hour.join(&mine).exists());
+    assert!(hour.join(elsewhere).exists());
     assert!(hour.join(".tollgate.inference-3-99.parquet.tmp").exists());
     assert_eq!(list_files(dir.path()).expect("list"), vec![path]);
 }
