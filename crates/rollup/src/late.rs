@@ -1,6 +1,13 @@
 //! Late-data output: events whose window had closed, kept as NDJSON files
 //! named by the offset of their first event, so a replay rewrites the same
 //! file: `<late_root>/<topic>-<partition>-<first_offset>.ndjson`.
+//!
+//! A partition's late files hold disjoint offset ranges in order (a batch
+//! is written before the next one starts, and a restore at offset `C`
+//! leaves only events below `C`), so after a restore at `C` the replay
+//! writes each late event at or after `C` exactly once: files that start at
+//! or after `C` are removed, and the one file that starts before `C` and
+//! runs past it is cut back to its events below `C` ([`remove_late_from`]).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -77,6 +84,8 @@ pub fn remove_late_from(
 ) -> Result<usize, RollupError> {
     let prefix = format!("{topic}-{partition}-");
     let mut removed = 0;
+    // The last file that starts before `from_offset`: it may run past it.
+    let mut straddler: Option<(i64, PathBuf)> = None;
     let entries = match fs::read_dir(late_root) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -101,16 +110,56 @@ pub fn remove_late_from(
             }
             continue;
         }
-        let replayed = name
+        let Some(first) = name
             .strip_prefix(&prefix)
             .and_then(|r| r.strip_suffix(".ndjson"))
             .and_then(|o| o.parse::<i64>().ok())
-            .is_some_and(|o| o >= from_offset);
-        if replayed {
+        else {
+            continue;
+        };
+        if first >= from_offset {
             let p = entry.path();
             fs::remove_file(&p).map_err(io("remove", &p))?;
             removed += 1;
+        } else if straddler.as_ref().is_none_or(|(f, _)| first > *f) {
+            straddler = Some((first, entry.path()));
         }
     }
+    if let Some((_, path)) = straddler {
+        cut_back(late_root, &path, from_offset)?;
+    }
     Ok(removed)
+}
+
+/// Keep only the records of `path` below `from_offset` (atomically: temp
+/// file, fsync, rename), if any is at or past it.
+fn cut_back(late_root: &Path, path: &Path, from_offset: i64) -> Result<(), RollupError> {
+    let text = fs::read_to_string(path).map_err(io("read", path))?;
+    let offset_of = |line: &str| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("offset").and_then(serde_json::Value::as_i64))
+    };
+    let keep: Vec<&str> = text
+        .lines()
+        .filter(|l| offset_of(l).is_none_or(|o| o < from_offset))
+        .collect();
+    if keep.len() == text.lines().count() {
+        return Ok(());
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("late.ndjson");
+    let tmp = late_root.join(crate::temp_name(name));
+    let mut body = keep.join("\n");
+    body.push('\n');
+    let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
+    f.write_all(body.as_bytes()).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io("rename", &tmp))?;
+    sync_dir(late_root)?;
+    tracing::info!(file = %path.display(), kept = keep.len(), from_offset, "late file cut back to the events before the restored offset");
+    Ok(())
 }

@@ -211,6 +211,38 @@ fn batch_has_the_documented_schema_and_p95() {
     assert!(p95.is_null(1), "a row without durations has no percentile");
 }
 
+/// A late batch that started before the restored offset and ran past it:
+/// a replay from that offset writes its later events again, so the restore
+/// cuts it back and every late event is on disk once.
+#[test]
+fn a_late_file_running_past_the_restored_offset_is_cut_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = |o| LateRecord {
+        offset: o,
+        window_start_ms: 0,
+        watermark_ms: Some(9),
+        event: serde_json::json!({"event_id": o}),
+    };
+    write_late(dir.path(), "t", 0, &[rec(1), rec(2)]).expect("write");
+    let p = write_late(dir.path(), "t", 0, &[rec(5), rec(8), rec(12), rec(15)])
+        .expect("write")
+        .expect("path");
+    // The crash: restored at 10, the replay writes 12 and 15 again.
+    remove_late_from(dir.path(), "t", 0, 10).expect("remove");
+    write_late(dir.path(), "t", 0, &[rec(12), rec(15)]).expect("write");
+    let mut offsets = Vec::new();
+    for f in fs::read_dir(dir.path()).expect("list") {
+        let f = f.expect("entry").path();
+        for line in fs::read_to_string(&f).expect("read").lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            offsets.push(v["offset"].as_i64().expect("offset"));
+        }
+    }
+    offsets.sort();
+    assert_eq!(offsets, [1, 2, 5, 8, 12, 15]);
+    assert!(p.exists(), "the cut-back file keeps its name");
+}
+
 #[test]
 fn late_files_are_named_by_first_offset_and_removed_on_replay() {
     let dir = tempfile::tempdir().expect("tempdir");
