@@ -258,8 +258,21 @@ pub struct HttpConfig {
     pub max_query_rows: usize,
     /// Deadline of one `POST /v1/query`.
     pub query_timeout_ms: u64,
-    /// Memory one query may use for sorts, joins and aggregates.
+    /// Memory all API queries together may use for sorts, joins and
+    /// aggregates (one pool shared by every request and tenant).
     pub query_memory_bytes: usize,
+    /// Queries run at once; more are refused with 503.
+    pub max_queries: usize,
+    /// Threads that run API queries (apart from the gate's and health's).
+    pub query_threads: usize,
+    /// Most bytes one call of `repeat`, `lpad` or `rpad` may build.
+    pub query_string_bytes: usize,
+    /// A connection that has not sent a request's headers within this is
+    /// closed (slow clients cannot hold connections open).
+    pub header_read_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen backlog, so the
+    /// API never takes the file descriptors the pipeline needs.
+    pub max_connections: usize,
     /// Most records one `GET /v1/decisions` page returns.
     pub max_page: usize,
     /// Most (tenant, team, model) label sets of the business counters.
@@ -280,6 +293,11 @@ impl Default for HttpConfig {
             max_query_rows: 10_000,
             query_timeout_ms: 5_000,
             query_memory_bytes: 256 << 20,
+            max_queries: 4,
+            query_threads: 1,
+            query_string_bytes: 16 << 20,
+            header_read_timeout_ms: 5_000,
+            max_connections: 512,
             max_page: 1000,
             metrics_series_cap: 1000,
             ingest_timeout_ms: 5_000,
@@ -404,6 +422,14 @@ impl Config {
             ("http.max_page", h.max_page),
             ("http.request_timeout_ms", h.request_timeout_ms as usize),
             ("http.query_timeout_ms", h.query_timeout_ms as usize),
+            ("http.max_queries", h.max_queries),
+            ("http.query_threads", h.query_threads),
+            ("http.query_string_bytes", h.query_string_bytes),
+            (
+                "http.header_read_timeout_ms",
+                h.header_read_timeout_ms as usize,
+            ),
+            ("http.max_connections", h.max_connections),
             ("http.ingest_timeout_ms", h.ingest_timeout_ms as usize),
         ] {
             if v == 0 {

@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod decisions;
+mod engine;
 mod gate;
 mod ingest;
 mod metrics;
@@ -74,6 +75,7 @@ pub struct AppState {
     pub ingest: ingest::IngestService,
     pub rollup_dir: PathBuf,
     pub decisions_dir: PathBuf,
+    pub queries: engine::QueryEngine,
 }
 
 impl AppState {
@@ -94,7 +96,16 @@ impl AppState {
         }
         let gates = GateService::new(gate_engine, log, telemetry.clone(), publisher)
             .map_err(|e| HttpError::Start(format!("cannot start the gate log writer: {e}")))?;
+        let h = &cfg.http;
+        let queries = engine::QueryEngine::new(
+            h.query_threads,
+            h.max_queries,
+            h.query_memory_bytes,
+            h.query_string_bytes,
+        )
+        .map_err(|e| HttpError::Start(format!("cannot start the query threads: {e}")))?;
         Ok(Arc::new(AppState {
+            queries,
             ingest: ingest::IngestService::new(&cfg),
             rollup_dir: cfg.output.rollup_dir.clone(),
             decisions_dir: cfg.decisions.log_dir.clone(),

@@ -11,12 +11,11 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use datafusion::common::ScalarValue;
 use datafusion::execution::context::SQLOptions;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{col, lit, SessionConfig, SessionContext};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -114,13 +113,10 @@ fn scoped_session(
     range: Option<&Range>,
     team: Option<&str>,
 ) -> Result<SessionContext, Problem> {
-    let h = &s.cfg.http;
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(h.query_memory_bytes, 1.0)
-        .build_arc()
-        .map_err(|e| Problem::internal(e.to_string()))?;
     let config = SessionConfig::new().with_target_partitions(2);
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    // Every query draws from the one pool of `http.query_memory_bytes`.
+    let ctx = SessionContext::new_with_config_rt(config, s.queries.env());
+    s.queries.bound_functions(&ctx);
     let table = tollgate_rollup::history_table(&s.rollup_dir)
         .map_err(|e| Problem::internal(format!("cannot open the rollups: {e}")))?;
     let mut scope = lit(true);
@@ -146,8 +142,9 @@ fn scoped_session(
     Ok(ctx)
 }
 
-/// Run `sql` (read-only) and collect at most `max_rows` rows before the
-/// deadline. Returns the batches and whether rows were left out.
+/// Run `sql` (read-only) on the query threads and collect at most
+/// `max_rows` rows before the deadline. Returns the column names, the
+/// batches and whether rows were left out.
 async fn run(
     s: &AppState,
     ctx: &SessionContext,
@@ -158,8 +155,10 @@ async fn run(
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let work = async {
-        let df = ctx.sql_with_options(sql, opts).await.map_err(df_error)?;
+    let ctx = ctx.clone();
+    let sql = sql.to_string();
+    let work = async move {
+        let df = ctx.sql_with_options(&sql, opts).await.map_err(df_error)?;
         let names: Vec<String> = df
             .schema()
             .fields()
@@ -181,15 +180,7 @@ async fn run(
         Ok((names, out, false))
     };
     let limit = Duration::from_millis(s.cfg.http.query_timeout_ms);
-    tokio::time::timeout(limit, work).await.map_err(|_| {
-        Problem::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the query ran longer than {} ms (http.query_timeout_ms)",
-                limit.as_millis()
-            ),
-        )
-    })?
+    s.queries.run(limit, work).await
 }
 
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, Problem> {

@@ -806,6 +806,87 @@ async fn the_gate_waits_for_the_month_to_be_read() {
     assert_eq!(r.body["checks"]["gate_context_loaded"], json!(true));
 }
 
+/// Queries share one budget and their own threads: a tenant flooding
+/// `/v1/query` gets 503s, while gates and probes are answered; values no
+/// allocator could hold are refused before they are built.
+#[tokio::test]
+async fn queries_cannot_take_what_gates_need() {
+    let fx = fixture_with(tokens(), |c| c.http.max_queries = 1);
+    let slow = json!({"sql": SLOW_SQL}).to_string();
+    let app = fx.app.clone();
+    let busy =
+        tokio::spawn(
+            async move { call(&app, "post", "/v1/query", Some(GLOBEX), Some(&slow)).await },
+        );
+    let mut refused = None;
+    for _ in 0..100 {
+        let a = call(
+            &fx.app,
+            "post",
+            "/v1/query",
+            Some(ACME),
+            Some(r#"{"sql": "SELECT 1 AS x"}"#),
+        )
+        .await;
+        if a.status == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.unwrap_or_else(|| {
+        panic!(
+            "a query while the only slot is taken is refused; busy: {:?}",
+            busy.is_finished()
+        )
+    });
+    assert!(
+        refused.text.contains("http.max_queries"),
+        "{}",
+        refused.text
+    );
+    // The gate and the probes do not wait for the query.
+    let g = gate(&fx.app, ACME, SEED_OK).await;
+    assert_eq!(g.status, StatusCode::OK, "{}", g.text);
+    assert_eq!(
+        call(&fx.app, "get", "/healthz", None, None).await.status,
+        StatusCode::OK
+    );
+    busy.abort();
+
+    let fx = fixture();
+    for sql in [
+        "SELECT repeat('x', 2000000000) AS s",
+        "SELECT length(repeat(team, 100000000)) AS n FROM rollups",
+        "SELECT lpad('x', 2000000000) AS s",
+        "SELECT rpad(team, 1000000000, 'y') AS s FROM rollups",
+    ] {
+        let body = json!({"sql": sql}).to_string();
+        let a = call(&fx.app, "post", "/v1/query", Some(ACME), Some(&body)).await;
+        assert_problem(&a, StatusCode::BAD_REQUEST);
+        assert!(
+            a.text.contains("http.query_string_bytes"),
+            "{sql}: {}",
+            a.text
+        );
+    }
+    // Within the bound, the functions work as before.
+    let a = call(
+        &fx.app,
+        "post",
+        "/v1/query",
+        Some(ACME),
+        Some(r#"{"sql": "SELECT repeat('ab', 3) AS r, lpad('7', 3, '0') AS l"}"#),
+    )
+    .await;
+    assert_eq!(
+        a.body["rows"],
+        json!([{"r": "ababab", "l": "007"}]),
+        "{}",
+        a.text
+    );
+}
+
 /// A query that runs far longer than any deadline in these tests.
 const SLOW_SQL: &str = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 1000000000) SELECT count(*) FROM t";
 
