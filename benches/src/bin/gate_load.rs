@@ -244,11 +244,13 @@ fn main() -> Result<()> {
         .build()?;
     let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
+    let limits = tollgate_http::ServeLimits::from_config(&state.cfg.http);
     let router = tollgate_http::router(state);
     server.spawn(tollgate_http::serve(
         listener,
         router,
         std::future::pending(),
+        limits,
     ));
 
     let client = tokio::runtime::Builder::new_current_thread()

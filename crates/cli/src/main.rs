@@ -515,8 +515,10 @@ fn start_api(
         .unwrap_or_default();
     info!(addr = %addr, auth = state.auth.mode(), "HTTP API listening");
     let router = tollgate_http::router(state.clone());
+    let limits = tollgate_http::ServeLimits::from_config(&cfg.http);
     rt.spawn(async move {
-        if let Err(e) = tollgate_http::serve(listener, router, std::future::pending()).await {
+        if let Err(e) = tollgate_http::serve(listener, router, std::future::pending(), limits).await
+        {
             error!(error = %e, "HTTP API stopped");
         }
     });

@@ -240,15 +240,82 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
 }
 
-/// Serve `router` on `listener` until `shutdown` resolves.
+/// What the accept loop allows each client.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// A connection that has not sent a request's headers within this
+    /// (from when it connected, or since its last response) is closed.
+    pub header_read_timeout: std::time::Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl ServeLimits {
+    pub fn from_config(h: &tollgate_config::HttpConfig) -> Self {
+        ServeLimits {
+            header_read_timeout: std::time::Duration::from_millis(h.header_read_timeout_ms),
+            max_connections: h.max_connections,
+        }
+    }
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves. Slow clients are
+/// cut off (`header_read_timeout`), and at most `max_connections` are open
+/// at once: the next one is accepted only when one closes, so a flood of
+/// connections waits in the kernel's backlog instead of taking the file
+/// descriptors the pipeline needs.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: ServeLimits,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before accept:
+                    // wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(router.clone()),
+            );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    // Let requests in flight finish, for a while.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+    Ok(())
 }
 
 /// The window policies' effective parameters, by policy name, as JSON (the

@@ -1077,7 +1077,13 @@ async fn serves_over_a_real_socket() {
     let fx = fixture();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(serve(listener, fx.app.clone(), std::future::pending()));
+    let limits = ServeLimits::from_config(&fx.state.cfg.http);
+    let server = tokio::spawn(serve(
+        listener,
+        fx.app.clone(),
+        std::future::pending(),
+        limits,
+    ));
     let out = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).unwrap();
