@@ -1105,6 +1105,57 @@ async fn serves_over_a_real_socket() {
     drop(fx.dir);
 }
 
+/// A client that never finishes its headers is cut off, and connections
+/// past the limit wait until one closes.
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_connections_are_bounded() {
+    let fx = fixture();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_millis(300),
+        max_connections: 1,
+    };
+    let server = tokio::spawn(serve(
+        listener,
+        fx.app.clone(),
+        std::future::pending(),
+        limits,
+    ));
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        // The slow client holds the only connection, then is cut off.
+        let mut slow = std::net::TcpStream::connect(addr).unwrap();
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        // A second client waits behind it...
+        let mut next = std::net::TcpStream::connect(addr).unwrap();
+        next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let cut = slow.read_to_end(&mut buf);
+        // ...and is served once the slow one is gone.
+        next.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut answer = String::new();
+        next.read_to_string(&mut answer).unwrap();
+        (
+            cut.is_ok(),
+            String::from_utf8_lossy(&buf).to_string(),
+            answer,
+        )
+    })
+    .await
+    .unwrap();
+    let (closed, slow_got, answer) = out;
+    assert!(closed, "the server closed the slow connection");
+    assert!(!slow_got.contains("200 OK"), "{slow_got}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.abort();
+}
+
 #[tokio::test]
 async fn the_month_ledger_is_seeded_from_the_rollup_files() {
     let fx = fixture();
