@@ -1,7 +1,10 @@
 //! `GET /v1/decisions`: search the decision log, newest records last,
-//! bounded and paginated. The cursor is the position of the last record
-//! returned; a page never repeats or skips a record, because the log is
-//! append-only. A decision belongs to the tenant its subject's first
+//! bounded and paginated. The cursor is where the next page starts (a
+//! segment and a byte offset in it), so a page reads from there, never from
+//! the log's start; `since` skips every segment that ends before it (a
+//! segment's records are older than the next segment's first). A page never
+//! repeats or skips a record, because the log is append-only. A request that
+//! times out or goes away stops reading. A decision belongs to the tenant its subject's first
 //! segment names (`tenant=<t>`, up to the first `/`): a tenant token sees
 //! exactly those, matched whole (tenant and team names hold no `/`,
 //! `tollgate_event::check_name`), so `acme` never sees `acme-eu`'s. A
@@ -67,13 +70,10 @@ pub async fn search(
             )));
         }
         let after = match q.cursor.as_deref() {
-            None => 0,
-            Some(c) => c
-                .strip_prefix("r")
-                .and_then(|n| n.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Problem::bad_request(format!("`cursor` {c:?} is not one this API returned"))
-                })?,
+            None => None,
+            Some(c) => Some(Cursor::parse(c).ok_or_else(|| {
+                Problem::bad_request(format!("`cursor` {c:?} is not one this API returned"))
+            })?),
         };
         let filter = Filter {
             tenant,
@@ -82,13 +82,18 @@ pub async fn search(
             verdict,
         };
         let dir = s.decisions_dir.clone();
-        let (found, next) = tokio::task::spawn_blocking(move || scan(&dir, after, limit, &filter))
-            .await
-            .map_err(|e| Problem::internal(e.to_string()))??;
+        // Set when this request is dropped (timed out, client gone): the
+        // scan stops at its next line.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _stop_on_drop = StopOnDrop(stop.clone());
+        let (found, next) =
+            tokio::task::spawn_blocking(move || scan(&dir, after, limit, &filter, &stop))
+                .await
+                .map_err(|e| Problem::internal(e.to_string()))??;
         Ok::<_, Problem>(
             Json(json!({
                 "decisions": found,
-                "next_cursor": next.map(|n| format!("r{n}")),
+                "next_cursor": next.map(|c| c.to_string()),
             }))
             .into_response(),
         )
@@ -130,50 +135,141 @@ pub(crate) fn subject_tenant(subject: &str) -> Option<&str> {
     first.strip_prefix("tenant=")
 }
 
-/// Records after position `after` (1-based positions in log order) that
-/// match, at most `limit`; the cursor of the last one when more may follow.
-fn scan(
-    dir: &std::path::Path,
-    after: u64,
-    limit: usize,
-    f: &Filter,
-) -> Result<(Vec<Value>, Option<u64>), Problem> {
-    let mut segments: Vec<_> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("segment-") && n.ends_with(".ndjson"))
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Where a page starts: segment number and byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Cursor {
+    segment: u64,
+    offset: u64,
+}
+
+impl Cursor {
+    fn parse(s: &str) -> Option<Cursor> {
+        let (seg, off) = s.strip_prefix('s')?.split_once('o')?;
+        Some(Cursor {
+            segment: seg.parse().ok()?,
+            offset: off.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s{}o{}", self.segment, self.offset)
+    }
+}
+
+/// The log's segments, in order: (number, path).
+fn segments(dir: &std::path::Path) -> Result<Vec<(u64, std::path::PathBuf)>, Problem> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
             return Err(Problem::internal(format!(
                 "cannot read the decision log: {e}"
             )))
         }
     };
-    segments.sort();
-    let mut pos = 0u64;
+    let mut out: Vec<_> = rd
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name();
+            let n = name
+                .to_str()?
+                .strip_prefix("segment-")?
+                .strip_suffix(".ndjson")?
+                .parse::<u64>()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The `ts` of a segment's first record, if it has one.
+fn first_ts(path: &std::path::Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(file).read_line(&mut line).ok()?;
+    let d: Value = serde_json::from_str(&line).ok()?;
+    d.get("ts").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Records from `after` on (the log's start when `None`) that match, at
+/// most `limit`; the cursor after the last one when more may follow.
+fn scan(
+    dir: &std::path::Path,
+    after: Option<Cursor>,
+    limit: usize,
+    f: &Filter,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(Vec<Value>, Option<Cursor>), Problem> {
+    use std::io::{Seek, SeekFrom};
+    let segs = segments(dir)?;
+    let mut first = match after {
+        Some(c) => segs
+            .iter()
+            .position(|(n, _)| *n >= c.segment)
+            .unwrap_or(segs.len()),
+        None => 0,
+    };
+    // `since`: a segment whose successor starts before it holds nothing
+    // as new.
+    if let Some(since) = f.since.as_deref() {
+        while first + 1 < segs.len()
+            && first_ts(&segs[first + 1].1).is_some_and(|ts| ts.as_str() < since)
+        {
+            first += 1;
+        }
+    }
     let mut out = Vec::new();
-    for path in segments {
-        let file = std::fs::File::open(&path)
-            .map_err(|e| Problem::internal(format!("cannot read {}: {e}", path.display())))?;
-        for line in std::io::BufReader::new(file).lines() {
-            let Ok(line) = line else { break };
+    for (n, path) in &segs[first..] {
+        let file = std::fs::File::open(path).map_err(|e| {
+            Problem::internal(format!("cannot read the decision log segment {n}: {e}"))
+        })?;
+        let mut reader = std::io::BufReader::new(file);
+        let mut offset = match after {
+            Some(c) if c.segment == *n => c.offset,
+            _ => 0,
+        };
+        reader.seek(SeekFrom::Start(offset)).map_err(|e| {
+            Problem::internal(format!("cannot read the decision log segment {n}: {e}"))
+        })?;
+        let mut line = String::new();
+        loop {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Problem::unavailable("the request was abandoned"));
+            }
+            line.clear();
+            let read = reader.read_line(&mut line).unwrap_or(0);
             // A line being written right now is not complete yet: stop there.
+            if read == 0 || !line.ends_with('\n') {
+                break;
+            }
             let Ok(d) = serde_json::from_str::<Value>(&line) else {
                 break;
             };
-            pos += 1;
-            if pos <= after || !f.matches(&d) {
+            offset += read as u64;
+            if !f.matches(&d) {
                 continue;
             }
             out.push(d);
             if out.len() == limit {
-                return Ok((out, Some(pos)));
+                return Ok((
+                    out,
+                    Some(Cursor {
+                        segment: *n,
+                        offset,
+                    }),
+                ));
             }
         }
     }
