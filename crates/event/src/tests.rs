@@ -393,3 +393,53 @@ fn events_far_ahead_of_the_clock_are_refused() {
     assert!(check_not_ahead(253_402_214_400_000, now, 300_000).is_err());
     assert!(check_not_ahead(i64::MAX, i64::MIN, 0).is_err());
 }
+
+/// Hostile input, as a property: arbitrary bytes and mutations of valid
+/// events never panic; every rejection names a reason; every event that is
+/// accepted holds the contract (names by the rule, counts consistent).
+#[test]
+fn any_input_is_an_event_that_holds_the_contract_or_a_reason() {
+    let mut rng = 0x5eed_u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..5000 {
+        let len = (next() % 300) as usize;
+        inputs.push((0..len).map(|_| next() as u8).collect());
+    }
+    let mut seed_rng = 0x0dd_u64;
+    for seed in SEEDS {
+        inputs.extend(mutations(seed, &mut seed_rng));
+    }
+    let limits = Limits::default();
+    for input in &inputs {
+        for kind in Kind::ALL {
+            for result in [decode(input, kind, &limits), decode_self_described(input, &limits)] {
+                match result {
+                    Ok(e) => {
+                        assert_eq!(check_name(&e.tenant), Ok(()), "{input:?}");
+                        if let Some(team) = &e.tags.team {
+                            assert_eq!(check_name(team), Ok(()), "{input:?}");
+                        }
+                        assert!(!e.event_id.is_empty());
+                        if let Body::Inference {
+                            input_tokens,
+                            cached_input_tokens,
+                            duration_ms,
+                            ..
+                        } = e.body
+                        {
+                            assert!(cached_input_tokens <= input_tokens);
+                            assert!(duration_ms.is_finite() && duration_ms >= 0.0);
+                        }
+                    }
+                    Err(err) => assert!(!err.to_string().trim().is_empty(), "{input:?}"),
+                }
+            }
+        }
+    }
+}
