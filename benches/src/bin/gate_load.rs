@@ -8,7 +8,10 @@
 //! 2. closed loop on `POST /v1/gates/policy-check` (allowed and denied
 //!    bodies alternating): requests/s, and the ratio to the baseline;
 //! 3. open loop at `--rate` requests/s: p50/p99/max latency, measured from
-//!    each request's scheduled send time (no coordinated omission).
+//!    each request's scheduled send time (no coordinated omission);
+//! 4. the same open loop while another tenant floods `POST /v1/query` with
+//!    `--flood` connections of CPU-heavy SQL in a closed loop: gate p50/p99
+//!    beside phase 3's, and what the flood got (200, 408, 503).
 //!
 //! Finally every decision is checked to be in the log, and the log verifies.
 //! `scripts/bench-gate.sh` builds and runs this.
@@ -37,7 +40,14 @@ struct Args {
     /// Requests/s of the open-loop phase.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
+    /// Connections flooding `POST /v1/query` in the last phase (0: skip it).
+    #[arg(long, default_value_t = 16)]
+    flood: usize,
 }
+
+const FLOOD_TOKEN: &str = "flood-token-0123456789";
+/// CPU-heavy SQL that needs no data: about a second of one core.
+const FLOOD_SQL: &str = r#"{"sql": "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 2000000) SELECT count(*) AS n FROM t"}"#;
 
 const TOKEN: &str = "bench-token-0123456789";
 const ALLOW: &str = r#"{"unit_cost_usd": 0.3, "cost_tags": {"team": "ai", "environment": "dev"}}"#;
@@ -104,6 +114,40 @@ impl Conn {
         self.r.read_exact(&mut self.body).await?;
         Ok(status)
     }
+}
+
+/// Closed loop of `req` on `connections` connections until `stop`, any
+/// status accepted. Returns the count of answers by status.
+async fn flood(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    req: Arc<Vec<u8>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::collections::BTreeMap<u16, u64>> {
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (req, stop) = (req.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await?;
+            let mut seen = std::collections::BTreeMap::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = conn.call(&req).await?;
+                *seen.entry(status).or_insert(0u64) += 1;
+                if status == 503 {
+                    // Refused at once: do not spin on the refusal.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            Ok::<_, anyhow::Error>(seen)
+        }));
+    }
+    let mut all = std::collections::BTreeMap::new();
+    for t in tasks {
+        for (k, v) in t.await?? {
+            *all.entry(k).or_insert(0) += v;
+        }
+    }
+    Ok(all)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -219,13 +263,22 @@ fn main() -> Result<()> {
     let telemetry = Arc::new(tollgate_ingest::Telemetry::default());
     let registry = prometheus::Registry::new();
     telemetry.register(&registry)?;
+    // What `tollgate run` does before serving: the month read from the
+    // (here empty) rollups; the gate answers 503 until then.
+    telemetry
+        .live
+        .set_seed(tollgate_ingest::live::Ledger::default());
     // The thresholds of default.toml's [policies.params] (what the window
     // policies would report as effective parameters).
     let params = serde_json::to_value(&cfg.policies.params)?;
     let params = params.as_object().cloned().unwrap_or_default();
     let engine = tollgate_http::load_gate_engine(&cfg, params)?;
     let auth = tollgate_http::Auth::parse_tokens(
-        &serde_json::json!({TOKEN: {"tenant": "acme", "scopes": ["gates.check"]}}).to_string(),
+        &serde_json::json!({
+            TOKEN: {"tenant": "acme", "scopes": ["gates.check"]},
+            FLOOD_TOKEN: {"tenant": "globex", "scopes": ["query.run"]},
+        })
+        .to_string(),
         "bench",
     )?;
     let state = tollgate_http::AppState::new(
@@ -286,7 +339,7 @@ fn main() -> Result<()> {
         ms(pct(&lat, 0.99))
     );
     println!("ratio gate / healthz        : {:>9.3}", gate_rps / base_rps);
-    let mut open = client.block_on(open_loop(addr, args.rate, args.seconds, gate))?;
+    let mut open = client.block_on(open_loop(addr, args.rate, args.seconds, gate.clone()))?;
     open.sort();
     println!(
         "open loop {} req/s ({} requests): p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
@@ -296,13 +349,51 @@ fn main() -> Result<()> {
         ms(pct(&open, 0.99)),
         ms(open.last().copied().unwrap_or_default())
     );
+    let mut flooded = Vec::new();
+    if args.flood > 0 {
+        let body = FLOOD_SQL;
+        let req = Arc::new(
+            format!(
+                "POST /v1/query HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {FLOOD_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        );
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, lat) = client.block_on(async {
+            let flooding = tokio::spawn(flood(addr, args.flood, req, stop.clone()));
+            // Let the flood take every query slot first.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let lat = open_loop(addr, args.rate, args.seconds, gate.clone()).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let seen = flooding.await;
+            (seen, lat)
+        });
+        flooded = lat?;
+        flooded.sort();
+        let seen = seen??;
+        println!(
+            "open loop {} req/s while {} connections flood /v1/query ({} requests): p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms; flood answers by status {:?}",
+            args.rate,
+            args.flood,
+            flooded.len(),
+            ms(pct(&flooded, 0.50)),
+            ms(pct(&flooded, 0.99)),
+            ms(flooded.last().copied().unwrap_or_default()),
+            seen
+        );
+        println!(
+            "gate p99 with the flood / without: {:.2}",
+            ms(pct(&flooded, 0.99)) / ms(pct(&open, 0.99)).max(1e-9)
+        );
+    }
     drop(server);
     let ring = KeyRing::new(Some(key), Vec::new())?;
     let report = tollgate_decision_log::verify_dir(&cfg.decisions.log_dir, &ring)?;
     if let Some(bad) = report.first_bad {
         bail!("decision log does not verify: {bad}");
     }
-    let answered = (warm.len() + lat.len() + open.len()) as u64;
+    let answered = (warm.len() + lat.len() + open.len() + flooded.len()) as u64;
     if report.records != answered {
         bail!(
             "{answered} gate answers but {} decisions in the log",

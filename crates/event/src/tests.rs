@@ -418,7 +418,10 @@ fn any_input_is_an_event_that_holds_the_contract_or_a_reason() {
     let limits = Limits::default();
     for input in &inputs {
         for kind in Kind::ALL {
-            for result in [decode(input, kind, &limits), decode_self_described(input, &limits)] {
+            for result in [
+                decode(input, kind, &limits),
+                decode_self_described(input, &limits),
+            ] {
                 match result {
                     Ok(e) => {
                         assert_eq!(check_name(&e.tenant), Ok(()), "{input:?}");
