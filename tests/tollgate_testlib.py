@@ -324,6 +324,17 @@ class Pipeline:
     def files(self):
         return sorted(self.rollups.rglob("*.parquet"))
 
+    def kill_at_files(self, counts, timeout=120):
+        """Start the pipeline and SIGKILL it once `count` rollup files exist,
+        for each count in turn (while windows are being written)."""
+        for want_files in counts:
+            proc = self.start("--idle-timeout-secs", "30")
+            deadline = time.time() + timeout
+            while len(self.files()) < want_files and time.time() < deadline and proc.poll() is None:
+                time.sleep(0.02)
+            assert proc.poll() is None, f"pipeline exited early:\n{self.log_tail()}"
+            self.kill_hard(proc)
+
     def kill_hard(self, proc):
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)

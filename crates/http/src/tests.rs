@@ -1073,18 +1073,29 @@ async fn readyz_reports_each_check() {
     assert_eq!(a.body["checks"]["lag_under_bound"], json!(false));
 }
 
-#[tokio::test]
-async fn serves_over_a_real_socket() {
-    let fx = fixture();
+/// The fixture's router served on a loopback port.
+async fn serving(
+    fx: &Fx,
+    limits: ServeLimits,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let limits = ServeLimits::from_config(&fx.state.cfg.http);
     let server = tokio::spawn(serve(
         listener,
         fx.app.clone(),
         std::future::pending(),
         limits,
     ));
+    (addr, server)
+}
+
+#[tokio::test]
+async fn serves_over_a_real_socket() {
+    let fx = fixture();
+    let (addr, server) = serving(&fx, ServeLimits::from_config(&fx.state.cfg.http)).await;
     let out = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -1111,18 +1122,11 @@ async fn serves_over_a_real_socket() {
 #[tokio::test]
 async fn slow_clients_are_cut_off_and_connections_are_bounded() {
     let fx = fixture();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let limits = ServeLimits {
         header_read_timeout: Duration::from_millis(300),
         max_connections: 1,
     };
-    let server = tokio::spawn(serve(
-        listener,
-        fx.app.clone(),
-        std::future::pending(),
-        limits,
-    ));
+    let (addr, server) = serving(&fx, limits).await;
     let out = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         // The slow client holds the only connection, then is cut off.

@@ -211,18 +211,22 @@ fn batch_has_the_documented_schema_and_p95() {
     assert!(p95.is_null(1), "a row without durations has no percentile");
 }
 
+fn late_record(offset: i64) -> LateRecord {
+    LateRecord {
+        offset,
+        window_start_ms: 0,
+        watermark_ms: Some(9),
+        event: serde_json::json!({"event_id": offset}),
+    }
+}
+
 /// A late batch that started before the restored offset and ran past it:
 /// a replay from that offset writes its later events again, so the restore
 /// cuts it back and every late event is on disk once.
 #[test]
 fn a_late_file_running_past_the_restored_offset_is_cut_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = |o| LateRecord {
-        offset: o,
-        window_start_ms: 0,
-        watermark_ms: Some(9),
-        event: serde_json::json!({"event_id": o}),
-    };
+    let rec = late_record;
     write_late(dir.path(), "t", 0, &[rec(1), rec(2)]).expect("write");
     let p = write_late(dir.path(), "t", 0, &[rec(5), rec(8), rec(12), rec(15)])
         .expect("write")
@@ -246,12 +250,7 @@ fn a_late_file_running_past_the_restored_offset_is_cut_back() {
 #[test]
 fn late_files_are_named_by_first_offset_and_removed_on_replay() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = |o| LateRecord {
-        offset: o,
-        window_start_ms: 0,
-        watermark_ms: Some(9),
-        event: serde_json::json!({"event_id": o}),
-    };
+    let rec = late_record;
     let p = write_late(dir.path(), "tollgate.inference", 2, &[rec(7), rec(8)])
         .expect("write")
         .expect("path");
