@@ -113,9 +113,18 @@ impl GateRequest {
                 return Err(format!("test_pass_rate must be within 0..=1, got {v}"));
             }
         }
-        for (field, v) in [("tenant", &self.tenant), ("team", &self.team)] {
-            if v.as_deref().is_some_and(str::is_empty) {
-                return Err(format!("{field} must not be empty"));
+        // The names the decision's subject and the live spend are keyed by:
+        // the events' rule (no `/` that could pass for another tenant's
+        // subject).
+        // An empty team tag is a missing one: the tags rule judges it.
+        let tag_team = self.cost_tags.get("team").filter(|t| !t.is_empty());
+        for (field, v) in [
+            ("tenant", self.tenant.as_ref()),
+            ("team", self.team.as_ref()),
+            ("cost_tags.team", tag_team),
+        ] {
+            if let Some(v) = v {
+                tollgate_event::check_name(v).map_err(|why| format!("{field} {why}"))?;
             }
         }
         Ok(())

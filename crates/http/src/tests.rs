@@ -594,6 +594,17 @@ async fn gate_rejects_bad_bodies_with_reasons() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid type",
         ),
+        // A name that could pass for another tenant's subject.
+        (
+            r#"{"unit_cost_usd": 0.1, "team": "ai/request=x"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "team has a character",
+        ),
+        (
+            r#"{"unit_cost_usd": 0.1, "cost_tags": {"team": "a b"}}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cost_tags.team",
+        ),
     ] {
         let a = gate(&fx.app, ACME, body).await;
         assert_problem(&a, status);
@@ -1006,6 +1017,47 @@ async fn decisions_paginate_without_gaps_or_repeats() {
     )
     .await;
     assert_eq!(future.body["decisions"], json!([]));
+}
+
+/// A tenant sees the decisions whose subject names it exactly, never
+/// those of a tenant whose name starts like its own; an operator sees all.
+#[tokio::test]
+async fn decisions_match_the_tenant_exactly() {
+    let fx = fixture();
+    for (tenant, key) in [
+        ("acme", "k-acme"),
+        ("acme-eu", "k-eu"),
+        ("acme.eu", "k-dot"),
+    ] {
+        let body = json!({"unit_cost_usd": 0.1, "tenant": tenant}).to_string();
+        let a = call_with(
+            &fx.app,
+            "post",
+            "/v1/gates/policy-check",
+            Some(OPERATOR),
+            Some(&body),
+            &[("idempotency-key", key)],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    }
+    let subjects = |token| {
+        let app = fx.app.clone();
+        async move {
+            let a = call(&app, "get", "/v1/decisions", Some(token), None).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+            let mut v: Vec<String> = a.body["decisions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["subject"].as_str().unwrap().to_string())
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    assert_eq!(subjects(ACME).await, ["tenant=acme/request=key:k-acme"]);
+    assert_eq!(subjects(OPERATOR).await.len(), 3);
 }
 
 #[tokio::test]
