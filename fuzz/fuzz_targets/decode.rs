@@ -8,7 +8,10 @@ use tollgate_event::{check_name, decode, decode_self_described, Kind, Limits};
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
     for kind in Kind::ALL {
-        for r in [decode(data, kind, &limits), decode_self_described(data, &limits)] {
+        for r in [
+            decode(data, kind, &limits),
+            decode_self_described(data, &limits),
+        ] {
             match r {
                 Ok(e) => {
                     assert!(check_name(&e.tenant).is_ok());

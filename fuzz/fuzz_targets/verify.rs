@@ -21,6 +21,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
         let once = canonical::to_string(&value);
         let again: serde_json::Value = serde_json::from_str(&once).expect("canonical JSON parses");
-        assert_eq!(canonical::to_string(&again), once, "canonical form is stable");
+        assert_eq!(
+            canonical::to_string(&again),
+            once,
+            "canonical form is stable"
+        );
     }
 });
