@@ -93,20 +93,27 @@ impl QueryEngine {
         }
     }
 
-    /// Run `work` on the query threads, within a slot, at most `deadline`.
-    /// Aborted when the deadline passes or the caller stops waiting.
+    /// A query slot, taken before anything of the query is built: a query
+    /// refused costs the API's threads nothing but this.
+    pub fn slot(&self) -> Result<Slot, Problem> {
+        self.slots.clone().try_acquire_owned().map(Slot).map_err(|_| {
+            Problem::unavailable(format!(
+                "{} queries are running, the most this server runs at once (http.max_queries); retry shortly",
+                self.max_slots
+            ))
+        })
+    }
+
+    /// Run `work` on the query threads, holding `slot` until it ends, at
+    /// most `deadline`. Aborted when the deadline passes or the caller stops
+    /// waiting.
     pub async fn run<T: Send + 'static>(
         &self,
+        slot: Slot,
         deadline: std::time::Duration,
         work: impl std::future::Future<Output = Result<T, Problem>> + Send + 'static,
     ) -> Result<T, Problem> {
-        let permit: OwnedSemaphorePermit =
-            self.slots.clone().try_acquire_owned().map_err(|_| {
-                Problem::unavailable(format!(
-                    "{} queries are running, the most this server runs at once (http.max_queries); retry shortly",
-                    self.max_slots
-                ))
-            })?;
+        let permit = slot.0;
         let Some(rt) = &self.runtime else {
             return Err(Problem::unavailable("the query engine is shutting down"));
         };
@@ -139,6 +146,9 @@ impl Drop for QueryEngine {
         }
     }
 }
+
+/// The right to run one query (see [`QueryEngine::slot`]).
+pub struct Slot(OwnedSemaphorePermit);
 
 struct AbortOnDrop(tokio::task::AbortHandle);
 

@@ -112,7 +112,9 @@ fn scoped_session(
     tenant: Option<&str>,
     range: Option<&Range>,
     team: Option<&str>,
-) -> Result<SessionContext, Problem> {
+) -> Result<Session, Problem> {
+    // The slot first: a refused query builds nothing.
+    let slot = s.queries.slot()?;
     let config = SessionConfig::new().with_target_partitions(2);
     // Every query draws from the one pool of `http.query_memory_bytes`.
     let ctx = SessionContext::new_with_config_rt(config, s.queries.env());
@@ -139,7 +141,13 @@ fn scoped_session(
     let scoped = tollgate_rollup::ScopedTable::new(table, scope);
     ctx.register_table("rollups", Arc::new(scoped))
         .map_err(df_error)?;
-    Ok(ctx)
+    Ok(Session { ctx, slot })
+}
+
+/// A scoped session and the query slot it runs in.
+struct Session {
+    ctx: SessionContext,
+    slot: crate::engine::Slot,
 }
 
 /// Run `sql` (read-only) on the query threads and collect at most
@@ -147,15 +155,15 @@ fn scoped_session(
 /// batches and whether rows were left out.
 async fn run(
     s: &AppState,
-    ctx: &SessionContext,
+    session: Session,
     sql: &str,
     max_rows: usize,
 ) -> Result<(Vec<String>, Vec<RecordBatch>, bool), Problem> {
+    let Session { ctx, slot } = session;
     let opts = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let ctx = ctx.clone();
     let sql = sql.to_string();
     let work = async move {
         let df = ctx.sql_with_options(&sql, opts).await.map_err(df_error)?;
@@ -180,7 +188,7 @@ async fn run(
         Ok((names, out, false))
     };
     let limit = Duration::from_millis(s.cfg.http.query_timeout_ms);
-    s.queries.run(limit, work).await
+    s.queries.run(slot, limit, work).await
 }
 
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, Problem> {
@@ -229,7 +237,7 @@ async fn range_read(
     s: &AppState,
     headers: &HeaderMap,
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<(RangeParams, Range, Option<String>, SessionContext), Problem> {
+) -> Result<(RangeParams, Range, Option<String>, Session), Problem> {
     let who = s.principal(headers, Scope::UsageRead)?;
     let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
     let range = q.range()?;
@@ -250,7 +258,7 @@ pub async fn summary(
             "SELECT kind, coalesce(model, '') AS model, coalesce(team, '') AS team, {MEASURES} \
              FROM rollups GROUP BY 1, 2, 3"
         );
-        let (_, batches, _) = run(&s, &ctx, &sql, usize::MAX).await?;
+        let (_, batches, _) = run(&s, ctx, &sql, usize::MAX).await?;
         let mut total = Map::new();
         let mut by: [BTreeMap<String, Map<String, Value>>; 3] = Default::default();
         for row in rows(&batches)? {
@@ -309,7 +317,7 @@ pub async fn usage(
              GROUP BY tenant, team, window_start, window_end ORDER BY window_start, tenant, team"
         );
         let max = s.cfg.http.max_query_rows;
-        let (_, batches, truncated) = run(&s, &ctx, &sql, max).await?;
+        let (_, batches, truncated) = run(&s, ctx, &sql, max).await?;
         let mut windows = Vec::new();
         let mut total = Map::new();
         for row in rows(&batches)? {
@@ -381,7 +389,7 @@ pub async fn sql(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
         let cap = s.cfg.http.max_query_rows;
         let max = req.max_rows.unwrap_or(cap).min(cap);
         let ctx = scoped_session(&s, who.tenant.as_deref(), None, None)?;
-        let (columns, batches, truncated) = run(&s, &ctx, &req.sql, max).await?;
+        let (columns, batches, truncated) = run(&s, ctx, &req.sql, max).await?;
         let rows = rows(&batches)?;
         Ok(Json(json!({
             "columns": columns,
