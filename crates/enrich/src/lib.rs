@@ -1,6 +1,6 @@
 //! Cost, energy and carbon enrichment (pure, no I/O).
 //!
-//! Formulas (see `../shared/DESIGN.md`, "Enrichment"):
+//! Formulas (also in the README, "Configuration"):
 //! - inference cost: `(input − cached)/1000 × price_in + cached/1000 × price_cached + output/1000 × price_out`
 //! - training cost: `gpu_count × duration_hours × price_per_hour(gpu_type)`
 //! - inference energy: `(input + output)/1000 × energy_wh_per_1k(model)`

@@ -2,8 +2,8 @@
 //!
 //! Pure code, no I/O. [`decode`] turns the bytes of one message into an
 //! [`Event`] borrowing from those bytes, or a [`DecodeError`] that says which
-//! field is wrong and why. The contract is documented in `schemas/` and
-//! `../shared/DESIGN.md` ("Event contract").
+//! field is wrong and why. The contract is documented in `schemas/`
+//! (the JSON Schemas of the three kinds).
 
 use std::borrow::Cow;
 use std::fmt;
