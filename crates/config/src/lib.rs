@@ -149,6 +149,13 @@ pub struct WindowConfig {
     pub max_future_secs: u64,
 }
 
+impl WindowConfig {
+    /// `max_future_secs` in milliseconds, for `tollgate_event::check_not_ahead`.
+    pub fn max_future_ms(&self) -> i64 {
+        i64::try_from(self.max_future_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+}
+
 impl Default for WindowConfig {
     fn default() -> Self {
         WindowConfig {

@@ -43,7 +43,8 @@ pub struct QueryEngine {
     env: Arc<RuntimeEnv>,
     slots: Arc<Semaphore>,
     max_slots: usize,
-    string_bytes: usize,
+    /// `repeat`, `lpad`, `rpad` bounded, built once.
+    bounded: Vec<ScalarUDF>,
 }
 
 impl QueryEngine {
@@ -66,12 +67,23 @@ impl QueryEngine {
             .with_memory_pool(Arc::new(FairSpillPool::new(memory_bytes)))
             .build_arc()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let defaults = SessionContext::new().state();
+        let bounded = AMPLIFIERS
+            .iter()
+            .filter_map(|name| defaults.scalar_functions().get(*name))
+            .map(|inner| {
+                ScalarUDF::new_from_impl(Bounded {
+                    inner: inner.clone(),
+                    max_bytes: string_bytes,
+                })
+            })
+            .collect();
         Ok(QueryEngine {
             runtime: Some(runtime),
             env,
             slots: Arc::new(Semaphore::new(max_queries.max(1))),
             max_slots: max_queries.max(1),
-            string_bytes,
+            bounded,
         })
     }
 
@@ -82,14 +94,8 @@ impl QueryEngine {
 
     /// Replace the amplifying string functions of `ctx` by bounded ones.
     pub fn bound_functions(&self, ctx: &SessionContext) {
-        let state = ctx.state();
-        for name in AMPLIFIERS {
-            if let Some(inner) = state.scalar_functions().get(name) {
-                ctx.register_udf(ScalarUDF::new_from_impl(Bounded {
-                    inner: inner.clone(),
-                    max_bytes: self.string_bytes,
-                }));
-            }
+        for udf in &self.bounded {
+            ctx.register_udf(udf.clone());
         }
     }
 

@@ -117,7 +117,7 @@ async fn single(State(s): State<Arc<AppState>>, h: HeaderMap, body: Bytes, kind:
 /// The pipeline would dead-letter an event dated too far ahead of the
 /// clock (`window.max_future_secs`): refuse it here already.
 fn not_ahead<'a>(s: &AppState, e: Event<'a>) -> Result<Event<'a>, DecodeError> {
-    let max_ms = s.cfg.window.max_future_secs.saturating_mul(1000) as i64;
+    let max_ms = s.cfg.window.max_future_ms();
     tollgate_event::check_not_ahead(e.ts_ms, chrono::Utc::now().timestamp_millis(), max_ms)?;
     Ok(e)
 }

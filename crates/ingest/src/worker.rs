@@ -167,6 +167,8 @@ struct Worker<'a> {
     now: Instant,
     /// The wall clock (ms since the epoch) read with `now`.
     wall_ms: i64,
+    /// `window.max_future_secs` in ms.
+    max_ahead_ms: i64,
     topics: Vec<String>,
     /// Since when the consumer has had no partition assigned.
     unassigned_since: Option<Instant>,
@@ -231,6 +233,7 @@ pub fn run_pipeline(
         last_broker_error: None,
         now: Instant::now(),
         wall_ms: wall_clock_ms(),
+        max_ahead_ms: cfg.window.max_future_ms(),
         topics: topics.iter().map(|t| t.to_string()).collect(),
         unassigned_since: None,
         rejoined: false,
@@ -496,12 +499,12 @@ impl Worker<'_> {
         part.last_message = now;
         part.blocked_at_last_message = self.writer.blocked();
         let payload = msg.payload().unwrap_or_default();
-        let max_ahead_ms = self.cfg.window.max_future_secs.saturating_mul(1000) as i64;
         let decoded = if payload.is_empty() {
             Err(DecodeError::Json("empty message".into()))
         } else {
             decode(payload, part.kind, &self.limits).and_then(|e| {
-                tollgate_event::check_not_ahead(e.ts_ms, self.wall_ms, max_ahead_ms).map(|()| e)
+                tollgate_event::check_not_ahead(e.ts_ms, self.wall_ms, self.max_ahead_ms)
+                    .map(|()| e)
             })
         };
         let kind = part.kind;
