@@ -233,6 +233,29 @@ def test_unreachable_broker_is_a_clear_error_not_a_panic(tmp_path, tollgate_bin)
     assert "broker not reachable yet" in proc.stderr, "retries are logged"
 
 
+def test_a_committed_offset_beyond_the_log_is_refused_not_skipped(pipeline):
+    """The group's committed offset is past the end of the partition's log
+    (the topic was recreated, or the broker lost data). Resuming would skip
+    every message now on the broker as 'already processed'; the pipeline
+    refuses, naming the partition, and writes nothing."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    rng = random.Random(5)
+    pipeline.produce([("inference", i % 3, "acme", json.dumps(inference(i, BASE + i * 1000, "acme", "team-a", rng)))
+                      for i in range(90)])
+    c = Consumer({"bootstrap.servers": pipeline.brokers, "group.id": f"g{pipeline.uid}", "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(pipeline.topics["inference"], 1, 500)], asynchronous=False)
+    c.close()
+    proc = pipeline.start("--exit-when-idle", "--idle-timeout-secs", "3")
+    rc = proc.wait(240)
+    log = pipeline.log_tail(200)
+    assert rc == 1, log
+    assert "restarting" not in log, "a restart changes nothing: it stops for the operator"
+    assert f"committed offset 500 of {pipeline.topics['inference']}/1 is beyond the end of its log (30)" in log, log
+    assert "panicked" not in log
+    assert not pipeline.files(), "nothing is written from a log that is not the one committed against"
+
+
 def test_broker_restart_mid_stream_loses_nothing(pipeline):
     """The broker goes away while the pipeline runs and comes back (SQLite
     storage keeps the data): the pipeline keeps running, and the totals are exact."""

@@ -440,7 +440,11 @@ fn run(
         });
         match attempt {
             Ok(o) => break o,
-            Err(e @ tollgate_ingest::IngestError::BrokerUnreachable { .. }) => return Err(e.into()),
+            // Nothing a restart changes: the operator has to act.
+            Err(
+                e @ (tollgate_ingest::IngestError::BrokerUnreachable { .. }
+                | tollgate_ingest::IngestError::CommittedBeyondLog { .. }),
+            ) => return Err(e.into()),
             Err(e @ tollgate_ingest::IngestError::Unassigned(_)) => {
                 // The coordinator keeps this static member stuck without
                 // partitions (tansu 0.6 after a broker restart): come back

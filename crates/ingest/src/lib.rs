@@ -49,6 +49,13 @@ pub enum IngestError {
         wanted: i64,
         got: i64,
     },
+    #[error("the committed offset {committed} of {topic}/{partition} is beyond the end of its log ({log_end}): the topic was recreated or the broker lost data. Tollgate will not guess which events it has counted; move the rollup and decision directories aside and reset the consumer group's offsets (README: \"When the broker's log is not the one Tollgate read\")")]
+    CommittedBeyondLog {
+        topic: String,
+        partition: i32,
+        committed: i64,
+        log_end: i64,
+    },
     #[error("config: {0}")]
     Config(String),
     #[error(transparent)]

@@ -20,6 +20,14 @@ pub fn after_seek(resume_at: i64, fetched: i64) -> AfterSeek {
     }
 }
 
+/// A committed offset past the end of the log: the broker's log is not the
+/// one the offset was committed against (the topic was recreated, or the
+/// broker lost acknowledged data). Every message the broker now has would
+/// look "already processed", so resuming would drop them silently.
+pub fn committed_beyond_log(committed: i64, log_end: i64) -> bool {
+    committed > log_end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -28,5 +36,12 @@ mod tests {
     fn below_is_skipped_above_resumes() {
         assert_eq!(after_seek(10, 3), AfterSeek::AlreadyProcessed);
         assert_eq!(after_seek(10, 14), AfterSeek::Vanished(4));
+    }
+
+    #[test]
+    fn a_committed_offset_at_the_log_end_is_caught_up_and_past_it_is_refused() {
+        assert!(!committed_beyond_log(10, 10));
+        assert!(!committed_beyond_log(3, 10));
+        assert!(committed_beyond_log(11, 10));
     }
 }

@@ -67,6 +67,9 @@ pub enum RunOutcome {
 /// state, and reads librdkafka's statistics into the live health.
 struct Ctx {
     revoked: Mutex<Vec<(String, i32)>>,
+    /// Assigned since the worker last looked: their committed offsets are
+    /// checked against the broker's log before anything is read.
+    assigned: Mutex<Vec<(String, i32)>>,
     t: Arc<Telemetry>,
 }
 
@@ -108,7 +111,13 @@ impl ConsumerContext for Ctx {
                 }
                 info!(partitions = tpl.count(), "partitions revoked");
             }
-            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
+            Rebalance::Assign(tpl) => {
+                let mut a = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+                for e in tpl.elements() {
+                    a.push((e.topic().to_string(), e.partition()));
+                }
+                info!(partitions = tpl.count(), "partitions assigned");
+            }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
     }
@@ -203,6 +212,7 @@ pub fn run_pipeline(
     let consumer: BaseConsumer<Ctx> = cc
         .create_with_context(Ctx {
             revoked: Mutex::default(),
+            assigned: Mutex::default(),
             t: t.clone(),
         })
         .map_err(kafka("create consumer"))?;
@@ -270,6 +280,7 @@ impl Worker<'_> {
             }
             let polled = consumer.poll(tick);
             self.apply_revocations(consumer);
+            self.check_assigned(consumer)?;
             let busy = match polled {
                 Some(Ok(msg)) => {
                     self.handle(consumer, &msg)?;
@@ -344,6 +355,47 @@ impl Worker<'_> {
         });
     }
 
+    /// Refuse a newly assigned partition whose committed offset is past the
+    /// end of its log ([`crate::resume::committed_beyond_log`]): reading it
+    /// would skip everything the broker now has. Checked on assignment, not
+    /// at the first message, because such a partition may never yield one.
+    fn check_assigned(&self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+        let assigned = std::mem::take(
+            &mut *consumer
+                .context()
+                .assigned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        if assigned.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in &assigned {
+            tpl.add_partition(topic, *partition);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(kafka("read committed offsets"))?;
+        for e in committed.elements() {
+            let Offset::Offset(o) = e.offset() else {
+                continue;
+            };
+            let (_, log_end) = consumer
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+                .map_err(kafka("fetch watermarks"))?;
+            if crate::resume::committed_beyond_log(o, log_end) {
+                return Err(IngestError::CommittedBeyondLog {
+                    topic: e.topic().into(),
+                    partition: e.partition(),
+                    committed: o,
+                    log_end,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn part_index(
         &mut self,
         consumer: &BaseConsumer<Ctx>,
@@ -410,7 +462,12 @@ impl Worker<'_> {
             partition,
             checkpoint.offset,
         )?;
-        info!(offset = checkpoint.offset, watermark_ms = ?checkpoint.watermark_ms, windows_on_disk = written.len(), late_files_removed = removed, seconds = started.elapsed().as_secs_f64(), "partition restored");
+        let temps_removed = tollgate_rollup::remove_stale_checkpoint_temps(
+            &self.cfg.output.rollup_dir,
+            topic,
+            partition,
+        )?;
+        info!(offset = checkpoint.offset, watermark_ms = ?checkpoint.watermark_ms, windows_on_disk = written.len(), late_files_removed = removed, checkpoint_temps_removed = temps_removed, seconds = started.elapsed().as_secs_f64(), "partition restored");
         let state = PartitionState::restore(
             spec,
             kind,

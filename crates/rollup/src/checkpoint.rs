@@ -100,3 +100,33 @@ pub fn load_checkpoint(
     Ok(read(&path(root, topic, partition))?
         .and_then(|f| f.history.into_iter().rev().find(|e| e.offset == offset)))
 }
+
+/// Remove the temp files of this partition's checkpoint that no writer can
+/// still be writing (a writer killed between create and rename; see
+/// [`crate::remove_if_stale_temp`]). A restore calls it whether or not an
+/// offset was committed. Returns how many were removed.
+pub fn remove_stale_checkpoint_temps(
+    root: &Path,
+    topic: &str,
+    partition: i32,
+) -> Result<usize, RollupError> {
+    let p = path(root, topic, partition);
+    let (Some(dir), Some(file)) = (p.parent(), p.file_name()) else {
+        return Ok(0);
+    };
+    let prefix = format!(".{}.", file.to_string_lossy());
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("list", dir)(e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(io("list", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && crate::remove_if_stale_temp(&entry.path(), &name)? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

@@ -30,7 +30,9 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnPath;
 use tollgate_window::ClosedWindow;
 
-pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointEntry};
+pub use checkpoint::{
+    load_checkpoint, remove_stale_checkpoint_temps, save_checkpoint, CheckpointEntry,
+};
 pub use history::{history_table, PARTITION_COLUMNS};
 pub use late::{remove_late_from, write_late, LateRecord};
 pub use scoped::{ScanFailed, ScopedTable};

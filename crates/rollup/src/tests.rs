@@ -317,6 +317,36 @@ fn checkpoints_keep_recent_history_and_find_the_committed_one() {
 }
 
 #[test]
+fn a_partitions_stale_checkpoint_temp_files_are_removed_and_no_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entry = CheckpointEntry {
+        offset: 5,
+        watermark_ms: Some(50),
+    };
+    save_checkpoint(dir.path(), "t.inference", 0, entry).expect("save");
+    let cp = dir.path().join("_tollgate").join("checkpoints");
+    // A writer killed between create and rename (its process is gone), this
+    // process's own write in flight, and another partition's leftover.
+    let gone = format!(".t.inference-0.json.{:016x}-7fffffff-0.tmp", machine());
+    let mine = temp_name("t.inference-0.json");
+    let other = format!(".t.inference-1.json.{:016x}-7fffffff-0.tmp", machine());
+    for name in [&gone, &mine, &other] {
+        fs::write(cp.join(name), b"{").expect("tmp");
+    }
+    assert_eq!(
+        remove_stale_checkpoint_temps(dir.path(), "t.inference", 0).expect("sweep"),
+        1
+    );
+    assert_eq!(
+        load_checkpoint(dir.path(), "t.inference", 0, 5).expect("load"),
+        Some(entry)
+    );
+    assert!(!cp.join(&gone).exists());
+    assert!(cp.join(&mine).exists());
+    assert!(cp.join(&other).exists());
+}
+
+#[test]
 fn month_to_date_reads_each_file_once_and_only_its_month() {
     let dir = tempfile::tempdir().expect("tempdir");
     let training = Source {
