@@ -286,6 +286,14 @@ pub struct HttpConfig {
     pub metrics_series_cap: usize,
     /// How long HTTP ingest waits for the broker to acknowledge.
     pub ingest_timeout_ms: u64,
+    /// The tenant of requests that name none when `AUTH_MODE=none` (a
+    /// token's tenant always wins). Env `TOLLGATE_DEFAULT_TENANT`.
+    pub default_tenant: String,
+    /// How many `Idempotency-Key`s of HTTP ingest each process remembers
+    /// (with the event time and id they were first given), for
+    /// `idempotency_ttl_secs`.
+    pub idempotency_keys: usize,
+    pub idempotency_ttl_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -308,6 +316,9 @@ impl Default for HttpConfig {
             max_page: 1000,
             metrics_series_cap: 1000,
             ingest_timeout_ms: 5_000,
+            default_tenant: "default".into(),
+            idempotency_keys: 100_000,
+            idempotency_ttl_secs: 86_400,
         }
     }
 }
@@ -374,6 +385,9 @@ impl Config {
         if let Some(id) = env("TOLLGATE_INSTANCE_ID") {
             c.kafka.instance_id = Some(id);
         }
+        if let Some(t) = env("TOLLGATE_DEFAULT_TENANT").filter(|t| !t.is_empty()) {
+            c.http.default_tenant = t;
+        }
         if c.kafka.instance_id.is_none() {
             let host = env("HOSTNAME")
                 .filter(|h| !h.is_empty())
@@ -422,6 +436,8 @@ impl Config {
             return bad("kafka.partitions must be at least 1".into());
         }
         let h = &self.http;
+        tollgate_event::check_name(&h.default_tenant)
+            .map_err(|why| ConfigError::Invalid(format!("http.default_tenant {why}")))?;
         for (name, v) in [
             ("http.max_body_bytes", h.max_body_bytes),
             ("http.max_concurrency", h.max_concurrency),
@@ -438,6 +454,8 @@ impl Config {
             ),
             ("http.max_connections", h.max_connections),
             ("http.ingest_timeout_ms", h.ingest_timeout_ms as usize),
+            ("http.idempotency_keys", h.idempotency_keys),
+            ("http.idempotency_ttl_secs", h.idempotency_ttl_secs as usize),
         ] {
             if v == 0 {
                 return bad(format!("{name} must be at least 1"));

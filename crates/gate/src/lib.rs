@@ -17,9 +17,17 @@
 //! the configuration is fixed and reloaded: a check that is the same for
 //! every request is not repeated for every request.
 //!
-//! Fail closed: a module that does not compile stops the load; an
-//! evaluation error, or a violation that is not `{rule, message}`, is a deny
-//! whose reason names the problem.
+//! Modules written for OPA in the usual FinOps style are gates too, when
+//! their package is configured (`[gates] packages`): `deny` is a set of
+//! messages (strings, or objects with `msg`), each a violation whose rule is
+//! the package name; if the package declares `allow`, an answer with no
+//! `deny` still needs `allow == true`. All configured packages are judged
+//! in one evaluation (a generated entry rule, [`ANSWER`]).
+//!
+//! Fail closed: a module that does not compile stops the load, and so does
+//! a configured package no module declares; an evaluation error, or a
+//! violation that is not `{rule, message}` (or a message), is a deny whose
+//! reason names the problem.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +41,10 @@ use tollgate_decision::{Draft, Verdict};
 pub const ENTRYPOINT: &str = "data.tollgate.gate.violations";
 /// Input-independent violations (missing thresholds), evaluated once per load.
 pub const MISCONFIGURED: &str = "data.tollgate.gate.misconfigured";
+/// The generated rule that gathers every configured gate package.
+pub const ANSWER: &str = "data.tollgate.internal.answer";
+/// The package of the shipped gate modules (`violations`, `misconfigured`).
+pub const TOLLGATE_PACKAGE: &str = "tollgate.gate";
 /// `policy` of gate decisions in the decision log.
 pub const POLICY: &str = "gate";
 
@@ -48,6 +60,10 @@ pub enum GateError {
     Data(String),
     #[error("gate rules: `{MISCONFIGURED}` could not be evaluated: {0}")]
     Misconfigured(String),
+    #[error("gate package {0:?} is configured ([gates] packages) but no module declares it")]
+    MissingPackage(String),
+    #[error("gate package {0:?} is not a package name (dot-separated identifiers)")]
+    BadPackage(String),
 }
 
 /// Counts of security findings by severity (from the release's scan).
@@ -196,6 +212,10 @@ pub struct Outcome {
 #[derive(Clone)]
 pub struct GateEngine {
     policy: regorus::CompiledPolicy,
+    /// The configured packages, in the order of [`ANSWER`]'s members.
+    packages: Arc<[GatePackage]>,
+    /// Modules and data, for the Data API (any rule of a gate package).
+    template: regorus::Engine,
     /// Members of [`MISCONFIGURED`], found at load.
     misconfigured: Arc<[Violation]>,
     revision: Arc<str>,
@@ -211,14 +231,76 @@ impl std::fmt::Debug for GateEngine {
     }
 }
 
+/// A configured gate package and what its modules declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatePackage {
+    /// `finops`, `tollgate.gate`.
+    pub name: String,
+    /// The package declares `allow` (OPA style): it must be true.
+    pub has_allow: bool,
+}
+
+impl GatePackage {
+    fn is_tollgate(&self) -> bool {
+        self.name == TOLLGATE_PACKAGE
+    }
+}
+
+/// Is `name` a package name the generated entry rule can refer to?
+fn valid_package(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|seg| {
+            let mut c = seg.chars();
+            c.next()
+                .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+                && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+        })
+}
+
+/// The entry module: one member per package, undefined ones as empty sets.
+fn entry_module(packages: &[GatePackage]) -> String {
+    let mut src = String::from("package tollgate.internal\n\nimport rego.v1\n\n");
+    let mut members = Vec::new();
+    for (i, p) in packages.iter().enumerate() {
+        let set = if p.is_tollgate() { "violations" } else { "deny" };
+        src.push_str(&format!(
+            "default p{i}_deny := set()\np{i}_deny := data.{}.{set}\n",
+            p.name
+        ));
+        if p.has_allow {
+            src.push_str(&format!(
+                "default p{i}_allow := \"undefined\"\np{i}_allow := data.{}.allow\n",
+                p.name
+            ));
+            members.push(format!("[p{i}_deny, p{i}_allow]"));
+        } else {
+            members.push(format!("[p{i}_deny]"));
+        }
+    }
+    src.push_str(&format!("\nanswer := [{}]\n", members.join(", ")));
+    src
+}
+
 impl GateEngine {
+    /// [`GateEngine::compile_packages`] with the shipped package alone.
+    pub fn compile(modules: Vec<(String, String)>, data: Value) -> Result<Self, GateError> {
+        Self::compile_packages(modules, data, &[TOLLGATE_PACKAGE.to_string()])
+    }
+
     /// Compile `(name, source)` modules with `data` as `data.tollgate`
-    /// (`{"params": {...}, "regions": {region: g/kWh}}`). The revision is a
-    /// hash of both, so every decision names exactly the rules and
-    /// thresholds that made it.
-    pub fn compile(mut modules: Vec<(String, String)>, data: Value) -> Result<Self, GateError> {
+    /// (`{"params": {...}, "regions": {region: g/kWh}}`), judging with the
+    /// gate `packages`. The revision is a hash of all three, so every
+    /// decision names exactly the rules and thresholds that made it.
+    pub fn compile_packages(
+        mut modules: Vec<(String, String)>,
+        data: Value,
+        packages: &[String],
+    ) -> Result<Self, GateError> {
         if modules.is_empty() {
             return Err(GateError::NoModules);
+        }
+        if let Some(bad) = packages.iter().find(|p| !valid_package(p)) {
+            return Err(GateError::BadPackage(bad.clone()));
         }
         modules.sort();
         let mut engine = regorus::Engine::new();
@@ -241,6 +323,38 @@ impl GateEngine {
         engine
             .add_data(regorus::Value::from(data))
             .map_err(|e| GateError::Data(e.to_string()))?;
+        let mut gate_packages = Vec::new();
+        let declared = engine
+            .get_packages()
+            .map_err(|e| GateError::Compile(e.to_string()))?;
+        for name in packages {
+            hash.update(name.as_bytes());
+            hash.update([0]);
+            let pkg = format!("data.{name}");
+            let sources: Vec<&String> = modules
+                .iter()
+                .zip(&declared)
+                .filter(|(_, d)| **d == pkg)
+                .map(|((n, _), _)| n)
+                .collect();
+            if sources.is_empty() {
+                return Err(GateError::MissingPackage(name.clone()));
+            }
+            let mut has_allow = false;
+            for src in sources {
+                has_allow |= engine
+                    .has_declared_rule_rooted_at(src, "allow")
+                    .map_err(|e| GateError::Compile(e.to_string()))?;
+            }
+            gate_packages.push(GatePackage {
+                name: name.clone(),
+                has_allow: has_allow && name != TOLLGATE_PACKAGE,
+            });
+        }
+        let template = engine.clone();
+        engine
+            .add_policy("<tollgate entry>".into(), entry_module(&gate_packages))
+            .map_err(|e| GateError::Compile(e.to_string()))?;
         // A query, not `eval_rule`: rules that define no such set are fine
         // (the query has no result).
         let found = engine
@@ -252,18 +366,25 @@ impl GateEngine {
             .next()
             .and_then(|q| q.expressions.into_iter().next())
             .map_or(regorus::Value::Undefined, |e| e.value);
-        let misconfigured = violation_list(value).map_err(GateError::Misconfigured)?;
-        let entry: regorus::Rc<str> = ENTRYPOINT.into();
+        let misconfigured = violation_list(value, None).map_err(GateError::Misconfigured)?;
+        let entry: regorus::Rc<str> = ANSWER.into();
         let policy = engine
             .compile_with_entrypoint(&entry)
             .map_err(|e| GateError::Compile(e.to_string()))?;
         let revision = format!("sha256:{}", &tollgate_decision::hex(&hash.finalize())[..16]);
         Ok(GateEngine {
             policy,
+            packages: gate_packages.into(),
+            template,
             misconfigured: misconfigured.into(),
             revision: revision.into(),
             modules: modules.into_iter().map(|(n, _)| n).collect(),
         })
+    }
+
+    /// The configured gate packages.
+    pub fn packages(&self) -> &[GatePackage] {
+        &self.packages
     }
 
     pub fn revision(&self) -> &str {
@@ -304,16 +425,109 @@ impl GateEngine {
     }
 
     fn violations(&self, input: &Value) -> Result<Vec<Violation>, String> {
-        self.policy
+        let answer = self
+            .policy
             .eval_with_input(regorus::Value::from(input.clone()))
-            .map_err(|e| e.to_string())
-            .and_then(violation_list)
+            .map_err(|e| e.to_string())?;
+        let json = serde_json::to_value(&answer).map_err(|e| e.to_string())?;
+        let Value::Array(members) = json else {
+            return Err(format!("the gate entry rule gave {json}, not a list"));
+        };
+        if members.len() != self.packages.len() {
+            return Err(format!(
+                "the gate entry rule gave {} answers for {} packages",
+                members.len(),
+                self.packages.len()
+            ));
+        }
+        let mut out = Vec::new();
+        for (p, member) in self.packages.iter().zip(members) {
+            let (deny, allow) = match member {
+                Value::Array(mut v) if !v.is_empty() => {
+                    let allow = (v.len() > 1).then(|| v.remove(1));
+                    (v.remove(0), allow)
+                }
+                other => return Err(format!("package {}: unexpected answer {other}", p.name)),
+            };
+            let package = (!p.is_tollgate()).then_some(p.name.as_str());
+            let mut found = violation_list(json_to_regorus(deny), package)
+                .map_err(|e| format!("package {}: {e}", p.name))?;
+            if found.is_empty() {
+                if let Some(a) = allow.filter(|a| *a != Value::Bool(true)) {
+                    let shown = match &a {
+                        Value::String(s) if s == "undefined" => "undefined".to_string(),
+                        other => other.to_string(),
+                    };
+                    found.push(Violation {
+                        rule: p.name.clone(),
+                        message: format!("data.{}.allow is {shown}, not true", p.name),
+                    });
+                }
+            }
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    /// The OPA Data API: `data.<path>` (segments) with `input`, for a path
+    /// inside a configured gate package. `Ok(None)`: undefined (OPA answers
+    /// `{}`). `Err`: not a gate path, or the rule could not be evaluated.
+    pub fn data(&self, path: &[&str], input: Option<&Value>) -> Result<Option<Value>, DataError> {
+        if self.package_of(path).is_none() || !path.iter().all(|s| valid_package(s)) {
+            return Err(DataError::NotAGate(path.join("/")));
+        }
+        let mut engine = self.template.clone();
+        if let Some(i) = input {
+            engine.set_input(regorus::Value::from(i.clone()));
+        }
+        let query = format!("data.{}", path.join("."));
+        let results = engine
+            .eval_query(query, false)
+            .map_err(|e| DataError::Eval(e.to_string()))?;
+        let value = results
+            .result
+            .into_iter()
+            .next()
+            .and_then(|q| q.expressions.into_iter().next())
+            .map(|e| e.value);
+        match value {
+            None | Some(regorus::Value::Undefined) => Ok(None),
+            Some(v) => serde_json::to_value(&v)
+                .map(Some)
+                .map_err(|e| DataError::Eval(e.to_string())),
+        }
+    }
+
+    /// The configured gate package `path` lies in (the longest match).
+    pub fn package_of(&self, path: &[&str]) -> Option<&GatePackage> {
+        self.packages
+            .iter()
+            .filter(|p| {
+                let segs: Vec<&str> = p.name.split('.').collect();
+                path.len() >= segs.len() && path[..segs.len()] == segs[..]
+            })
+            .max_by_key(|p| p.name.len())
     }
 }
 
+/// Why the Data API has no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DataError {
+    #[error("data/{0} is not inside a gate package ([gates] packages)")]
+    NotAGate(String),
+    #[error("the rule could not be evaluated: {0}")]
+    Eval(String),
+}
+
+fn json_to_regorus(v: Value) -> regorus::Value {
+    regorus::Value::from(v)
+}
+
 /// The members of a violation set; undefined (a partial set no rule added
-/// to) is empty.
-fn violation_list(result: regorus::Value) -> Result<Vec<Violation>, String> {
+/// to) is empty. For an OPA-style `package`, members are messages (a
+/// string, or an object with `msg` or `message`) and the rule is the
+/// package name.
+fn violation_list(result: regorus::Value, package: Option<&str>) -> Result<Vec<Violation>, String> {
     if result == regorus::Value::Undefined {
         return Ok(Vec::new());
     }
@@ -323,10 +537,26 @@ fn violation_list(result: regorus::Value) -> Result<Vec<Violation>, String> {
     };
     items
         .iter()
-        .map(|v| {
-            Violation::deserialize(v).map_err(|_| {
+        .map(|v| match package {
+            None => Violation::deserialize(v).map_err(|_| {
                 format!("a violation must be {{\"rule\": string, \"message\": string}}, got {v}")
-            })
+            }),
+            Some(p) => {
+                let msg = match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Object(o) => o
+                        .get("msg")
+                        .or_else(|| o.get("message"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    _ => None,
+                };
+                msg.map(|message| Violation {
+                    rule: p.to_string(),
+                    message,
+                })
+                .ok_or_else(|| format!("a deny message must be a string or {{\"msg\": string}}, got {v}"))
+            }
         })
         .collect()
 }

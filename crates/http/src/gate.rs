@@ -8,7 +8,6 @@
 //! its decision is durable.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -108,7 +107,6 @@ impl From<tollgate_decision_log::LogError> for NotRecorded {
 pub struct GateService {
     engine: RwLock<Arc<GateEngine>>,
     tx: mpsc::SyncSender<Pending>,
-    seq: AtomicU64,
 }
 
 impl GateService {
@@ -127,7 +125,6 @@ impl GateService {
         Ok(GateService {
             engine: RwLock::new(Arc::new(engine)),
             tx,
-            seq: AtomicU64::new(0),
         })
     }
 
@@ -167,12 +164,6 @@ impl GateService {
                     "the decision could not be recorded, so the gate denies: {why}"
                 )),
             })
-    }
-
-    fn fresh_key(&self) -> String {
-        let n = self.seq.fetch_add(1, Relaxed);
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        format!("{now:x}-{:x}-{n:x}", std::process::id())
     }
 }
 
@@ -256,9 +247,6 @@ fn write_loop(
     }
 }
 
-/// The longest `Idempotency-Key` accepted.
-const MAX_KEY: usize = 128;
-
 pub async fn policy_check(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -282,19 +270,11 @@ async fn check(s: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Respons
         }
         (Some(mine), _) => mine.clone(),
         (None, Some(asked)) => asked.clone(),
-        (None, None) => "default".to_string(),
+        (None, None) => s.cfg.http.default_tenant.clone(),
     };
-    let request_key = match headers.get("idempotency-key") {
-        Some(v) => {
-            let k = v.to_str().unwrap_or_default();
-            if k.is_empty() || k.len() > MAX_KEY || !k.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(Problem::bad_request(format!(
-                    "Idempotency-Key must be 1 to {MAX_KEY} visible ASCII characters"
-                )));
-            }
-            format!("key:{k}")
-        }
-        None => s.gates.fresh_key(),
+    let request_key = match crate::idempotency_key(headers)? {
+        Some(k) => format!("key:{k}"),
+        None => crate::unique_token(),
     };
     let team = req.team().map(str::to_string);
     // Never judged on a month that is only not loaded yet: fail closed.

@@ -21,6 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use serde_json::{json, Value};
 use tollgate_config::Config;
+use tollgate_enrich::Enricher;
 use tollgate_event::{decode, decode_self_described, DecodeError, Event, Kind, Limits};
 use tracing::warn;
 
@@ -32,17 +33,27 @@ pub struct IngestService {
     cfg: Config,
     limits: Limits,
     producer: Mutex<Option<FutureProducer>>,
+    /// Prices the answer of a single-event POST with the pipeline's book.
+    enricher: Mutex<Enricher>,
+    keys: Mutex<IdempotencyKeys>,
 }
 
 impl IngestService {
-    pub fn new(cfg: &Config) -> Self {
-        IngestService {
+    pub fn new(cfg: &Config) -> Result<Self, crate::HttpError> {
+        let enricher = Enricher::new(cfg.pricing.clone(), cfg.defaults.clone())
+            .map_err(|e| crate::HttpError::Start(format!("price book: {e}")))?;
+        Ok(IngestService {
             cfg: cfg.clone(),
             limits: Limits {
                 max_message_bytes: cfg.limits.max_message_bytes,
             },
             producer: Mutex::new(None),
-        }
+            enricher: Mutex::new(enricher),
+            keys: Mutex::new(IdempotencyKeys::new(
+                cfg.http.idempotency_keys,
+                Duration::from_secs(cfg.http.idempotency_ttl_secs),
+            )),
+        })
     }
 
     fn producer(&self) -> Result<FutureProducer, Problem> {
@@ -104,14 +115,243 @@ pub async fn heartbeat(s: State<Arc<AppState>>, h: HeaderMap, body: Bytes) -> Re
 async fn single(State(s): State<Arc<AppState>>, h: HeaderMap, body: Bytes, kind: Kind) -> Response {
     let r = async {
         let who = s.principal(&h, Scope::IngestWrite)?;
-        let e = decode(&body, kind, &s.ingest.limits)
+        let key = crate::idempotency_key(&h)?;
+        let (payload, remembered) = complete(&s, &who, key, &body, kind)?;
+        let e = decode(&payload, kind, &s.ingest.limits)
             .and_then(|e| not_ahead(&s, e))
-            .map_err(|e| item_problem(&body, &e))?;
+            .map_err(|e| item_problem(&payload, &e))?;
         tenant_allowed(&who, &e)?;
-        let it = item(&e, body.to_vec());
-        produce(&s, vec![it]).await
+        let priced = {
+            let mut enricher = s.ingest.enricher.lock().unwrap_or_else(|p| p.into_inner());
+            enricher.enrich(&e)
+        };
+        let answer = json!({
+            "accepted": 1,
+            "event_id": e.event_id,
+            "tenant": e.tenant,
+            "ts": tollgate_decision::rfc3339_ms(e.ts_ms),
+            "cost_usd": priced.cost_usd,
+            "unit_cost_usd": priced.unit_cost_usd,
+            "unit": match kind {
+                Kind::Inference => "request",
+                Kind::Training => "gpu_hour",
+                Kind::Heartbeat => "none",
+            },
+            "energy_wh": priced.energy_wh,
+            "carbon_g": priced.carbon_g,
+            "replayed": remembered.is_some_and(|r| r.acknowledged),
+        });
+        let it = item(&e, payload.clone());
+        let first = remembered.is_none_or(|r| !r.acknowledged);
+        if first {
+            produce(&s, vec![it]).await?;
+            if let Some(k) = key {
+                s.ingest
+                    .keys
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .acknowledged(&e.tenant, k);
+            }
+        }
+        Ok::<_, Problem>((StatusCode::ACCEPTED, Json(answer)).into_response())
     };
     r.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Complete a single event's body as the short form leaves it (the
+/// Flask-style `{"model", "input_tokens", "output_tokens", "duration_ms"}`
+/// or `{"model", "duration_hours", "gpu_count"}`): `tenant` from the token
+/// (or `http.default_tenant` without auth), `ts` the receive time,
+/// `event_id` the `Idempotency-Key` (or a generated one), `cost_tags` as
+/// `tags`, and a training run's `gpu_type` `"default"` (priced with the
+/// book's defaults). What the body gives is kept; a full event passes
+/// unchanged.
+///
+/// With a key, the first request's `ts` and body are remembered, so a retry
+/// is the same event (same window, same id: it counts once) and a reused
+/// key with another body is refused.
+fn complete(
+    s: &AppState,
+    who: &Principal,
+    key: Option<&str>,
+    body: &[u8],
+    kind: Kind,
+) -> Result<(Vec<u8>, Option<Remembered>), Problem> {
+    let mut obj: serde_json::Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(Problem::unprocessable("the event must be a JSON object")),
+        Err(e) if e.is_data() || e.is_eof() || e.is_syntax() => {
+            return Err(Problem::bad_request(format!(
+                "request body is not valid JSON: {e}"
+            )))
+        }
+        Err(e) => return Err(Problem::bad_request(e.to_string())),
+    };
+    if !obj.contains_key("tenant") {
+        let tenant = who
+            .tenant
+            .clone()
+            .unwrap_or_else(|| s.cfg.http.default_tenant.clone());
+        obj.insert("tenant".into(), Value::String(tenant));
+    }
+    // The control plane's name for the event's tags (`team`, `environment`,
+    // `project` are kept; the pipeline ignores other keys).
+    if !obj.contains_key("tags") {
+        if let Some(tags) = obj.remove("cost_tags") {
+            obj.insert("tags".into(), tags);
+        }
+    } else if obj.contains_key("cost_tags") {
+        return Err(Problem::unprocessable(
+            "send `tags` or `cost_tags`, not both",
+        ));
+    }
+    if kind == Kind::Training && !obj.contains_key("gpu_type") {
+        obj.insert("gpu_type".into(), Value::String("default".into()));
+    }
+    let mut remembered = None;
+    match (key, obj.get("event_id")) {
+        (Some(k), Some(Value::String(id))) if id != k => {
+            return Err(Problem::unprocessable(format!(
+                "event_id {id:?} differs from the Idempotency-Key; send one or make them equal"
+            )))
+        }
+        (Some(k), _) => {
+            obj.insert("event_id".into(), Value::String(k.to_string()));
+            let tenant = obj
+                .get("tenant")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            // The body as sent (before `ts` is filled in) is what a retry repeats.
+            let digest = body_digest(&obj);
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let r = s
+                .ingest
+                .keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remember(&tenant, k, digest, now_ms);
+            let r = r.ok_or_else(|| {
+                Problem::new(
+                    StatusCode::CONFLICT,
+                    "this Idempotency-Key was used before with a different event",
+                )
+            })?;
+            if !obj.contains_key("ts") {
+                obj.insert("ts".into(), json!(r.ts_ms));
+            }
+            remembered = r.seen_before.then_some(r);
+        }
+        (None, Some(_)) => {}
+        (None, None) => {
+            obj.insert(
+                "event_id".into(),
+                Value::String(format!("http-{}", crate::unique_token())),
+            );
+        }
+    }
+    if !obj.contains_key("ts") {
+        obj.insert("ts".into(), json!(chrono::Utc::now().timestamp_millis()));
+    }
+    let payload = serde_json::to_vec(&Value::Object(obj))
+        .map_err(|e| Problem::internal(format!("cannot encode the event: {e}")))?;
+    Ok((payload, remembered))
+}
+
+fn body_digest(obj: &serde_json::Map<String, Value>) -> [u8; 32] {
+    use sha2::Digest;
+    let canonical = tollgate_decision::canonical::to_string(&Value::Object(obj.clone()));
+    sha2::Sha256::digest(canonical.as_bytes()).into()
+}
+
+/// What a key's first request left behind.
+#[derive(Debug, Clone, Copy)]
+struct Remembered {
+    ts_ms: i64,
+    /// The broker acknowledged it: a retry is answered without producing.
+    acknowledged: bool,
+    seen_before: bool,
+}
+
+/// `Idempotency-Key`s of this process, per tenant, oldest evicted first
+/// (at most `cap`, each for `ttl`).
+struct IdempotencyKeys {
+    cap: usize,
+    ttl: Duration,
+    by_key: std::collections::HashMap<(String, String), Entry>,
+    order: std::collections::VecDeque<((String, String), std::time::Instant)>,
+}
+
+struct Entry {
+    digest: [u8; 32],
+    ts_ms: i64,
+    acknowledged: bool,
+    at: std::time::Instant,
+}
+
+impl IdempotencyKeys {
+    fn new(cap: usize, ttl: Duration) -> Self {
+        IdempotencyKeys {
+            cap,
+            ttl,
+            by_key: Default::default(),
+            order: Default::default(),
+        }
+    }
+
+    fn expire(&mut self, now: std::time::Instant) {
+        while let Some((k, at)) = self.order.front() {
+            if self.order.len() <= self.cap && now.duration_since(*at) < self.ttl {
+                break;
+            }
+            if self.by_key.get(k).is_some_and(|e| e.at == *at) {
+                self.by_key.remove(k);
+            }
+            self.order.pop_front();
+        }
+    }
+
+    /// `None`: the key was used with another body.
+    fn remember(
+        &mut self,
+        tenant: &str,
+        key: &str,
+        digest: [u8; 32],
+        now_ms: i64,
+    ) -> Option<Remembered> {
+        let now = std::time::Instant::now();
+        self.expire(now);
+        let k = (tenant.to_string(), key.to_string());
+        if let Some(e) = self.by_key.get(&k) {
+            return (e.digest == digest).then_some(Remembered {
+                ts_ms: e.ts_ms,
+                acknowledged: e.acknowledged,
+                seen_before: true,
+            });
+        }
+        self.by_key.insert(
+            k.clone(),
+            Entry {
+                digest,
+                ts_ms: now_ms,
+                acknowledged: false,
+                at: now,
+            },
+        );
+        self.order.push_back((k, now));
+        self.expire(now);
+        Some(Remembered {
+            ts_ms: now_ms,
+            acknowledged: false,
+            seen_before: false,
+        })
+    }
+
+    fn acknowledged(&mut self, tenant: &str, key: &str) {
+        if let Some(e) = self.by_key.get_mut(&(tenant.to_string(), key.to_string())) {
+            e.acknowledged = true;
+        }
+    }
 }
 
 /// The pipeline would dead-letter an event dated too far ahead of the

@@ -106,7 +106,7 @@ impl AppState {
         .map_err(|e| HttpError::Start(format!("cannot start the query threads: {e}")))?;
         Ok(Arc::new(AppState {
             queries,
-            ingest: ingest::IngestService::new(&cfg),
+            ingest: ingest::IngestService::new(&cfg)?,
             rollup_dir: cfg.output.rollup_dir.clone(),
             decisions_dir: cfg.decisions.log_dir.clone(),
             cfg,
@@ -141,6 +141,7 @@ impl AppState {
 pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppState>>)> {
     vec![
         ("get", "/healthz", get(healthz)),
+        ("get", "/health", get(healthz)),
         ("get", "/readyz", get(readyz)),
         ("get", "/metrics", get(metrics::scrape)),
         ("get", "/openapi.yaml", get(openapi)),
@@ -337,6 +338,34 @@ pub fn policy_params(
 
 /// Parse a JSON body: 400 for malformed JSON, 422 for JSON of the wrong
 /// shape, each with serde's message (which names the field and position).
+/// The longest `Idempotency-Key` accepted.
+pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// The request's `Idempotency-Key`, if it sent one: 1 to 128 visible ASCII
+/// characters, else 400.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v.to_str().unwrap_or_default();
+    if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY || !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::bad_request(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )));
+    }
+    Ok(Some(k))
+}
+
+/// A value no other call in any process uses: time, process id and a
+/// per-process sequence number (hex).
+pub(crate) fn unique_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!("{now:x}-{:x}-{n:x}", std::process::id())
+}
+
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {

@@ -309,7 +309,7 @@ fn request_for(method: &str, path: &str, tenant: &str) -> (String, Option<String
     }
 }
 
-const OPEN: [&str; 3] = ["/healthz", "/readyz", "/openapi.yaml"];
+const OPEN: [&str; 4] = ["/healthz", "/health", "/readyz", "/openapi.yaml"];
 
 #[tokio::test]
 async fn every_route_is_in_the_openapi_spec() {
