@@ -229,8 +229,13 @@ impl Default for DecisionsConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatesConfig {
-    /// Directory of Rego modules (`*.rego`, package `tollgate.gate`).
+    /// Directory of Rego modules (`*.rego`).
     pub dir: PathBuf,
+    /// The packages whose rules judge a release: `tollgate.gate`
+    /// (`violations` of `{rule, message}`) and any OPA-style package
+    /// (`deny` messages, optional `allow`), e.g. `finops`. Each must be
+    /// declared by a module in `dir`.
+    pub packages: Vec<String>,
     /// `data.tollgate.params.gates`; the window policies' effective
     /// parameters are beside it under their policy names.
     pub params: BTreeMap<String, toml::Value>,
@@ -240,6 +245,7 @@ impl Default for GatesConfig {
     fn default() -> Self {
         GatesConfig {
             dir: "pipelines/gates".into(),
+            packages: vec!["tollgate.gate".into()],
             params: BTreeMap::new(),
         }
     }

@@ -262,7 +262,11 @@ fn entry_module(packages: &[GatePackage]) -> String {
     let mut src = String::from("package tollgate.internal\n\nimport rego.v1\n\n");
     let mut members = Vec::new();
     for (i, p) in packages.iter().enumerate() {
-        let set = if p.is_tollgate() { "violations" } else { "deny" };
+        let set = if p.is_tollgate() {
+            "violations"
+        } else {
+            "deny"
+        };
         src.push_str(&format!(
             "default p{i}_deny := set()\np{i}_deny := data.{}.{set}\n",
             p.name
@@ -401,12 +405,27 @@ impl GateEngine {
         &self.misconfigured
     }
 
-    /// Judge `input` (see [`gate_input`]). Never fails: a rule that cannot
-    /// be evaluated denies, with the reason.
+    /// Judge `input` (see [`gate_input`]) by every configured package.
+    /// Never fails: a rule that cannot be evaluated denies, with the reason.
     pub fn evaluate(&self, input: &Value) -> Outcome {
+        self.outcome(input, None)
+    }
+
+    /// Judge `input` by one configured package (the Data API's answer for
+    /// that package), or by all of them (`None`).
+    pub fn outcome(&self, input: &Value, package: Option<&str>) -> Outcome {
+        let wanted = |p: &GatePackage| package.is_none_or(|name| name == p.name);
         match self.violations(input) {
-            Ok(mut violations) => {
-                violations.extend(self.misconfigured.iter().cloned());
+            Ok(found) => {
+                let mut violations: Vec<Violation> = found
+                    .into_iter()
+                    .filter(|(i, _)| wanted(&self.packages[*i]))
+                    .map(|(_, v)| v)
+                    .collect();
+                // The thresholds the shipped rules read.
+                if package.is_none_or(|p| p == TOLLGATE_PACKAGE) {
+                    violations.extend(self.misconfigured.iter().cloned());
+                }
                 violations.sort_by(|a, b| (&a.rule, &a.message).cmp(&(&b.rule, &b.message)));
                 violations.dedup();
                 Outcome {
@@ -424,7 +443,8 @@ impl GateEngine {
         }
     }
 
-    fn violations(&self, input: &Value) -> Result<Vec<Violation>, String> {
+    /// Every violation, with the index of its package.
+    fn violations(&self, input: &Value) -> Result<Vec<(usize, Violation)>, String> {
         let answer = self
             .policy
             .eval_with_input(regorus::Value::from(input.clone()))
@@ -441,7 +461,7 @@ impl GateEngine {
             ));
         }
         let mut out = Vec::new();
-        for (p, member) in self.packages.iter().zip(members) {
+        for (i, (p, member)) in self.packages.iter().zip(members).enumerate() {
             let (deny, allow) = match member {
                 Value::Array(mut v) if !v.is_empty() => {
                     let allow = (v.len() > 1).then(|| v.remove(1));
@@ -464,7 +484,7 @@ impl GateEngine {
                     });
                 }
             }
-            out.extend(found);
+            out.extend(found.into_iter().map(|v| (i, v)));
         }
         Ok(out)
     }
@@ -555,7 +575,9 @@ fn violation_list(result: regorus::Value, package: Option<&str>) -> Result<Vec<V
                     rule: p.to_string(),
                     message,
                 })
-                .ok_or_else(|| format!("a deny message must be a string or {{\"msg\": string}}, got {v}"))
+                .ok_or_else(|| {
+                    format!("a deny message must be a string or {{\"msg\": string}}, got {v}")
+                })
             }
         })
         .collect()

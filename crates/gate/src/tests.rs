@@ -330,3 +330,129 @@ fn draft_is_a_decision_with_a_stable_id_per_request_key() {
     assert_eq!(d1.reasons.len(), 2);
     assert_eq!(d1.observed["unit_cost_usd"], json!(0.6));
 }
+
+const FINOPS: &str = include_str!("../../../tests/rego/finops.rego");
+
+fn with_finops() -> GateEngine {
+    let mut m = modules();
+    m.push(("finops.rego".into(), FINOPS.into()));
+    GateEngine::compile_packages(
+        m,
+        data(),
+        &["tollgate.gate".to_string(), "finops".to_string()],
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_opa_style_package_denies_with_its_messages_beside_the_shipped_rules() {
+    let e = with_finops();
+    assert_eq!(
+        e.packages(),
+        &[
+            GatePackage {
+                name: "tollgate.gate".into(),
+                has_allow: false
+            },
+            GatePackage {
+                name: "finops".into(),
+                has_allow: true
+            }
+        ]
+    );
+    let ok = json!({"unit_cost_usd": 0.01, "cost_tags": {"team": "ai", "environment": "prod"},
+                    "deployment_region": "eu-north-1"});
+    let o = judge(&e, ok, &ctx());
+    assert!(o.allow, "{o:?}");
+    let bad = json!({"unit_cost_usd": 0.07, "cost_tags": {"team": "ai"},
+                     "deployment_region": "ap-south-1"});
+    let o = judge(&e, bad, &ctx());
+    assert!(!o.allow);
+    let finops: Vec<&str> = o
+        .violations
+        .iter()
+        .filter(|v| v.rule == "finops")
+        .map(|v| v.message.as_str())
+        .collect();
+    assert_eq!(
+        finops,
+        vec![
+            "missing cost tag \"environment\"",
+            "region ap-south-1 is not allowed",
+            "unit cost 0.07 USD is above the 0.05 USD cap",
+        ]
+    );
+    // The shipped rules still judge the same request.
+    assert!(rules(&o).contains(&"required-cost-tags"), "{o:?}");
+}
+
+#[test]
+fn allow_must_be_true_when_the_package_declares_it() {
+    let strict = r#"package strict
+import rego.v1
+default allow := false
+allow if input.approved == true
+deny contains "never" if false
+"#;
+    let mut m = modules();
+    m.push(("strict.rego".into(), strict.into()));
+    let e = GateEngine::compile_packages(m, data(), &["strict".to_string()]).unwrap();
+    let o = e.evaluate(&json!({"approved": false}));
+    assert!(!o.allow);
+    assert_eq!(
+        o.violations[0].message,
+        "data.strict.allow is false, not true"
+    );
+    assert!(e.evaluate(&json!({"approved": true})).allow);
+}
+
+#[test]
+fn a_configured_package_no_module_declares_stops_the_load() {
+    let err = GateEngine::compile_packages(modules(), data(), &["finops".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"finops\" is configured"), "{err}");
+    let err = GateEngine::compile_packages(modules(), data(), &["fin-ops".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a package name"), "{err}");
+}
+
+#[test]
+fn a_deny_member_that_is_not_a_message_denies_with_the_reason() {
+    let odd = "package odd\nimport rego.v1\ndeny contains 42 if true\n";
+    let mut m = modules();
+    m.push(("odd.rego".into(), odd.into()));
+    let e = GateEngine::compile_packages(m, data(), &["odd".to_string()]).unwrap();
+    let o = e.evaluate(&json!({}));
+    assert!(!o.allow);
+    assert_eq!(o.violations[0].rule, "evaluation");
+    assert!(o.violations[0].message.contains("got 42"), "{o:?}");
+}
+
+#[test]
+fn the_data_api_answers_inside_gate_packages_only() {
+    let e = with_finops();
+    let input = json!({"unit_cost_usd": 0.07, "cost_tags": {"team": "ai", "environment": "prod"}});
+    assert_eq!(
+        e.data(&["finops", "allow"], Some(&input)).unwrap(),
+        Some(json!(false))
+    );
+    assert_eq!(
+        e.data(&["finops", "deny"], Some(&input)).unwrap(),
+        Some(json!(["unit cost 0.07 USD is above the 0.05 USD cap"]))
+    );
+    assert_eq!(
+        e.data(&["finops", "max_unit_cost_usd"], None).unwrap(),
+        Some(json!(0.05))
+    );
+    let whole = e.data(&["finops"], Some(&input)).unwrap().unwrap();
+    assert_eq!(whole["allow"], json!(false));
+    assert_eq!(e.data(&["finops", "nothing_here"], None).unwrap(), None);
+    for outside in [&["tollgate", "params"][..], &["fin"], &["finopsx", "allow"]] {
+        assert!(
+            matches!(e.data(outside, None), Err(DataError::NotAGate(_))),
+            "{outside:?}"
+        );
+    }
+}

@@ -66,7 +66,7 @@ pub fn load_gate_engine(
         .map(|r| (r.region.clone(), json!(r.carbon_intensity_g_per_kwh)))
         .collect();
     let data = json!({"params": params, "regions": regions});
-    let engine = GateEngine::compile(modules, data)?;
+    let engine = GateEngine::compile_packages(modules, data, &cfg.gates.packages)?;
     for v in engine.misconfigured() {
         tracing::warn!(rule = %v.rule, "gate misconfigured, every gate answer denies until fixed: {}", v.message);
     }
@@ -329,6 +329,141 @@ async fn check(s: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Respons
         "context": d.observed.get("context"),
     }))
     .into_response())
+}
+
+/// `POST /v1/data/{path}` with `{"input": ...}`: OPA's Data API for the
+/// configured gate packages, so a client that called OPA can call Tollgate.
+/// The answer is OPA's (`{"result": ...}`, or `{}` when undefined). A query
+/// of a package itself, or of its `allow`, `deny` or `violations`, is a gate
+/// decision: the input gets the live `context` (as the gate's does; a
+/// caller's own `context` is replaced), and the answer is signed, logged
+/// and carries `decision_id`. Other rules of the package (helpers,
+/// constants) are answered without a decision.
+pub async fn data_post(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let input = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            let v: Value = parse_json(&body)?;
+            match v {
+                Value::Object(mut m) => m.remove("input"),
+                _ => return Err(Problem::bad_request("the body must be {\"input\": ...}")),
+            }
+        };
+        data(&s, &path, &headers, input).await
+    };
+    r.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/data/{path}`: the same without input. A gate decision needs an
+/// input, so decision paths answer 400 (fail closed) instead of judging
+/// nothing.
+pub async fn data_get(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    data(&s, &path, &headers, None)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn data(
+    s: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+    input: Option<Value>,
+) -> Result<Response, Problem> {
+    let principal = s.principal(headers, Scope::GatesCheck)?;
+    let segs: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let engine = s.gates.engine();
+    let Some(package) = engine.package_of(&segs).cloned() else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "data/{} is not inside a gate package ([gates] packages)",
+                segs.join("/")
+            ),
+        ));
+    };
+    let depth = package.name.split('.').count();
+    let is_decision = segs.len() == depth
+        || (segs.len() == depth + 1 && matches!(segs[depth], "allow" | "deny" | "violations"));
+    if !is_decision {
+        return match engine.data(&segs, input.as_ref()) {
+            Ok(Some(v)) => Ok(Json(json!({"result": v})).into_response()),
+            Ok(None) => Ok(Json(json!({})).into_response()),
+            Err(e) => Err(Problem::internal(e.to_string())),
+        };
+    }
+    let Some(input) = input else {
+        return Err(Problem::bad_request(format!(
+            "data/{} is a gate decision: POST {{\"input\": ...}}",
+            segs.join("/")
+        )));
+    };
+    let Value::Object(mut input) = input else {
+        return Err(Problem::unprocessable("`input` must be an object"));
+    };
+    let asked = input
+        .get("tenant")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let tenant = match (&principal.tenant, asked) {
+        (Some(mine), Some(asked)) if *mine != asked => {
+            return Err(Problem::forbidden(format!(
+                "this token is for tenant {mine:?}, not {asked:?}"
+            )))
+        }
+        (Some(mine), _) => mine.clone(),
+        (None, Some(asked)) => asked,
+        (None, None) => s.cfg.http.default_tenant.clone(),
+    };
+    tollgate_event::check_name(&tenant)
+        .map_err(|why| Problem::unprocessable(format!("tenant {why}")))?;
+    let team = input
+        .get("team")
+        .or_else(|| input.get("cost_tags").and_then(|t| t.get("team")))
+        .and_then(Value::as_str)
+        .filter(|t| tollgate_event::check_name(t).is_ok())
+        .map(str::to_string);
+    let request_key = match crate::idempotency_key(headers)? {
+        Some(k) => format!("key:{k}"),
+        None => crate::unique_token(),
+    };
+    s.telemetry.live.loaded().map_err(|why| {
+        Problem::unavailable(format!("the gate denies: {why}")).with("allow", json!(false))
+    })?;
+    let ctx = context(&s.telemetry.live.snapshot(), &tenant, team.as_deref());
+    input.insert(
+        "context".into(),
+        serde_json::to_value(&ctx).unwrap_or(Value::Null),
+    );
+    let input = Value::Object(input);
+    let outcome = engine.outcome(&input, Some(&package.name));
+    let result = engine.data(&segs, Some(&input));
+    let mut draft = tollgate_gate::draft(&engine, input.clone(), &outcome, &request_key);
+    draft
+        .observed
+        .insert("data_path".into(), json!(segs.join("/")));
+    let appended = s
+        .gates
+        .record(draft)
+        .await
+        .map_err(|p| p.with("allow", json!(false)))?;
+    let d = appended.decision();
+    debug!(decision_id = %d.decision_id, tenant = %tenant, path = %segs.join("/"), verdict = d.verdict.as_str(), "data API gate decision");
+    match result {
+        Ok(Some(v)) => Ok(Json(json!({"result": v, "decision_id": d.decision_id})).into_response()),
+        Ok(None) => Ok(Json(json!({"decision_id": d.decision_id})).into_response()),
+        Err(e) => Err(Problem::internal(format!("the gate denies: {e}"))
+            .with("decision_id", json!(d.decision_id))),
+    }
 }
 
 /// Do two gate inputs carry the same request (the live context aside)?

@@ -146,6 +146,8 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppS
         ("get", "/metrics", get(metrics::scrape)),
         ("get", "/openapi.yaml", get(openapi)),
         ("post", "/v1/gates/policy-check", post(gate::policy_check)),
+        ("post", "/v1/data/{*path}", post(gate::data_post)),
+        ("get", "/v1/data/{*path}", get(gate::data_get)),
         ("post", "/v1/metrics/inference", post(ingest::inference)),
         ("post", "/v1/metrics/training", post(ingest::training)),
         ("post", "/v1/nodes/heartbeat", post(ingest::heartbeat)),

@@ -305,6 +305,11 @@ fn request_for(method: &str, path: &str, tenant: &str) -> (String, Option<String
             (path.into(), Some(event_for(path, tenant)))
         }
         ("post", "/v1/query") => (path.into(), Some(r#"{"sql": "SELECT 1 AS one"}"#.into())),
+        ("post", "/v1/data/{*path}") => (
+            "/v1/data/tollgate/gate/violations".into(),
+            Some(json!({"input": {"unit_cost_usd": 0.3, "tenant": tenant}}).to_string()),
+        ),
+        ("get", "/v1/data/{*path}") => ("/v1/data/tollgate/gate/required_params".into(), None),
         _ => (path.into(), None),
     }
 }
@@ -339,9 +344,10 @@ async fn every_route_is_in_the_openapi_spec() {
             }
         }
     }
+    // axum's catch-all `{*path}` is OpenAPI's `{path}`.
     let routes: Vec<(String, String)> = routes()
         .into_iter()
-        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .map(|(m, p, _)| (m.to_string(), p.replace("{*", "{")))
         .collect();
     for (m, p) in &routes {
         assert!(
@@ -403,6 +409,22 @@ async fn auth_matrix_no_token_wrong_scope_other_tenant() {
                 continue;
             }
             ("post", _) => call(&fx.app, method, &uri, Some(GLOBEX), body.as_deref()).await,
+            ("get", "/v1/data/{*path}") => {
+                // The rules' constants: no tenant's data to ask for. A
+                // decision path without an input is refused.
+                let a = call(&fx.app, method, &uri, Some(GLOBEX), None).await;
+                assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+                let d = call(
+                    &fx.app,
+                    method,
+                    "/v1/data/tollgate/gate",
+                    Some(GLOBEX),
+                    None,
+                )
+                .await;
+                assert_problem(&d, StatusCode::BAD_REQUEST);
+                continue;
+            }
             ("get", _) => {
                 let sep = if uri.contains('?') { '&' } else { '?' };
                 call(
