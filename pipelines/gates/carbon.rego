@@ -18,7 +18,9 @@ region := object.get(input, "deployment_region", "(unnamed region)")
 cleanest := r if {
 	limit := data.tollgate.params["carbon-intensity"].max_g_per_kwh
 	ok := {[g, name] |
-		some name, g in data.tollgate.regions
+		# Not `some name, g in ...`: rego-cpp rejects that form inside a
+		# comprehension (tests/test_rego_differential.py checks both engines).
+		g := data.tollgate.regions[name]
 		g <= limit
 		region_allowed(name)
 	}

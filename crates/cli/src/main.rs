@@ -121,6 +121,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Gate rules: judge inputs offline, with the engine the API uses.
+    Gate {
+        #[command(subcommand)]
+        command: GateCommand,
+    },
     /// Print spend, tokens and carbon by team from the rollup files.
     Summary {
         #[arg(long, default_value = "data/rollups")]
@@ -128,6 +133,20 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum GateCommand {
+    /// Read Rego inputs as NDJSON on stdin (each the whole `input`,
+    /// `context` included) and print, per line, the gate's outcome and each
+    /// gate package's rules: `{"allow", "violations", "packages": {name:
+    /// value of data.<name>}}`. With --data, print `data.tollgate` instead.
+    Eval {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        data: bool,
     },
 }
 
@@ -245,6 +264,9 @@ fn main() -> std::process::ExitCode {
         Command::Policy {
             command: PolicyCommand::Test { config, dir },
         } => policy_test(&config.config, dir),
+        Command::Gate {
+            command: GateCommand::Eval { config, data },
+        } => gate_eval(&config.config, data),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -659,6 +681,60 @@ fn verify(dir: &std::path::Path, json: bool) -> Result<()> {
             report.records
         ),
     }
+}
+
+fn gate_eval(config: &std::path::Path, print_data: bool) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let cfg = Config::load(config)?;
+    let engine = runtime()?.block_on(tollgate_policy::PolicyEngine::load(
+        tollgate_policy::EngineOptions {
+            dir: cfg.policies.dir.clone(),
+            params: cfg.policies.params.clone(),
+            disabled: cfg.policies.disabled.clone(),
+            file_schema: tollgate_rollup::schema(),
+            history: None,
+            regions: cfg
+                .pricing
+                .regions
+                .iter()
+                .map(|r| (r.region.clone(), r.carbon_intensity_g_per_kwh))
+                .collect(),
+        },
+    ))?;
+    let params = tollgate_http::policy_params(&engine);
+    let mut out = std::io::stdout().lock();
+    if print_data {
+        let data = tollgate_http::gate_data(&cfg, params);
+        writeln!(out, "{data}")?;
+        return Ok(());
+    }
+    let gates = tollgate_http::load_gate_engine(&cfg, params)
+        .with_context(|| format!("cannot load the gate rules in {}", cfg.gates.dir.display()))?;
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("read stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let input: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("line {}: not JSON", n + 1))?;
+        let outcome = gates.evaluate(&input);
+        let mut packages = serde_json::Map::new();
+        for p in gates.packages() {
+            let path: Vec<&str> = p.name.split('.').collect();
+            let v = match gates.data(&path, Some(&input)) {
+                Ok(v) => v.unwrap_or(serde_json::Value::Null),
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            };
+            packages.insert(p.name.clone(), v);
+        }
+        let line = serde_json::json!({
+            "allow": outcome.allow,
+            "violations": outcome.violations,
+            "packages": packages,
+        });
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
 }
 
 fn policy_test(config: &std::path::Path, dir: Option<PathBuf>) -> Result<()> {

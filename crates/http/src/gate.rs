@@ -54,6 +54,18 @@ pub fn load_gate_engine(
             modules.push((display_name(&path), text));
         }
     }
+    let data = gate_data(cfg, policy_params);
+    let engine = GateEngine::compile_packages(modules, data, &cfg.gates.packages)?;
+    for v in engine.misconfigured() {
+        tracing::warn!(rule = %v.rule, "gate misconfigured, every gate answer denies until fixed: {}", v.message);
+    }
+    Ok(engine)
+}
+
+/// `data.tollgate` of the gate rules: the window policies' effective
+/// parameters, `[gates.params]` as `params.gates`, and the price book's
+/// regions (`{region: g/kWh}`).
+pub fn gate_data(cfg: &Config, policy_params: serde_json::Map<String, Value>) -> Value {
     let mut params = policy_params;
     params.insert(
         "gates".into(),
@@ -65,12 +77,7 @@ pub fn load_gate_engine(
         .iter()
         .map(|r| (r.region.clone(), json!(r.carbon_intensity_g_per_kwh)))
         .collect();
-    let data = json!({"params": params, "regions": regions});
-    let engine = GateEngine::compile_packages(modules, data, &cfg.gates.packages)?;
-    for v in engine.misconfigured() {
-        tracing::warn!(rule = %v.rule, "gate misconfigured, every gate answer denies until fixed: {}", v.message);
-    }
-    Ok(engine)
+    json!({"params": params, "regions": regions})
 }
 
 fn display_name(p: &Path) -> String {

@@ -38,7 +38,7 @@ use tollgate_ingest::Telemetry;
 use tower::ServiceBuilder;
 
 pub use auth::{Auth, Principal, Scope};
-pub use gate::{load_gate_engine, GateService};
+pub use gate::{gate_data, load_gate_engine, GateService};
 pub use metrics::HttpMetrics;
 use problem::Problem;
 
