@@ -1,7 +1,8 @@
 """Rego semantics checked against a second implementation: the shipped gate
 modules and an OPA-style `finops` module judge a generated corpus of inputs
 (missing fields, wrong types, nulls, boundary values) through the gate's own
-engine (`tollgate gate eval`, regorus) and through rego-cpp (`regopy`), and
+engine (`tollgate gate eval`, regorus, in OPA's default non-strict built-in
+mode: `[gates] strict_builtin_errors = false`) and through rego-cpp (`regopy`), and
 every answer must agree: `data.tollgate.gate.violations`, `data.finops.deny`,
 `data.finops.allow`.
 
@@ -125,7 +126,7 @@ def setup(tmp_path_factory, tollgate_bin):
     shutil.copy(ROOT / "tests" / "rego" / "finops.rego", gates / "finops.rego")
     text = (ROOT / "pipelines" / "default.toml").read_text()
     text = re.sub(r'(?m)^dir = "pipelines/gates"$', f'dir = "{gates}"', text)
-    text = re.sub(r"(?m)^packages = .*$", 'packages = ["tollgate.gate", "finops"]', text)
+    text = re.sub(r"(?m)^packages = .*$", 'packages = ["tollgate.gate", "finops"]\nstrict_builtin_errors = false', text)
     config = tmp / "pipeline.toml"
     config.write_text(text)
     run = lambda *a, **kw: subprocess.run([str(tollgate_bin), "gate", "eval", "--config", str(config), *a],

@@ -236,6 +236,10 @@ pub struct GatesConfig {
     /// (`deny` messages, optional `allow`), e.g. `finops`. Each must be
     /// declared by a module in `dir`.
     pub packages: Vec<String>,
+    /// A Rego built-in given the wrong type aborts the evaluation and the
+    /// gate denies with the reason (fail closed, the default). `false`:
+    /// OPA's default, the expression is undefined and the rule does not fire.
+    pub strict_builtin_errors: bool,
     /// `data.tollgate.params.gates`; the window policies' effective
     /// parameters are beside it under their policy names.
     pub params: BTreeMap<String, toml::Value>,
@@ -246,6 +250,7 @@ impl Default for GatesConfig {
         GatesConfig {
             dir: "pipelines/gates".into(),
             packages: vec!["tollgate.gate".into()],
+            strict_builtin_errors: true,
             params: BTreeMap::new(),
         }
     }

@@ -288,17 +288,24 @@ fn entry_module(packages: &[GatePackage]) -> String {
 impl GateEngine {
     /// [`GateEngine::compile_packages`] with the shipped package alone.
     pub fn compile(modules: Vec<(String, String)>, data: Value) -> Result<Self, GateError> {
-        Self::compile_packages(modules, data, &[TOLLGATE_PACKAGE.to_string()])
+        Self::compile_packages(modules, data, &[TOLLGATE_PACKAGE.to_string()], true)
     }
 
     /// Compile `(name, source)` modules with `data` as `data.tollgate`
     /// (`{"params": {...}, "regions": {region: g/kWh}}`), judging with the
     /// gate `packages`. The revision is a hash of all three, so every
     /// decision names exactly the rules and thresholds that made it.
+    ///
+    /// `strict_builtin_errors`: a built-in given the wrong type
+    /// (`trim_space(null)`, `1 / 0`) aborts the evaluation, so the gate
+    /// denies with the reason (fail closed; regorus's default, and OPA's
+    /// `--strict-builtin-errors`). `false` is OPA's default: the expression
+    /// is undefined and the rule simply does not fire.
     pub fn compile_packages(
         mut modules: Vec<(String, String)>,
         data: Value,
         packages: &[String],
+        strict_builtin_errors: bool,
     ) -> Result<Self, GateError> {
         if modules.is_empty() {
             return Err(GateError::NoModules);
@@ -308,12 +315,7 @@ impl GateEngine {
         }
         modules.sort();
         let mut engine = regorus::Engine::new();
-        // OPA's semantics: a built-in given the wrong type (`trim_space(null)`,
-        // `object.get([], ...)`) makes its expression undefined, it does not
-        // abort the query. regorus aborts by default, which made the gate
-        // deny with "could not be evaluated" where OPA answers the rules
-        // (found by tests/test_rego_differential.py).
-        engine.set_strict_builtin_errors(false);
+        engine.set_strict_builtin_errors(strict_builtin_errors);
         let mut hash = Sha256::new();
         for (name, source) in &modules {
             engine

@@ -340,6 +340,7 @@ fn with_finops() -> GateEngine {
         m,
         data(),
         &["tollgate.gate".to_string(), "finops".to_string()],
+        true,
     )
     .unwrap()
 }
@@ -396,7 +397,7 @@ deny contains "never" if false
 "#;
     let mut m = modules();
     m.push(("strict.rego".into(), strict.into()));
-    let e = GateEngine::compile_packages(m, data(), &["strict".to_string()]).unwrap();
+    let e = GateEngine::compile_packages(m, data(), &["strict".to_string()], true).unwrap();
     let o = e.evaluate(&json!({"approved": false}));
     assert!(!o.allow);
     assert_eq!(
@@ -408,11 +409,11 @@ deny contains "never" if false
 
 #[test]
 fn a_configured_package_no_module_declares_stops_the_load() {
-    let err = GateEngine::compile_packages(modules(), data(), &["finops".to_string()])
+    let err = GateEngine::compile_packages(modules(), data(), &["finops".to_string()], true)
         .unwrap_err()
         .to_string();
     assert!(err.contains("\"finops\" is configured"), "{err}");
-    let err = GateEngine::compile_packages(modules(), data(), &["fin-ops".to_string()])
+    let err = GateEngine::compile_packages(modules(), data(), &["fin-ops".to_string()], true)
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a package name"), "{err}");
@@ -423,7 +424,7 @@ fn a_deny_member_that_is_not_a_message_denies_with_the_reason() {
     let odd = "package odd\nimport rego.v1\ndeny contains 42 if true\n";
     let mut m = modules();
     m.push(("odd.rego".into(), odd.into()));
-    let e = GateEngine::compile_packages(m, data(), &["odd".to_string()]).unwrap();
+    let e = GateEngine::compile_packages(m, data(), &["odd".to_string()], true).unwrap();
     let o = e.evaluate(&json!({}));
     assert!(!o.allow);
     assert_eq!(o.violations[0].rule, "evaluation");

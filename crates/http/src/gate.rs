@@ -55,7 +55,12 @@ pub fn load_gate_engine(
         }
     }
     let data = gate_data(cfg, policy_params);
-    let engine = GateEngine::compile_packages(modules, data, &cfg.gates.packages)?;
+    let engine = GateEngine::compile_packages(
+        modules,
+        data,
+        &cfg.gates.packages,
+        cfg.gates.strict_builtin_errors,
+    )?;
     for v in engine.misconfigured() {
         tracing::warn!(rule = %v.rule, "gate misconfigured, every gate answer denies until fixed: {}", v.message);
     }
