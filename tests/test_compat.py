@@ -35,7 +35,7 @@ def configure(pipeline):
     shutil.copy(FINOPS, gates / "finops.rego")
     text = pipeline.config.read_text()
     text = re.sub(r'(?m)^dir = "pipelines/gates"$', f'dir = "{gates}"', text)
-    text = re.sub(r"(?m)^packages = .*$", 'packages = ["tollgate.gate", "finops"]', text)
+    text = re.sub(r"(?m)^\[gates\]$", '[gates]\\npackages = ["tollgate.gate", "finops"]', text, count=1)
     assert '"finops"' in text
     pipeline.config.write_text(text)
 

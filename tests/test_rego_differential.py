@@ -126,7 +126,7 @@ def setup(tmp_path_factory, tollgate_bin):
     shutil.copy(ROOT / "tests" / "rego" / "finops.rego", gates / "finops.rego")
     text = (ROOT / "pipelines" / "default.toml").read_text()
     text = re.sub(r'(?m)^dir = "pipelines/gates"$', f'dir = "{gates}"', text)
-    text = re.sub(r"(?m)^packages = .*$", 'packages = ["tollgate.gate", "finops"]\nstrict_builtin_errors = false', text)
+    text = re.sub(r"(?m)^\[gates\]$", '[gates]\\npackages = ["tollgate.gate", "finops"]\nstrict_builtin_errors = false', text, count=1)
     config = tmp / "pipeline.toml"
     config.write_text(text)
     run = lambda *a, **kw: subprocess.run([str(tollgate_bin), "gate", "eval", "--config", str(config), *a],
