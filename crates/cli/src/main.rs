@@ -693,12 +693,7 @@ fn gate_eval(config: &std::path::Path, print_data: bool) -> Result<()> {
             disabled: cfg.policies.disabled.clone(),
             file_schema: tollgate_rollup::schema(),
             history: None,
-            regions: cfg
-                .pricing
-                .regions
-                .iter()
-                .map(|r| (r.region.clone(), r.carbon_intensity_g_per_kwh))
-                .collect(),
+            regions: cfg.region_intensities(),
         },
     ))?;
     let params = tollgate_http::policy_params(&engine);
@@ -740,12 +735,7 @@ fn gate_eval(config: &std::path::Path, print_data: bool) -> Result<()> {
 fn policy_test(config: &std::path::Path, dir: Option<PathBuf>) -> Result<()> {
     let cfg = Config::load(config)?;
     let dir = dir.unwrap_or_else(|| cfg.policies.dir.clone());
-    let regions = cfg
-        .pricing
-        .regions
-        .iter()
-        .map(|r| (r.region.clone(), r.carbon_intensity_g_per_kwh))
-        .collect();
+    let regions = cfg.region_intensities();
     let results = runtime()?.block_on(tollgate_policy::fixture::run_dir(
         &dir,
         tollgate_rollup::schema(),

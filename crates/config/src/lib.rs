@@ -367,6 +367,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The price book's grid intensities, `(region, g CO2e/kWh)`, as the
+    /// policies' `regions` table and the gate rules read them.
+    pub fn region_intensities(&self) -> Vec<(String, f64)> {
+        self.pricing
+            .regions
+            .iter()
+            .map(|r| (r.region.clone(), r.carbon_intensity_g_per_kwh))
+            .collect()
+    }
+
     /// Parse a config file's text; `env` is the environment lookup.
     pub fn from_toml(
         text: &str,

@@ -274,16 +274,7 @@ async fn check(s: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Respons
     let principal = s.principal(headers, Scope::GatesCheck)?;
     let req: GateRequest = parse_json(body)?;
     req.validate().map_err(Problem::unprocessable)?;
-    let tenant = match (&principal.tenant, &req.tenant) {
-        (Some(mine), Some(asked)) if mine != asked => {
-            return Err(Problem::forbidden(format!(
-                "this token is for tenant {mine:?}, not {asked:?}"
-            )))
-        }
-        (Some(mine), _) => mine.clone(),
-        (None, Some(asked)) => asked.clone(),
-        (None, None) => s.cfg.http.default_tenant.clone(),
-    };
+    let tenant = judged_tenant(s, &principal, req.tenant.as_deref())?;
     let request_key = match crate::idempotency_key(headers)? {
         Some(k) => format!("key:{k}"),
         None => crate::unique_token(),
@@ -422,20 +413,8 @@ async fn data(
     let Value::Object(mut input) = input else {
         return Err(Problem::unprocessable("`input` must be an object"));
     };
-    let asked = input
-        .get("tenant")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let tenant = match (&principal.tenant, asked) {
-        (Some(mine), Some(asked)) if *mine != asked => {
-            return Err(Problem::forbidden(format!(
-                "this token is for tenant {mine:?}, not {asked:?}"
-            )))
-        }
-        (Some(mine), _) => mine.clone(),
-        (None, Some(asked)) => asked,
-        (None, None) => s.cfg.http.default_tenant.clone(),
-    };
+    let asked = input.get("tenant").and_then(Value::as_str);
+    let tenant = judged_tenant(s, &principal, asked)?;
     tollgate_event::check_name(&tenant)
         .map_err(|why| Problem::unprocessable(format!("tenant {why}")))?;
     let team = input
@@ -475,6 +454,23 @@ async fn data(
         Ok(None) => Ok(Json(json!({"decision_id": d.decision_id})).into_response()),
         Err(e) => Err(Problem::internal(format!("the gate denies: {e}"))
             .with("decision_id", json!(d.decision_id))),
+    }
+}
+
+/// The tenant a gate request is judged for: the token's (another one asked
+/// for is a 403), else the one asked for, else `http.default_tenant`.
+fn judged_tenant(
+    s: &AppState,
+    principal: &crate::auth::Principal,
+    asked: Option<&str>,
+) -> Result<String, Problem> {
+    match (&principal.tenant, asked) {
+        (Some(mine), Some(asked)) if mine != asked => Err(Problem::forbidden(format!(
+            "this token is for tenant {mine:?}, not {asked:?}"
+        ))),
+        (Some(mine), _) => Ok(mine.clone()),
+        (None, Some(asked)) => Ok(asked.to_string()),
+        (None, None) => Ok(s.cfg.http.default_tenant.clone()),
     }
 }
 

@@ -57,12 +57,7 @@ async fn load_policies(cfg: &Config) -> Result<PolicyEngine, IngestError> {
         disabled: cfg.policies.disabled.clone(),
         file_schema: tollgate_rollup::schema(),
         history: Some(history),
-        regions: cfg
-            .pricing
-            .regions
-            .iter()
-            .map(|r| (r.region.clone(), r.carbon_intensity_g_per_kwh))
-            .collect(),
+        regions: cfg.region_intensities(),
     })
     .await?;
     for p in engine.policies() {
