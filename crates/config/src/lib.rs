@@ -393,6 +393,9 @@ impl Config {
         if let Some(dir) = env("TOLLGATE_POLICIES_DIR").filter(|d| !d.is_empty()) {
             c.policies.dir = dir.into();
         }
+        if let Some(dir) = env("TOLLGATE_GATES_DIR").filter(|d| !d.is_empty()) {
+            c.gates.dir = dir.into();
+        }
         if let Some(listen) = env("TOLLGATE_HTTP_LISTEN") {
             c.http.listen = listen;
         }
@@ -522,10 +525,14 @@ mod tests {
         let env = |k: &str| match k {
             "KAFKA_BROKERS" => Some("k1:9092,k2:9092".to_string()),
             "COST_PER_1K_INPUT_TOKENS" => Some("0.5".to_string()),
+            "TOLLGATE_POLICIES_DIR" => Some("/etc/tollgate/policies".to_string()),
+            "TOLLGATE_GATES_DIR" => Some("/etc/tollgate/gates".to_string()),
             _ => None,
         };
         let c = Config::from_toml("", Path::new("x.toml"), env).expect("valid");
         assert_eq!(c.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(c.policies.dir, Path::new("/etc/tollgate/policies"));
+        assert_eq!(c.gates.dir, Path::new("/etc/tollgate/gates"));
         assert_eq!(c.defaults.cost_per_1k_input_tokens, 0.5);
     }
 

@@ -205,6 +205,8 @@ pub struct Outcome {
     pub allow: bool,
     /// Sorted by rule, then message.
     pub violations: Vec<Violation>,
+    /// The rules could not be evaluated (the one violation says why).
+    pub failed: bool,
 }
 
 /// Compiled gate rules. Cheap to share between threads; evaluation does
@@ -439,6 +441,7 @@ impl GateEngine {
                 Outcome {
                     allow: violations.is_empty(),
                     violations,
+                    failed: false,
                 }
             }
             Err(message) => Outcome {
@@ -447,6 +450,7 @@ impl GateEngine {
                     rule: "evaluation".into(),
                     message: format!("gate rules could not be evaluated, denying: {message}"),
                 }],
+                failed: true,
             },
         }
     }

@@ -22,7 +22,7 @@ use tollgate_decision::{rfc3339_ms, Draft};
 use tollgate_decision_log::{Appended, DecisionLog};
 use tollgate_gate::{GateContext, GateEngine, GateRequest, MonthSpend, WindowSpend};
 use tollgate_ingest::live::{month_start_ms, LiveSnapshot};
-use tollgate_ingest::{DecisionPublisher, Telemetry};
+use tollgate_ingest::{DecisionPublisher, Stats, Telemetry};
 use tracing::{debug, error};
 
 use crate::auth::Scope;
@@ -225,7 +225,11 @@ fn write_loop(
         {
             let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
             for p in batch {
-                results.push(log.append(p.draft, ts.clone()).map_err(NotRecorded::from));
+                let r = log.append(p.draft, ts.clone()).map_err(NotRecorded::from);
+                if matches!(r, Err(NotRecorded::Failed(_))) {
+                    Stats::add(&t.stats.decision_log_errors, 1);
+                }
+                results.push(r);
                 replies.push(p.reply);
             }
             let synced = if head_at.elapsed() >= HEAD_EVERY {
@@ -236,6 +240,7 @@ fn write_loop(
             };
             if let Err(e) = synced {
                 error!(error = %e, "gate decisions could not be synced; answering deny");
+                Stats::add(&t.stats.decision_log_errors, 1);
                 let e = NotRecorded::Failed(e.to_string());
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(e.clone());
@@ -257,6 +262,20 @@ fn write_loop(
             let _ = reply.send(r);
         }
     }
+}
+
+/// The rules' verdict, counting the requests they could not evaluate.
+fn judge(
+    s: &AppState,
+    engine: &GateEngine,
+    input: &Value,
+    package: Option<&str>,
+) -> tollgate_gate::Outcome {
+    let outcome = engine.outcome(input, package);
+    if outcome.failed {
+        Stats::add(&s.telemetry.stats.gate_evaluation_errors, 1);
+    }
+    outcome
 }
 
 pub async fn policy_check(
@@ -287,7 +306,7 @@ async fn check(s: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Respons
     let ctx = context(&s.telemetry.live.snapshot(), &tenant, team.as_deref());
     let engine = s.gates.engine();
     let input = tollgate_gate::gate_input(&req, &ctx);
-    let outcome = engine.evaluate(&input);
+    let outcome = judge(s, &engine, &input, None);
     let draft = tollgate_gate::draft(&engine, input.clone(), &outcome, &request_key);
     let appended = s
         .gates
@@ -436,7 +455,7 @@ async fn data(
         serde_json::to_value(&ctx).unwrap_or(Value::Null),
     );
     let input = Value::Object(input);
-    let outcome = engine.outcome(&input, Some(&package.name));
+    let outcome = judge(s, &engine, &input, Some(&package.name));
     let result = engine.data(&segs, Some(&input));
     let mut draft = tollgate_gate::draft(&engine, input.clone(), &outcome, &request_key);
     draft

@@ -32,6 +32,7 @@ use tollgate_window::{ClosedWindow, Totals};
 use tracing::{debug, error, info, warn};
 
 use crate::live::month_name;
+use crate::metrics::Telemetry;
 use crate::{kafka, IngestError};
 
 /// How long to keep retrying a window's decisions while the broker does not
@@ -128,8 +129,8 @@ pub(crate) struct Decided {
 
 pub(crate) struct Decider {
     d: Decisions,
-    counted: prometheus::IntCounterVec,
-    policy_seconds: prometheus::HistogramVec,
+    /// Decisions and policy timings by policy; decision-log errors.
+    t: Arc<Telemetry>,
     producer: FutureProducer,
     rt: tokio::runtime::Runtime,
     /// `month_to_date` for the policies: the rollup tree's month so far,
@@ -141,8 +142,7 @@ impl Decider {
     pub(crate) fn new(
         cfg: &Config,
         d: Decisions,
-        counted: prometheus::IntCounterVec,
-        policy_seconds: prometheus::HistogramVec,
+        t: Arc<Telemetry>,
     ) -> Result<Self, IngestError> {
         // The writer waits for each window's acknowledgements, so lingering
         // to fill a batch only adds its delay to every window close.
@@ -156,8 +156,7 @@ impl Decider {
             .map_err(|e| IngestError::Config(format!("cannot start the policy runtime: {e}")))?;
         Ok(Decider {
             d,
-            counted,
-            policy_seconds,
+            t,
             producer,
             rt,
             month: Mutex::new(MonthToDate::new(&cfg.output.rollup_dir)),
@@ -192,7 +191,8 @@ impl Decider {
             month_to_date: month.as_ref().map_err(String::as_str),
         }));
         for (policy, took) in &eval.timings {
-            self.policy_seconds
+            self.t
+                .policy_seconds
                 .with_label_values(&[policy])
                 .observe(took.as_secs_f64());
         }
@@ -208,17 +208,18 @@ impl Decider {
             let ts = rfc3339_ms(chrono::Utc::now().timestamp_millis());
             let mut log = self.d.log.lock().unwrap_or_else(|p| p.into_inner());
             for draft in eval.drafts {
-                appended.push(log.append(draft, ts.clone())?);
+                appended.push(log.append(draft, ts.clone()).inspect_err(|_| self.log_error())?);
             }
         }
         for a in &appended {
             let d = a.decision();
             if a.is_new() {
                 out.new += 1;
-                self.counted
+                self.t
+                    .decisions
                     .with_label_values(&[&d.policy, d.verdict.as_str()])
                     .inc();
-                info!(decision_id = %d.decision_id, policy = %d.policy, subject = %d.subject, verdict = d.verdict.as_str(), reason = %d.reasons.join("; "), "decision");
+                debug!(decision_id = %d.decision_id, policy = %d.policy, subject = %d.subject, verdict = d.verdict.as_str(), reason = %d.reasons.join("; "), "decision");
             } else {
                 out.replayed += 1;
             }
@@ -239,10 +240,15 @@ impl Decider {
             .log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .sync()?;
+            .sync()
+            .inspect_err(|_| self.log_error())?;
         let publishing = Instant::now();
         self.rt.block_on(self.publish(appended))?;
         Ok(publishing.elapsed())
+    }
+
+    fn log_error(&self) {
+        crate::Stats::add(&self.t.stats.decision_log_errors, 1);
     }
 
     /// `month_to_date` for the month of a window starting at `start_ms`: the

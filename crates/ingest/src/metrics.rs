@@ -268,6 +268,8 @@ counters! {
     "tollgate_writer_groups_total" => writer_groups, "Groups of queued jobs the writer made durable together: one decision-log sync and one wait for the broker each.";
     "tollgate_policy_errors_total" => policy_errors, "Policy evaluations that failed on a window.";
     "tollgate_decisions_replayed_total" => decisions_replayed, "Decisions a replay produced again (already in the log).";
+    "tollgate_decision_log_errors_total" => decision_log_errors, "Decision-log appends or syncs that failed (the window is retried; a gate request is denied with 503).";
+    "tollgate_gate_evaluation_errors_total" => gate_evaluation_errors, "Gate requests whose rules could not be evaluated (answered deny).";
 }
 
 impl Snapshot {
@@ -303,6 +305,13 @@ impl Snapshot {
             }
         }
         out.push(Box::new(events));
+        let blocked = prometheus::Counter::new(
+            "tollgate_writer_blocked_seconds_total",
+            "Time the consumer waited for room in the writer's queue (backpressure from the disk and the broker).",
+        )
+        .expect("static metric");
+        blocked.inc_by(s.writer_blocked_micros as f64 / 1e6);
+        out.push(Box::new(blocked));
         let h = &t.live.health;
         let lag = IntGaugeVec::new(
             Opts::new(

@@ -64,6 +64,10 @@ stats! {
     decisions_replayed,
     /// Policy evaluations that failed (the others on the window still ran).
     policy_errors,
+    /// Decision-log appends or syncs that failed (window path and gate).
+    decision_log_errors,
+    /// Gate requests whose rules could not be evaluated (answered deny).
+    gate_evaluation_errors,
     /// Time spent evaluating policies, logging and publishing decisions (µs).
     decide_micros,
     /// Of `decide_micros`: publishing decisions until the broker acknowledged them (µs).
@@ -71,7 +75,7 @@ stats! {
 }
 
 impl Stats {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }
 }

@@ -253,9 +253,8 @@ pub fn run_pipeline(
             crate::decide::Decider::new(
                 cfg,
                 decisions.clone(),
-                t.decisions.clone(),
-                t.policy_seconds.clone(),
-            )?,
+                t.clone(),
+                            )?,
             t.clone(),
         )?,
     };

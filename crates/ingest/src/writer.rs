@@ -464,9 +464,8 @@ mod tests {
         let decider = Decider::new(
             cfg,
             decisions,
-            t.decisions.clone(),
-            t.policy_seconds.clone(),
-        )
+            t.clone(),
+                    )
         .expect("decider");
         Group {
             rollup_dir: cfg.output.rollup_dir.clone(),
