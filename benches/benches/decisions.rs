@@ -282,6 +282,57 @@ fn gate(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // What else regorus offers for the same answer (issue: gate speed).
+    // Each variant must give the answer Tollgate's own path gives.
+    let input = {
+        let req: tollgate_gate::GateRequest = serde_json::from_slice(body).expect("body");
+        regorus::Value::from(tollgate_gate::gate_input(&req, &ctx))
+    };
+    let prepared = engine.regorus_engine().expect("engine");
+    let compiled = prepared
+        .clone()
+        .compile_with_entrypoint(&tollgate_gate::ANSWER.into())
+        .expect("compile");
+    let want = compiled.eval_with_input(input.clone()).expect("compiled");
+    let mut g = c.benchmark_group("gate_regorus");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("compiled_policy_eval_with_input", |b| {
+        b.iter(|| compiled.eval_with_input(input.clone()).expect("eval"))
+    });
+    let mut kept = prepared.clone();
+    kept.set_input(input.clone());
+    assert_eq!(kept.eval_rule(tollgate_gate::ANSWER.into()).expect("rule"), want);
+    g.bench_function("engine_kept_eval_rule", |b| {
+        b.iter(|| {
+            kept.set_input(input.clone());
+            kept.eval_rule(tollgate_gate::ANSWER.into()).expect("eval")
+        })
+    });
+    g.bench_function("engine_cloned_eval_rule", |b| {
+        b.iter(|| {
+            let mut e = prepared.clone();
+            e.set_input(input.clone());
+            e.eval_rule(tollgate_gate::ANSWER.into()).expect("eval")
+        })
+    });
+    let mut queried = prepared.clone();
+    g.bench_function("engine_kept_eval_query", |b| {
+        b.iter(|| {
+            queried.set_input(input.clone());
+            queried
+                .eval_query(tollgate_gate::ANSWER.into(), false)
+                .expect("eval")
+        })
+    });
+    g.bench_function("input_to_regorus_value", |b| {
+        let v = {
+            let req: tollgate_gate::GateRequest = serde_json::from_slice(body).expect("body");
+            tollgate_gate::gate_input(&req, &ctx)
+        };
+        b.iter(|| regorus::Value::from(v.clone()))
+    });
+    g.finish();
 }
 
 criterion_group!(benches, sign, window_close, gate);

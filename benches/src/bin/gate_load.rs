@@ -43,6 +43,62 @@ struct Args {
     /// Connections flooding `POST /v1/query` in the last phase (0: skip it).
     #[arg(long, default_value_t = 16)]
     flood: usize,
+    /// Another gate server to measure the same way, `NAME=HOST:PORT`
+    /// (repeatable): the same bodies and token, the same closed and open
+    /// loops, right after Tollgate's. Its answers must agree with Tollgate's.
+    #[arg(long = "compare", value_parser = parse_compare)]
+    compare: Vec<(String, std::net::SocketAddr)>,
+}
+
+fn parse_compare(s: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let (name, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=HOST:PORT"))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{s:?}: {addr} is not HOST:PORT: {e}"))?;
+    Ok((name.to_string(), addr))
+}
+
+/// `allow` and `violations` of one answer of the server at `addr`.
+async fn verdict(addr: std::net::SocketAddr, req: &[u8]) -> Result<serde_json::Value> {
+    let mut conn = Conn::open(addr).await?;
+    let status = conn.call(req).await?;
+    if status != 200 {
+        bail!("status {status}: {}", String::from_utf8_lossy(&conn.body));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&conn.body)?;
+    Ok(serde_json::json!({"allow": v["allow"], "violations": v["violations"]}))
+}
+
+/// Closed loop then open loop on `addr`, printed under `name`.
+async fn measure(
+    name: &str,
+    addr: std::net::SocketAddr,
+    args: &Args,
+    reqs: Arc<Vec<Vec<u8>>>,
+    base_rps: f64,
+) -> Result<(usize, Duration)> {
+    let (_, warm) = closed_loop(addr, 4, 1.0, reqs.clone()).await?;
+    let (rps, mut lat) = closed_loop(addr, args.connections, args.seconds, reqs.clone()).await?;
+    lat.sort();
+    println!(
+        "{name:<28}: {rps:>9.0} req/s  (closed loop p50 {:.3} ms, p99 {:.3} ms; ratio to Tollgate's /healthz {:.3})",
+        ms(pct(&lat, 0.50)),
+        ms(pct(&lat, 0.99)),
+        rps / base_rps
+    );
+    let mut open = open_loop(addr, args.rate, args.seconds, reqs).await?;
+    open.sort();
+    println!(
+        "{name:<28}  open loop {} req/s ({} requests): p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+        args.rate,
+        open.len(),
+        ms(pct(&open, 0.50)),
+        ms(pct(&open, 0.99)),
+        ms(open.last().copied().unwrap_or_default())
+    );
+    Ok((warm.len() + lat.len() + open.len(), pct(&open, 0.99)))
 }
 
 const FLOOD_TOKEN: &str = "flood-token-0123456789";
@@ -322,33 +378,34 @@ fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     // Warm up both paths.
-    let (_, warm) = client.block_on(closed_loop(addr, 4, 1.0, gate.clone()))?;
+    // The other servers must give Tollgate's answers to the bench's bodies.
+    let mut checked = 0;
+    for (name, other) in &args.compare {
+        for req in gate.iter() {
+            let ours = client.block_on(verdict(addr, req))?;
+            let theirs = client
+                .block_on(verdict(*other, req))
+                .with_context(|| format!("{name} at {other}"))?;
+            if ours != theirs {
+                bail!("{name} answers {theirs}, Tollgate {ours}");
+            }
+            checked += 1;
+        }
+        println!("{name}: same allow and violations as Tollgate on both bodies");
+    }
     let (base_rps, _) =
         client.block_on(closed_loop(addr, args.connections, args.seconds, health))?;
     println!("baseline GET /healthz       : {base_rps:>9.0} req/s");
-    let (gate_rps, mut lat) = client.block_on(closed_loop(
+    let (ours, open_p99) = client.block_on(measure(
+        "Tollgate POST /v1/gates/...",
         addr,
-        args.connections,
-        args.seconds,
+        &args,
         gate.clone(),
+        base_rps,
     ))?;
-    lat.sort();
-    println!(
-        "POST /v1/gates/policy-check : {gate_rps:>9.0} req/s  (closed loop p50 {:.3} ms, p99 {:.3} ms)",
-        ms(pct(&lat, 0.50)),
-        ms(pct(&lat, 0.99))
-    );
-    println!("ratio gate / healthz        : {:>9.3}", gate_rps / base_rps);
-    let mut open = client.block_on(open_loop(addr, args.rate, args.seconds, gate.clone()))?;
-    open.sort();
-    println!(
-        "open loop {} req/s ({} requests): p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
-        args.rate,
-        open.len(),
-        ms(pct(&open, 0.50)),
-        ms(pct(&open, 0.99)),
-        ms(open.last().copied().unwrap_or_default())
-    );
+    for (name, other) in &args.compare {
+        client.block_on(measure(name, *other, &args, gate.clone(), base_rps))?;
+    }
     let mut flooded = Vec::new();
     if args.flood > 0 {
         let body = FLOOD_SQL;
@@ -384,7 +441,7 @@ fn main() -> Result<()> {
         );
         println!(
             "gate p99 with the flood / without: {:.2}",
-            ms(pct(&flooded, 0.99)) / ms(pct(&open, 0.99)).max(1e-9)
+            ms(pct(&flooded, 0.99)) / ms(open_p99).max(1e-9)
         );
     }
     drop(server);
@@ -393,7 +450,7 @@ fn main() -> Result<()> {
     if let Some(bad) = report.first_bad {
         bail!("decision log does not verify: {bad}");
     }
-    let answered = (warm.len() + lat.len() + open.len() + flooded.len()) as u64;
+    let answered = (checked + ours + flooded.len()) as u64;
     if report.records != answered {
         bail!(
             "{answered} gate answers but {} decisions in the log",

@@ -396,6 +396,17 @@ impl GateEngine {
         })
     }
 
+    /// A regorus engine with the modules, the data and the entry rule
+    /// ([`ANSWER`]), for measuring the other ways regorus evaluates
+    /// (`benches/benches/decisions.rs`, group `gate_regorus`).
+    pub fn regorus_engine(&self) -> Result<regorus::Engine, GateError> {
+        let mut engine = self.template.clone();
+        engine
+            .add_policy("<tollgate entry>".into(), entry_module(&self.packages))
+            .map_err(|e| GateError::Compile(e.to_string()))?;
+        Ok(engine)
+    }
+
     /// The configured gate packages.
     pub fn packages(&self) -> &[GatePackage] {
         &self.packages
