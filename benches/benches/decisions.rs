@@ -302,7 +302,10 @@ fn gate(c: &mut Criterion) {
     });
     let mut kept = prepared.clone();
     kept.set_input(input.clone());
-    assert_eq!(kept.eval_rule(tollgate_gate::ANSWER.into()).expect("rule"), want);
+    assert_eq!(
+        kept.eval_rule(tollgate_gate::ANSWER.into()).expect("rule"),
+        want
+    );
     g.bench_function("engine_kept_eval_rule", |b| {
         b.iter(|| {
             kept.set_input(input.clone());

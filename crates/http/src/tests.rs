@@ -1246,3 +1246,34 @@ async fn the_month_ledger_is_seeded_from_the_rollup_files() {
     assert_eq!(ledger.month("globex", Some("ml"), month).cost_usd, 7.0);
     assert_eq!(ledger.month("acme", Some("ml"), month), Totals::default());
 }
+
+#[tokio::test]
+async fn rules_that_cannot_be_evaluated_deny_and_are_counted() {
+    let gates = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/gates");
+    for f in std::fs::read_dir(&shipped).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, gates.path().join(f.file_name().unwrap())).unwrap();
+    }
+    // A built-in given a number: with strict built-in errors (the default)
+    // the evaluation fails, and the gate must deny.
+    std::fs::write(
+        gates.path().join("broken.rego"),
+        "package tollgate.gate\nimport rego.v1\nviolations contains {\"rule\": \"broken\", \"message\": m} if { m := trim_space(input.unit_cost_usd) }\n",
+    )
+    .unwrap();
+    let dir = gates.path().to_path_buf();
+    let fx = fixture_with(tokens(), move |c| c.gates.dir = dir);
+    let a = gate(&fx.app, ACME, SEED_OK).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body["allow"], false, "{}", a.text);
+    assert_eq!(rule_names(&a), ["evaluation"], "{}", a.text);
+    let m = call(&fx.app, "get", "/metrics", Some(SCRAPER), None).await;
+    assert!(
+        m.text.contains("tollgate_gate_evaluation_errors_total 1\n"),
+        "{}",
+        m.text
+    );
+    assert!(m.text.contains("tollgate_decision_log_errors_total 0\n"));
+    assert!(m.text.contains("tollgate_writer_blocked_seconds_total 0\n"));
+}

@@ -139,11 +139,7 @@ pub(crate) struct Decider {
 }
 
 impl Decider {
-    pub(crate) fn new(
-        cfg: &Config,
-        d: Decisions,
-        t: Arc<Telemetry>,
-    ) -> Result<Self, IngestError> {
+    pub(crate) fn new(cfg: &Config, d: Decisions, t: Arc<Telemetry>) -> Result<Self, IngestError> {
         // The writer waits for each window's acknowledgements, so lingering
         // to fill a batch only adds its delay to every window close.
         let producer: FutureProducer = crate::output_producer_config(cfg)
@@ -208,7 +204,10 @@ impl Decider {
             let ts = rfc3339_ms(chrono::Utc::now().timestamp_millis());
             let mut log = self.d.log.lock().unwrap_or_else(|p| p.into_inner());
             for draft in eval.drafts {
-                appended.push(log.append(draft, ts.clone()).inspect_err(|_| self.log_error())?);
+                appended.push(
+                    log.append(draft, ts.clone())
+                        .inspect_err(|_| self.log_error())?,
+                );
             }
         }
         for a in &appended {

@@ -250,11 +250,7 @@ pub fn run_pipeline(
         writer: Writer::spawn(
             cfg.output.rollup_dir.clone(),
             cfg.output.late_dir.clone(),
-            crate::decide::Decider::new(
-                cfg,
-                decisions.clone(),
-                t.clone(),
-                            )?,
+            crate::decide::Decider::new(cfg, decisions.clone(), t.clone())?,
             t.clone(),
         )?,
     };

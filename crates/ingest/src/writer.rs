@@ -461,12 +461,7 @@ mod tests {
         let key = tollgate_decision::Key::new("k-test", "a-test-secret-0123456789").expect("key");
         let decisions = rt.block_on(Decisions::open(cfg, key)).expect("decisions");
         let t = Arc::new(Telemetry::new(Live::new(Duration::ZERO), 100));
-        let decider = Decider::new(
-            cfg,
-            decisions,
-            t.clone(),
-                    )
-        .expect("decider");
+        let decider = Decider::new(cfg, decisions, t.clone()).expect("decider");
         Group {
             rollup_dir: cfg.output.rollup_dir.clone(),
             late_dir: cfg.output.late_dir.clone(),
