@@ -457,3 +457,31 @@ fn the_data_api_answers_inside_gate_packages_only() {
         );
     }
 }
+
+#[test]
+fn a_kept_data_api_engine_carries_nothing_from_one_call_to_the_next() {
+    let e = with_finops();
+    let over = json!({"unit_cost_usd": 0.07, "cost_tags": {"team": "ai", "environment": "prod"}});
+    let under = json!({"unit_cost_usd": 0.01, "cost_tags": {"team": "ai", "environment": "prod"}});
+    for _ in 0..3 {
+        assert_eq!(
+            e.data(&["finops", "allow"], Some(&over)).unwrap(),
+            Some(json!(false))
+        );
+        assert_eq!(
+            e.data(&["finops", "allow"], Some(&under)).unwrap(),
+            Some(json!(true))
+        );
+        // No input after an input: the rules see none (OPA's GET).
+        let none = e.data(&["finops", "deny"], None).unwrap();
+        assert_eq!(none, with_finops().data(&["finops", "deny"], None).unwrap());
+        assert_ne!(none, e.data(&["finops", "deny"], Some(&over)).unwrap());
+    }
+    // A failed evaluation leaves no state behind either.
+    let bad = json!({"unit_cost_usd": "not a number"});
+    let _ = e.data(&["finops", "allow"], Some(&bad));
+    assert_eq!(
+        e.data(&["finops", "allow"], Some(&under)).unwrap(),
+        Some(json!(true))
+    );
+}
