@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh
 cargo fmt --all -- --check
+# Forbidden edges between the crates (ARCHITECTURE.md, "Invariants").
+scripts/depcheck.py
 # One build for the tests and the binary: building the binary on its own
 # resolves features without the dev-dependencies and rebuilds DataFusion.
 cargo build --workspace --all-targets

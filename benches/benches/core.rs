@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tollgate_enrich::{Defaults, Enricher};
 use tollgate_event::{decode, Kind, Limits};
-use tollgate_ingest::loadgen::{Generator, LoadSpec};
+use tollgate_loadgen::{Generator, LoadSpec};
 use tollgate_window::{PartitionState, WindowSpec};
 
 const N: u64 = 200_000;

@@ -14,7 +14,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tollgate_enrich::{Defaults, Enricher};
 use tollgate_event::{decode, Limits};
-use tollgate_ingest::loadgen::{Generator, LoadSpec};
+use tollgate_loadgen::{Generator, LoadSpec};
 use tollgate_rollup::Source;
 use tollgate_window::{ClosedWindow, PartitionState, WindowSpec};
 

@@ -22,7 +22,7 @@ use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 use tollgate_config::Config;
-use tollgate_ingest::{loadgen, RunOptions};
+use tollgate_pipeline::RunOptions;
 
 #[derive(Parser)]
 struct Args {
@@ -158,7 +158,7 @@ fn slowest_first(mut times: Vec<(String, f64)>) -> String {
 }
 
 fn raw_consume(cfg: &Config, total: u64) -> Result<f64> {
-    let cc = tollgate_ingest::consumer_config(cfg, &format!("{}-raw", cfg.kafka.group_id));
+    let cc = tollgate_kafka::consumer_config(cfg, &format!("{}-raw", cfg.kafka.group_id));
     let consumer: BaseConsumer = cc.create()?;
     let topics: Vec<&str> = cfg.topics.sources().iter().map(|(t, _)| *t).collect();
     let started = Instant::now();
@@ -193,7 +193,7 @@ fn raw_consume(cfg: &Config, total: u64) -> Result<f64> {
 /// events/s and the share of that time the thread was on a core.
 fn core_consume(cfg: &Config, total: u64) -> Result<(f64, f64)> {
     use tollgate_window::PartitionState;
-    let cc = tollgate_ingest::consumer_config(cfg, &format!("{}-core", cfg.kafka.group_id));
+    let cc = tollgate_kafka::consumer_config(cfg, &format!("{}-core", cfg.kafka.group_id));
     let consumer: BaseConsumer = cc.create()?;
     let sources = cfg.topics.sources();
     let topics: Vec<&str> = sources.iter().map(|(t, _)| *t).collect();
@@ -261,7 +261,7 @@ fn own_cpu_ticks() -> u64 {
 /// One heartbeat at `ts_ms` to every partition of every event topic.
 fn produce_sentinels(cfg: &Config, ts_ms: i64) -> Result<u64> {
     use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-    let producer: ThreadedProducer<_> = tollgate_ingest::client_config(cfg).create()?;
+    let producer: ThreadedProducer<_> = tollgate_kafka::client_config(cfg).create()?;
     let mut n = 0;
     for (topic, kind) in cfg.topics.sources() {
         for p in 0..cfg.kafka.partitions {
@@ -318,7 +318,7 @@ fn main() -> Result<()> {
     cfg.decisions.log_dir = args.out.join("decisions");
 
     let spec_end_ms = 1_767_225_600_000 + 600_000;
-    let spec = loadgen::LoadSpec {
+    let spec = tollgate_loadgen::LoadSpec {
         count: args.count,
         teams: args.teams,
         models: 8,
@@ -332,7 +332,7 @@ fn main() -> Result<()> {
     match args.phase {
         Some(Phase::Produce) => {
             let started = Instant::now();
-            let sent = loadgen::produce(&cfg, spec, 0, |n| eprint!("\rproduced {n}"))?;
+            let sent = tollgate_loadgen::produce(&cfg, spec, 0, |n| eprint!("\rproduced {n}"))?;
             eprintln!(
                 "\nproduced {sent} events in {:.1}s",
                 started.elapsed().as_secs_f64()
@@ -355,14 +355,14 @@ fn main() -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&args.out);
 
-    tollgate_ingest::wait_for_broker(&cfg, Duration::from_secs(30))?;
+    tollgate_kafka::wait_for_broker(&cfg, Duration::from_secs(30))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(tollgate_ingest::ensure_topics(&cfg))?;
+    rt.block_on(tollgate_kafka::ensure_topics(&cfg))?;
     // The pipeline as deployed: every shipped policy, signed decisions.
     let key = tollgate_decision::Key::new("k-bench", "a-benchmark-secret-0123456789")?;
-    let decisions = rt.block_on(tollgate_ingest::Decisions::open(&cfg, key))?;
+    let decisions = rt.block_on(tollgate_pipeline::Decisions::open(&cfg, key))?;
 
     let [generated, sentinels] = in_child::<u64, 2>("produce", uid, &[])?;
     let sent = generated + sentinels;
@@ -384,8 +384,8 @@ fn main() -> Result<()> {
         Ok("0") => Duration::ZERO,
         _ => Duration::from_secs(1),
     };
-    let telemetry = Arc::new(tollgate_ingest::Telemetry::new(
-        tollgate_ingest::live::Live::new(live_every),
+    let telemetry = Arc::new(tollgate_telemetry::Telemetry::new(
+        tollgate_telemetry::live::Live::new(live_every),
         cfg.http.metrics_series_cap,
     ));
     let opts = RunOptions {
@@ -398,7 +398,7 @@ fn main() -> Result<()> {
         let (cfg, telemetry, decisions) = (cfg.clone(), telemetry.clone(), decisions.clone());
         std::thread::Builder::new()
             .name("consumer".into())
-            .spawn(move || tollgate_ingest::run_pipeline(&cfg, &opts, &telemetry, &decisions))
+            .spawn(move || tollgate_pipeline::run_pipeline(&cfg, &opts, &telemetry, &decisions))
             .context("start the pipeline thread")?
     };
     // Time at which the last rollup file holding the generated events is in

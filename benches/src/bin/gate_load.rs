@@ -316,14 +316,14 @@ fn main() -> Result<()> {
     let secret = b"bench-secret-0123456789abcdef".to_vec();
     let key = Key::new("bench", secret.clone())?;
     let log = DecisionLog::open(&cfg.decisions.log_dir, key.clone(), LogOptions::default())?;
-    let telemetry = Arc::new(tollgate_ingest::Telemetry::default());
+    let telemetry = Arc::new(tollgate_telemetry::Telemetry::default());
     let registry = prometheus::Registry::new();
     telemetry.register(&registry)?;
     // What `tollgate run` does before serving: the month read from the
     // (here empty) rollups; the gate answers 503 until then.
     telemetry
         .live
-        .set_seed(tollgate_ingest::live::Ledger::default());
+        .set_seed(tollgate_telemetry::live::Ledger::default());
     // The thresholds of default.toml's [policies.params] (what the window
     // policies would report as effective parameters).
     let params = serde_json::to_value(&cfg.policies.params)?;

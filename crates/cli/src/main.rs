@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tollgate_config::Config;
-use tollgate_ingest::{loadgen, RunOptions, RunOutcome, Telemetry};
+use tollgate_pipeline::{RunOptions, RunOutcome};
+use tollgate_telemetry::Telemetry;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -246,7 +247,7 @@ fn main() -> std::process::ExitCode {
             }
             let span_ms = (span_secs as i64) * 1000;
             let now = chrono::Utc::now().timestamp_millis();
-            let spec = loadgen::LoadSpec {
+            let spec = tollgate_loadgen::LoadSpec {
                 count,
                 teams: teams.max(1),
                 models,
@@ -335,9 +336,9 @@ fn run(
         Signals::install()?
     };
     let decisions = rt
-        .block_on(tollgate_ingest::Decisions::open(&cfg, key))
+        .block_on(tollgate_pipeline::Decisions::open(&cfg, key))
         .context("cannot start the decision stage")?;
-    let live = tollgate_ingest::live::Live::new(if serve_http {
+    let live = tollgate_telemetry::live::Live::new(if serve_http {
         Duration::from_millis(cfg.http.live_refresh_ms.max(1))
     } else {
         Duration::ZERO
@@ -440,7 +441,7 @@ fn run(
         };
         if serve_http {
             // The live month totals start from the files already written.
-            match tollgate_ingest::live::Ledger::from_rollups(&cfg.output.rollup_dir) {
+            match tollgate_telemetry::live::Ledger::from_rollups(&cfg.output.rollup_dir) {
                 Ok(l) => {
                     info!(
                         teams = l.teams(),
@@ -454,20 +455,23 @@ fn run(
                 }
             }
         }
-        let attempt = tollgate_ingest::wait_for_broker(&cfg, max_wait).and_then(|()| {
+        let attempt = (|| {
+            tollgate_kafka::wait_for_broker(&cfg, max_wait)?;
             if cfg.kafka.create_topics {
-                rt.block_on(tollgate_ingest::ensure_topics(&cfg))?;
+                rt.block_on(tollgate_kafka::ensure_topics(&cfg))?;
             }
-            tollgate_ingest::run_pipeline(&cfg, &opts, &telemetry, &decisions)
-        });
+            tollgate_pipeline::run_pipeline(&cfg, &opts, &telemetry, &decisions)
+        })();
         match attempt {
             Ok(o) => break o,
             // Nothing a restart changes: the operator has to act.
             Err(
-                e @ (tollgate_ingest::IngestError::BrokerUnreachable { .. }
-                | tollgate_ingest::IngestError::CommittedBeyondLog { .. }),
+                e @ (tollgate_pipeline::PipelineError::Broker(
+                    tollgate_kafka::BrokerError::Unreachable { .. },
+                )
+                | tollgate_pipeline::PipelineError::CommittedBeyondLog { .. }),
             ) => return Err(e.into()),
-            Err(e @ tollgate_ingest::IngestError::Unassigned(_)) => {
+            Err(e @ tollgate_pipeline::PipelineError::Unassigned(_)) => {
                 // The coordinator keeps this static member stuck without
                 // partitions (tansu 0.6 after a broker restart): come back
                 // as a new static member; the stuck one expires.
@@ -504,7 +508,7 @@ fn run(
 fn start_api(
     rt: &tokio::runtime::Runtime,
     cfg: &Config,
-    decisions: &tollgate_ingest::Decisions,
+    decisions: &tollgate_pipeline::Decisions,
     telemetry: &Arc<Telemetry>,
     registry: prometheus::Registry,
 ) -> Result<Arc<tollgate_http::AppState>> {
@@ -530,7 +534,7 @@ fn start_api(
         registry,
         decisions.log.clone(),
         gates,
-        Some(tollgate_ingest::DecisionPublisher::new(cfg)?),
+        Some(tollgate_kafka::DecisionPublisher::new(cfg)?),
     )?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(cfg.http.listen.trim()))
@@ -551,7 +555,7 @@ fn start_api(
     Ok(state)
 }
 
-fn log_counters(what: &str, s: &tollgate_ingest::StatsSnapshot) {
+fn log_counters(what: &str, s: &tollgate_telemetry::StatsSnapshot) {
     info!(
         consumed = s.consumed,
         accepted = s.accepted,
@@ -582,14 +586,14 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn produce(cfg: Config, spec: loadgen::LoadSpec, rate: u64) -> Result<()> {
-    tollgate_ingest::wait_for_broker(&cfg, Duration::from_secs(120))?;
+fn produce(cfg: Config, spec: tollgate_loadgen::LoadSpec, rate: u64) -> Result<()> {
+    tollgate_kafka::wait_for_broker(&cfg, Duration::from_secs(120))?;
     if cfg.kafka.create_topics {
-        runtime()?.block_on(tollgate_ingest::ensure_topics(&cfg))?;
+        runtime()?.block_on(tollgate_kafka::ensure_topics(&cfg))?;
     }
     let total = spec.count;
     let started = Instant::now();
-    let sent = loadgen::produce(&cfg, spec, rate, |n| {
+    let sent = tollgate_loadgen::produce(&cfg, spec, rate, |n| {
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         eprintln!("produced {n}/{total} ({:.0} events/s)", n as f64 / secs);
     })?;

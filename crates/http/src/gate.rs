@@ -21,8 +21,9 @@ use tollgate_config::Config;
 use tollgate_decision::{rfc3339_ms, Draft};
 use tollgate_decision_log::{Appended, DecisionLog};
 use tollgate_gate::{GateContext, GateEngine, GateRequest, MonthSpend, WindowSpend};
-use tollgate_ingest::live::{month_start_ms, LiveSnapshot};
-use tollgate_ingest::{DecisionPublisher, Stats, Telemetry};
+use tollgate_kafka::DecisionPublisher;
+use tollgate_telemetry::live::{month_start_ms, LiveSnapshot};
+use tollgate_telemetry::{Stats, Telemetry};
 use tracing::{debug, error};
 
 use crate::auth::Scope;

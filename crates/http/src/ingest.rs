@@ -61,7 +61,7 @@ impl IngestService {
         if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
-        let mut pc = tollgate_ingest::client_config(&self.cfg);
+        let mut pc = tollgate_kafka::client_config(&self.cfg);
         pc.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")

@@ -34,7 +34,7 @@ use axum::{BoxError, Json, Router};
 use serde_json::json;
 use tollgate_config::Config;
 use tollgate_decision_log::DecisionLog;
-use tollgate_ingest::Telemetry;
+use tollgate_telemetry::Telemetry;
 use tower::ServiceBuilder;
 
 pub use auth::{Auth, Principal, Scope};
@@ -88,7 +88,7 @@ impl AppState {
         registry: prometheus::Registry,
         log: Arc<Mutex<DecisionLog>>,
         gate_engine: tollgate_gate::GateEngine,
-        publisher: Option<tollgate_ingest::DecisionPublisher>,
+        publisher: Option<tollgate_kafka::DecisionPublisher>,
     ) -> Result<Arc<Self>, HttpError> {
         let http_metrics = HttpMetrics::new(&registry)?;
         if let Some(p) = &publisher {

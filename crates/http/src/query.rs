@@ -207,7 +207,7 @@ fn measures(r: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
-fn totals_json(t: &tollgate_ingest::live::Totals) -> Map<String, Value> {
+fn totals_json(t: &tollgate_telemetry::live::Totals) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("events".into(), json!(t.events));
     m.insert("input_tokens".into(), json!(t.input_tokens));

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use tollgate_config::Config;
 use tollgate_decision::{Key, KeyRing};
 use tollgate_decision_log::{DecisionLog, LogOptions};
-use tollgate_ingest::live::{month_start_ms, Ledger, LiveSnapshot, TeamWindow, Totals};
-use tollgate_ingest::Telemetry;
+use tollgate_telemetry::live::{month_start_ms, Ledger, LiveSnapshot, TeamWindow, Totals};
+use tollgate_telemetry::Telemetry;
 use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
 use tower::ServiceExt;
 

@@ -1,18 +1,11 @@
-//! Kafka adapter: the ingest worker (consumer group → decode → enrich →
-//! windows → Parquet rollups, with offsets committed only behind durable
-//! output), the dead-letter producer, topic administration and the synthetic
-//! load generator. See `ARCHITECTURE.md` for the delivery protocol.
+//! The Kafka side every Tollgate process shares: client settings from the
+//! config, broker reachability and topic creation, the producer settings of
+//! Tollgate's own outputs, and the publisher that copies gate decisions to
+//! the decisions topic. The pipeline's consumer and the HTTP API's producer
+//! are built from here; neither depends on the other.
 
 mod admin;
-mod dead_letter;
-mod decide;
-pub mod live;
-pub mod loadgen;
-pub mod metrics;
-mod resume;
-mod stats;
-mod worker;
-mod writer;
+mod publish;
 
 use std::time::Duration;
 
@@ -20,56 +13,29 @@ use rdkafka::ClientConfig;
 use tollgate_config::Config;
 
 pub use admin::{ensure_topics, wait_for_broker};
-pub use decide::{DecisionPublisher, Decisions};
-pub use metrics::Telemetry;
-pub use stats::{Stats, StatsSnapshot};
-pub use worker::{run_pipeline, RunOptions, RunOutcome};
+pub use publish::DecisionPublisher;
 
+/// A broker operation that failed.
 #[derive(Debug, thiserror::Error)]
-pub enum IngestError {
+pub enum BrokerError {
     #[error("kafka {op}: {source}")]
     Kafka {
         op: &'static str,
         source: rdkafka::error::KafkaError,
     },
     #[error("broker not reachable at {brokers} after {waited:?}: {last}")]
-    BrokerUnreachable {
+    Unreachable {
         brokers: String,
         waited: Duration,
         last: String,
     },
-    #[error("writing output: {0}")]
-    Output(#[from] tollgate_rollup::RollupError),
-    #[error("dead-letter delivery failed: {0}")]
-    DeadLetter(String),
-    #[error("broker returned offset {got} of {topic}/{partition} when asked for {wanted}; refusing to skip or repeat events")]
-    OffsetGap {
-        topic: String,
-        partition: i32,
-        wanted: i64,
-        got: i64,
-    },
-    #[error("the committed offset {committed} of {topic}/{partition} is beyond the end of its log ({log_end}): the topic was recreated or the broker lost data. Tollgate will not guess which events it has counted; move the rollup and decision directories aside and reset the consumer group's offsets (README: \"When the broker's log is not the one Tollgate read\")")]
-    CommittedBeyondLog {
-        topic: String,
-        partition: i32,
-        committed: i64,
-        log_end: i64,
-    },
-    #[error("config: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Policy(#[from] tollgate_policy::PolicyError),
-    #[error(transparent)]
-    DecisionLog(#[from] tollgate_decision_log::LogError),
-    #[error("publishing decisions: {0}")]
-    Decisions(String),
-    #[error("no partitions assigned for {0} s, even after rejoining the consumer group")]
-    Unassigned(u64),
+    #[error("metrics: {0}")]
+    Metric(#[from] prometheus::Error),
 }
 
-pub(crate) fn kafka(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> IngestError {
-    move |source| IngestError::Kafka { op, source }
+/// `map_err` adapter naming the operation that failed.
+pub fn kafka(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> BrokerError {
+    move |source| BrokerError::Kafka { op, source }
 }
 
 /// Client settings shared by every client tollgate creates.
@@ -91,7 +57,7 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
 /// minute. At-least-once: consumers of these topics de-duplicate (decisions
 /// by key). Not idempotent: tansu 0.6 (SQLite storage) panics on an
 /// idempotent produce after a broker restart and stops serving altogether.
-pub(crate) fn output_producer_config(cfg: &Config) -> ClientConfig {
+pub fn output_producer_config(cfg: &Config) -> ClientConfig {
     let mut pc = client_config(cfg);
     pc.set("enable.idempotence", "false")
         .set("acks", "all")
@@ -121,7 +87,7 @@ pub fn consumer_config(cfg: &Config, group_id: &str) -> ClientConfig {
 
 /// Send a record, waiting while librdkafka's local queue is full (the
 /// producer drains it in the background); any other error is returned.
-pub(crate) fn send_when_queued<C, K, P>(
+pub fn send_when_queued<C, K, P>(
     producer: &rdkafka::producer::ThreadedProducer<C>,
     mut record: rdkafka::producer::BaseRecord<'_, K, P, C::DeliveryOpaque>,
 ) -> Result<(), rdkafka::error::KafkaError>

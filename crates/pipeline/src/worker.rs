@@ -30,10 +30,13 @@ use tollgate_rollup::{LateRecord, Source};
 use tollgate_window::{Checkpoint, ClosedWindow, Offer, PartitionState};
 use tracing::{debug, error, info, info_span, warn};
 
-use crate::live::{LiveWriter, TopicPartition};
-use crate::metrics::{Outcome, Telemetry};
 use crate::writer::{Job, Writer};
-use crate::{consumer_config, kafka, send_when_queued, IngestError, Stats};
+use tollgate_kafka::{consumer_config, send_when_queued};
+use tollgate_telemetry::live::{LiveWriter, TopicPartition};
+use tollgate_telemetry::metrics::{Outcome, Telemetry};
+use tollgate_telemetry::Stats;
+
+use crate::{kafka, PipelineError};
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -197,7 +200,7 @@ pub fn run_pipeline(
     opts: &RunOptions,
     t: &Arc<Telemetry>,
     decisions: &crate::Decisions,
-) -> Result<RunOutcome, IngestError> {
+) -> Result<RunOutcome, PipelineError> {
     let mut cc = consumer_config(cfg, &cfg.kafka.group_id);
     cc.set("enable.auto.offset.store", "false");
     if cfg.kafka.statistics_interval_ms > 0 {
@@ -219,12 +222,12 @@ pub fn run_pipeline(
     let topics: Vec<&str> = cfg.topics.sources().iter().map(|(t, _)| *t).collect();
     consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
 
-    let dlq: ThreadedProducer<DlqCtx> = crate::output_producer_config(cfg)
+    let dlq: ThreadedProducer<DlqCtx> = tollgate_kafka::output_producer_config(cfg)
         .create_with_context(DlqCtx::default())
         .map_err(kafka("create dead-letter producer"))?;
 
     let enricher = Enricher::new(cfg.pricing.clone(), cfg.defaults.clone())
-        .map_err(|e| IngestError::Config(e.to_string()))?;
+        .map_err(|e| PipelineError::Config(e.to_string()))?;
     let mut w = Worker {
         cfg,
         opts,
@@ -263,7 +266,7 @@ pub fn run_pipeline(
 }
 
 impl Worker<'_> {
-    fn run(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<RunOutcome, IngestError> {
+    fn run(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<RunOutcome, PipelineError> {
         let tick = Duration::from_millis(100);
         let mut last_tick = Instant::now();
         let mut since_clock = 0u32;
@@ -310,14 +313,11 @@ impl Worker<'_> {
         }
     }
 
-    fn kafka_error(&mut self, e: KafkaError) -> Result<(), IngestError> {
+    fn kafka_error(&mut self, e: KafkaError) -> Result<(), PipelineError> {
         if let Some(code) = e.rdkafka_error_code() {
             use rdkafka::types::RDKafkaErrorCode as C;
             if matches!(code, C::Fatal) {
-                return Err(IngestError::Kafka {
-                    op: "consume",
-                    source: e,
-                });
+                return Err(kafka("consume")(e));
             }
         }
         // librdkafka reconnects by itself; say so once every 10 s, not per poll.
@@ -354,7 +354,7 @@ impl Worker<'_> {
     /// end of its log ([`crate::resume::committed_beyond_log`]): reading it
     /// would skip everything the broker now has. Checked on assignment, not
     /// at the first message, because such a partition may never yield one.
-    fn check_assigned(&self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+    fn check_assigned(&self, consumer: &BaseConsumer<Ctx>) -> Result<(), PipelineError> {
         let assigned = std::mem::take(
             &mut *consumer
                 .context()
@@ -380,7 +380,7 @@ impl Worker<'_> {
                 .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
                 .map_err(kafka("fetch watermarks"))?;
             if crate::resume::committed_beyond_log(o, log_end) {
-                return Err(IngestError::CommittedBeyondLog {
+                return Err(PipelineError::CommittedBeyondLog {
                     topic: e.topic().into(),
                     partition: e.partition(),
                     committed: o,
@@ -396,7 +396,7 @@ impl Worker<'_> {
         consumer: &BaseConsumer<Ctx>,
         topic: &str,
         partition: i32,
-    ) -> Result<usize, IngestError> {
+    ) -> Result<usize, PipelineError> {
         if let Some(i) = self
             .parts
             .iter()
@@ -415,11 +415,10 @@ impl Worker<'_> {
         consumer: &BaseConsumer<Ctx>,
         topic: &str,
         partition: i32,
-    ) -> Result<Part, IngestError> {
-        let kind =
-            self.cfg.topics.kind_of(topic).ok_or_else(|| {
-                IngestError::Config(format!("message from unexpected topic {topic}"))
-            })?;
+    ) -> Result<Part, PipelineError> {
+        let kind = self.cfg.topics.kind_of(topic).ok_or_else(|| {
+            PipelineError::Config(format!("message from unexpected topic {topic}"))
+        })?;
         let _span = info_span!("restore", topic, partition).entered();
         let started = Instant::now();
         let mut tpl = TopicPartitionList::new();
@@ -491,7 +490,7 @@ impl Worker<'_> {
         partition: i32,
         offset: i64,
         metadata: &str,
-    ) -> Result<Option<i64>, IngestError> {
+    ) -> Result<Option<i64>, PipelineError> {
         if let Some(e) =
             tollgate_rollup::load_checkpoint(&self.cfg.output.rollup_dir, topic, partition, offset)?
         {
@@ -510,7 +509,7 @@ impl Worker<'_> {
         &mut self,
         consumer: &BaseConsumer<Ctx>,
         msg: &BorrowedMessage<'_>,
-    ) -> Result<(), IngestError> {
+    ) -> Result<(), PipelineError> {
         let now = self.now;
         self.last_message = now;
         Stats::add(&self.stats.consumed, 1);
@@ -604,7 +603,11 @@ impl Worker<'_> {
         Ok(())
     }
 
-    fn dead_letter(&self, msg: &BorrowedMessage<'_>, err: &DecodeError) -> Result<(), IngestError> {
+    fn dead_letter(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        err: &DecodeError,
+    ) -> Result<(), PipelineError> {
         Stats::add(&self.stats.dead_lettered, 1);
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
@@ -671,11 +674,11 @@ impl Worker<'_> {
         if let Some(k) = copy.key {
             record = record.key(k);
         }
-        send_when_queued(&self.dlq, record).map_err(|e| IngestError::DeadLetter(e.to_string()))
+        send_when_queued(&self.dlq, record).map_err(|e| PipelineError::DeadLetter(e.to_string()))
     }
 
     /// Hand closed windows (and the partition's pending late events) to the writer.
-    fn write_windows(&mut self, i: usize, closed: Vec<ClosedWindow>) -> Result<(), IngestError> {
+    fn write_windows(&mut self, i: usize, closed: Vec<ClosedWindow>) -> Result<(), PipelineError> {
         if closed.is_empty() {
             return Ok(());
         }
@@ -715,7 +718,7 @@ impl Worker<'_> {
         self.flush_late(i)
     }
 
-    fn flush_late(&mut self, i: usize) -> Result<(), IngestError> {
+    fn flush_late(&mut self, i: usize) -> Result<(), PipelineError> {
         let part = &mut self.parts[i];
         let Some(key) = part.state.late_submitted() else {
             return Ok(());
@@ -732,7 +735,7 @@ impl Worker<'_> {
 
     /// Apply the writer's acknowledgements: each releases its hold on the
     /// partition's commit point.
-    fn collect_written(&mut self) -> Result<(), IngestError> {
+    fn collect_written(&mut self) -> Result<(), PipelineError> {
         while let Some(done) = self.writer.try_done()? {
             let w = done.result?;
             if let Some(p) = self
@@ -774,7 +777,7 @@ impl Worker<'_> {
         Ok(())
     }
 
-    fn on_tick(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+    fn on_tick(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), PipelineError> {
         self.collect_written()?;
         let t: &Telemetry = self.t;
         let health = &t.live.health;
@@ -818,7 +821,7 @@ impl Worker<'_> {
         Ok(())
     }
 
-    fn rejoin_if_unassigned(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+    fn rejoin_if_unassigned(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), PipelineError> {
         let limit = self.cfg.kafka.rejoin_when_unassigned_secs;
         if limit == 0 {
             return Ok(());
@@ -835,7 +838,7 @@ impl Worker<'_> {
                 // Rejoining on this client did not help either (seen with
                 // tansu after a broker restart): start over with a new
                 // client, from the committed offsets.
-                return Err(IngestError::Unassigned(limit * 2));
+                return Err(PipelineError::Unassigned(limit * 2));
             }
             warn!(
                 seconds = limit,
@@ -852,7 +855,7 @@ impl Worker<'_> {
 
     /// Commit every partition's checkpoint that moved, after the dead-letter
     /// producer has delivered everything sent so far.
-    fn commit(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+    fn commit(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), PipelineError> {
         let started = Instant::now();
         let result = self.commit_inner(consumer);
         let took = started.elapsed();
@@ -861,7 +864,7 @@ impl Worker<'_> {
         result
     }
 
-    fn commit_inner(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), IngestError> {
+    fn commit_inner(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), PipelineError> {
         self.collect_written()?;
         self.last_commit = Instant::now();
         self.commit_due = false;
@@ -896,7 +899,7 @@ impl Worker<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
         {
-            return Err(IngestError::DeadLetter(f));
+            return Err(PipelineError::DeadLetter(f));
         }
         for (i, cp) in &moved {
             let p = &self.parts[*i];
@@ -932,7 +935,7 @@ impl Worker<'_> {
 
     /// Every assigned partition is read to its high watermark, nothing is
     /// open or pending, and everything is committed.
-    fn drained(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<bool, IngestError> {
+    fn drained(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<bool, PipelineError> {
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
         if self.last_message.elapsed() < idle.min(Duration::from_secs(2)) {
             return Ok(false);

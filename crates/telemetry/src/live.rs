@@ -378,7 +378,7 @@ impl Live {
             .store(SEED_LOADED, std::sync::atomic::Ordering::Release);
     }
 
-    pub(crate) fn take_seed(&self) -> Ledger {
+    pub fn take_seed(&self) -> Ledger {
         self.seed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -389,7 +389,7 @@ impl Live {
 }
 
 /// The consumer thread's side: the ledger and when it last published.
-pub(crate) struct LiveWriter {
+pub struct LiveWriter {
     pub ledger: Ledger,
     last: Option<Instant>,
     /// Windows closed since the last publish.

@@ -9,11 +9,11 @@ use rdkafka::types::RDKafkaErrorCode;
 use tollgate_config::Config;
 use tracing::{info, warn};
 
-use crate::{client_config, kafka, IngestError};
+use crate::{client_config, kafka, BrokerError};
 
 /// Block until the broker answers a metadata request, retrying with
 /// exponential backoff (capped at 5 s) for at most `max_wait`.
-pub fn wait_for_broker(cfg: &Config, max_wait: Duration) -> Result<(), IngestError> {
+pub fn wait_for_broker(cfg: &Config, max_wait: Duration) -> Result<(), BrokerError> {
     let probe: BaseConsumer = client_config(cfg)
         .create()
         .map_err(kafka("create client"))?;
@@ -32,7 +32,7 @@ pub fn wait_for_broker(cfg: &Config, max_wait: Duration) -> Result<(), IngestErr
             Err(e) => {
                 warn!(brokers = %cfg.kafka.brokers, error = %e, retry_in_ms = backoff.as_millis() as u64, "broker not reachable yet");
                 if start.elapsed() >= max_wait {
-                    return Err(IngestError::BrokerUnreachable {
+                    return Err(BrokerError::Unreachable {
                         brokers: cfg.kafka.brokers.clone(),
                         waited: start.elapsed(),
                         last: e.to_string(),
@@ -46,7 +46,7 @@ pub fn wait_for_broker(cfg: &Config, max_wait: Duration) -> Result<(), IngestErr
 }
 
 /// Create the event, dead-letter topics if they do not exist.
-pub async fn ensure_topics(cfg: &Config) -> Result<(), IngestError> {
+pub async fn ensure_topics(cfg: &Config) -> Result<(), BrokerError> {
     let admin: AdminClient<DefaultClientContext> = client_config(cfg)
         .create()
         .map_err(kafka("create admin client"))?;
@@ -73,7 +73,7 @@ pub async fn ensure_topics(cfg: &Config) -> Result<(), IngestError> {
                 tracing::debug!(topic = %name, "topic exists")
             }
             Err((name, code)) => {
-                return Err(IngestError::Kafka {
+                return Err(BrokerError::Kafka {
                     op: "create topic",
                     source: rdkafka::error::KafkaError::AdminOp(code),
                 })

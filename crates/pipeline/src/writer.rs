@@ -29,7 +29,9 @@ use tollgate_rollup::{EncodedWindow, LateRecord, Source};
 use tollgate_window::ClosedWindow;
 
 use crate::decide::{Decided, Decider};
-use crate::{IngestError, Stats, Telemetry};
+use tollgate_telemetry::{Stats, Telemetry};
+
+use crate::PipelineError;
 
 /// Jobs queued at most before `submit` blocks (backpressure).
 const QUEUE: usize = 8;
@@ -58,7 +60,7 @@ pub(crate) struct Done {
     pub partition: i32,
     /// `first_offset` of the window, or the first late offset.
     pub key: i64,
-    pub result: Result<Written, IngestError>,
+    pub result: Result<Written, PipelineError>,
 }
 
 pub(crate) struct Written {
@@ -92,7 +94,7 @@ impl Writer {
         late_dir: PathBuf,
         decider: Decider,
         t: Arc<Telemetry>,
-    ) -> Result<Self, IngestError> {
+    ) -> Result<Self, PipelineError> {
         let thread_t = t.clone();
         let (tx, jobs) = mpsc::sync_channel::<Job>(QUEUE);
         let (done_tx, rx) = mpsc::channel::<Done>();
@@ -119,7 +121,7 @@ impl Writer {
                     }
                 }
             })
-            .map_err(|e| IngestError::Config(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| PipelineError::Config(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             tx: Some(tx),
             rx,
@@ -130,12 +132,12 @@ impl Writer {
     }
 
     /// Queue a write; blocks while the queue is full.
-    pub(crate) fn submit(&mut self, job: Job) -> Result<(), IngestError> {
+    pub(crate) fn submit(&mut self, job: Job) -> Result<(), PipelineError> {
         let tx = self
             .tx
             .as_ref()
-            .ok_or_else(|| IngestError::Config("writer closed".into()))?;
-        let stopped = || IngestError::Config("the writer thread stopped".into());
+            .ok_or_else(|| PipelineError::Config("writer closed".into()))?;
+        let stopped = || PipelineError::Config("the writer thread stopped".into());
         match tx.try_send(job) {
             Ok(()) => {}
             Err(mpsc::TrySendError::Full(job)) => {
@@ -164,7 +166,7 @@ impl Writer {
     }
 
     /// A finished write, if any, without waiting.
-    pub(crate) fn try_done(&mut self) -> Result<Option<Done>, IngestError> {
+    pub(crate) fn try_done(&mut self) -> Result<Option<Done>, PipelineError> {
         match self.rx.try_recv() {
             Ok(d) => {
                 self.in_flight -= 1;
@@ -175,7 +177,7 @@ impl Writer {
                 if self.in_flight == 0 {
                     Ok(None)
                 } else {
-                    Err(IngestError::Config("the writer thread stopped".into()))
+                    Err(PipelineError::Config("the writer thread stopped".into()))
                 }
             }
         }
@@ -313,7 +315,7 @@ impl Group {
         partition: i32,
         kind: Kind,
         window: &ClosedWindow,
-    ) -> Result<(EncodedWindow, Decided, Vec<Appended>), IngestError> {
+    ) -> Result<(EncodedWindow, Decided, Vec<Appended>), PipelineError> {
         if self.failed {
             return Err(earlier_failure());
         }
@@ -332,7 +334,7 @@ impl Group {
     }
 
     /// Phase 3 for one window: its file in place.
-    fn write(&self, s: Staged, taken: Instant) -> Result<Written, IngestError> {
+    fn write(&self, s: Staged, taken: Instant) -> Result<Written, PipelineError> {
         let started = Instant::now();
         if self.failed {
             return Err(earlier_failure());
@@ -379,7 +381,7 @@ impl Group {
                         decided: Decided::default(),
                     }
                 })
-                .map_err(IngestError::from)
+                .map_err(PipelineError::from)
         };
         self.failed |= result.is_err();
         Done {
@@ -391,7 +393,7 @@ impl Group {
     }
 }
 
-fn failure(topic: Arc<str>, partition: i32, key: i64, e: IngestError) -> Done {
+fn failure(topic: Arc<str>, partition: i32, key: i64, e: PipelineError) -> Done {
     Done {
         topic,
         partition,
@@ -400,8 +402,8 @@ fn failure(topic: Arc<str>, partition: i32, key: i64, e: IngestError) -> Done {
     }
 }
 
-fn earlier_failure() -> IngestError {
-    IngestError::Config(
+fn earlier_failure() -> PipelineError {
+    PipelineError::Config(
         "not written: an earlier write of this writer failed (the worker restarts from the committed offsets)".into(),
     )
 }
@@ -427,7 +429,7 @@ mod tests {
 
     use super::*;
     use crate::decide::Decisions;
-    use crate::live::Live;
+    use tollgate_telemetry::live::Live;
 
     /// The shipped config with its outputs under `dir`, the monthly budget
     /// policy alone (budget 10 USD), and `brokers`.
@@ -503,7 +505,7 @@ mod tests {
         }
     }
 
-    fn answers(rx: &mpsc::Receiver<Done>) -> Vec<Result<Written, IngestError>> {
+    fn answers(rx: &mpsc::Receiver<Done>) -> Vec<Result<Written, PipelineError>> {
         rx.try_iter().map(|d| d.result).collect()
     }
 
@@ -518,7 +520,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path(), &format!("127.0.0.1:{port}"));
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(crate::ensure_topics(&cfg)).expect("topics");
+        rt.block_on(tollgate_kafka::ensure_topics(&cfg))
+            .expect("topics");
         let mut g = group(&cfg, &rt);
         let (tx, rx) = mpsc::channel();
         // 2026-01-05 00:00 UTC and the next minute: one month.

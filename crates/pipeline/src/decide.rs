@@ -31,9 +31,9 @@ use tollgate_rollup::MonthToDate;
 use tollgate_window::{ClosedWindow, Totals};
 use tracing::{debug, error, info, warn};
 
-use crate::live::month_name;
-use crate::metrics::Telemetry;
-use crate::{kafka, IngestError};
+use crate::{kafka, PipelineError};
+use tollgate_telemetry::live::month_name;
+use tollgate_telemetry::metrics::Telemetry;
 
 /// How long to keep retrying a window's decisions while the broker does not
 /// acknowledge them (a broker restart, a leader election). Giving up stops
@@ -50,7 +50,7 @@ pub struct Decisions {
     pub topic: String,
 }
 
-async fn load_policies(cfg: &Config) -> Result<PolicyEngine, IngestError> {
+async fn load_policies(cfg: &Config) -> Result<PolicyEngine, PipelineError> {
     let history = tollgate_rollup::history_table(&cfg.output.rollup_dir)?;
     let engine = PolicyEngine::load(EngineOptions {
         dir: cfg.policies.dir.clone(),
@@ -70,7 +70,7 @@ async fn load_policies(cfg: &Config) -> Result<PolicyEngine, IngestError> {
 impl Decisions {
     /// Load the policies (every broken file is an error naming it) and open
     /// the decision log, signing with `key`.
-    pub async fn open(cfg: &Config, key: Key) -> Result<Self, IngestError> {
+    pub async fn open(cfg: &Config, key: Key) -> Result<Self, PipelineError> {
         let engine = load_policies(cfg).await?;
         let key_id = key.id().to_owned();
         let log = open_log(&cfg.decisions.log_dir, key, cfg.decisions.max_segment_bytes)?;
@@ -94,7 +94,7 @@ impl Decisions {
     /// policies in force stay in force and the error, naming the file, is
     /// returned; the pipeline keeps running either way. Windows closing
     /// during the load use the old set.
-    pub async fn reload(&self, cfg: &Config) -> Result<usize, IngestError> {
+    pub async fn reload(&self, cfg: &Config) -> Result<usize, PipelineError> {
         let engine = load_policies(cfg).await?;
         let n = engine.policies().len();
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
@@ -102,7 +102,7 @@ impl Decisions {
     }
 }
 
-fn open_log(dir: &Path, key: Key, max_segment_bytes: u64) -> Result<DecisionLog, IngestError> {
+fn open_log(dir: &Path, key: Key, max_segment_bytes: u64) -> Result<DecisionLog, PipelineError> {
     Ok(DecisionLog::open(
         dir,
         key,
@@ -139,17 +139,21 @@ pub(crate) struct Decider {
 }
 
 impl Decider {
-    pub(crate) fn new(cfg: &Config, d: Decisions, t: Arc<Telemetry>) -> Result<Self, IngestError> {
+    pub(crate) fn new(
+        cfg: &Config,
+        d: Decisions,
+        t: Arc<Telemetry>,
+    ) -> Result<Self, PipelineError> {
         // The writer waits for each window's acknowledgements, so lingering
         // to fill a batch only adds its delay to every window close.
-        let producer: FutureProducer = crate::output_producer_config(cfg)
+        let producer: FutureProducer = tollgate_kafka::output_producer_config(cfg)
             .set("linger.ms", "0")
             .create()
             .map_err(kafka("create decisions producer"))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-            .map_err(|e| IngestError::Config(format!("cannot start the policy runtime: {e}")))?;
+            .map_err(|e| PipelineError::Config(format!("cannot start the policy runtime: {e}")))?;
         Ok(Decider {
             d,
             t,
@@ -169,7 +173,7 @@ impl Decider {
         partition: i32,
         w: &ClosedWindow,
         batch: &RecordBatch,
-    ) -> Result<(Decided, Vec<Appended>), IngestError> {
+    ) -> Result<(Decided, Vec<Appended>), PipelineError> {
         let started = Instant::now();
         let source = format!("{topic}/{partition}");
         let engine = self.d.engine();
@@ -231,7 +235,7 @@ impl Decider {
     /// (and its head), publish every one and wait until the broker
     /// acknowledged each. Returns the time spent publishing. Nothing to do
     /// without decisions.
-    pub(crate) fn make_durable(&self, appended: &[Appended]) -> Result<Duration, IngestError> {
+    pub(crate) fn make_durable(&self, appended: &[Appended]) -> Result<Duration, PipelineError> {
         if appended.is_empty() {
             return Ok(Duration::ZERO);
         }
@@ -247,7 +251,7 @@ impl Decider {
     }
 
     fn log_error(&self) {
-        crate::Stats::add(&self.t.stats.decision_log_errors, 1);
+        tollgate_telemetry::Stats::add(&self.t.stats.decision_log_errors, 1);
     }
 
     /// `month_to_date` for the month of a window starting at `start_ms`: the
@@ -280,7 +284,7 @@ impl Decider {
     }
 
     /// Publish every record and wait until the broker acknowledged each one.
-    async fn publish(&self, items: &[Appended]) -> Result<(), IngestError> {
+    async fn publish(&self, items: &[Appended]) -> Result<(), PipelineError> {
         let mut todo: Vec<usize> = (0..items.len()).collect();
         let started = Instant::now();
         let mut backoff = Duration::from_millis(250);
@@ -308,12 +312,7 @@ impl Decider {
                                 None => tokio::time::sleep(Duration::from_millis(10)).await,
                             }
                         }
-                        Err((e, _)) => {
-                            return Err(IngestError::Kafka {
-                                op: "produce decision",
-                                source: e,
-                            })
-                        }
+                        Err((e, _)) => return Err(kafka("produce decision")(e)),
                     }
                 }
             }
@@ -338,7 +337,7 @@ impl Decider {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        Err(IngestError::Decisions(format!(
+        Err(PipelineError::Decisions(format!(
             "{} decision(s) not acknowledged by the broker within {} s",
             todo.len(),
             PUBLISH_PATIENCE.as_secs()
@@ -358,74 +357,6 @@ fn delivered<E>(r: Result<rdkafka::producer::future_producer::OwnedDeliveryResul
 }
 
 impl Drop for Decider {
-    fn drop(&mut self) {
-        let _ = self.producer.flush(Duration::from_secs(5));
-    }
-}
-
-/// Counts decisions the broker did not take.
-struct PublishCtx {
-    failed: prometheus::IntCounter,
-}
-
-impl rdkafka::ClientContext for PublishCtx {}
-
-impl rdkafka::producer::ProducerContext for PublishCtx {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.failed.inc();
-            warn!(error = %e, "gate decision not published to the decisions topic (it is in the log)");
-        }
-    }
-}
-
-/// Publishes decisions made outside the window path (the HTTP gate) to the
-/// decisions topic, keyed by `decision_id`, without waiting: the decision
-/// log is their durable record, the topic a copy for consumers. Failures
-/// are logged and counted (`tollgate_decisions_unpublished_total`).
-pub struct DecisionPublisher {
-    producer: rdkafka::producer::ThreadedProducer<PublishCtx>,
-    topic: String,
-    failed: prometheus::IntCounter,
-}
-
-impl DecisionPublisher {
-    pub fn new(cfg: &Config) -> Result<Self, IngestError> {
-        let failed = prometheus::IntCounter::new(
-            "tollgate_decisions_unpublished_total",
-            "Gate decisions the broker did not acknowledge (they are in the decision log).",
-        )
-        .map_err(|e| IngestError::Config(e.to_string()))?;
-        let producer = crate::output_producer_config(cfg)
-            .create_with_context(PublishCtx {
-                failed: failed.clone(),
-            })
-            .map_err(kafka("create decisions producer"))?;
-        Ok(DecisionPublisher {
-            producer,
-            topic: cfg.topics.decisions.clone(),
-            failed,
-        })
-    }
-
-    /// The failure counter, to register with a Prometheus registry.
-    pub fn failures(&self) -> prometheus::IntCounter {
-        self.failed.clone()
-    }
-
-    pub fn publish(&self, decision_id: &str, line: &str) {
-        let record = rdkafka::producer::BaseRecord::to(&self.topic)
-            .key(decision_id)
-            .payload(line);
-        if let Err((e, _)) = self.producer.send(record) {
-            self.failed.inc();
-            warn!(error = %e, "gate decision not published to the decisions topic (it is in the log)");
-        }
-    }
-}
-
-impl Drop for DecisionPublisher {
     fn drop(&mut self) {
         let _ = self.producer.flush(Duration::from_secs(5));
     }

@@ -6,7 +6,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tollgate_config::Config;
 use tollgate_event::Kind;
 
-use crate::{client_config, kafka, send_when_queued, IngestError};
+use tollgate_kafka::{client_config, kafka, send_when_queued, BrokerError};
 
 const MODELS: [&str; 8] = [
     "gpt-4o",
@@ -194,7 +194,7 @@ pub fn produce(
     spec: LoadSpec,
     rate: u64,
     mut progress: impl FnMut(u64),
-) -> Result<u64, IngestError> {
+) -> Result<u64, BrokerError> {
     let mut pc = client_config(cfg);
     pc.set("enable.idempotence", "true")
         .set("acks", "all")
