@@ -455,6 +455,7 @@ fn main() -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))??;
     let s = telemetry.stats.snapshot();
+    let e = telemetry.events.totals();
     if s.consumed != sent {
         bail!("pipeline consumed {} of {sent}", s.consumed);
     }
@@ -568,7 +569,7 @@ fn main() -> Result<()> {
     );
     println!(
         "rollup events              {} (accepted {}, duplicates {}, late {})",
-        summary.total.events, s.accepted, s.duplicates, s.late
+        summary.total.events, e.accepted, e.duplicates, e.late
     );
     Ok(())
 }

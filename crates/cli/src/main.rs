@@ -422,7 +422,7 @@ fn run(
             every.tick().await;
             loop {
                 every.tick().await;
-                log_counters("progress", &telemetry.stats.snapshot());
+                log_counters("progress", &telemetry);
             }
         })
     };
@@ -493,7 +493,7 @@ fn run(
     reporter.abort();
     let s = telemetry.stats.snapshot();
     let secs = started.elapsed().as_secs_f64();
-    log_counters("pipeline finished", &s);
+    log_counters("pipeline finished", &telemetry);
     info!(
         ?outcome,
         seconds = secs,
@@ -555,14 +555,16 @@ fn start_api(
     Ok(state)
 }
 
-fn log_counters(what: &str, s: &tollgate_telemetry::StatsSnapshot) {
+fn log_counters(what: &str, t: &Telemetry) {
+    let s = t.stats.snapshot();
+    let e = t.events.totals();
     info!(
         consumed = s.consumed,
-        accepted = s.accepted,
-        duplicates = s.duplicates,
-        late = s.late,
-        dead_lettered = s.dead_lettered,
-        replay_skipped = s.replay_skipped,
+        accepted = e.accepted,
+        duplicates = e.duplicates,
+        late = e.late,
+        dead_lettered = e.dead_lettered,
+        replay_skipped = e.replay_skipped,
         windows_written = s.windows_written,
         rows_written = s.rows_written,
         bytes_written = s.bytes_written,

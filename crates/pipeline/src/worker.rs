@@ -577,23 +577,16 @@ impl Worker<'_> {
                         Offer::Late { .. } => Outcome::Late,
                     },
                 );
-                match offer {
-                    Offer::Accepted => Stats::add(&self.stats.accepted, 1),
-                    Offer::Duplicate => Stats::add(&self.stats.duplicates, 1),
-                    Offer::AlreadyWritten => Stats::add(&self.stats.replay_skipped, 1),
-                    Offer::Late { window_start } => {
-                        Stats::add(&self.stats.late, 1);
-                        let event =
-                            serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
-                        part.late.push(LateRecord {
-                            offset,
-                            window_start_ms: window_start,
-                            watermark_ms: part.state.watermark(),
-                            event,
-                        });
-                        if part.late.len() >= self.opts.late_batch {
-                            self.flush_late(i)?;
-                        }
+                if let Offer::Late { window_start } = offer {
+                    let event = serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
+                    part.late.push(LateRecord {
+                        offset,
+                        window_start_ms: window_start,
+                        watermark_ms: part.state.watermark(),
+                        event,
+                    });
+                    if part.late.len() >= self.opts.late_batch {
+                        self.flush_late(i)?;
                     }
                 }
                 let closed = self.parts[i].state.drain_closed();
@@ -608,7 +601,6 @@ impl Worker<'_> {
         msg: &BorrowedMessage<'_>,
         err: &DecodeError,
     ) -> Result<(), PipelineError> {
-        Stats::add(&self.stats.dead_lettered, 1);
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
         let reason = err.to_string();

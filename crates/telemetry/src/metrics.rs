@@ -60,6 +60,37 @@ impl EventCounters {
     pub fn get(&self, kind: Kind, outcome: Outcome) -> u64 {
         self.0[kind as usize][outcome as usize].load(Relaxed)
     }
+
+    /// Events with `outcome`, over every kind.
+    pub fn total(&self, outcome: Outcome) -> u64 {
+        Kind::ALL.iter().map(|&k| self.get(k, outcome)).sum()
+    }
+
+    /// Every outcome's total, for logs and reports.
+    pub fn totals(&self) -> OutcomeTotals {
+        OutcomeTotals {
+            accepted: self.total(Outcome::Accepted),
+            duplicates: self.total(Outcome::Duplicate),
+            late: self.total(Outcome::Late),
+            replay_skipped: self.total(Outcome::ReplaySkipped),
+            dead_lettered: self.total(Outcome::DeadLettered),
+        }
+    }
+}
+
+/// [`EventCounters`] summed over kinds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutcomeTotals {
+    /// Counted in a window.
+    pub accepted: u64,
+    /// `(tenant, event_id)` already counted in its window.
+    pub duplicates: u64,
+    /// The window had closed (written to the late-data output).
+    pub late: u64,
+    /// Replayed, and its window's file already holds it.
+    pub replay_skipped: u64,
+    /// Invalid: copied to the dead-letter topic.
+    pub dead_lettered: u64,
 }
 
 /// Label value of business series beyond the cardinality cap.
@@ -255,10 +286,8 @@ macro_rules! counters {
 
 counters! {
     "tollgate_messages_consumed_total" => consumed, "Messages read from the event topics.";
-    "tollgate_dlq_messages_total" => dead_lettered, "Invalid messages produced to the dead-letter topic.";
     "tollgate_dlq_truncated_total" => dead_letters_truncated, "Dead-letter copies whose payload was cut to fit the producer's message size limit.";
     "tollgate_offsets_vanished_total" => offsets_vanished, "Offsets missing on the broker between a committed offset and the first message after it (retention, compaction, transaction markers).";
-    "tollgate_late_events_total" => late, "Events whose window had closed (written to the late-data output).";
     "tollgate_rollup_files_written_total" => windows_written, "Parquet rollup files written.";
     "tollgate_rollup_rows_written_total" => rows_written, "Rows in the Parquet rollup files written.";
     "tollgate_rollup_events_written_total" => events_written, "Events counted in the Parquet rollup files written.";
@@ -305,6 +334,22 @@ impl Snapshot {
             }
         }
         out.push(Box::new(events));
+        for (name, help, outcome) in [
+            (
+                "tollgate_dlq_messages_total",
+                "Invalid messages produced to the dead-letter topic.",
+                Outcome::DeadLettered,
+            ),
+            (
+                "tollgate_late_events_total",
+                "Events whose window had closed (written to the late-data output).",
+                Outcome::Late,
+            ),
+        ] {
+            let c = IntCounter::new(name, help).expect("static metric");
+            c.inc_by(t.events.total(outcome));
+            out.push(Box::new(c));
+        }
         let blocked = prometheus::Counter::new(
             "tollgate_writer_blocked_seconds_total",
             "Time the consumer waited for room in the writer's queue (backpressure from the disk and the broker).",
@@ -355,5 +400,39 @@ impl Collector for Snapshot {
             .iter()
             .flat_map(|c| c.collect())
             .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn value(families: &[MetricFamily], name: &str) -> f64 {
+        let f = families.iter().find(|f| f.name() == name).unwrap();
+        f.get_metric()
+            .iter()
+            .map(|m| m.get_counter().get_value())
+            .sum()
+    }
+
+    #[test]
+    fn each_event_is_counted_once_and_every_family_reads_that_count() {
+        let t = Arc::new(Telemetry::default());
+        let registry = Registry::new();
+        t.register(&registry).unwrap();
+        t.events.add(Kind::Inference, Outcome::Accepted);
+        t.events.add(Kind::Inference, Outcome::Late);
+        t.events.add(Kind::Training, Outcome::Late);
+        t.events.add(Kind::Heartbeat, Outcome::DeadLettered);
+        let totals = t.events.totals();
+        assert_eq!(
+            (totals.accepted, totals.late, totals.dead_lettered),
+            (1, 2, 1)
+        );
+        let families = registry.gather();
+        assert_eq!(value(&families, "tollgate_events_total"), 4.0);
+        assert_eq!(value(&families, "tollgate_late_events_total"), 2.0);
+        assert_eq!(value(&families, "tollgate_dlq_messages_total"), 1.0);
     }
 }

@@ -21,24 +21,15 @@ macro_rules! stats {
 }
 
 stats! {
-    /// Messages read from the event topics.
+    /// Messages read from the event topics. (What became of each event is
+    /// counted once, by kind and outcome: `metrics::EventCounters`.)
     consumed,
-    /// Events counted in a window.
-    accepted,
-    /// Events whose `(tenant, event_id)` was already counted in their window.
-    duplicates,
-    /// Events whose window had closed (written to the late-data output).
-    late,
-    /// Invalid messages sent to the dead-letter topic.
-    dead_lettered,
     /// Dead-letter copies whose payload was cut to fit the producer's limit.
     dead_letters_truncated,
     /// Offsets the broker no longer has between a committed offset and the
     /// first message it returned (retention, compaction, transaction
     /// markers): the partition resumed after them.
     offsets_vanished,
-    /// Replayed events skipped because their window's file already holds them.
-    replay_skipped,
     windows_written,
     rows_written,
     /// Events in the window files written, counted by the writer thread as
