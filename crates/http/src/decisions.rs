@@ -14,17 +14,16 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tollgate_decision::{rfc3339_ms, Verdict};
 
-use crate::auth::Scope;
 use crate::problem::Problem;
 use crate::query::{parse_instant, read_tenant};
 use crate::AppState;
+use crate::{scope, Caller};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,66 +38,58 @@ pub struct SearchParams {
 
 pub async fn search(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who, ..): Caller<scope::DecisionsRead>,
     q: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let r = async {
-        let who = s.principal(&headers, Scope::DecisionsRead)?;
-        let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
-        let tenant = read_tenant(&who, q.tenant.as_deref())?;
-        let since = q
-            .since
-            .as_deref()
-            .map(|v| parse_instant("since", v).map(rfc3339_ms))
-            .transpose()?;
-        let verdict = q
-            .verdict
-            .as_deref()
-            .map(|v| {
-                v.parse::<Verdict>().map_err(|_| {
-                    Problem::bad_request(format!(
-                        "`verdict` must be allow, warn or deny, got {v:?}"
-                    ))
-                })
+) -> Result<Response, Problem> {
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let tenant = read_tenant(&who, q.tenant.as_deref())?;
+    let since = q
+        .since
+        .as_deref()
+        .map(|v| parse_instant("since", v).map(rfc3339_ms))
+        .transpose()?;
+    let verdict = q
+        .verdict
+        .as_deref()
+        .map(|v| {
+            v.parse::<Verdict>().map_err(|_| {
+                Problem::bad_request(format!("`verdict` must be allow, warn or deny, got {v:?}"))
             })
-            .transpose()?;
-        let max = s.cfg.http.max_page;
-        let limit = q.limit.unwrap_or(100);
-        if limit == 0 || limit > max {
-            return Err(Problem::bad_request(format!(
-                "`limit` must be within 1..={max}"
-            )));
-        }
-        let after = match q.cursor.as_deref() {
-            None => None,
-            Some(c) => Some(Cursor::parse(c).ok_or_else(|| {
-                Problem::bad_request(format!("`cursor` {c:?} is not one this API returned"))
-            })?),
-        };
-        let filter = Filter {
-            tenant,
-            since,
-            policy: q.policy,
-            verdict,
-        };
-        let dir = s.decisions_dir.clone();
-        // Set when this request is dropped (timed out, client gone): the
-        // scan stops at its next line.
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let _stop_on_drop = StopOnDrop(stop.clone());
-        let (found, next) =
-            tokio::task::spawn_blocking(move || scan(&dir, after, limit, &filter, &stop))
-                .await
-                .map_err(|e| Problem::internal(e.to_string()))??;
-        Ok::<_, Problem>(
-            Json(json!({
-                "decisions": found,
-                "next_cursor": next.map(|c| c.to_string()),
-            }))
-            .into_response(),
-        )
+        })
+        .transpose()?;
+    let max = s.cfg.http.max_page;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > max {
+        return Err(Problem::bad_request(format!(
+            "`limit` must be within 1..={max}"
+        )));
+    }
+    let after = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(Cursor::parse(c).ok_or_else(|| {
+            Problem::bad_request(format!("`cursor` {c:?} is not one this API returned"))
+        })?),
     };
-    r.await.unwrap_or_else(IntoResponse::into_response)
+    let filter = Filter {
+        tenant,
+        since,
+        policy: q.policy,
+        verdict,
+    };
+    let dir = s.decisions_dir.clone();
+    // Set when this request is dropped (timed out, client gone): the
+    // scan stops at its next line.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(stop.clone());
+    let (found, next) =
+        tokio::task::spawn_blocking(move || scan(&dir, after, limit, &filter, &stop))
+            .await
+            .map_err(|e| Problem::internal(e.to_string()))??;
+    Ok(Json(json!({
+        "decisions": found,
+        "next_cursor": next.map(|c| c.to_string()),
+    }))
+    .into_response())
 }
 
 struct Filter {

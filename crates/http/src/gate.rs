@@ -26,9 +26,10 @@ use tollgate_telemetry::live::{month_start_ms, LiveSnapshot};
 use tollgate_telemetry::{Stats, Telemetry};
 use tracing::{debug, error};
 
-use crate::auth::Scope;
+use crate::auth::Principal;
 use crate::problem::Problem;
 use crate::{parse_json, AppState, HttpError};
+use crate::{scope, Caller};
 
 /// Pending gate decisions the writer holds at most; more: 503.
 const QUEUE: usize = 8192;
@@ -281,18 +282,13 @@ fn judge(
 
 pub async fn policy_check(
     State(s): State<Arc<AppState>>,
+    Caller(principal, ..): Caller<scope::GatesCheck>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    match check(&s, &headers, &body).await {
-        Ok(r) => r,
-        Err(p) => p.into_response(),
-    }
-}
-
-async fn check(s: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, Problem> {
-    let principal = s.principal(headers, Scope::GatesCheck)?;
-    let req: GateRequest = parse_json(body)?;
+) -> Result<Response, Problem> {
+    let s = &*s;
+    let headers = &headers;
+    let req: GateRequest = parse_json(&body)?;
     req.validate().map_err(Problem::unprocessable)?;
     let tenant = judged_tenant(s, &principal, req.tenant.as_deref())?;
     let request_key = match crate::idempotency_key(headers)? {
@@ -364,23 +360,21 @@ async fn check(s: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Respons
 /// constants) are answered without a decision.
 pub async fn data_post(
     State(s): State<Arc<AppState>>,
+    Caller(principal, ..): Caller<scope::GatesCheck>,
     axum::extract::Path(path): axum::extract::Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let r = async {
-        let input = if body.iter().all(u8::is_ascii_whitespace) {
-            None
-        } else {
-            let v: Value = parse_json(&body)?;
-            match v {
-                Value::Object(mut m) => m.remove("input"),
-                _ => return Err(Problem::bad_request("the body must be {\"input\": ...}")),
-            }
-        };
-        data(&s, &path, &headers, input).await
+) -> Result<Response, Problem> {
+    let input = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let v: Value = parse_json(&body)?;
+        match v {
+            Value::Object(mut m) => m.remove("input"),
+            _ => return Err(Problem::bad_request("the body must be {\"input\": ...}")),
+        }
     };
-    r.await.unwrap_or_else(IntoResponse::into_response)
+    data(&s, &principal, &path, &headers, input).await
 }
 
 /// `GET /v1/data/{path}`: the same without input. A gate decision needs an
@@ -388,21 +382,20 @@ pub async fn data_post(
 /// nothing.
 pub async fn data_get(
     State(s): State<Arc<AppState>>,
+    Caller(principal, ..): Caller<scope::GatesCheck>,
     axum::extract::Path(path): axum::extract::Path<String>,
     headers: HeaderMap,
-) -> Response {
-    data(&s, &path, &headers, None)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, Problem> {
+    data(&s, &principal, &path, &headers, None).await
 }
 
 async fn data(
     s: &AppState,
+    principal: &Principal,
     path: &str,
     headers: &HeaderMap,
     input: Option<Value>,
 ) -> Result<Response, Problem> {
-    let principal = s.principal(headers, Scope::GatesCheck)?;
     let segs: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let engine = s.gates.engine();
     let Some(package) = engine.package_of(&segs).cloned() else {

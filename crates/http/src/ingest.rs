@@ -25,9 +25,10 @@ use tollgate_enrich::Enricher;
 use tollgate_event::{decode, decode_self_described, DecodeError, Event, Kind, Limits};
 use tracing::warn;
 
-use crate::auth::{Principal, Scope};
+use crate::auth::Principal;
 use crate::problem::Problem;
 use crate::AppState;
+use crate::{scope, Caller};
 
 pub struct IngestService {
     cfg: Config,
@@ -100,62 +101,79 @@ fn item(e: &Event<'_>, payload: Vec<u8>) -> Item {
     }
 }
 
-pub async fn inference(s: State<Arc<AppState>>, h: HeaderMap, body: Bytes) -> Response {
-    single(s, h, body, Kind::Inference).await
+pub async fn inference(
+    s: State<Arc<AppState>>,
+    Caller(who, ..): Caller<scope::IngestWrite>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    single(s, who, h, body, Kind::Inference).await
 }
 
-pub async fn training(s: State<Arc<AppState>>, h: HeaderMap, body: Bytes) -> Response {
-    single(s, h, body, Kind::Training).await
+pub async fn training(
+    s: State<Arc<AppState>>,
+    Caller(who, ..): Caller<scope::IngestWrite>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    single(s, who, h, body, Kind::Training).await
 }
 
-pub async fn heartbeat(s: State<Arc<AppState>>, h: HeaderMap, body: Bytes) -> Response {
-    single(s, h, body, Kind::Heartbeat).await
+pub async fn heartbeat(
+    s: State<Arc<AppState>>,
+    Caller(who, ..): Caller<scope::IngestWrite>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    single(s, who, h, body, Kind::Heartbeat).await
 }
 
-async fn single(State(s): State<Arc<AppState>>, h: HeaderMap, body: Bytes, kind: Kind) -> Response {
-    let r = async {
-        let who = s.principal(&h, Scope::IngestWrite)?;
-        let key = crate::idempotency_key(&h)?;
-        let (payload, remembered) = complete(&s, &who, key, &body, kind)?;
-        let e = decode(&payload, kind, &s.ingest.limits)
-            .and_then(|e| not_ahead(&s, e))
-            .map_err(|e| item_problem(&payload, &e))?;
-        tenant_allowed(&who, &e)?;
-        let priced = {
-            let mut enricher = s.ingest.enricher.lock().unwrap_or_else(|p| p.into_inner());
-            enricher.enrich(&e)
-        };
-        let answer = json!({
-            "accepted": 1,
-            "event_id": e.event_id,
-            "tenant": e.tenant,
-            "ts": tollgate_decision::rfc3339_ms(e.ts_ms),
-            "cost_usd": priced.cost_usd,
-            "unit_cost_usd": priced.unit_cost_usd,
-            "unit": match kind {
-                Kind::Inference => "request",
-                Kind::Training => "gpu_hour",
-                Kind::Heartbeat => "none",
-            },
-            "energy_wh": priced.energy_wh,
-            "carbon_g": priced.carbon_g,
-            "replayed": remembered.is_some_and(|r| r.acknowledged),
-        });
-        let it = item(&e, payload.clone());
-        let first = remembered.is_none_or(|r| !r.acknowledged);
-        if first {
-            produce(&s, vec![it]).await?;
-            if let Some(k) = key {
-                s.ingest
-                    .keys
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .acknowledged(&e.tenant, k);
-            }
-        }
-        Ok::<_, Problem>((StatusCode::ACCEPTED, Json(answer)).into_response())
+async fn single(
+    State(s): State<Arc<AppState>>,
+    who: Principal,
+    h: HeaderMap,
+    body: Bytes,
+    kind: Kind,
+) -> Result<Response, Problem> {
+    let key = crate::idempotency_key(&h)?;
+    let (payload, remembered) = complete(&s, &who, key, &body, kind)?;
+    let e = decode(&payload, kind, &s.ingest.limits)
+        .and_then(|e| not_ahead(&s, e))
+        .map_err(|e| item_problem(&payload, &e))?;
+    tenant_allowed(&who, &e)?;
+    let priced = {
+        let mut enricher = s.ingest.enricher.lock().unwrap_or_else(|p| p.into_inner());
+        enricher.enrich(&e)
     };
-    r.await.unwrap_or_else(IntoResponse::into_response)
+    let answer = json!({
+        "accepted": 1,
+        "event_id": e.event_id,
+        "tenant": e.tenant,
+        "ts": tollgate_decision::rfc3339_ms(e.ts_ms),
+        "cost_usd": priced.cost_usd,
+        "unit_cost_usd": priced.unit_cost_usd,
+        "unit": match kind {
+            Kind::Inference => "request",
+            Kind::Training => "gpu_hour",
+            Kind::Heartbeat => "none",
+        },
+        "energy_wh": priced.energy_wh,
+        "carbon_g": priced.carbon_g,
+        "replayed": remembered.is_some_and(|r| r.acknowledged),
+    });
+    let it = item(&e, payload.clone());
+    let first = remembered.is_none_or(|r| !r.acknowledged);
+    if first {
+        produce(&s, vec![it]).await?;
+        if let Some(k) = key {
+            s.ingest
+                .keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .acknowledged(&e.tenant, k);
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 /// Complete a single event's body as the short form leaves it (the
@@ -364,44 +382,44 @@ fn not_ahead<'a>(s: &AppState, e: Event<'a>) -> Result<Event<'a>, DecodeError> {
 
 /// `POST /v1/events`: a JSON array, or NDJSON (one event per line), of
 /// events of any kind; each names its `kind`.
-pub async fn events(State(s): State<Arc<AppState>>, h: HeaderMap, body: Bytes) -> Response {
-    let r = async {
-        let who = s.principal(&h, Scope::IngestWrite)?;
-        let payloads = split(&body)?;
-        if payloads.is_empty() {
-            return Err(Problem::unprocessable("no events in the body"));
-        }
-        let mut items = Vec::with_capacity(payloads.len());
-        let mut errors = Vec::new();
-        let mut foreign = false;
-        for (index, p) in payloads.into_iter().enumerate() {
-            match decode_self_described(&p, &s.ingest.limits).and_then(|e| not_ahead(&s, e)) {
-                Err(e) => errors.push(json!({"index": index, "error": e.to_string()})),
-                Ok(e) => {
-                    if let Err(p) = tenant_allowed(&who, &e) {
-                        foreign = true;
-                        errors.push(json!({"index": index, "error": p.detail}));
-                    } else {
-                        let it = item(&e, p.clone());
-                        items.push(it);
-                    }
+pub async fn events(
+    State(s): State<Arc<AppState>>,
+    Caller(who, ..): Caller<scope::IngestWrite>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let payloads = split(&body)?;
+    if payloads.is_empty() {
+        return Err(Problem::unprocessable("no events in the body"));
+    }
+    let mut items = Vec::with_capacity(payloads.len());
+    let mut errors = Vec::new();
+    let mut foreign = false;
+    for (index, p) in payloads.into_iter().enumerate() {
+        match decode_self_described(&p, &s.ingest.limits).and_then(|e| not_ahead(&s, e)) {
+            Err(e) => errors.push(json!({"index": index, "error": e.to_string()})),
+            Ok(e) => {
+                if let Err(p) = tenant_allowed(&who, &e) {
+                    foreign = true;
+                    errors.push(json!({"index": index, "error": p.detail}));
+                } else {
+                    let it = item(&e, p.clone());
+                    items.push(it);
                 }
             }
         }
-        if !errors.is_empty() {
-            let n = errors.len();
-            let p = if foreign {
-                Problem::forbidden(format!(
-                    "{n} event(s) belong to another tenant; nothing was produced"
-                ))
-            } else {
-                Problem::unprocessable(format!("{n} invalid event(s); nothing was produced"))
-            };
-            return Err(p.with("errors", Value::Array(errors)));
-        }
-        produce(&s, items).await
-    };
-    r.await.unwrap_or_else(IntoResponse::into_response)
+    }
+    if !errors.is_empty() {
+        let n = errors.len();
+        let p = if foreign {
+            Problem::forbidden(format!(
+                "{n} event(s) belong to another tenant; nothing was produced"
+            ))
+        } else {
+            Problem::unprocessable(format!("{n} invalid event(s); nothing was produced"))
+        };
+        return Err(p.with("errors", Value::Array(errors)));
+    }
+    produce(&s, items).await
 }
 
 /// The items of a `/v1/events` body, as bytes.

@@ -136,6 +136,50 @@ impl AppState {
     }
 }
 
+/// The caller, authenticated for the scope `S` before the handler runs
+/// (and before the body is read): 401 without a valid token, 403 without
+/// the scope, each as a problem. `Caller(who, ..): Caller<scope::UsageRead>`.
+pub(crate) struct Caller<S>(pub Principal, std::marker::PhantomData<fn() -> S>);
+
+/// The scopes a handler can ask for, as types ([`Caller`]).
+pub(crate) mod scope {
+    use crate::auth::Scope;
+
+    pub(crate) trait Needed {
+        const SCOPE: Scope;
+    }
+
+    macro_rules! scopes {
+        ($($name:ident),*) => {$(
+            pub(crate) struct $name;
+            impl Needed for $name {
+                const SCOPE: Scope = Scope::$name;
+            }
+        )*};
+    }
+    scopes!(
+        IngestWrite,
+        GatesCheck,
+        UsageRead,
+        DecisionsRead,
+        QueryRun,
+        MetricsScrape
+    );
+}
+
+impl<S: scope::Needed> axum::extract::FromRequestParts<Arc<AppState>> for Caller<S> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Problem> {
+        state
+            .principal(&parts.headers, S::SCOPE)
+            .map(|p| Caller(p, std::marker::PhantomData))
+    }
+}
+
 /// Every route: method, path template, handler. The router is built from
 /// this table only, and a test checks each entry against the OpenAPI spec.
 pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppState>>)> {

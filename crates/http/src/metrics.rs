@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use crate::auth::Scope;
 use crate::problem::Problem;
 use crate::AppState;
+use crate::{scope, Caller};
 
 /// Requests by route and status, latency by route.
 pub struct HttpMetrics {
@@ -93,10 +93,7 @@ fn method_label(m: &axum::http::Method) -> &'static str {
 /// Prometheus text format. Needs `metrics.scrape`, which only operator
 /// tokens hold (the business counters carry every tenant's and team's
 /// names).
-pub async fn scrape(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(p) = s.principal(&headers, Scope::MetricsScrape) {
-        return p.into_response();
-    }
+pub async fn scrape(State(s): State<Arc<AppState>>, _: Caller<scope::MetricsScrape>) -> Response {
     let families = s.registry.gather();
     match prometheus::TextEncoder::new().encode_to_string(&families) {
         Ok(text) => (

@@ -11,7 +11,6 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use datafusion::common::ScalarValue;
@@ -22,9 +21,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tollgate_decision::rfc3339_ms;
 
-use crate::auth::{Principal, Scope};
+use crate::auth::Principal;
 use crate::problem::Problem;
 use crate::{parse_json, AppState};
+use crate::{scope, Caller};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -235,10 +235,9 @@ fn add_into(acc: &mut Map<String, Value>, m: &Map<String, Value>) {
 /// settle the tenant, open the scoped session.
 async fn range_read(
     s: &AppState,
-    headers: &HeaderMap,
+    who: &Principal,
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<(RangeParams, Range, Option<String>, Session), Problem> {
-    let who = s.principal(headers, Scope::UsageRead)?;
     let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
     let range = q.range()?;
     let tenant = read_tenant(&who, q.tenant.as_deref())?;
@@ -249,125 +248,115 @@ async fn range_read(
 /// `GET /v1/metrics`: totals over a time range, and by kind, model and team.
 pub async fn summary(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who, ..): Caller<scope::UsageRead>,
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let r = async {
-        let (_, range, tenant, ctx) = range_read(&s, &headers, q).await?;
-        let sql = format!(
-            "SELECT kind, coalesce(model, '') AS model, coalesce(team, '') AS team, {MEASURES} \
-             FROM rollups GROUP BY 1, 2, 3"
-        );
-        let (_, batches, _) = run(&s, ctx, &sql, usize::MAX).await?;
-        let mut total = Map::new();
-        let mut by: [BTreeMap<String, Map<String, Value>>; 3] = Default::default();
-        for row in rows(&batches)? {
-            let m = measures(&row);
-            add_into(&mut total, &m);
-            for (i, dim) in ["kind", "model", "team"].iter().enumerate() {
-                let key = row
-                    .get(*dim)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                add_into(by[i].entry(key).or_default(), &m);
-            }
+) -> Result<Response, Problem> {
+    let (_, range, tenant, ctx) = range_read(&s, &who, q).await?;
+    let sql = format!(
+        "SELECT kind, coalesce(model, '') AS model, coalesce(team, '') AS team, {MEASURES} \
+         FROM rollups GROUP BY 1, 2, 3"
+    );
+    let (_, batches, _) = run(&s, ctx, &sql, usize::MAX).await?;
+    let mut total = Map::new();
+    let mut by: [BTreeMap<String, Map<String, Value>>; 3] = Default::default();
+    for row in rows(&batches)? {
+        let m = measures(&row);
+        add_into(&mut total, &m);
+        for (i, dim) in ["kind", "model", "team"].iter().enumerate() {
+            let key = row
+                .get(*dim)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            add_into(by[i].entry(key).or_default(), &m);
         }
-        let list = |dim: &str, m: &BTreeMap<String, Map<String, Value>>| -> Vec<Value> {
-            m.iter()
-                .map(|(k, v)| {
-                    let mut o = Map::new();
-                    o.insert(
-                        dim.into(),
-                        if k.is_empty() { Value::Null } else { json!(k) },
-                    );
-                    o.extend(v.clone());
-                    Value::Object(o)
-                })
-                .collect()
-        };
-        Ok::<_, Problem>(
-            Json(json!({
-                "tenant": tenant,
-                "from": rfc3339_ms(range.from_ms),
-                "to": rfc3339_ms(range.to_ms),
-                "source": "rollups",
-                "total": total,
-                "by_kind": list("kind", &by[0]),
-                "by_model": list("model", &by[1]),
-                "by_team": list("team", &by[2]),
-            }))
-            .into_response(),
-        )
+    }
+    let list = |dim: &str, m: &BTreeMap<String, Map<String, Value>>| -> Vec<Value> {
+        m.iter()
+            .map(|(k, v)| {
+                let mut o = Map::new();
+                o.insert(
+                    dim.into(),
+                    if k.is_empty() { Value::Null } else { json!(k) },
+                );
+                o.extend(v.clone());
+                Value::Object(o)
+            })
+            .collect()
     };
-    r.await.unwrap_or_else(IntoResponse::into_response)
+    Ok(Json(json!({
+        "tenant": tenant,
+        "from": rfc3339_ms(range.from_ms),
+        "to": rfc3339_ms(range.to_ms),
+        "source": "rollups",
+        "total": total,
+        "by_kind": list("kind", &by[0]),
+        "by_model": list("model", &by[1]),
+        "by_team": list("team", &by[2]),
+    }))
+    .into_response())
 }
 
 /// `GET /v1/usage`: the team's (or tenant's) usage per window: written
 /// rollups plus the windows still open.
 pub async fn usage(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who, ..): Caller<scope::UsageRead>,
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let r = async {
-        let (q, range, tenant, ctx) = range_read(&s, &headers, q).await?;
-        let sql = format!(
-            "SELECT tenant, team, window_start, window_end, {MEASURES} FROM rollups \
-             GROUP BY tenant, team, window_start, window_end ORDER BY window_start, tenant, team"
-        );
-        let max = s.cfg.http.max_query_rows;
-        let (_, batches, truncated) = run(&s, ctx, &sql, max).await?;
-        let mut windows = Vec::new();
-        let mut total = Map::new();
-        for row in rows(&batches)? {
-            let m = measures(&row);
-            add_into(&mut total, &m);
-            let mut o = Map::new();
-            for k in ["tenant", "team", "window_start", "window_end"] {
-                o.insert(k.into(), row.get(k).cloned().unwrap_or(Value::Null));
-            }
-            o.insert("source".into(), json!("rollup"));
-            o.extend(m);
-            windows.push(Value::Object(o));
+) -> Result<Response, Problem> {
+    let (q, range, tenant, ctx) = range_read(&s, &who, q).await?;
+    let sql = format!(
+        "SELECT tenant, team, window_start, window_end, {MEASURES} FROM rollups \
+         GROUP BY tenant, team, window_start, window_end ORDER BY window_start, tenant, team"
+    );
+    let max = s.cfg.http.max_query_rows;
+    let (_, batches, truncated) = run(&s, ctx, &sql, max).await?;
+    let mut windows = Vec::new();
+    let mut total = Map::new();
+    for row in rows(&batches)? {
+        let m = measures(&row);
+        add_into(&mut total, &m);
+        let mut o = Map::new();
+        for k in ["tenant", "team", "window_start", "window_end"] {
+            o.insert(k.into(), row.get(k).cloned().unwrap_or(Value::Null));
         }
-        // The windows still open, from the consumer's last live snapshot.
-        let live = s.telemetry.live.snapshot();
-        let mut open = Vec::new();
-        for (t, team, w) in live.all_open() {
-            let tenant_ok = tenant.as_deref().is_none_or(|x| x == t);
-            let team_ok = q.team.as_deref().is_none_or(|x| Some(x) == team);
-            if !(tenant_ok && team_ok) || w.end_ms <= range.from_ms || w.start_ms >= range.to_ms {
-                continue;
-            }
-            let m = totals_json(&w.totals);
-            add_into(&mut total, &m);
-            let mut o = Map::new();
-            o.insert("tenant".into(), json!(t));
-            o.insert("team".into(), json!(team));
-            o.insert("window_start".into(), json!(rfc3339_ms(w.start_ms)));
-            o.insert("window_end".into(), json!(rfc3339_ms(w.end_ms)));
-            o.insert("source".into(), json!("live"));
-            o.extend(m);
-            open.push((w.start_ms, t.to_string(), Value::Object(o)));
+        o.insert("source".into(), json!("rollup"));
+        o.extend(m);
+        windows.push(Value::Object(o));
+    }
+    // The windows still open, from the consumer's last live snapshot.
+    let live = s.telemetry.live.snapshot();
+    let mut open = Vec::new();
+    for (t, team, w) in live.all_open() {
+        let tenant_ok = tenant.as_deref().is_none_or(|x| x == t);
+        let team_ok = q.team.as_deref().is_none_or(|x| Some(x) == team);
+        if !(tenant_ok && team_ok) || w.end_ms <= range.from_ms || w.start_ms >= range.to_ms {
+            continue;
         }
-        open.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        windows.extend(open.into_iter().map(|(_, _, v)| v));
-        Ok::<_, Problem>(
-            Json(json!({
-                "tenant": tenant,
-                "team": q.team,
-                "from": rfc3339_ms(range.from_ms),
-                "to": rfc3339_ms(range.to_ms),
-                "live_as_of": (live.as_of_ms > 0).then(|| rfc3339_ms(live.as_of_ms)),
-                "windows": windows,
-                "truncated": truncated,
-                "total": total,
-            }))
-            .into_response(),
-        )
-    };
-    r.await.unwrap_or_else(IntoResponse::into_response)
+        let m = totals_json(&w.totals);
+        add_into(&mut total, &m);
+        let mut o = Map::new();
+        o.insert("tenant".into(), json!(t));
+        o.insert("team".into(), json!(team));
+        o.insert("window_start".into(), json!(rfc3339_ms(w.start_ms)));
+        o.insert("window_end".into(), json!(rfc3339_ms(w.end_ms)));
+        o.insert("source".into(), json!("live"));
+        o.extend(m);
+        open.push((w.start_ms, t.to_string(), Value::Object(o)));
+    }
+    open.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    windows.extend(open.into_iter().map(|(_, _, v)| v));
+    Ok(Json(json!({
+        "tenant": tenant,
+        "team": q.team,
+        "from": rfc3339_ms(range.from_ms),
+        "to": rfc3339_ms(range.to_ms),
+        "live_as_of": (live.as_of_ms > 0).then(|| rfc3339_ms(live.as_of_ms)),
+        "windows": windows,
+        "truncated": truncated,
+        "total": total,
+    }))
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,25 +368,25 @@ struct SqlRequest {
 }
 
 /// `POST /v1/query`: read-only SQL over `rollups` (the caller's tenant).
-pub async fn sql(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let r = async {
-        let who = s.principal(&headers, Scope::QueryRun)?;
-        let req: SqlRequest = parse_json(&body)?;
-        if req.sql.trim().is_empty() {
-            return Err(Problem::unprocessable("`sql` is empty"));
-        }
-        let cap = s.cfg.http.max_query_rows;
-        let max = req.max_rows.unwrap_or(cap).min(cap);
-        let ctx = scoped_session(&s, who.tenant.as_deref(), None, None)?;
-        let (columns, batches, truncated) = run(&s, ctx, &req.sql, max).await?;
-        let rows = rows(&batches)?;
-        Ok(Json(json!({
-            "columns": columns,
-            "rows": rows,
-            "row_count": rows.len(),
-            "truncated": truncated,
-        }))
-        .into_response())
-    };
-    r.await.unwrap_or_else(IntoResponse::into_response)
+pub async fn sql(
+    State(s): State<Arc<AppState>>,
+    Caller(who, ..): Caller<scope::QueryRun>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let req: SqlRequest = parse_json(&body)?;
+    if req.sql.trim().is_empty() {
+        return Err(Problem::unprocessable("`sql` is empty"));
+    }
+    let cap = s.cfg.http.max_query_rows;
+    let max = req.max_rows.unwrap_or(cap).min(cap);
+    let ctx = scoped_session(&s, who.tenant.as_deref(), None, None)?;
+    let (columns, batches, truncated) = run(&s, ctx, &req.sql, max).await?;
+    let rows = rows(&batches)?;
+    Ok(Json(json!({
+        "columns": columns,
+        "rows": rows,
+        "row_count": rows.len(),
+        "truncated": truncated,
+    }))
+    .into_response())
 }

@@ -53,6 +53,7 @@ impl Outcome {
 pub struct EventCounters([[AtomicU64; 5]; 3]);
 
 impl EventCounters {
+    #[inline]
     pub fn add(&self, kind: Kind, outcome: Outcome) {
         self.0[kind as usize][outcome as usize].fetch_add(1, Relaxed);
     }

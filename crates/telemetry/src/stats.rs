@@ -66,6 +66,7 @@ stats! {
 }
 
 impl Stats {
+    #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }
