@@ -101,32 +101,22 @@ fn item(e: &Event<'_>, payload: Vec<u8>) -> Item {
     }
 }
 
-pub async fn inference(
-    s: State<Arc<AppState>>,
-    Caller(who, ..): Caller<scope::IngestWrite>,
-    h: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Problem> {
-    single(s, who, h, body, Kind::Inference).await
+/// `POST /v1/metrics/inference`, `/v1/metrics/training`,
+/// `/v1/nodes/heartbeat`: one event of that kind (full or short body).
+macro_rules! single_event_routes {
+    ($($name:ident => $kind:ident),*) => {$(
+        pub async fn $name(
+            s: State<Arc<AppState>>,
+            Caller(who, ..): Caller<scope::IngestWrite>,
+            h: HeaderMap,
+            body: Bytes,
+        ) -> Result<Response, Problem> {
+            single(s, who, h, body, Kind::$kind).await
+        }
+    )*};
 }
 
-pub async fn training(
-    s: State<Arc<AppState>>,
-    Caller(who, ..): Caller<scope::IngestWrite>,
-    h: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Problem> {
-    single(s, who, h, body, Kind::Training).await
-}
-
-pub async fn heartbeat(
-    s: State<Arc<AppState>>,
-    Caller(who, ..): Caller<scope::IngestWrite>,
-    h: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Problem> {
-    single(s, who, h, body, Kind::Heartbeat).await
-}
+single_event_routes!(inference => Inference, training => Training, heartbeat => Heartbeat);
 
 async fn single(
     State(s): State<Arc<AppState>>,
