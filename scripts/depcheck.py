@@ -8,6 +8,8 @@ crates (the architecture invariants of ARCHITECTURE.md). Reads
 """
 
 import json
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -29,6 +31,22 @@ FORBIDDEN.update({
     "tollgate-decision-log": ["tollgate-pipeline", "tollgate-http", "rdkafka"],
     "tollgate-rollup": ["tollgate-pipeline", "tollgate-http", "rdkafka"],
 })
+
+# One writer owns the decision log: outside its own crate, a log is opened
+# only where it is handed to its `Committer` (benches and tests aside).
+LOG_OPENERS = {"crates/pipeline/src/decide.rs"}
+
+
+def log_openers(root):
+    """Source files of the crates that open a DecisionLog themselves."""
+    found = set()
+    for f in (root / "crates").rglob("*.rs"):
+        rel = f.relative_to(root).as_posix()
+        if rel.startswith("crates/decision-log/") or f.name == "tests.rs":
+            continue
+        if re.search(r"DecisionLog::open\(", f.read_text()):
+            found.add(rel)
+    return found
 
 
 def main():
@@ -65,11 +83,15 @@ def main():
                 p = path_to(pid, b)
                 if p:
                     errors.append(f"{crate} must not depend on {b}: {' -> '.join(p)}")
+    root = pathlib.Path(__file__).resolve().parent.parent
+    for f in sorted(log_openers(root) - LOG_OPENERS):
+        errors.append(f"{f} opens a DecisionLog: hand the log to its one writer (decision_log::Committer) instead")
     for e in errors:
         print(f"depcheck: {e}", file=sys.stderr)
     if errors:
         sys.exit(1)
-    print(f"depcheck: {sum(len(v) for v in FORBIDDEN.values())} forbidden edges absent")
+    print(f"depcheck: {sum(len(v) for v in FORBIDDEN.values())} forbidden edges absent; "
+          f"the decision log is opened only by {', '.join(sorted(LOG_OPENERS))}")
 
 
 if __name__ == "__main__":

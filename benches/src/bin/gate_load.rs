@@ -16,7 +16,7 @@
 //! Finally every decision is checked to be in the log, and the log verifies.
 //! `scripts/bench-gate.sh` builds and runs this.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -25,7 +25,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tollgate_config::Config;
 use tollgate_decision::{Key, KeyRing};
-use tollgate_decision_log::{DecisionLog, LogOptions};
+use tollgate_decision_log::{Committer, DecisionLog, LogOptions};
 
 #[derive(Parser)]
 struct Args {
@@ -342,7 +342,7 @@ fn main() -> Result<()> {
         auth,
         telemetry.clone(),
         registry,
-        Arc::new(Mutex::new(log)),
+        Committer::spawn(log, 8192)?,
         engine,
         None,
     )?;

@@ -168,9 +168,9 @@ fn start_api(
         auth,
         telemetry.clone(),
         registry,
-        decisions.log.clone(),
+        decisions.committer.clone(),
         gates,
-        Some(tollgate_kafka::DecisionPublisher::new(cfg)?),
+        Some(decisions.publisher.clone()),
     )?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(cfg.http.listen.trim()))

@@ -28,11 +28,17 @@
 //!   process can always restart on the log it wrote itself.
 //! - A record longer than [`LogOptions::max_record_bytes`] is refused
 //!   before anything is written ([`LogError::TooLarge`]).
+//! - In a running process one thread owns the log and writes it: the
+//!   [`Committer`], which every producer of decisions submits to and which
+//!   syncs a group of submissions at once.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+mod committer;
+pub use committer::{CommitError, Committer, Ticket, HEAD_EVERY};
 
 use serde_json::{json, Value};
 use tollgate_decision::{

@@ -310,3 +310,67 @@ fn a_torn_line_ending_inside_a_utf8_sequence_is_cut_off() {
     let log = DecisionLog::open(dir.path(), key("k1"), LogOptions::default()).unwrap();
     assert_eq!(log.records(), 2);
 }
+
+fn head_records(dir: &Path) -> u64 {
+    read_head(dir).unwrap().map_or(0, |h| h.records)
+}
+
+/// Submissions from several threads all reach the log once, each answered
+/// with its own records; when the last handle goes the head counts them.
+#[test]
+fn the_committer_writes_every_submission_once_and_the_head_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), 2, LogOptions::default());
+    let c = Committer::spawn(log, 4).unwrap();
+    assert_eq!(c.records_at_open(), 2);
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| {
+                        let n = 100 + t * 50 + i;
+                        let got = c.commit_blocking(vec![draft(n), draft(n + 1000)]).unwrap();
+                        assert_eq!(got.len(), 2);
+                        assert!(got.iter().all(Appended::is_new));
+                        assert_eq!(got[0].decision().subject, format!("team=t{n}"));
+                        got[1].decision().decision_id.clone()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let ids: std::collections::HashSet<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 100);
+    // A replay answers the stored records, adding nothing.
+    let again = c.commit_blocking(vec![draft(0), draft(100)]).unwrap();
+    assert!(again.iter().all(|a| !a.is_new()));
+    drop(c);
+    assert_eq!(head_records(dir.path()), 202);
+    let report = verify_dir(dir.path(), &ring()).unwrap();
+    assert_eq!((report.records, report.first_bad), (202, None));
+}
+
+/// A record too large fails its own submission only; a failed sync fails
+/// the submissions it covered, and the next group goes on from the files.
+#[test]
+fn the_committer_answers_failures_to_the_submissions_they_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = write_log(dir.path(), 1, LogOptions::default());
+    log.fail_writes_after(100);
+    let c = Committer::spawn(log, 4).unwrap();
+    let err = c.commit_blocking(vec![draft(1)]).unwrap_err();
+    assert!(matches!(err, CommitError::Failed(_)), "{err}");
+    let big = c
+        .commit_blocking(vec![big_draft(2, DEFAULT_MAX_RECORD_BYTES)])
+        .unwrap_err();
+    assert!(matches!(big, CommitError::TooLarge(_)), "{big}");
+    assert!(c.commit_blocking(vec![draft(3)]).unwrap()[0].is_new());
+    drop(c);
+    let report = verify_dir(dir.path(), &ring()).unwrap();
+    assert_eq!((report.records, report.first_bad), (2, None));
+    assert_eq!(head_records(dir.path()), 2);
+}

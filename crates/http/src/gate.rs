@@ -2,14 +2,14 @@
 //! and the team's live spend, record the answer as a signed decision, then
 //! answer.
 //!
-//! Decisions are written by one thread with group commit: requests that
-//! arrive while a batch is being fsynced form the next batch, so the log
-//! sees one fsync per batch, not per request, and no answer leaves before
-//! its decision is durable.
+//! Decisions go to the decision log's one writer ([`Committer`]), which
+//! commits in groups: requests that arrive while a group is being fsynced
+//! (with the pipeline's windows, if any) form the next one, so the log sees
+//! one fsync per group, not per request, and no answer leaves before its
+//! decision is durable. The answer is then copied to the decisions topic.
 
 use std::path::Path;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -19,20 +19,17 @@ use axum::Json;
 use serde_json::{json, Value};
 use tollgate_config::Config;
 use tollgate_decision::{rfc3339_ms, Draft};
-use tollgate_decision_log::{Appended, DecisionLog};
+use tollgate_decision_log::{Appended, CommitError, Committer};
 use tollgate_gate::{GateContext, GateEngine, GateRequest, MonthSpend, WindowSpend};
 use tollgate_kafka::DecisionPublisher;
 use tollgate_telemetry::live::{month_start_ms, LiveSnapshot};
 use tollgate_telemetry::{Stats, Telemetry};
-use tracing::{debug, error};
+use tracing::debug;
 
 use crate::auth::Principal;
 use crate::problem::Problem;
 use crate::{parse_json, AppState, HttpError};
 use crate::{scope, Caller};
-
-/// Pending gate decisions the writer holds at most; more: 503.
-const QUEUE: usize = 8192;
 
 /// Load `*.rego` under `cfg.gates.dir` with `data.tollgate` = the window
 /// policies' effective parameters, `[gates.params]` as `gates`, and the
@@ -91,55 +88,30 @@ fn display_name(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-struct Pending {
-    draft: Draft,
-    reply: tokio::sync::oneshot::Sender<Result<Appended, NotRecorded>>,
-}
-
-/// Why a gate decision is not in the log.
-#[derive(Debug, Clone)]
-enum NotRecorded {
-    /// The request makes a record larger than the log takes: the caller's
-    /// to fix (413), and nothing was written.
-    TooLarge(String),
-    /// The log could not write or sync it (503).
-    Failed(String),
-}
-
-impl From<tollgate_decision_log::LogError> for NotRecorded {
-    fn from(e: tollgate_decision_log::LogError) -> Self {
-        match e {
-            tollgate_decision_log::LogError::TooLarge { .. } => {
-                NotRecorded::TooLarge(e.to_string())
-            }
-            other => NotRecorded::Failed(other.to_string()),
-        }
-    }
-}
-
-/// The gate rules in force and the decision writer.
+/// The gate rules in force, and where their decisions go.
 pub struct GateService {
     engine: RwLock<Arc<GateEngine>>,
-    tx: mpsc::SyncSender<Pending>,
+    committer: Committer,
+    telemetry: Arc<Telemetry>,
+    publisher: Option<Arc<DecisionPublisher>>,
 }
 
 impl GateService {
+    /// `committer`: the decision log's writer, shared with the pipeline;
     /// `publisher`: where new gate decisions are copied after they are
     /// durable (the decisions topic); `None` keeps them in the log only.
     pub fn new(
         engine: GateEngine,
-        log: Arc<Mutex<DecisionLog>>,
+        committer: Committer,
         telemetry: Arc<Telemetry>,
-        publisher: Option<DecisionPublisher>,
-    ) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel::<Pending>(QUEUE);
-        std::thread::Builder::new()
-            .name("tollgate-gate-log".into())
-            .spawn(move || write_loop(rx, log, telemetry, publisher))?;
-        Ok(GateService {
+        publisher: Option<Arc<DecisionPublisher>>,
+    ) -> Self {
+        GateService {
             engine: RwLock::new(Arc::new(engine)),
-            tx,
-        })
+            committer,
+            telemetry,
+            publisher,
+        }
     }
 
     pub fn engine(&self) -> Arc<GateEngine> {
@@ -154,115 +126,49 @@ impl GateService {
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
     }
 
+    /// Record `draft` durably (then count it and copy it to the topic), or
+    /// say why not: the gate denies whatever it cannot record.
     async fn record(&self, draft: Draft) -> Result<Appended, Problem> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .try_send(Pending { draft, reply })
-            .map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => Problem::unavailable(
-                    "too many gate decisions waiting to be recorded; denying, retry later",
-                ),
-                mpsc::TrySendError::Disconnected(_) => {
-                    Problem::unavailable("the decision log writer has stopped; denying")
+        let recorded = match self.committer.try_submit(vec![draft]) {
+            Ok(ticket) => ticket.wait().await,
+            Err(e) => Err(e),
+        };
+        let appended = recorded
+            .and_then(|mut a| a.pop().ok_or(CommitError::Stopped))
+            .map_err(|e| {
+                if matches!(e, CommitError::Failed(_)) {
+                    Stats::add(&self.telemetry.stats.decision_log_errors, 1);
                 }
+                not_recorded(e)
             })?;
-        answer
-            .await
-            .map_err(|_| Problem::unavailable("the decision log writer has stopped; denying"))?
-            .map_err(|e| match e {
-                NotRecorded::TooLarge(why) => Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request's decision cannot be recorded, so the gate denies: {why}; send fewer or shorter tags and metadata"),
-                ),
-                NotRecorded::Failed(why) => Problem::unavailable(format!(
-                    "the decision could not be recorded, so the gate denies: {why}"
-                )),
-            })
+        if appended.is_new() {
+            let d = appended.decision();
+            self.telemetry
+                .decisions
+                .with_label_values(&[&d.policy, d.verdict.as_str()])
+                .inc();
+            if let Some(p) = &self.publisher {
+                p.publish(&d.decision_id, appended.line());
+            }
+        }
+        Ok(appended)
     }
 }
 
-/// How far `HEAD.json` may trail the gate decisions (it is rewritten at
-/// most this often under load, and as soon as the queue is idle this long).
-const HEAD_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Group commit: take every pending decision, append them all, fsync the
-/// segment once, answer them all, then copy the new ones to the decisions
-/// topic. The signed `HEAD.json` (three syncs and a rename) is brought up
-/// to date every [`HEAD_EVERY`] or when the queue goes quiet, not per batch.
-fn write_loop(
-    rx: mpsc::Receiver<Pending>,
-    log: Arc<Mutex<DecisionLog>>,
-    t: Arc<Telemetry>,
-    publisher: Option<DecisionPublisher>,
-) {
-    // The first batch writes HEAD at once (a log without one does not verify).
-    let mut head_at = std::time::Instant::now()
-        .checked_sub(HEAD_EVERY)
-        .unwrap_or_else(std::time::Instant::now);
-    loop {
-        let first = match rx.recv_timeout(HEAD_EVERY) {
-            Ok(p) => p,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-                if log.head_stale() {
-                    if let Err(e) = log.sync() {
-                        error!(error = %e, "decision log HEAD.json could not be written");
-                    }
-                }
-                head_at = std::time::Instant::now();
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let mut batch = vec![first];
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        let ts = rfc3339_ms(chrono::Utc::now().timestamp_millis());
-        let mut results = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        {
-            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-            for p in batch {
-                let r = log.append(p.draft, ts.clone()).map_err(NotRecorded::from);
-                if matches!(r, Err(NotRecorded::Failed(_))) {
-                    Stats::add(&t.stats.decision_log_errors, 1);
-                }
-                results.push(r);
-                replies.push(p.reply);
-            }
-            let synced = if head_at.elapsed() >= HEAD_EVERY {
-                head_at = std::time::Instant::now();
-                log.sync()
-            } else {
-                log.sync_records()
-            };
-            if let Err(e) = synced {
-                error!(error = %e, "gate decisions could not be synced; answering deny");
-                Stats::add(&t.stats.decision_log_errors, 1);
-                let e = NotRecorded::Failed(e.to_string());
-                for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(e.clone());
-                }
-            }
-        }
-        for (r, reply) in results.into_iter().zip(replies) {
-            if let Ok(a) = &r {
-                if a.is_new() {
-                    let d = a.decision();
-                    t.decisions
-                        .with_label_values(&[&d.policy, d.verdict.as_str()])
-                        .inc();
-                    if let Some(p) = &publisher {
-                        p.publish(&d.decision_id, a.line());
-                    }
-                }
-            }
-            let _ = reply.send(r);
-        }
+/// The problem for a decision the log did not take.
+fn not_recorded(e: CommitError) -> Problem {
+    match e {
+        CommitError::TooLarge(why) => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request's decision cannot be recorded, so the gate denies: {why}; send fewer or shorter tags and metadata"),
+        ),
+        CommitError::Busy => Problem::unavailable(
+            "too many gate decisions waiting to be recorded; denying, retry later",
+        ),
+        CommitError::Stopped => Problem::unavailable("the decision log writer has stopped; denying"),
+        CommitError::Failed(why) => Problem::unavailable(format!(
+            "the decision could not be recorded, so the gate denies: {why}"
+        )),
     }
 }
 

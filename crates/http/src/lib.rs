@@ -22,7 +22,7 @@ mod query;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
@@ -33,7 +33,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{BoxError, Json, Router};
 use serde_json::json;
 use tollgate_config::Config;
-use tollgate_decision_log::DecisionLog;
+use tollgate_decision_log::Committer;
 use tollgate_telemetry::Telemetry;
 use tower::ServiceBuilder;
 
@@ -79,23 +79,23 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Build the API's state. `log` is the decision log the pipeline also
-    /// appends to; `publisher` copies gate decisions to the decisions topic.
+    /// Build the API's state. `committer` is the decision log's writer, which
+    /// the pipeline also submits to; `publisher` (the decisions topic's
+    /// producer, shared with the pipeline) copies gate decisions there.
     pub fn new(
         cfg: Config,
         auth: Auth,
         telemetry: Arc<Telemetry>,
         registry: prometheus::Registry,
-        log: Arc<Mutex<DecisionLog>>,
+        committer: Committer,
         gate_engine: tollgate_gate::GateEngine,
-        publisher: Option<tollgate_kafka::DecisionPublisher>,
+        publisher: Option<Arc<tollgate_kafka::DecisionPublisher>>,
     ) -> Result<Arc<Self>, HttpError> {
         let http_metrics = HttpMetrics::new(&registry)?;
         if let Some(p) = &publisher {
             registry.register(Box::new(p.failures()))?;
         }
-        let gates = GateService::new(gate_engine, log, telemetry.clone(), publisher)
-            .map_err(|e| HttpError::Start(format!("cannot start the gate log writer: {e}")))?;
+        let gates = GateService::new(gate_engine, committer, telemetry.clone(), publisher);
         let h = &cfg.http;
         let queries = engine::QueryEngine::new(
             h.query_threads,

@@ -2,7 +2,7 @@
 //! limits, and one pass over a real socket.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tollgate_config::Config;
 use tollgate_decision::{Key, KeyRing};
-use tollgate_decision_log::{DecisionLog, LogOptions};
+use tollgate_decision_log::{Committer, DecisionLog, LogOptions};
 use tollgate_telemetry::live::{month_start_ms, Ledger, LiveSnapshot, TeamWindow, Totals};
 use tollgate_telemetry::Telemetry;
 use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
@@ -151,7 +151,7 @@ max_security_findings = { critical = 0, high = 0 }
         auth,
         telemetry,
         registry,
-        Arc::new(Mutex::new(log)),
+        Committer::spawn(log, 64).unwrap(),
         engine,
         None,
     )

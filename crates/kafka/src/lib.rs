@@ -1,7 +1,7 @@
 //! The Kafka side every Tollgate process shares: client settings from the
 //! config, broker reachability and topic creation, the producer settings of
-//! Tollgate's own outputs, and the publisher that copies gate decisions to
-//! the decisions topic. The pipeline's consumer and the HTTP API's producer
+//! Tollgate's own outputs, and the decisions topic's one producer
+//! ([`DecisionPublisher`]). The pipeline's consumer and the HTTP API's producer
 //! are built from here; neither depends on the other.
 
 mod admin;
@@ -28,6 +28,12 @@ pub enum BrokerError {
         brokers: String,
         waited: Duration,
         last: String,
+    },
+    #[error("{count} decision(s) not acknowledged by the broker on {topic} within {} s", waited.as_secs())]
+    Unacknowledged {
+        count: usize,
+        topic: String,
+        waited: Duration,
     },
     #[error("metrics: {0}")]
     Metric(#[from] prometheus::Error),

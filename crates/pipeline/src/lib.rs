@@ -43,8 +43,8 @@ pub enum PipelineError {
     Policy(#[from] tollgate_policy::PolicyError),
     #[error(transparent)]
     DecisionLog(#[from] tollgate_decision_log::LogError),
-    #[error("publishing decisions: {0}")]
-    Decisions(String),
+    #[error("decisions not recorded: {0}")]
+    Commit(#[from] tollgate_decision_log::CommitError),
     #[error("no partitions assigned for {0} s, even after rejoining the consumer group")]
     Unassigned(u64),
 }

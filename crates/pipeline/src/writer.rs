@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use tollgate_decision_log::Appended;
+use tollgate_decision::Draft;
 use tollgate_event::Kind;
 use tollgate_rollup::{EncodedWindow, LateRecord, Source};
 use tollgate_window::ClosedWindow;
@@ -85,7 +85,7 @@ pub(crate) struct Writer {
     handle: Option<JoinHandle<()>>,
     in_flight: usize,
     /// `stats.writer_blocked_micros` is where `submit` adds its waits.
-    t: Arc<Telemetry>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Writer {
@@ -93,9 +93,9 @@ impl Writer {
         rollup_dir: PathBuf,
         late_dir: PathBuf,
         decider: Decider,
-        t: Arc<Telemetry>,
+        telemetry: Arc<Telemetry>,
     ) -> Result<Self, PipelineError> {
-        let thread_t = t.clone();
+        let thread_telemetry = telemetry.clone();
         let (tx, jobs) = mpsc::sync_channel::<Job>(QUEUE);
         let (done_tx, rx) = mpsc::channel::<Done>();
         let handle = std::thread::Builder::new()
@@ -105,7 +105,7 @@ impl Writer {
                     rollup_dir,
                     late_dir,
                     decider,
-                    t: thread_t,
+                    telemetry: thread_telemetry,
                     failed: false,
                 };
                 while let Ok(first) = jobs.recv() {
@@ -127,7 +127,7 @@ impl Writer {
             rx,
             handle: Some(handle),
             in_flight: 0,
-            t,
+            telemetry,
         })
     }
 
@@ -144,7 +144,7 @@ impl Writer {
                 let waited = Instant::now();
                 tx.send(job).map_err(|_| stopped())?;
                 Stats::add(
-                    &self.t.stats.writer_blocked_micros,
+                    &self.telemetry.stats.writer_blocked_micros,
                     waited.elapsed().as_micros() as u64,
                 );
             }
@@ -158,7 +158,7 @@ impl Writer {
     /// of this process (callers use differences).
     pub(crate) fn blocked(&self) -> std::time::Duration {
         std::time::Duration::from_micros(
-            self.t
+            self.telemetry
                 .stats
                 .writer_blocked_micros
                 .load(std::sync::atomic::Ordering::Relaxed),
@@ -196,6 +196,8 @@ struct Staged {
     window: ClosedWindow,
     file: EncodedWindow,
     decided: Decided,
+    /// How many of the group's drafts are this window's.
+    drafted: usize,
     micros: u64,
 }
 
@@ -204,7 +206,7 @@ struct Group {
     rollup_dir: PathBuf,
     late_dir: PathBuf,
     decider: Decider,
-    t: Arc<Telemetry>,
+    telemetry: Arc<Telemetry>,
     /// A job failed: nothing more is written.
     failed: bool,
 }
@@ -214,11 +216,11 @@ impl Group {
     /// listens any more.
     fn run(&mut self, group: Vec<Job>, done: &mpsc::Sender<Done>) -> bool {
         let taken = Instant::now();
-        Stats::add(&self.t.stats.writer_groups, 1);
+        Stats::add(&self.telemetry.stats.writer_groups, 1);
         let send = |d: Done| done.send(d).is_ok();
         // 1. Decide every window, in order, and encode its file.
         let mut staged = Vec::with_capacity(group.len());
-        let mut appended = Vec::new();
+        let mut drafts = Vec::new();
         let mut late = Vec::new();
         for job in group {
             match job {
@@ -230,14 +232,16 @@ impl Group {
                 } => {
                     let started = Instant::now();
                     match self.stage(&topic, partition, kind, &window) {
-                        Ok((file, decided, mut records)) => {
-                            appended.append(&mut records);
+                        Ok((file, decided, mut window_drafts)) => {
+                            let drafted = window_drafts.len();
+                            drafts.append(&mut window_drafts);
                             staged.push(Staged {
                                 topic,
                                 partition,
                                 window,
                                 file,
                                 decided,
+                                drafted,
                                 micros: started.elapsed().as_micros() as u64,
                             });
                         }
@@ -258,13 +262,18 @@ impl Group {
                 } => late.push((topic, partition, key, records)),
             }
         }
-        // 2. Make the group's decisions durable: one log sync, one wait.
-        let mut staged = staged.into_iter().peekable();
+        // 2. Make the group's decisions durable: one commit, one wait.
         if !self.failed {
             let syncing = Instant::now();
-            match self.decider.make_durable(&appended) {
-                Ok(publishing) => {
-                    if let Some(first) = staged.peek_mut() {
+            match self.decider.make_durable(drafts) {
+                Ok((appended, publishing)) => {
+                    let mut rest = appended.as_slice();
+                    for s in &mut staged {
+                        let (mine, after) = rest.split_at(s.drafted.min(rest.len()));
+                        s.decided.count(mine, &self.telemetry);
+                        rest = after;
+                    }
+                    if let Some(first) = staged.first_mut() {
                         let took = syncing.elapsed().as_micros() as u64;
                         first.micros += took;
                         first.decided.micros += took;
@@ -275,7 +284,8 @@ impl Group {
                 // answered as after any failure.
                 Err(e) => {
                     self.failed = true;
-                    if let Some(first) = staged.next() {
+                    if !staged.is_empty() {
+                        let first = staged.remove(0);
                         let key = first.window.first_offset;
                         if !send(failure(first.topic, first.partition, key, e)) {
                             return false;
@@ -306,8 +316,8 @@ impl Group {
         true
     }
 
-    /// Phase 1 for one window: its rows as Arrow, its decisions (appended,
-    /// not yet durable), its file in memory; counted in `month_to_date` for
+    /// Phase 1 for one window: its rows as Arrow, its decisions (drafts, not
+    /// yet in the log), its file in memory; counted in `month_to_date` for
     /// the windows decided after it.
     fn stage(
         &self,
@@ -315,7 +325,7 @@ impl Group {
         partition: i32,
         kind: Kind,
         window: &ClosedWindow,
-    ) -> Result<(EncodedWindow, Decided, Vec<Appended>), PipelineError> {
+    ) -> Result<(EncodedWindow, Decided, Vec<Draft>), PipelineError> {
         if self.failed {
             return Err(earlier_failure());
         }
@@ -325,12 +335,10 @@ impl Group {
             partition,
         };
         let batch = tollgate_rollup::to_batch(window)?;
-        let (decided, appended) = self
-            .decider
-            .decide(kind, topic, partition, window, &batch)?;
+        let (decided, drafts) = self.decider.decide(kind, topic, partition, window, &batch);
         let file = EncodedWindow::new(&self.rollup_dir, src, window, &batch)?;
         self.decider.count(file.path(), window);
-        Ok((file, decided, appended))
+        Ok((file, decided, drafts))
     }
 
     /// Phase 3 for one window: its file in place.
@@ -341,7 +349,7 @@ impl Group {
         }
         let (path, bytes) = s.file.write()?;
         let events = s.window.events();
-        Stats::add(&self.t.stats.events_written, events);
+        Stats::add(&self.telemetry.stats.events_written, events);
         Ok(Written {
             path,
             bytes,
@@ -468,7 +476,7 @@ mod tests {
             rollup_dir: cfg.output.rollup_dir.clone(),
             late_dir: cfg.output.late_dir.clone(),
             decider,
-            t,
+            telemetry: t,
             failed: false,
         }
     }
@@ -533,7 +541,7 @@ mod tests {
         assert_eq!(written[0].decided.new, 0, "6 USD alone is under the budget");
         assert_eq!(written[1].decided.new, 1, "6 + 6 USD is over it");
         assert!(written.iter().all(|w| w.path.exists()));
-        assert_eq!(g.t.stats.snapshot().writer_groups, 1);
+        assert_eq!(g.telemetry.stats.snapshot().writer_groups, 1);
         let log = std::fs::read_dir(&cfg.decisions.log_dir)
             .expect("log dir")
             .filter_map(|e| e.ok())
