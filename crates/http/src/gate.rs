@@ -333,7 +333,7 @@ async fn data(
         return Err(Problem::unprocessable("`input` must be an object"));
     };
     let asked = input.get("tenant").and_then(Value::as_str);
-    let tenant = judged_tenant(s, &principal, asked)?;
+    let tenant = judged_tenant(s, principal, asked)?;
     tollgate_event::check_name(&tenant)
         .map_err(|why| Problem::unprocessable(format!("tenant {why}")))?;
     let team = input

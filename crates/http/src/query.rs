@@ -240,7 +240,7 @@ async fn range_read(
 ) -> Result<(RangeParams, Range, Option<String>, Session), Problem> {
     let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
     let range = q.range()?;
-    let tenant = read_tenant(&who, q.tenant.as_deref())?;
+    let tenant = read_tenant(who, q.tenant.as_deref())?;
     let ctx = scoped_session(s, tenant.as_deref(), Some(&range), q.team.as_deref())?;
     Ok((q, range, tenant, ctx))
 }

@@ -6,14 +6,16 @@
 
 mod dead_letter;
 mod decide;
-mod resume;
-mod worker;
+mod dlq;
+mod events;
+mod partition;
+mod runner;
 mod writer;
 
 use tollgate_kafka::BrokerError;
 
 pub use decide::Decisions;
-pub use worker::{run_pipeline, RunOptions, RunOutcome};
+pub use runner::{run_pipeline, RunOptions, RunOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -49,7 +49,8 @@ pub(crate) enum Job {
     Late {
         topic: Arc<str>,
         partition: i32,
-        key: i64,
+        /// The first late offset: the commit-point hold this file releases.
+        first_offset: i64,
         records: Vec<LateRecord>,
     },
 }
@@ -58,8 +59,9 @@ pub(crate) enum Job {
 pub(crate) struct Done {
     pub topic: Arc<str>,
     pub partition: i32,
-    /// `first_offset` of the window, or the first late offset.
-    pub key: i64,
+    /// `first_offset` of the window, or the first late offset: the hold on
+    /// the partition's commit point this write releases.
+    pub first_offset: i64,
     pub result: Result<Written, PipelineError>,
 }
 
@@ -247,8 +249,8 @@ impl Group {
                         }
                         Err(e) => {
                             self.failed = true;
-                            let key = window.first_offset;
-                            if !send(failure(topic, partition, key, e)) {
+                            let first_offset = window.first_offset;
+                            if !send(failure(topic, partition, first_offset, e)) {
                                 return false;
                             }
                         }
@@ -257,9 +259,9 @@ impl Group {
                 Job::Late {
                     topic,
                     partition,
-                    key,
+                    first_offset,
                     records,
-                } => late.push((topic, partition, key, records)),
+                } => late.push((topic, partition, first_offset, records)),
             }
         }
         // 2. Make the group's decisions durable: one commit, one wait.
@@ -286,8 +288,8 @@ impl Group {
                     self.failed = true;
                     if !staged.is_empty() {
                         let first = staged.remove(0);
-                        let key = first.window.first_offset;
-                        if !send(failure(first.topic, first.partition, key, e)) {
+                        let first_offset = first.window.first_offset;
+                        if !send(failure(first.topic, first.partition, first_offset, e)) {
                             return false;
                         }
                     }
@@ -296,20 +298,21 @@ impl Group {
         }
         // 3. Write the files, in order, then the late events.
         for s in staged {
-            let (topic, partition, key) = (s.topic.clone(), s.partition, s.window.first_offset);
+            let (topic, partition, first_offset) =
+                (s.topic.clone(), s.partition, s.window.first_offset);
             let result = self.write(s, taken);
             self.failed |= result.is_err();
             if !send(Done {
                 topic,
                 partition,
-                key,
+                first_offset,
                 result,
             }) {
                 return false;
             }
         }
-        for (topic, partition, key, records) in late {
-            if !send(self.write_late(topic, partition, key, &records)) {
+        for (topic, partition, first_offset, records) in late {
+            if !send(self.write_late(topic, partition, first_offset, &records)) {
                 return false;
             }
         }
@@ -367,7 +370,7 @@ impl Group {
         &mut self,
         topic: Arc<str>,
         partition: i32,
-        key: i64,
+        first_offset: i64,
         records: &[LateRecord],
     ) -> Done {
         let started = Instant::now();
@@ -395,17 +398,17 @@ impl Group {
         Done {
             topic,
             partition,
-            key,
+            first_offset,
             result,
         }
     }
 }
 
-fn failure(topic: Arc<str>, partition: i32, key: i64, e: PipelineError) -> Done {
+fn failure(topic: Arc<str>, partition: i32, first_offset: i64, e: PipelineError) -> Done {
     Done {
         topic,
         partition,
-        key,
+        first_offset,
         result: Err(e),
     }
 }
@@ -577,7 +580,7 @@ mod tests {
         let late = Job::Late {
             topic: "t".into(),
             partition: 0,
-            key: 5,
+            first_offset: 5,
             records: Vec::new(),
         };
         assert!(g.run(vec![window(w0, 0, 1.0), late], &tx));

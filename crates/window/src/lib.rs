@@ -4,6 +4,7 @@
 //! adapter feeds it events with their offsets and writes what it hands back.
 
 mod by_team;
+pub mod resume;
 mod rows;
 mod sketch;
 
