@@ -212,7 +212,9 @@ fn window_close(c: &mut Criterion) {
         g.sample_size(20);
         g.bench_function("baseline_parquet_write", |b| {
             b.iter(|| {
-                tollgate_rollup::write_window_batch(out.path(), src, &w, &batch).expect("write")
+                tollgate_rollup::EncodedWindow::new(out.path(), src, &w, &batch)
+                    .and_then(|f| f.write())
+                    .expect("write")
             })
         });
         g.bench_function("all_policies", |b| {
@@ -261,9 +263,9 @@ fn gate(c: &mut Criterion) {
         cfg.gates.dir = std::path::Path::new("..").join(&cfg.gates.dir);
     }
     let params = serde_json::to_value(&cfg.policies.params).expect("params");
-    let engine =
-        tollgate_http::load_gate_engine(&cfg, params.as_object().cloned().unwrap_or_default())
-            .expect("gate rules");
+    let engine = cfg
+        .load_gate_engine(params.as_object().cloned().unwrap_or_default())
+        .expect("gate rules");
     let body = br#"{"unit_cost_usd": 0.6, "cost_tags": {"team": "ai"}, "deployment_region": "us-east-1", "test_pass_rate": 0.99}"#;
     let ctx = tollgate_gate::GateContext {
         tenant: "acme".into(),

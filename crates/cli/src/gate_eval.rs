@@ -18,14 +18,15 @@ pub(crate) fn gate_eval(config: &std::path::Path, print_data: bool) -> Result<()
             regions: cfg.region_intensities(),
         },
     ))?;
-    let params = tollgate_http::policy_params(&engine);
+    let params = engine.params_json();
     let mut out = std::io::stdout().lock();
     if print_data {
-        let data = tollgate_http::gate_data(&cfg, params);
+        let data = cfg.gate_data(params);
         writeln!(out, "{data}")?;
         return Ok(());
     }
-    let gates = tollgate_http::load_gate_engine(&cfg, params)
+    let gates = cfg
+        .load_gate_engine(params)
         .with_context(|| format!("cannot load the gate rules in {}", cfg.gates.dir.display()))?;
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line.context("read stdin")?;

@@ -41,8 +41,8 @@ pub(crate) async fn on_sighup(
                     continue;
                 }
             }
-            let params = tollgate_http::policy_params(&decisions.engine());
-            match tollgate_http::load_gate_engine(&next, params) {
+            let params = decisions.engine().params_json();
+            match next.load_gate_engine(params) {
                 Ok(g) => {
                     info!(revision = g.revision(), "gate rules reloaded");
                     state.gates.replace(g);

@@ -155,8 +155,9 @@ fn start_api(
             warn!("AUTH_MODE=static and no AUTH_TOKENS_JSON/AUTH_TOKENS_FILE: every protected route answers 401 (set AUTH_MODE=none for an open local API)");
         }
     }
-    let params = tollgate_http::policy_params(&decisions.engine());
-    let gates = tollgate_http::load_gate_engine(cfg, params)
+    let params = decisions.engine().params_json();
+    let gates = cfg
+        .load_gate_engine(params)
         .with_context(|| format!("cannot load the gate rules in {}", cfg.gates.dir.display()))?;
     info!(
         revision = gates.revision(),

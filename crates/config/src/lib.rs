@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod gates;
 pub mod keys;
+
+pub use gates::GateLoadError;
 
 use serde::Deserialize;
 use tollgate_enrich::{Defaults, EnrichConfigError, PriceBook};

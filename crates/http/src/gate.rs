@@ -8,7 +8,6 @@
 //! one fsync per group, not per request, and no answer leaves before its
 //! decision is durable. The answer is then copied to the decisions topic.
 
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use axum::body::Bytes;
@@ -17,76 +16,19 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use tollgate_config::Config;
 use tollgate_decision::{rfc3339_ms, Draft};
 use tollgate_decision_log::{Appended, CommitError, Committer};
 use tollgate_gate::{GateContext, GateEngine, GateRequest, MonthSpend, WindowSpend};
 use tollgate_kafka::DecisionPublisher;
-use tollgate_telemetry::live::{month_start_ms, LiveSnapshot};
+use tollgate_rollup::month_start_ms;
+use tollgate_telemetry::live::LiveSnapshot;
 use tollgate_telemetry::{Stats, Telemetry};
 use tracing::debug;
 
 use crate::auth::Principal;
 use crate::problem::Problem;
-use crate::{parse_json, AppState, HttpError};
+use crate::{parse_json, AppState};
 use crate::{scope, Caller};
-
-/// Load `*.rego` under `cfg.gates.dir` with `data.tollgate` = the window
-/// policies' effective parameters, `[gates.params]` as `gates`, and the
-/// price book's regions.
-pub fn load_gate_engine(
-    cfg: &Config,
-    policy_params: serde_json::Map<String, Value>,
-) -> Result<GateEngine, HttpError> {
-    let dir = &cfg.gates.dir;
-    let mut modules = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| HttpError::GateFiles(format!("cannot read {}: {e}", dir.display())))?;
-    for entry in entries {
-        let path = entry
-            .map_err(|e| HttpError::GateFiles(format!("cannot read {}: {e}", dir.display())))?
-            .path();
-        if path.extension().is_some_and(|x| x == "rego") {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                HttpError::GateFiles(format!("cannot read {}: {e}", path.display()))
-            })?;
-            modules.push((display_name(&path), text));
-        }
-    }
-    let data = gate_data(cfg, policy_params);
-    let engine = GateEngine::compile_packages(
-        modules,
-        data,
-        &cfg.gates.packages,
-        cfg.gates.strict_builtin_errors,
-    )?;
-    for v in engine.misconfigured() {
-        tracing::warn!(rule = %v.rule, "gate misconfigured, every gate answer denies until fixed: {}", v.message);
-    }
-    Ok(engine)
-}
-
-/// `data.tollgate` of the gate rules: the window policies' effective
-/// parameters, `[gates.params]` as `params.gates`, and the price book's
-/// regions (`{region: g/kWh}`).
-pub fn gate_data(cfg: &Config, policy_params: serde_json::Map<String, Value>) -> Value {
-    let mut params = policy_params;
-    params.insert(
-        "gates".into(),
-        serde_json::to_value(&cfg.gates.params).unwrap_or(Value::Null),
-    );
-    let regions: serde_json::Map<String, Value> = cfg
-        .pricing
-        .regions
-        .iter()
-        .map(|r| (r.region.clone(), json!(r.carbon_intensity_g_per_kwh)))
-        .collect();
-    json!({"params": params, "regions": regions})
-}
-
-fn display_name(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
 
 /// The gate rules in force, and where their decisions go.
 pub struct GateService {

@@ -38,7 +38,7 @@ use tollgate_telemetry::Telemetry;
 use tower::ServiceBuilder;
 
 pub use auth::{Auth, Principal, Scope};
-pub use gate::{gate_data, load_gate_engine, GateService};
+pub use gate::GateService;
 pub use metrics::HttpMetrics;
 use problem::Problem;
 
@@ -49,10 +49,6 @@ pub const OPENAPI_YAML: &str = include_str!("../../../schemas/openapi.yaml");
 pub enum HttpError {
     #[error(transparent)]
     Auth(#[from] auth::AuthConfigError),
-    #[error(transparent)]
-    Gate(#[from] tollgate_gate::GateError),
-    #[error("gate rules: {0}")]
-    GateFiles(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -363,23 +359,6 @@ pub async fn serve(
     // Let requests in flight finish, for a while.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
     Ok(())
-}
-
-/// The window policies' effective parameters, by policy name, as JSON (the
-/// gate rules read the same thresholds).
-pub fn policy_params(
-    engine: &tollgate_policy::PolicyEngine,
-) -> serde_json::Map<String, serde_json::Value> {
-    engine
-        .policies()
-        .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                serde_json::to_value(&p.params).unwrap_or(serde_json::Value::Null),
-            )
-        })
-        .collect()
 }
 
 /// Parse a JSON body: 400 for malformed JSON, 422 for JSON of the wrong

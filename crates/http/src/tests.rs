@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use tollgate_config::Config;
 use tollgate_decision::{Key, KeyRing};
 use tollgate_decision_log::{Committer, DecisionLog, LogOptions};
-use tollgate_telemetry::live::{month_start_ms, Ledger, LiveSnapshot, TeamWindow, Totals};
+use tollgate_rollup::month_start_ms;
+use tollgate_telemetry::live::{Ledger, LiveSnapshot, TeamWindow, Totals};
 use tollgate_telemetry::Telemetry;
 use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
 use tower::ServiceExt;
@@ -109,7 +110,9 @@ fn write_rollup(
         topic: "tollgate.inference",
         partition: 0,
     };
-    tollgate_rollup::write_window_batch(root, src, &w, &batch).unwrap();
+    tollgate_rollup::EncodedWindow::new(root, src, &w, &batch)
+        .and_then(|f| f.write())
+        .unwrap();
 }
 
 fn fixture_with(auth: Auth, tweak: impl FnOnce(&mut Config)) -> Fx {
@@ -145,7 +148,7 @@ max_security_findings = { critical = 0, high = 0 }
     telemetry
         .live
         .set_seed(Ledger::from_rollups(&cfg.output.rollup_dir).unwrap());
-    let engine = load_gate_engine(&cfg, gate_data_params()).unwrap();
+    let engine = cfg.load_gate_engine(gate_data_params()).unwrap();
     let state = AppState::new(
         cfg,
         auth,

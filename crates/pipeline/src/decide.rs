@@ -25,12 +25,11 @@ use tollgate_decision_log::{Appended, Committer, DecisionLog, LogOptions};
 use tollgate_event::Kind;
 use tollgate_kafka::DecisionPublisher;
 use tollgate_policy::{tables, EngineOptions, PolicyEngine, WindowInput};
-use tollgate_rollup::MonthToDate;
+use tollgate_rollup::{month_name, MonthToDate};
 use tollgate_window::{ClosedWindow, Totals};
 use tracing::{debug, error, info};
 
 use crate::PipelineError;
-use tollgate_telemetry::live::month_name;
 use tollgate_telemetry::metrics::Telemetry;
 
 /// How long to keep retrying a window's decisions while the broker does not

@@ -33,30 +33,33 @@
 //! others.
 
 pub mod fixture;
+mod json;
+mod load;
 pub mod params;
+mod plan_cache;
 pub mod tables;
 pub mod template;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, UInt64Type};
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
 use datafusion::datasource::{MemTable, TableProvider};
-use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
-use serde::Deserialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use tollgate_decision::{DecisionWindow, Draft, Verdict};
 
+pub use json::json_rows;
+use load::load_one;
+use plan_cache::PlanCache;
 pub use tables::SwapTable;
 use template::Template;
 
@@ -75,21 +78,6 @@ pub enum PolicyError {
     Config(String),
     #[error("policy {policy}: {message}")]
     Eval { policy: String, message: String },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    #[serde(default)]
-    description: String,
-    verdict: String,
-    #[serde(default)]
-    kinds: Vec<String>,
-    subject: String,
-    message: String,
-    sql: String,
-    #[serde(default)]
-    params: BTreeMap<String, toml::Value>,
 }
 
 /// A loaded, planned policy.
@@ -119,9 +107,7 @@ impl Policy {
 
     /// Physical plans kept for reuse; `None` when it is planned per window.
     pub fn cached_plans(&self) -> Option<usize> {
-        self.cache
-            .as_ref()
-            .map(|c| c.plans.lock().unwrap_or_else(|p| p.into_inner()).len())
+        self.cache.as_ref().map(PlanCache::len)
     }
 }
 
@@ -177,6 +163,13 @@ pub struct PolicyEngine {
     lock: tokio::sync::Mutex<()>,
 }
 
+/// The table of every rollup file so far. A listing table: it takes its file
+/// list when a plan is made, so plans reading it are made per window.
+pub(crate) const HISTORY: &str = "history";
+
+/// The window's month so far by team; set for each window like `rollups`.
+pub(crate) const MONTH_TO_DATE: &str = "month_to_date";
+
 fn session() -> SessionContext {
     // Windows are small: one partition avoids repartitioning overhead.
     let mut config = SessionConfig::new()
@@ -192,15 +185,6 @@ fn session() -> SessionContext {
     optimizer.enable_aggregate_dynamic_filter_pushdown = false;
     SessionContext::new_with_config(config)
 }
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-const KINDS: [&str; 3] = ["inference", "training", "heartbeat"];
 
 impl PolicyEngine {
     /// Load and plan every policy in `opts.dir`. Every broken file is
@@ -278,6 +262,20 @@ impl PolicyEngine {
             1 => Err(errors.remove(0)),
             _ => Err(PolicyError::Many(errors)),
         }
+    }
+
+    /// The policies' effective parameters, by policy name, as JSON (the
+    /// gate rules read the same thresholds as `data.tollgate.params`).
+    pub fn params_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.policies()
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    serde_json::to_value(&p.params).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect()
     }
 
     pub fn policies(&self) -> &[Policy] {
@@ -405,304 +403,12 @@ impl PolicyEngine {
     }
 }
 
-/// Physical plans of one policy, reused across windows. Only for policies
-/// whose plan depends on nothing that changes between windows except the
-/// window's rows, which [`SwapExec`](tables::SwapExec) reads at execution:
-/// no `history` (its file list is taken when planning) and no window
-/// parameter other than those in [`params::PLAN_KEY_PARAMS`], whose values
-/// key the cache.
-#[derive(Debug)]
-struct PlanCache {
-    keys: Vec<&'static str>,
-    plans: std::sync::Mutex<HashMap<Vec<ScalarValue>, Arc<dyn ExecutionPlan>>>,
-}
-
-/// The table of every rollup file so far. A listing table: it takes its file
-/// list when a plan is made, so plans reading it are made per window.
-const HISTORY: &str = "history";
-
-/// The window's month so far by team; set for each window like `rollups`.
-const MONTH_TO_DATE: &str = "month_to_date";
-
-/// Names of the tables a plan scans, subqueries included.
-fn tables_read(plan: &LogicalPlan) -> datafusion::error::Result<HashSet<String>> {
-    let mut tables = HashSet::new();
-    plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            tables.insert(scan.table_name.table().to_owned());
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    Ok(tables)
-}
-
-/// Plans kept per policy at most (one per kind and source in practice).
-const PLAN_CACHE_ENTRIES: usize = 256;
-
-impl PlanCache {
-    /// `None` when the plan must be made again for each window.
-    fn for_plan(
-        plan: &LogicalPlan,
-        tables: &HashSet<String>,
-    ) -> datafusion::error::Result<Option<Self>> {
-        let reads_history = tables.contains(HISTORY);
-        let mut keys = Vec::new();
-        for name in plan.get_parameter_types()?.keys() {
-            let name = name.trim_start_matches('$');
-            match params::PLAN_KEY_PARAMS.iter().find(|k| **k == name) {
-                Some(k) => keys.push(*k),
-                None => return Ok(None),
-            }
-        }
-        keys.sort_unstable();
-        Ok((!reads_history).then(|| PlanCache {
-            keys,
-            plans: Default::default(),
-        }))
-    }
-
-    /// The values of the parameters that key the cache, for this window.
-    fn key(&self, window: &[(&'static str, ScalarValue)]) -> Vec<ScalarValue> {
-        self.keys
-            .iter()
-            .map(|k| {
-                window
-                    .iter()
-                    .find(|(n, _)| n == k)
-                    .map_or(ScalarValue::Null, |(_, v)| v.clone())
-            })
-            .collect()
-    }
-
-    fn get(&self, key: &[ScalarValue]) -> Option<Arc<dyn ExecutionPlan>> {
-        let plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        plans.get(key).cloned()
-    }
-
-    /// Keep `plan` for the windows to come. Recursive queries are not kept:
-    /// DataFusion cannot run them twice.
-    fn put(
-        &self,
-        key: Vec<ScalarValue>,
-        plan: &Arc<dyn ExecutionPlan>,
-    ) -> datafusion::error::Result<()> {
-        if plan.exists(|n| Ok(n.name() == "RecursiveQueryExec"))? {
-            return Ok(());
-        }
-        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if plans.len() >= PLAN_CACHE_ENTRIES {
-            plans.clear();
-        }
-        plans.insert(key, plan.clone());
-        Ok(())
-    }
-}
-
 /// The window's rows plus the `kind` column.
 fn with_kind(rows: &RecordBatch, kind: &str, schema: &SchemaRef) -> Result<RecordBatch, String> {
     let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
     cols.push(Arc::new(StringArray::from(vec![kind; rows.num_rows()])));
     RecordBatch::try_new(schema.clone(), cols)
         .map_err(|e| format!("window rows do not match the rollup schema: {e}"))
-}
-
-async fn load_one(
-    ctx: &SessionContext,
-    path: &Path,
-    name: &str,
-    overrides: Option<&BTreeMap<String, toml::Value>>,
-) -> Result<Policy, String> {
-    if !valid_name(name) {
-        return Err(format!(
-            "file name `{name}` is not a valid policy name (lowercase letters, digits, `-`, `_`)"
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let file: PolicyFile = toml::from_str(&text).map_err(|e| e.to_string())?;
-    let verdict: Verdict = file.verdict.parse()?;
-    if verdict == Verdict::Allow {
-        return Err(
-            "verdict must be `deny` or `warn`: every row a policy returns is a violation".into(),
-        );
-    }
-    for k in &file.kinds {
-        if !KINDS.contains(&k.as_str()) {
-            return Err(format!(
-                "unknown kind `{k}` in `kinds` (expected {})",
-                KINDS.join(", ")
-            ));
-        }
-    }
-    let mut params = file.params.clone();
-    for (k, v) in overrides.into_iter().flatten() {
-        let Some(slot) = params.get_mut(k) else {
-            return Err(format!(
-                "the pipeline config sets parameter `{k}`, which the policy does not declare under [params]"
-            ));
-        };
-        if std::mem::discriminant(slot) != std::mem::discriminant(v)
-            && !matches!(
-                (&*slot, v),
-                (toml::Value::Float(_), toml::Value::Integer(_))
-            )
-        {
-            return Err(format!(
-                "the pipeline config sets parameter `{k}` to {v}, but its default {slot} has another type"
-            ));
-        }
-        *slot = match (&*slot, v) {
-            (toml::Value::Float(_), toml::Value::Integer(i)) => toml::Value::Float(*i as f64),
-            _ => v.clone(),
-        };
-    }
-    let sql = params::substitute(&file.sql, &params)?;
-    let subject = Template::parse(&file.subject).map_err(|e| format!("subject: {e}"))?;
-    let message = Template::parse(&file.message).map_err(|e| format!("message: {e}"))?;
-
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
-    let plan = ctx
-        .sql_with_options(&sql, options)
-        .await
-        .map_err(|e| format!("SQL: {e}"))?
-        .into_unoptimized_plan();
-    let columns: HashSet<&str> = plan
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect();
-    for (what, t) in [("subject", &subject), ("message", &message)] {
-        for f in t.fields() {
-            if !columns.contains(f) {
-                let mut have: Vec<&str> = columns.iter().copied().collect();
-                have.sort();
-                return Err(format!(
-                    "{what} uses `{{{f}}}`, which the SQL does not return (it returns {})",
-                    have.join(", ")
-                ));
-            }
-        }
-    }
-    if subject.fields().next().is_none() {
-        return Err("subject must name at least one column, e.g. \"team={team}\"".into());
-    }
-    // Bind sample window values and optimize: type errors surface now, not
-    // on the first window.
-    let sample: ParamValues = params::window_values("inference", "check/0", 0, 60_000).into();
-    let bound = plan
-        .clone()
-        .with_param_values(sample)
-        .map_err(|e| format!("SQL: {e}"))?;
-    ctx.state()
-        .optimize(&bound)
-        .map_err(|e| format!("SQL: {e}"))?;
-
-    let mut h = Sha256::new();
-    h.update(text.as_bytes());
-    h.update([0]);
-    h.update(toml::to_string(&params).unwrap_or_default().as_bytes());
-    let revision = format!("sha256:{}", &tollgate_decision::hex(&h.finalize())[..16]);
-    let tables = tables_read(&plan).map_err(|e| format!("SQL: {e}"))?;
-    Ok(Policy {
-        name: name.to_owned(),
-        path: path.to_owned(),
-        revision,
-        verdict,
-        kinds: file.kinds,
-        description: file.description,
-        params,
-        subject,
-        message,
-        cache: PlanCache::for_plan(&plan, &tables).map_err(|e| format!("SQL: {e}"))?,
-        reads_month_to_date: tables.contains(MONTH_TO_DATE),
-        plan,
-    })
-}
-
-/// Result rows as JSON objects keyed by column name.
-pub fn json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, String> {
-    let mut out = Vec::new();
-    for b in batches {
-        let schema = b.schema();
-        let mut cols: Vec<std::vec::IntoIter<Value>> = b
-            .columns()
-            .iter()
-            .map(|c| json_column(c).map(Vec::into_iter))
-            .collect::<Result<_, _>>()?;
-        for _ in 0..b.num_rows() {
-            let mut row = Map::new();
-            for (f, col) in schema.fields().iter().zip(cols.iter_mut()) {
-                row.insert(f.name().clone(), col.next().unwrap_or(Value::Null));
-            }
-            out.push(row);
-        }
-    }
-    Ok(out)
-}
-
-fn json_column(c: &ArrayRef) -> Result<Vec<Value>, String> {
-    use arrow::compute::cast;
-    let num = |f: f64| {
-        serde_json::Number::from_f64(f)
-            .map(Value::Number)
-            .unwrap_or(Value::Null)
-    };
-    let n = c.len();
-    // One value per row, null where the array is null.
-    let each = |a: &dyn Array, f: &dyn Fn(usize) -> Value| -> Vec<Value> {
-        (0..n)
-            .map(|i| if a.is_null(i) { Value::Null } else { f(i) })
-            .collect()
-    };
-    let values: Vec<Value> = match c.data_type() {
-        DataType::Null => vec![Value::Null; n],
-        DataType::Boolean => {
-            let a = c.as_boolean();
-            each(a, &|i| Value::Bool(a.value(i)))
-        }
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32 => {
-            let c = cast(c, &DataType::Int64).map_err(|e| e.to_string())?;
-            let a = c.as_primitive::<Int64Type>();
-            each(a, &|i| Value::from(a.value(i)))
-        }
-        DataType::UInt64 => {
-            let a = c.as_primitive::<UInt64Type>();
-            each(a, &|i| Value::from(a.value(i)))
-        }
-        DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => {
-            let c = cast(c, &DataType::Float64).map_err(|e| e.to_string())?;
-            let a = c.as_primitive::<Float64Type>();
-            each(a, &|i| num(a.value(i)))
-        }
-        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
-            let ms = cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None))
-                .and_then(|c| cast(&c, &DataType::Int64))
-                .map_err(|e| e.to_string())?;
-            let a = ms.as_primitive::<Int64Type>();
-            each(a, &|i| {
-                Value::String(tollgate_decision::rfc3339_ms(a.value(i)))
-            })
-        }
-        _ => {
-            let c = cast(c, &DataType::Utf8).map_err(|e| e.to_string())?;
-            let a = c.as_string::<i32>();
-            each(a, &|i| Value::String(a.value(i).to_owned()))
-        }
-    };
-    Ok(values)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::fs;
+use std::path::Path;
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/policies")
@@ -280,7 +281,10 @@ async fn policies_read_the_parquet_tree_through_history_and_month_to_date() {
         topic: "tollgate.training",
         partition: 0,
     };
-    tollgate_rollup::write_window(root.path(), src, &w).unwrap();
+    let batch = tollgate_rollup::to_batch(&w).unwrap();
+    tollgate_rollup::EncodedWindow::new(root.path(), src, &w, &batch)
+        .and_then(|f| f.write())
+        .unwrap();
     let mut month = tollgate_rollup::MonthToDate::new(root.path());
     assert_eq!(month.refresh("2026-11").unwrap(), 1);
     let month = tables::month_to_date_batch(month.teams("2026-11")).unwrap();

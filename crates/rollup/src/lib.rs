@@ -10,6 +10,7 @@
 mod checkpoint;
 mod history;
 mod late;
+mod month;
 mod scoped;
 mod summary;
 
@@ -35,6 +36,7 @@ pub use checkpoint::{
 };
 pub use history::{history_table, PARTITION_COLUMNS};
 pub use late::{remove_late_from, write_late, LateRecord};
+pub use month::{month_name, month_start_ms};
 pub use scoped::{ScanFailed, ScopedTable};
 pub use summary::{read_summary, MonthToDate, Summary, TeamTotals};
 
@@ -224,26 +226,6 @@ const DICTIONARY_COLUMNS: [&str; 8] = [
 /// the time for files 6% larger, and zstd is about 30% of the writer
 /// thread's CPU, which shares two cores with the consumer.
 const ZSTD_LEVEL: i32 = 1;
-
-/// Write one closed window: temp file, fsync, rename, fsync the directory.
-/// Returns the final path and its size in bytes.
-pub fn write_window(
-    root: &Path,
-    src: Source<'_>,
-    w: &ClosedWindow,
-) -> Result<(PathBuf, u64), RollupError> {
-    write_window_batch(root, src, w, &to_batch(w)?)
-}
-
-/// [`write_window`] with the window's rows already built by [`to_batch`].
-pub fn write_window_batch(
-    root: &Path,
-    src: Source<'_>,
-    w: &ClosedWindow,
-    batch: &RecordBatch,
-) -> Result<(PathBuf, u64), RollupError> {
-    EncodedWindow::new(root, src, w, batch)?.write()
-}
 
 /// A window's file encoded in memory, not yet on disk: where it goes and
 /// its bytes. The writer thread encodes a window's file while its decisions

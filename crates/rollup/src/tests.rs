@@ -2,6 +2,16 @@ use super::*;
 use arrow::array::Array;
 use tollgate_window::{DimsRef, Measures, RowSet, Totals};
 
+/// Write one closed window as the writer thread does: encode, then temp
+/// file, fsync, rename, fsync the directory.
+fn write_window(
+    root: &Path,
+    src: Source<'_>,
+    w: &ClosedWindow,
+) -> Result<(PathBuf, u64), RollupError> {
+    EncodedWindow::new(root, src, w, &to_batch(w)?)?.write()
+}
+
 fn window(start: i64, first: i64, close: i64) -> ClosedWindow {
     let mut m = Measures {
         events: 3,

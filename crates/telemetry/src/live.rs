@@ -19,28 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use chrono::{Datelike, TimeZone, Utc};
-use tollgate_rollup::{MonthToDate, RollupError};
+use chrono::Utc;
+use tollgate_rollup::{month_name, month_start_ms, MonthToDate, RollupError};
 pub use tollgate_window::Totals;
 use tollgate_window::{ByTeam, DimsRef, Measures};
-
-/// `YYYY-MM` of the UTC month holding `ms` (as in the rollup tree's dates).
-pub fn month_name(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.format("%Y-%m").to_string())
-        .unwrap_or_default()
-}
-
-/// Start (ms) of the UTC month holding `ms`.
-pub fn month_start_ms(ms: i64) -> i64 {
-    let Some(t) = Utc.timestamp_millis_opt(ms).single() else {
-        return ms;
-    };
-    Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
-        .single()
-        .map_or(ms, |m| m.timestamp_millis())
-}
 
 /// Month totals per team: tenant → team → month start (ms) → totals.
 #[derive(Debug, Clone, Default, PartialEq)]
