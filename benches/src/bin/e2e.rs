@@ -362,7 +362,7 @@ fn main() -> Result<()> {
     rt.block_on(tollgate_kafka::ensure_topics(&cfg))?;
     // The pipeline as deployed: every shipped policy, signed decisions.
     let key = tollgate_decision::Key::new("k-bench", "a-benchmark-secret-0123456789")?;
-    let decisions = rt.block_on(tollgate_pipeline::Decisions::open(&cfg, key))?;
+    let decisions = rt.block_on(tollgate_pipeline::DecisionStage::open(&cfg, key))?;
 
     let [generated, sentinels] = in_child::<u64, 2>("produce", uid, &[])?;
     let sent = generated + sentinels;

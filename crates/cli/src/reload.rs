@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tollgate_config::Config;
-use tollgate_pipeline::Decisions;
+use tollgate_pipeline::DecisionStage;
 use tracing::{error, info};
 
 /// Reload on every SIGHUP until the signal stream ends.
@@ -14,7 +14,7 @@ pub(crate) async fn on_sighup(
     mut hup: tokio::signal::unix::Signal,
     cfg: Config,
     path: PathBuf,
-    decisions: Decisions,
+    decisions: DecisionStage,
     api: Option<Arc<tollgate_http::AppState>>,
 ) {
     while hup.recv().await.is_some() {

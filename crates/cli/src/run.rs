@@ -57,7 +57,7 @@ pub(crate) fn run(
         Signals::install()?
     };
     let decisions = rt
-        .block_on(tollgate_pipeline::Decisions::open(&cfg, key))
+        .block_on(tollgate_pipeline::DecisionStage::open(&cfg, key))
         .context("cannot start the decision stage")?;
     let live = tollgate_telemetry::live::Live::new(if serve_http {
         Duration::from_millis(cfg.http.live_refresh_ms.max(1))
@@ -144,7 +144,7 @@ pub(crate) fn run(
 fn start_api(
     rt: &tokio::runtime::Runtime,
     cfg: &Config,
-    decisions: &tollgate_pipeline::Decisions,
+    decisions: &tollgate_pipeline::DecisionStage,
     telemetry: &Arc<Telemetry>,
     registry: prometheus::Registry,
 ) -> Result<Arc<tollgate_http::AppState>> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use tollgate_config::Config;
-use tollgate_pipeline::{Decisions, PipelineError, RunOptions, RunOutcome};
+use tollgate_pipeline::{DecisionStage, PipelineError, RunOptions, RunOutcome};
 use tollgate_telemetry::Telemetry;
 use tracing::{error, info, warn};
 
@@ -22,7 +22,7 @@ pub(crate) fn supervise(
     rt: &tokio::runtime::Runtime,
     opts: &RunOptions,
     telemetry: &Arc<Telemetry>,
-    decisions: &Decisions,
+    decisions: &DecisionStage,
     serve_http: bool,
     max_wait: Duration,
 ) -> Result<RunOutcome> {

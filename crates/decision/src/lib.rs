@@ -1,5 +1,6 @@
 //! Decisions: what a policy concluded about a subject in a window, signed and
-//! chained. Pure: no I/O, no clock (callers pass `ts`).
+//! chained. This crate performs no I/O and reads no clock: callers pass the
+//! timestamp, and the decision log (`tollgate-decision-log`) writes the lines.
 //!
 //! - [`Draft::decision_id`] is a hash of (policy, policy revision, window,
 //!   subject) only, so a replay after a crash yields the same id.
@@ -9,6 +10,39 @@
 //!   previous record's line, so the records form a chain.
 //! - [`Verifier`] checks lines in order: canonical form, known key, signature
 //!   (constant-time), chain link, id, uniqueness.
+//!
+//! ```
+//! use tollgate_decision::{Chain, DecisionWindow, Draft, Key, KeyRing, Verdict, Verifier, GENESIS_HASH};
+//!
+//! let key = Key::new("k1", "a-secret-of-16-bytes-or-more").unwrap();
+//! let draft = || Draft {
+//!     policy: "team-window-spend".into(),
+//!     policy_revision: "r1".into(),
+//!     subject: "tenant=acme/team=ai".into(),
+//!     window: Some(DecisionWindow::from_millis(0, 60_000, "tollgate.inference/0")),
+//!     observed: Default::default(),
+//!     verdict: Verdict::Deny,
+//!     reasons: vec!["spent 12.00 USD, above 10 USD".into()],
+//! };
+//! // The same draft has the same id, whenever it is made (replays add nothing).
+//! assert_eq!(draft().decision_id(), draft().decision_id());
+//!
+//! let mut chain = Chain::after(GENESIS_HASH);
+//! let (first, line1) = chain.seal(draft(), "2026-01-01T00:01:00.000Z".into(), &key);
+//! assert_eq!(first.prev_hash, GENESIS_HASH);
+//! let mut second = draft();
+//! second.subject = "tenant=acme/team=ml".into();
+//! let (_, line2) = chain.seal(second, "2026-01-01T00:01:00.000Z".into(), &key);
+//!
+//! // A verifier with the key accepts the lines in order...
+//! let ring = KeyRing::new(None, vec![key.clone()]).unwrap();
+//! let mut v = Verifier::new(&ring);
+//! assert!(v.check_line(&line1).is_ok() && v.check_line(&line2).is_ok());
+//! // ...and refuses a changed byte, or the chain out of order.
+//! let mut v = Verifier::new(&ring);
+//! assert!(v.check_line(&line1.replace("12.00", "11.00")).is_err());
+//! assert!(Verifier::new(&ring).check_line(&line2).is_err());
+//! ```
 
 pub mod canonical;
 

@@ -30,13 +30,13 @@ enum Delivery {
     Waited(oneshot::Sender<Result<(), KafkaError>>),
 }
 
-struct PublishCtx {
+struct DeliveryRouter {
     unpublished: prometheus::IntCounter,
 }
 
-impl rdkafka::ClientContext for PublishCtx {}
+impl rdkafka::ClientContext for DeliveryRouter {}
 
-impl rdkafka::producer::ProducerContext for PublishCtx {
+impl rdkafka::producer::ProducerContext for DeliveryRouter {
     type DeliveryOpaque = Box<Delivery>;
     fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, to: Box<Delivery>) {
         let result = result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone());
@@ -57,7 +57,7 @@ impl rdkafka::producer::ProducerContext for PublishCtx {
 /// The decisions topic's producer, shared by everything in the process
 /// that decides.
 pub struct DecisionPublisher {
-    producer: ThreadedProducer<PublishCtx>,
+    producer: ThreadedProducer<DeliveryRouter>,
     topic: String,
     unpublished: prometheus::IntCounter,
 }
@@ -72,7 +72,7 @@ impl DecisionPublisher {
         // fill a batch would only add its delay to every window close.
         let producer = crate::output_producer_config(cfg)
             .set("linger.ms", "0")
-            .create_with_context(PublishCtx {
+            .create_with_context(DeliveryRouter {
                 unpublished: unpublished.clone(),
             })
             .map_err(kafka("create decisions producer"))?;

@@ -3,12 +3,12 @@
 //! fed it can be committed):
 //!
 //! 1. evaluate every policy over the window's rows ([`PolicyEngine`]) —
-//!    [`Decider::decide`], which returns the drafts;
+//!    [`WindowDecider::decide`], which returns the drafts;
 //! 2. hand the drafts to the log's [`Committer`] (an id already in the log
 //!    answers the stored record: a replay adds nothing), wait until they are
 //!    durable, publish every decision, new or replayed, to the decisions
 //!    topic keyed by `decision_id`, and wait for the broker's
-//!    acknowledgement — [`Decider::make_durable`], once for a group of
+//!    acknowledgement — [`WindowDecider::make_durable`], once for a group of
 //!    windows (group commit; the writer thread decides the group's windows
 //!    in order, then makes their decisions durable, then writes their
 //!    files). Consumers of the topic de-duplicate by key: after a crash the
@@ -46,7 +46,7 @@ const COMMIT_QUEUE: usize = 8192;
 /// and shared: the HTTP gate submits to the same committer and publishes
 /// with the same producer.
 #[derive(Clone)]
-pub struct Decisions {
+pub struct DecisionStage {
     engine: Arc<RwLock<Arc<PolicyEngine>>>,
     pub committer: Committer,
     pub publisher: Arc<DecisionPublisher>,
@@ -69,7 +69,7 @@ async fn load_policies(cfg: &Config) -> Result<PolicyEngine, PipelineError> {
     Ok(engine)
 }
 
-impl Decisions {
+impl DecisionStage {
     /// Load the policies (every broken file is an error naming it) and open
     /// the decision log, signing with `key`.
     pub async fn open(cfg: &Config, key: Key) -> Result<Self, PipelineError> {
@@ -81,7 +81,7 @@ impl Decisions {
         })?;
         let publisher = Arc::new(DecisionPublisher::new(cfg)?);
         info!(key_id = %key_id, dir = %cfg.decisions.log_dir.display(), records = committer.records_at_open(), "signing decisions");
-        Ok(Decisions {
+        Ok(DecisionStage {
             engine: Arc::new(RwLock::new(Arc::new(engine))),
             committer,
             publisher,
@@ -121,7 +121,7 @@ fn open_log(dir: &Path, key: Key, max_segment_bytes: u64) -> Result<DecisionLog,
 
 /// Counts for one window, reported back to the worker's stats.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Decided {
+pub(crate) struct DecisionCounts {
     pub new: u64,
     pub replayed: u64,
     pub policy_errors: u64,
@@ -133,14 +133,15 @@ pub(crate) struct Decided {
     pub publish_micros: u64,
 }
 
-impl Decided {
+impl DecisionCounts {
     /// Count `appended`, this window's records as the log answered them.
-    pub(crate) fn count(&mut self, appended: &[Appended], t: &Telemetry) {
+    pub(crate) fn count(&mut self, appended: &[Appended], telemetry: &Telemetry) {
         for a in appended {
             let d = a.decision();
             if a.is_new() {
                 self.new += 1;
-                t.decisions
+                telemetry
+                    .decisions
                     .with_label_values(&[&d.policy, d.verdict.as_str()])
                     .inc();
                 debug!(decision_id = %d.decision_id, policy = %d.policy, subject = %d.subject, verdict = d.verdict.as_str(), reason = %d.reasons.join("; "), "decision");
@@ -151,8 +152,8 @@ impl Decided {
     }
 }
 
-pub(crate) struct Decider {
-    decisions: Decisions,
+pub(crate) struct WindowDecider {
+    decisions: DecisionStage,
     /// Decisions and policy timings by policy; decision-log errors.
     telemetry: Arc<Telemetry>,
     rt: tokio::runtime::Runtime,
@@ -161,17 +162,17 @@ pub(crate) struct Decider {
     month: Mutex<MonthToDate>,
 }
 
-impl Decider {
+impl WindowDecider {
     pub(crate) fn new(
         cfg: &Config,
-        decisions: Decisions,
+        decisions: DecisionStage,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, PipelineError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .map_err(|e| PipelineError::Config(format!("cannot start the policy runtime: {e}")))?;
-        Ok(Decider {
+        Ok(WindowDecider {
             decisions,
             telemetry,
             rt,
@@ -189,7 +190,7 @@ impl Decider {
         partition: i32,
         w: &ClosedWindow,
         batch: &RecordBatch,
-    ) -> (Decided, Vec<Draft>) {
+    ) -> (DecisionCounts, Vec<Draft>) {
         let started = Instant::now();
         let source = format!("{topic}/{partition}");
         let engine = self.decisions.engine();
@@ -215,10 +216,10 @@ impl Decider {
         for e in &eval.errors {
             error!(source = %source, window_start_ms = w.start_ms, error = %e, "policy failed on this window; the other policies ran");
         }
-        let decided = Decided {
+        let decided = DecisionCounts {
             policy_errors: eval.errors.len() as u64,
             micros: started.elapsed().as_micros() as u64,
-            ..Decided::default()
+            ..DecisionCounts::default()
         };
         (decided, eval.drafts)
     }
@@ -275,7 +276,7 @@ impl Decider {
     /// counts it from its rows (the next window decided sees it, as if its
     /// file were already written), rather than reading the file back. If
     /// the file is then not written, the worker stops and its successor
-    /// starts with a new `Decider`, which counts only files on disk.
+    /// starts with a new `WindowDecider`, which counts only files on disk.
     pub(crate) fn count(&self, path: &Path, w: &ClosedWindow) {
         let rows = w
             .rows

@@ -61,8 +61,8 @@ pub(crate) struct EventHandled {
 
 impl InternalEvent for EventHandled {
     #[inline]
-    fn emit(self, t: &Telemetry) {
-        t.events.add(self.kind, self.outcome);
+    fn emit(self, telemetry: &Telemetry) {
+        telemetry.events.add(self.kind, self.outcome);
     }
 }
 
@@ -91,8 +91,8 @@ pub(crate) struct OffsetsVanished<'a> {
 }
 
 impl InternalEvent for OffsetsVanished<'_> {
-    fn emit(self, t: &Telemetry) {
-        Stats::add(&t.stats.offsets_vanished, self.missing);
+    fn emit(self, telemetry: &Telemetry) {
+        Stats::add(&telemetry.stats.offsets_vanished, self.missing);
         warn!(topic = %self.topic, partition = self.partition, resume_at = self.resume_at, first_available = self.first_available, missing = self.missing, "offsets after the committed one are gone from the broker; resuming at the first one it has");
     }
 }
@@ -106,8 +106,8 @@ pub(crate) struct DeadLetterTruncated<'a> {
 }
 
 impl InternalEvent for DeadLetterTruncated<'_> {
-    fn emit(self, t: &Telemetry) {
-        Stats::add(&t.stats.dead_letters_truncated, 1);
+    fn emit(self, telemetry: &Telemetry) {
+        Stats::add(&telemetry.stats.dead_letters_truncated, 1);
         warn!(
             topic = self.topic,
             partition = self.partition,
@@ -128,8 +128,8 @@ pub(crate) struct WriteDone<'a> {
 }
 
 impl InternalEvent for WriteDone<'_> {
-    fn emit(self, t: &Telemetry) {
-        let (s, w) = (&t.stats, self.written);
+    fn emit(self, telemetry: &Telemetry) {
+        let (s, w) = (&telemetry.stats, self.written);
         Stats::add(&s.write_micros, w.micros);
         Stats::add(&s.decisions, w.decided.new);
         Stats::add(&s.decisions_replayed, w.decided.replayed);
@@ -138,7 +138,8 @@ impl InternalEvent for WriteDone<'_> {
         Stats::add(&s.publish_micros, w.decided.publish_micros);
         match w.window_start_ms {
             Some(start) => {
-                t.window_close_seconds
+                telemetry
+                    .window_close_seconds
                     .observe(w.latency_micros as f64 / 1e6);
                 Stats::add(&s.windows_written, 1);
                 Stats::add(&s.rows_written, w.rows as u64);
@@ -180,11 +181,11 @@ pub(crate) struct CommitAttempted {
 }
 
 impl InternalEvent for CommitAttempted {
-    fn emit(self, t: &Telemetry) {
-        Stats::add(&t.stats.commit_micros, self.took.as_micros() as u64);
-        t.commit_seconds.observe(self.took.as_secs_f64());
+    fn emit(self, telemetry: &Telemetry) {
+        Stats::add(&telemetry.stats.commit_micros, self.took.as_micros() as u64);
+        telemetry.commit_seconds.observe(self.took.as_secs_f64());
         if self.committed > 0 {
-            Stats::add(&t.stats.commits, 1);
+            Stats::add(&telemetry.stats.commits, 1);
             debug!(partitions = self.committed, "committed");
         }
     }

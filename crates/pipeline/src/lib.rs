@@ -14,7 +14,7 @@ mod writer;
 
 use tollgate_kafka::BrokerError;
 
-pub use decide::Decisions;
+pub use decide::DecisionStage;
 pub use runner::{run_pipeline, RunOptions, RunOutcome};
 
 #[derive(Debug, thiserror::Error)]

@@ -150,6 +150,11 @@ struct Runner<'a> {
     rejoined: bool,
 }
 
+/// What librdkafka's threads left in `list`, emptying it.
+fn taken(list: &Mutex<Vec<(String, i32)>>) -> Vec<(String, i32)> {
+    std::mem::take(&mut *list.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 fn wall_clock_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -161,7 +166,7 @@ pub fn run_pipeline(
     cfg: &Config,
     opts: &RunOptions,
     telemetry: &Arc<Telemetry>,
-    decisions: &crate::Decisions,
+    decisions: &crate::DecisionStage,
 ) -> Result<RunOutcome, PipelineError> {
     let mut cc = consumer_config(cfg, &cfg.kafka.group_id);
     cc.set("enable.auto.offset.store", "false");
@@ -211,7 +216,7 @@ pub fn run_pipeline(
         writer: Writer::spawn(
             cfg.output.rollup_dir.clone(),
             cfg.output.late_dir.clone(),
-            crate::decide::Decider::new(cfg, decisions.clone(), telemetry.clone())?,
+            crate::decide::WindowDecider::new(cfg, decisions.clone(), telemetry.clone())?,
             telemetry.clone(),
         )?,
     };
@@ -286,13 +291,7 @@ impl Runner<'_> {
     }
 
     fn apply_revocations(&mut self, consumer: &BaseConsumer<ConsumerEvents>) {
-        let revoked = std::mem::take(
-            &mut *consumer
-                .context()
-                .revoked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let revoked = taken(&consumer.context().revoked);
         if revoked.is_empty() {
             return;
         }
@@ -306,13 +305,7 @@ impl Runner<'_> {
     /// would skip everything the broker now has. Checked on assignment, not
     /// at the first message, because such a partition may never yield one.
     fn check_assigned(&self, consumer: &BaseConsumer<ConsumerEvents>) -> Result<(), PipelineError> {
-        let assigned = std::mem::take(
-            &mut *consumer
-                .context()
-                .assigned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let assigned = taken(&consumer.context().assigned);
         if assigned.is_empty() {
             return Ok(());
         }

@@ -11,7 +11,7 @@
 //! order. Each window's decisions are durable and published before its file
 //! exists, as for a window alone, and the decisions are the same: each
 //! window's `month_to_date` counts the windows decided before it
-//! (`Decider::count`). Under load this spends one log sync and one broker
+//! (`WindowDecider::count`). Under load this spends one log sync and one broker
 //! round trip per group instead of per window; a lone window is a group of
 //! one. After any failure the thread writes nothing more: every later job
 //! is answered with an error (the worker stops on the first and its
@@ -28,7 +28,7 @@ use tollgate_event::Kind;
 use tollgate_rollup::{EncodedWindow, LateRecord, Source};
 use tollgate_window::ClosedWindow;
 
-use crate::decide::{Decided, Decider};
+use crate::decide::{DecisionCounts, WindowDecider};
 use tollgate_telemetry::{Stats, Telemetry};
 
 use crate::PipelineError;
@@ -78,7 +78,7 @@ pub(crate) struct Written {
     /// From the moment the writer took the job's group to the job's file
     /// in place: how long the window took to close.
     pub latency_micros: u64,
-    pub decided: Decided,
+    pub decided: DecisionCounts,
 }
 
 pub(crate) struct Writer {
@@ -94,7 +94,7 @@ impl Writer {
     pub(crate) fn spawn(
         rollup_dir: PathBuf,
         late_dir: PathBuf,
-        decider: Decider,
+        decider: WindowDecider,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, PipelineError> {
         let thread_telemetry = telemetry.clone();
@@ -103,7 +103,7 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("tollgate-writer".into())
             .spawn(move || {
-                let mut g = Group {
+                let mut g = WriterThread {
                     rollup_dir,
                     late_dir,
                     decider,
@@ -197,23 +197,23 @@ struct Staged {
     partition: i32,
     window: ClosedWindow,
     file: EncodedWindow,
-    decided: Decided,
+    decided: DecisionCounts,
     /// How many of the group's drafts are this window's.
     drafted: usize,
     micros: u64,
 }
 
 /// The writer thread's state.
-struct Group {
+struct WriterThread {
     rollup_dir: PathBuf,
     late_dir: PathBuf,
-    decider: Decider,
+    decider: WindowDecider,
     telemetry: Arc<Telemetry>,
     /// A job failed: nothing more is written.
     failed: bool,
 }
 
-impl Group {
+impl WriterThread {
     /// Run one group of jobs, answering each on `done`. `false` when nobody
     /// listens any more.
     fn run(&mut self, group: Vec<Job>, done: &mpsc::Sender<Done>) -> bool {
@@ -328,7 +328,7 @@ impl Group {
         partition: i32,
         kind: Kind,
         window: &ClosedWindow,
-    ) -> Result<(EncodedWindow, Decided, Vec<Draft>), PipelineError> {
+    ) -> Result<(EncodedWindow, DecisionCounts, Vec<Draft>), PipelineError> {
         if self.failed {
             return Err(earlier_failure());
         }
@@ -389,7 +389,7 @@ impl Group {
                         window_start_ms: None,
                         micros,
                         latency_micros: micros,
-                        decided: Decided::default(),
+                        decided: DecisionCounts::default(),
                     }
                 })
                 .map_err(PipelineError::from)
@@ -439,7 +439,7 @@ mod tests {
     use tollgate_window::{DimsRef, Measures, RowSet};
 
     use super::*;
-    use crate::decide::Decisions;
+    use crate::decide::DecisionStage;
     use tollgate_telemetry::live::Live;
 
     /// The shipped config with its outputs under `dir`, the monthly budget
@@ -470,12 +470,14 @@ mod tests {
         cfg
     }
 
-    fn group(cfg: &Config, rt: &tokio::runtime::Runtime) -> Group {
+    fn group(cfg: &Config, rt: &tokio::runtime::Runtime) -> WriterThread {
         let key = tollgate_decision::Key::new("k-test", "a-test-secret-0123456789").expect("key");
-        let decisions = rt.block_on(Decisions::open(cfg, key)).expect("decisions");
+        let decisions = rt
+            .block_on(DecisionStage::open(cfg, key))
+            .expect("decisions");
         let t = Arc::new(Telemetry::new(Live::new(Duration::ZERO), 100));
-        let decider = Decider::new(cfg, decisions, t.clone()).expect("decider");
-        Group {
+        let decider = WindowDecider::new(cfg, decisions, t.clone()).expect("decider");
+        WriterThread {
             rollup_dir: cfg.output.rollup_dir.clone(),
             late_dir: cfg.output.late_dir.clone(),
             decider,

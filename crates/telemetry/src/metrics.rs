@@ -273,7 +273,7 @@ impl Telemetry {
 
 /// Families built from the atomics at scrape time.
 struct Snapshot {
-    t: Arc<Telemetry>,
+    telemetry: Arc<Telemetry>,
     descs: Vec<Desc>,
 }
 
@@ -303,17 +303,17 @@ counters! {
 }
 
 impl Snapshot {
-    fn new(t: Arc<Telemetry>) -> Self {
-        let descs = Snapshot::families(&t)
+    fn new(telemetry: Arc<Telemetry>) -> Self {
+        let descs = Snapshot::families(&telemetry)
             .iter()
             .flat_map(|c| c.desc().into_iter().cloned())
             .collect();
-        Snapshot { t, descs }
+        Snapshot { telemetry, descs }
     }
 
-    fn families(t: &Telemetry) -> Vec<Box<dyn Collector>> {
+    fn families(telemetry: &Telemetry) -> Vec<Box<dyn Collector>> {
         let mut out: Vec<Box<dyn Collector>> = Vec::new();
-        let s = t.stats.snapshot();
+        let s = telemetry.stats.snapshot();
         for (name, help, v) in plain_counters(&s) {
             let c = IntCounter::new(name, help).expect("static metric");
             c.inc_by(v);
@@ -331,7 +331,7 @@ impl Snapshot {
             for o in Outcome::ALL {
                 events
                     .with_label_values(&[kind.as_str(), o.as_str()])
-                    .inc_by(t.events.get(kind, o));
+                    .inc_by(telemetry.events.get(kind, o));
             }
         }
         out.push(Box::new(events));
@@ -348,7 +348,7 @@ impl Snapshot {
             ),
         ] {
             let c = IntCounter::new(name, help).expect("static metric");
-            c.inc_by(t.events.total(outcome));
+            c.inc_by(telemetry.events.total(outcome));
             out.push(Box::new(c));
         }
         let blocked = prometheus::Counter::new(
@@ -358,7 +358,7 @@ impl Snapshot {
         .expect("static metric");
         blocked.inc_by(s.writer_blocked_micros as f64 / 1e6);
         out.push(Box::new(blocked));
-        let h = &t.live.health;
+        let h = &telemetry.live.health;
         let lag = IntGaugeVec::new(
             Opts::new(
                 "tollgate_consumer_lag_messages",
@@ -397,7 +397,7 @@ impl Collector for Snapshot {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        Snapshot::families(&self.t)
+        Snapshot::families(&self.telemetry)
             .iter()
             .flat_map(|c| c.collect())
             .collect()

@@ -1,7 +1,36 @@
 //! Event-time windows for one topic-partition: assignment, watermark,
 //! dedup, aggregation, and the bookkeeping of the exactly-once protocol
-//! (`ARCHITECTURE.md`, "Delivery protocol"). Pure code, no I/O: the ingest
-//! adapter feeds it events with their offsets and writes what it hands back.
+//! (`ARCHITECTURE.md`, "Delivery protocol"). This crate performs no I/O:
+//! the pipeline feeds it events with their offsets, writes what it hands
+//! back, and tells it what became durable; it answers where the partition
+//! may be committed.
+//!
+//! ```
+//! use tollgate_enrich::Enriched;
+//! use tollgate_event::{decode, Kind, Limits};
+//! use tollgate_window::{Offer, PartitionState, WindowSpec};
+//!
+//! let spec = WindowSpec { size_ms: 60_000, lateness_ms: 5_000 };
+//! let mut p = PartitionState::new(spec, Kind::Inference);
+//! let mut offer = |p: &mut PartitionState, offset: i64, id: &str, ts: i64| {
+//!     let text = format!(r#"{{"event_id":"{id}","ts":{ts},"tenant":"acme","tags":{{"team":"ai"}},"model":"m","input_tokens":10,"output_tokens":1,"duration_ms":5}}"#);
+//!     let event = decode(text.as_bytes(), Kind::Inference, &Limits::default()).unwrap();
+//!     p.offer(offset, &event, &Enriched { cost_usd: 0.5, ..Enriched::default() })
+//! };
+//! assert_eq!(offer(&mut p, 0, "a", 1_000), Offer::Accepted);
+//! assert_eq!(offer(&mut p, 1, "a", 2_000), Offer::Duplicate);
+//! // The watermark (max event time − lateness) passes the first window's end.
+//! assert_eq!(offer(&mut p, 2, "b", 70_000), Offer::Accepted);
+//! let closed = p.drain_closed();
+//! assert_eq!((closed.len(), closed[0].events(), closed[0].first_offset), (1, 1, 0));
+//! // Until its file is durable the closed window holds the commit point...
+//! assert_eq!(p.checkpoint().unwrap().offset, 0);
+//! p.written(closed[0].first_offset);
+//! // ...then the commit point is the open window's first offset.
+//! assert_eq!(p.checkpoint().unwrap().offset, 2);
+//! // An event for the closed window is late, never counted again.
+//! assert_eq!(offer(&mut p, 3, "c", 3_000), Offer::Late { window_start: 0 });
+//! ```
 
 mod by_team;
 pub mod resume;
