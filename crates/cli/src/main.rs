@@ -32,7 +32,6 @@ use verify::verify;
     version,
     about = "FinOps and carbon telemetry pipeline with policy gates"
 )]
-
 struct Cli {
     /// Log format: text or json (also TOLLGATE_LOG_FORMAT). Levels via RUST_LOG.
     #[arg(
