@@ -11,7 +11,7 @@ import time
 import duckdb
 import pyarrow.parquet as pq
 
-from tollgate_testlib import actual_rollup, assert_rollups_equal, expected_rollup
+from tollgate_testlib import actual_rollup, assert_rollups_equal, check_decision_log, decision_lines, expected_rollup
 
 BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "llama-3.1-70b", "no-such-model"]
@@ -301,3 +301,35 @@ def test_broker_restart_mid_stream_loses_nothing(pipeline):
     actual, _ = actual_rollup(pipeline.rollups)
     assert_rollups_equal(expected, actual)
     assert "panicked" not in (pipeline.tmp / "run.log").read_text()
+
+
+def test_workers_in_one_process_split_the_partitions_and_count_once(pipeline):
+    """`--workers 3`: three consumers of the group in one process, each with
+    its own partitions and writer, sharing the decision log. Every worker
+    writes windows, the totals are exact, every decision is in the log once,
+    and a hard kill of the process mid-stream changes nothing."""
+    rng = random.Random(23)
+    messages, counted = [], []
+    for i in range(30_000):
+        partition = i % 3
+        tenant = f"tenant-{partition}"
+        e = inference(i, BASE + i * 40 + rng.randrange(0, 2000), tenant, f"team-{rng.randrange(12)}", rng)
+        messages.append(("inference", partition, tenant, json.dumps(e)))
+        counted.append(("inference", e))
+    pipeline.produce(messages)
+
+    pipeline.kill_at_files((4,), extra=("--workers", "3"))
+    proc = pipeline.start("--exit-when-idle", "--idle-timeout-secs", "3", "--workers", "3")
+    assert proc.wait(300) == 0, pipeline.log_tail()
+
+    expected = expected_rollup(pipeline.book, counted)
+    actual, _ = actual_rollup(pipeline.rollups)
+    assert_rollups_equal(expected, actual)
+    log = (pipeline.tmp / "run.log").read_text(errors="replace")
+    writers = {int(w) for w in re.findall(r"worker\{worker=(\d+)\}.*window written", log)}
+    assert writers == {0, 1, 2}, f"windows written by workers {writers}"
+    assert "panicked" not in log
+    lines = decision_lines(pipeline.decisions)
+    ids = [json.loads(line)["decision_id"] for line in lines]
+    assert ids and len(ids) == len(set(ids)), "every decision once"
+    check_decision_log(lines)

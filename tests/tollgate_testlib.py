@@ -324,11 +324,11 @@ class Pipeline:
     def files(self):
         return sorted(self.rollups.rglob("*.parquet"))
 
-    def kill_at_files(self, counts, timeout=120):
+    def kill_at_files(self, counts, timeout=120, extra=()):
         """Start the pipeline and SIGKILL it once `count` rollup files exist,
         for each count in turn (while windows are being written)."""
         for want_files in counts:
-            proc = self.start("--idle-timeout-secs", "30")
+            proc = self.start("--idle-timeout-secs", "30", *extra)
             deadline = time.time() + timeout
             while len(self.files()) < want_files and time.time() < deadline and proc.poll() is None:
                 time.sleep(0.02)

@@ -32,6 +32,10 @@ struct Args {
     count: u64,
     #[arg(long, default_value_t = 10_000)]
     teams: u32,
+    /// Pipeline workers (consumers of the group in the pipeline's process,
+    /// `pipeline.workers`).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
     #[arg(long, default_value = "pipelines/default.toml")]
     config: PathBuf,
     /// Where rollups go (emptied first).
@@ -394,11 +398,14 @@ fn main() -> Result<()> {
     };
     let stop = opts.stop.clone();
     let started = Instant::now();
+    let workers = args.workers.max(1);
     let worker = {
         let (cfg, telemetry, decisions) = (cfg.clone(), telemetry.clone(), decisions.clone());
         std::thread::Builder::new()
             .name("consumer".into())
-            .spawn(move || tollgate_pipeline::run_pipeline(&cfg, &opts, &telemetry, &decisions))
+            .spawn(move || {
+                tollgate_pipeline::run_workers(&cfg, &opts, workers, &telemetry, &decisions)
+            })
             .context("start the pipeline thread")?
     };
     // Time at which the last rollup file holding the generated events is in

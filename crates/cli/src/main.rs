@@ -95,6 +95,10 @@ enum Command {
         /// and TOLLGATE_HTTP_LISTEN).
         #[arg(long)]
         http_listen: Option<String>,
+        /// Consumers of the group in this process (overrides pipeline.workers
+        /// and TOLLGATE_WORKERS; 0 = one per core).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Produce synthetic events (inference, training, heartbeat).
     Produce {
@@ -216,6 +220,7 @@ fn main() -> std::process::ExitCode {
             exit_when_idle,
             broker_wait_secs,
             http_listen,
+            workers,
         } => (|| {
             let mut cfg = load(&common)?;
             if let Some(g) = group {
@@ -235,6 +240,9 @@ fn main() -> std::process::ExitCode {
             }
             if let Some(l) = http_listen {
                 cfg.http.listen = l;
+            }
+            if let Some(n) = workers {
+                cfg.pipeline.workers = n;
             }
             cfg.validate()?;
             run(

@@ -1,8 +1,13 @@
 //! The restart loop of `tollgate run`: wait for the broker, create the
-//! topics, run the pipeline; on an error that a restart can fix, start again
-//! from the committed offsets (exponential backoff); on one that it cannot
-//! (broker unreachable for `max_wait`, a committed offset past the log's
-//! end), stop and say why.
+//! topics, run the pipeline's workers (`pipeline.workers` consumers of the
+//! group, one thread each); on an error that a restart can fix, stop them
+//! all and start again from the committed offsets (exponential backoff); on
+//! one that it cannot (broker unreachable for `max_wait`, a committed offset
+//! past the log's end), stop and say why.
+//!
+//! The workers restart together: each run starts from the rollup files as
+//! they are (the live month totals are seeded from them once per run), so a
+//! window is never counted both in a file and in a worker's memory.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,6 +34,8 @@ pub(crate) fn supervise(
     let mut backoff = Duration::from_millis(500);
     let mut restarts = 0u32;
     let base_instance = cfg.kafka.instance_id.clone();
+    let workers = cfg.workers();
+    info!(workers, "pipeline workers");
     let outcome = loop {
         if opts.stop.load(Ordering::Relaxed) {
             break RunOutcome::Stopped;
@@ -54,7 +61,7 @@ pub(crate) fn supervise(
             if cfg.kafka.create_topics {
                 rt.block_on(tollgate_kafka::ensure_topics(cfg))?;
             }
-            tollgate_pipeline::run_pipeline(cfg, opts, telemetry, decisions)
+            tollgate_pipeline::run_workers(cfg, opts, workers, telemetry, decisions)
         })();
         match attempt {
             Ok(o) => break o,

@@ -351,10 +351,25 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[pipeline]`: how the process runs the pipeline.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Consumers of the group in this process, each with its own partitions,
+    /// windows and writer thread (sharing the decision log's writer, the
+    /// decisions producer, the policies and the API). 0 (the default): one
+    /// per core. `TOLLGATE_WORKERS` overrides.
+    pub workers: usize,
+}
+
+/// Workers a process runs at most.
+pub const MAX_WORKERS: usize = 64;
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub kafka: KafkaConfig,
+    pub pipeline: PipelineConfig,
     pub topics: Topics,
     pub window: WindowConfig,
     pub output: OutputConfig,
@@ -370,6 +385,30 @@ pub struct Config {
 }
 
 impl Config {
+    /// How many workers to run: `pipeline.workers`, or one per core.
+    pub fn workers(&self) -> usize {
+        match self.pipeline.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(MAX_WORKERS)
+    }
+
+    /// The group member id of worker `worker` (static membership): the
+    /// configured `kafka.instance_id` for worker 0, `<id>-w<k>` for the
+    /// others; `None` (dynamic membership) stays `None`.
+    pub fn worker_instance_id(&self, worker: usize) -> Option<String> {
+        let id = self
+            .kafka
+            .instance_id
+            .as_deref()
+            .filter(|id| !id.is_empty())?;
+        Some(match worker {
+            0 => id.to_owned(),
+            k => format!("{id}-w{k}"),
+        })
+    }
+
     /// The price book's grid intensities, `(region, g CO2e/kWh)`, as the
     /// policies' `regions` table and the gate rules read them.
     pub fn region_intensities(&self) -> Vec<(String, f64)> {
@@ -409,6 +448,13 @@ impl Config {
                 ))
             })?;
         }
+        if let Some(v) = env("TOLLGATE_WORKERS").filter(|v| !v.trim().is_empty()) {
+            c.pipeline.workers = v.trim().parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "TOLLGATE_WORKERS must be a number (0: one per core), got {v:?}"
+                ))
+            })?;
+        }
         if let Some(id) = env("TOLLGATE_INSTANCE_ID") {
             c.kafka.instance_id = Some(id);
         }
@@ -436,6 +482,12 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.pipeline.workers > MAX_WORKERS {
+            return bad(format!(
+                "pipeline.workers must be at most {MAX_WORKERS} (0: one per core), got {}",
+                self.pipeline.workers
+            ));
+        }
         if self.window.size_secs == 0 {
             return bad("window.size_secs must be at least 1".into());
         }

@@ -247,16 +247,16 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the pipeline runs, a broker is up, partitions are assigned
+/// Ready when every pipeline worker runs, a broker is up, partitions are assigned
 /// and the lag is under `http.ready_max_lag`. Each check is reported.
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     let h = &s.telemetry.live.health;
     let lag = h.total_lag();
     let stats_seen = h.stats_at_ms.load(Relaxed) > 0;
     let checks = [
-        ("pipeline_running", h.running.load(Relaxed)),
+        ("pipeline_running", h.running()),
         ("broker_reachable", h.broker_up.load(Relaxed)),
-        ("partitions_assigned", h.assigned.load(Relaxed) > 0),
+        ("partitions_assigned", h.assigned() > 0),
         (
             "lag_under_bound",
             stats_seen && lag <= s.cfg.http.ready_max_lag,
@@ -267,7 +267,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     let body = json!({
         "ready": ready,
         "checks": checks.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        "assigned_partitions": h.assigned.load(Relaxed),
+        "assigned_partitions": h.assigned(),
         "lag_messages": lag,
         "max_lag_messages": s.cfg.http.ready_max_lag,
     });

@@ -1136,15 +1136,22 @@ async fn readyz_reports_each_check() {
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(a.body["checks"]["pipeline_running"], json!(false));
     let h = &fx.state.telemetry.live.health;
-    h.running.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Two workers: ready only once both are in their poll loops (the
+    // second may have no partition: one too many for them is no fault).
+    h.set_workers(2);
+    h.report(0, 3, true);
     h.broker_up
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    h.assigned.store(3, std::sync::atomic::Ordering::Relaxed);
     h.stats_at_ms.store(1, std::sync::atomic::Ordering::Relaxed);
-    *h.lag.lock().unwrap() = BTreeMap::from([(("t".to_string(), 0), 5)]);
+    h.set_lag(0, BTreeMap::from([(("t".to_string(), 0), 5)]));
+    let a = call(&fx.app, "get", "/readyz", None, None).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+    assert_eq!(a.body["checks"]["pipeline_running"], json!(false));
+    h.report(1, 0, true);
     let a = call(&fx.app, "get", "/readyz", None, None).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    *h.lag.lock().unwrap() = BTreeMap::from([(("t".to_string(), 0), 1_000_000)]);
+    assert_eq!(a.body["assigned_partitions"], json!(3));
+    h.set_lag(1, BTreeMap::from([(("t".to_string(), 1), 1_000_000)]));
     let a = call(&fx.app, "get", "/readyz", None, None).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(a.body["checks"]["lag_under_bound"], json!(false));

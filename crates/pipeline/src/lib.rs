@@ -10,12 +10,14 @@ mod dlq;
 mod events;
 mod partition;
 mod runner;
+mod workers;
 mod writer;
 
 use tollgate_kafka::BrokerError;
 
 pub use decide::DecisionStage;
 pub use runner::{run_pipeline, RunOptions, RunOutcome};
+pub use workers::run_workers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -50,6 +50,9 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Late events buffered per partition before they are flushed to a file.
     pub late_batch: usize,
+    /// This worker's index among the process's workers (`pipeline.workers`):
+    /// where it reports in the live view and the health.
+    pub worker: usize,
 }
 
 impl Default for RunOptions {
@@ -58,6 +61,7 @@ impl Default for RunOptions {
             exit_when_idle: false,
             stop: Arc::new(AtomicBool::new(false)),
             late_batch: 10_000,
+            worker: 0,
         }
     }
 }
@@ -77,6 +81,7 @@ struct ConsumerEvents {
     /// checked against the broker's log before anything is read.
     assigned: Mutex<Vec<(String, i32)>>,
     telemetry: Arc<Telemetry>,
+    worker: usize,
 }
 
 impl ClientContext for ConsumerEvents {
@@ -101,7 +106,7 @@ impl ClientContext for ConsumerEvents {
                 }
             }
         }
-        *h.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+        h.set_lag(self.worker, lag);
         h.stats_at_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
     }
@@ -168,6 +173,8 @@ pub fn run_pipeline(
     telemetry: &Arc<Telemetry>,
     decisions: &crate::DecisionStage,
 ) -> Result<RunOutcome, PipelineError> {
+    // Every line this worker logs names it.
+    let _worker = tracing::info_span!("worker", worker = opts.worker).entered();
     let mut cc = consumer_config(cfg, &cfg.kafka.group_id);
     cc.set("enable.auto.offset.store", "false");
     if cfg.kafka.statistics_interval_ms > 0 {
@@ -176,7 +183,8 @@ pub fn run_pipeline(
             cfg.kafka.statistics_interval_ms.to_string(),
         );
     }
-    if let Some(id) = cfg.kafka.instance_id.as_deref().filter(|id| !id.is_empty()) {
+    let instance = cfg.worker_instance_id(opts.worker);
+    if let Some(id) = &instance {
         cc.set("group.instance.id", id);
     }
     let consumer: BaseConsumer<ConsumerEvents> = cc
@@ -184,6 +192,7 @@ pub fn run_pipeline(
             revoked: Mutex::default(),
             assigned: Mutex::default(),
             telemetry: telemetry.clone(),
+            worker: opts.worker,
         })
         .map_err(kafka("create consumer"))?;
     let topics: Vec<&str> = cfg.topics.sources().iter().map(|(t, _)| *t).collect();
@@ -194,7 +203,7 @@ pub fn run_pipeline(
         cfg,
         opts,
         telemetry,
-        live: LiveWriter::new(&telemetry.live),
+        live: LiveWriter::new(&telemetry.live, opts.worker),
         dead_letters: DeadLetters::new(cfg)?,
         env: Env {
             enricher,
@@ -220,11 +229,9 @@ pub fn run_pipeline(
             telemetry.clone(),
         )?,
     };
-    info!(topics = ?topics, group = %cfg.kafka.group_id, instance = ?cfg.kafka.instance_id, brokers = %cfg.kafka.brokers, "consuming");
+    info!(topics = ?topics, group = %cfg.kafka.group_id, instance = ?instance, worker = opts.worker, brokers = %cfg.kafka.brokers, "consuming");
     let outcome = runner.run(&consumer);
-    let health = &telemetry.live.health;
-    health.running.store(false, Ordering::Relaxed);
-    health.assigned.store(0, Ordering::Relaxed);
+    telemetry.live.health.report(opts.worker, 0, false);
     outcome
 }
 
@@ -429,15 +436,13 @@ impl Runner<'_> {
         self.collect_written()?;
         let telemetry: &Telemetry = self.telemetry;
         let health = &telemetry.live.health;
-        health
-            .assigned
-            .store(self.partitions.len(), Ordering::Relaxed);
-        health.running.store(true, Ordering::Relaxed);
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        health.report(self.opts.worker, assigned, true);
         if self.live.due(&telemetry.live, self.now) {
             let open = self.partitions.iter().flat_map(Partition::open_rows);
             self.live.publish(&telemetry.live, self.now, open);
         }
-        self.rejoin_if_unassigned(consumer)?;
+        self.rejoin_if_unassigned(consumer, assigned)?;
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
         let mut out = Collector {
             writer: &mut self.writer,
@@ -455,16 +460,19 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// `assigned`: this worker's partitions now. A worker without any while
+    /// another worker of the process has some is simply one too many for
+    /// the partitions (not stuck), so only a process with none rejoins.
     fn rejoin_if_unassigned(
         &mut self,
         consumer: &BaseConsumer<ConsumerEvents>,
+        assigned: usize,
     ) -> Result<(), PipelineError> {
         let limit = self.cfg.kafka.rejoin_when_unassigned_secs;
         if limit == 0 {
             return Ok(());
         }
-        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        if assigned > 0 {
+        if assigned > 0 || self.telemetry.live.health.assigned() > 0 {
             self.unassigned_since = None;
             self.rejoined = false;
             return Ok(());

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,8 @@ pub struct TeamWindow {
     pub source: TopicPartition,
     pub start_ms: i64,
     pub end_ms: i64,
+    /// The worker that published it (its index in the process).
+    owner: usize,
     teams: ByTeam<Totals>,
 }
 
@@ -105,6 +107,7 @@ impl TeamWindow {
             source,
             start_ms,
             end_ms,
+            owner: 0,
             teams: ByTeam::default(),
         }
     }
@@ -136,18 +139,20 @@ impl TeamWindow {
     }
 }
 
-/// One moment of the live state.
+/// One moment of the live state, of every worker of the process.
 ///
-/// Month totals are `closed` (the ledger when the snapshot was last taken
-/// in full) plus `closed_since` (windows closed after that): each closed
-/// window is in exactly one of the two and never also open. Open windows
-/// are kept per source partition and summed when read.
+/// Month totals are `closed` (each worker's ledger when it last published
+/// in full; worker 0's starts from the rollup files) plus `closed_since`
+/// (windows closed after that): each closed window is in exactly one of the
+/// two and never also open. Open windows are kept per source partition and
+/// summed when read.
 #[derive(Debug, Clone, Default)]
 pub struct LiveSnapshot {
     /// Wall clock when it was taken in full (ms); 0 before the first one.
     pub as_of_ms: i64,
-    /// Windows closed by this process plus the rollup files at its start.
-    closed: Arc<Ledger>,
+    /// By worker: the windows it closed (worker 0: plus the rollup files at
+    /// the start of the run).
+    closed: Vec<Arc<Ledger>>,
     /// Windows closed after `closed` was copied.
     closed_since: Vec<Arc<TeamWindow>>,
     /// Each source partition's open windows.
@@ -158,7 +163,7 @@ impl LiveSnapshot {
     pub fn new(as_of_ms: i64, closed: Ledger, open: Vec<TeamWindow>) -> Self {
         LiveSnapshot {
             as_of_ms,
-            closed: Arc::new(closed),
+            closed: vec![Arc::new(closed)],
             closed_since: Vec::new(),
             open: open.into_iter().map(Arc::new).collect(),
         }
@@ -176,6 +181,55 @@ impl LiveSnapshot {
         }
     }
 
+    /// This snapshot with worker `worker`'s part replaced: its ledger, and
+    /// its open windows (`open`, all of one worker) in place of what it
+    /// published before and of anything published for the same source
+    /// partitions (a partition that moved to it in a rebalance).
+    fn with_worker(
+        &self,
+        worker: usize,
+        as_of_ms: i64,
+        ledger: Ledger,
+        open: Vec<TeamWindow>,
+    ) -> Self {
+        let mut closed = self.closed.clone();
+        if closed.len() <= worker {
+            closed.resize_with(worker + 1, Default::default);
+        }
+        closed[worker] = Arc::new(ledger);
+        let sources: Vec<&TopicPartition> = open.iter().map(|w| &w.source).collect();
+        let others = |w: &&Arc<TeamWindow>| w.owner != worker && !sources.contains(&&w.source);
+        let mut kept: Vec<Arc<TeamWindow>> = self.open.iter().filter(others).cloned().collect();
+        kept.extend(open.into_iter().map(|mut w| {
+            w.owner = worker;
+            Arc::new(w)
+        }));
+        LiveSnapshot {
+            as_of_ms,
+            closed,
+            closed_since: self
+                .closed_since
+                .iter()
+                .filter(|w| w.owner != worker)
+                .cloned()
+                .collect(),
+            open: kept,
+        }
+    }
+
+    /// A new run of the workers: month totals are `seed` (the rollup files
+    /// now, which hold every window written before), the windows still open
+    /// stay until their worker publishes again (they were not written), and
+    /// closed windows not yet in a file are dropped (the run replays them).
+    fn restarted(&self, as_of_ms: i64, seed: Ledger) -> Self {
+        LiveSnapshot {
+            as_of_ms,
+            closed: vec![Arc::new(seed)],
+            closed_since: Vec::new(),
+            open: self.open.clone(),
+        }
+    }
+
     /// The team's open windows (summed over sources), oldest first.
     pub fn open_windows(&self, tenant: &str, team: Option<&str>) -> Vec<OpenWindow> {
         let mut by_start = BTreeMap::new();
@@ -189,7 +243,10 @@ impl LiveSnapshot {
 
     /// The team's month to date: closed windows plus open ones of that month.
     pub fn month(&self, tenant: &str, team: Option<&str>, month_ms: i64) -> Totals {
-        let mut total = self.closed.month(tenant, team, month_ms);
+        let mut total = Totals::default();
+        for ledger in &self.closed {
+            total.add(&ledger.month(tenant, team, month_ms));
+        }
         for w in self.closed_since.iter().chain(&self.open) {
             if month_start_ms(w.start_ms) == month_ms {
                 if let Some(t) = w.team(tenant, team) {
@@ -228,48 +285,103 @@ fn add_open(by_start: &mut BTreeMap<i64, OpenWindow>, w: &TeamWindow, t: &Totals
         .add(t);
 }
 
-/// Consumer health, written by the worker and the librdkafka statistics.
+/// Consumer health, written by the workers and librdkafka's statistics.
 #[derive(Debug, Default)]
 pub struct Health {
-    /// Partitions currently assigned to this member.
-    pub assigned: AtomicUsize,
-    /// The worker is inside its poll loop (not retrying a failure).
-    pub running: AtomicBool,
+    /// By worker index.
+    workers: Mutex<Vec<WorkerHealth>>,
     /// At least one broker connection is up (librdkafka statistics).
     pub broker_up: AtomicBool,
     /// Wall clock (ms) of the last statistics report; 0 = none yet.
     pub stats_at_ms: AtomicI64,
-    /// Messages not yet read (high watermark − position) per assigned
-    /// topic-partition, as of the last statistics report.
-    pub lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct WorkerHealth {
+    /// Partitions assigned to this worker.
+    assigned: usize,
+    /// The worker is inside its poll loop (not retrying a failure).
+    running: bool,
+    /// Messages not yet read (high watermark − position) per topic-partition
+    /// this worker fetches, as of its last statistics report.
+    lag: BTreeMap<(String, i32), i64>,
 }
 
 impl Health {
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<WorkerHealth>) -> T) -> T {
+        f(&mut self.workers.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The process runs `n` workers (each then reports as `0..n`).
+    pub fn set_workers(&self, n: usize) {
+        self.with(|w| w.resize_with(n.max(1), WorkerHealth::default));
+    }
+
+    /// Worker `worker` has `assigned` partitions and is (or is not) in its
+    /// poll loop.
+    pub fn report(&self, worker: usize, assigned: usize, running: bool) {
+        self.with(|w| {
+            if w.len() <= worker {
+                w.resize_with(worker + 1, WorkerHealth::default);
+            }
+            w[worker].assigned = assigned;
+            w[worker].running = running;
+            if !running {
+                w[worker].lag.clear();
+            }
+        });
+    }
+
+    /// Worker `worker`'s lag by partition, from its statistics.
+    pub fn set_lag(&self, worker: usize, lag: BTreeMap<(String, i32), i64>) {
+        self.with(|w| {
+            if w.len() <= worker {
+                w.resize_with(worker + 1, WorkerHealth::default);
+            }
+            w[worker].lag = lag;
+        });
+    }
+
+    /// Partitions assigned to the process's workers.
+    pub fn assigned(&self) -> usize {
+        self.with(|w| w.iter().map(|h| h.assigned).sum())
+    }
+
+    /// Partitions assigned to worker `worker`.
+    pub fn assigned_to(&self, worker: usize) -> usize {
+        self.with(|w| w.get(worker).map_or(0, |h| h.assigned))
+    }
+
+    /// Every worker is inside its poll loop.
+    pub fn running(&self) -> bool {
+        self.with(|w| !w.is_empty() && w.iter().all(|h| h.running))
+    }
+
     pub fn total_lag(&self) -> i64 {
-        self.lag
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|&&l| l > 0)
-            .sum()
+        self.with(|w| {
+            w.iter()
+                .flat_map(|h| h.lag.values())
+                .filter(|&&l| l > 0)
+                .sum()
+        })
     }
 
     /// The partition's unread messages at the last report, if reported.
     pub fn backlog(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.lag
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(topic.to_string(), partition))
-            .copied()
+        let key = (topic.to_string(), partition);
+        self.with(|w| w.iter().find_map(|h| h.lag.get(&key).copied()))
     }
 
     pub fn lag_by_partition(&self) -> Vec<((String, i32), i64)> {
-        self.lag
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+        self.with(|w| {
+            let mut all: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            for h in w.iter() {
+                for (k, v) in &h.lag {
+                    all.insert(k.clone(), *v);
+                }
+            }
+            all.into_iter().collect()
+        })
     }
 }
 
@@ -347,14 +459,14 @@ impl Live {
     /// The month totals read from the rollups: the seed of the next run's
     /// ledger, and, until a consumer has published, what readers see (so a
     /// reader never sees an empty month that is only not loaded yet).
+    ///
+    /// Called before each run of the workers: readers then see the month of
+    /// the files (which hold every window written so far) and the windows
+    /// still open, not the ledgers of the run before (whose windows are in
+    /// those files now).
     pub fn set_seed(&self, ledger: Ledger) {
-        if self.snapshot().as_of_ms == 0 {
-            self.publish(LiveSnapshot::new(
-                Utc::now().timestamp_millis(),
-                ledger.clone(),
-                Vec::new(),
-            ));
-        }
+        let now = Utc::now().timestamp_millis();
+        self.update(|s| s.restarted(now, ledger.clone()));
         *self.seed.lock().unwrap_or_else(|p| p.into_inner()) = ledger;
         self.seed_state
             .store(SEED_LOADED, std::sync::atomic::Ordering::Release);
@@ -364,14 +476,24 @@ impl Live {
         self.seed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Replace the snapshot (the consumer does this; tests and tools may too).
+    /// Replace the snapshot (tests and tools; the workers [`Self::update`]).
     pub fn publish(&self, s: LiveSnapshot) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
     }
+
+    /// Replace the snapshot by `f` of it, under the lock: workers publishing
+    /// at the same moment each see the other's part.
+    fn update(&self, f: impl FnOnce(&LiveSnapshot) -> LiveSnapshot) {
+        let mut current = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        *current = Arc::new(f(&current));
+    }
 }
 
-/// The consumer thread's side: the ledger and when it last published.
+/// One worker's side: the ledger of the windows it closed and when it last
+/// published.
 pub struct LiveWriter {
+    /// The worker's index in the process.
+    worker: usize,
     pub ledger: Ledger,
     last: Option<Instant>,
     /// Windows closed since the last publish.
@@ -379,9 +501,16 @@ pub struct LiveWriter {
 }
 
 impl LiveWriter {
-    pub fn new(live: &Live) -> Self {
+    /// Worker 0's ledger starts from the seed (the rollup files); the
+    /// others' start empty, so the files are counted once.
+    pub fn new(live: &Live, worker: usize) -> Self {
         LiveWriter {
-            ledger: live.take_seed(),
+            worker,
+            ledger: if worker == 0 {
+                live.take_seed()
+            } else {
+                Ledger::default()
+            },
             last: None,
             closed: Vec::new(),
         }
@@ -408,7 +537,8 @@ impl LiveWriter {
         end_ms: i64,
         rows: impl Iterator<Item = (DimsRef<'a>, &'a Measures)>,
     ) {
-        let w = TeamWindow::of_rows(source.clone(), start_ms, end_ms, rows);
+        let mut w = TeamWindow::of_rows(source.clone(), start_ms, end_ms, rows);
+        w.owner = self.worker;
         let month = month_start_ms(start_ms);
         for (tenant, team, t) in w.teams.iter() {
             self.ledger.add_month(tenant, team, month, t);
@@ -423,9 +553,8 @@ impl LiveWriter {
         if self.closed.is_empty() {
             return;
         }
-        let next = live.snapshot().after_closing(&self.closed);
+        live.update(|s| s.after_closing(&self.closed));
         self.closed.clear();
-        live.publish(next);
     }
 
     /// Publish a snapshot of the ledger and `open` (every partition's open
@@ -443,9 +572,10 @@ impl LiveWriter {
         let open = open
             .map(|(source, start, end, rows)| TeamWindow::of_rows(source, start, end, rows))
             .collect();
-        // The ledger copied here holds every window closed so far.
+        // The ledger copied here holds every window this worker closed so far.
         self.closed.clear();
-        live.publish(LiveSnapshot::new(as_of_ms, self.ledger.clone(), open));
+        let ledger = self.ledger.clone();
+        live.update(|s| s.with_worker(self.worker, as_of_ms, ledger, open));
     }
 }
 
@@ -522,7 +652,7 @@ mod tests {
             },
         );
         live.set_seed(seed);
-        let mut w = LiveWriter::new(&live);
+        let mut w = LiveWriter::new(&live, 0);
         let (a, b): (TopicPartition, TopicPartition) = (("t".into(), 0), ("t".into(), 1));
         let (m_a, m_b, m_untagged) = (measures(2.0, 3), measures(1.0, 1), measures(4.0, 2));
         let rows_a = vec![
@@ -591,6 +721,92 @@ mod tests {
         assert_eq!(s.month("acme", None, month).cost_usd, 4.0);
         assert_eq!(s.month("other", Some("ai"), month).cost_usd, 0.0);
         assert_eq!(s.open_windows("acme", Some("ai")).len(), 1);
+    }
+
+    /// Two workers publish their own parts: each full publish replaces only
+    /// that worker's ledger and open windows (and windows of a partition
+    /// that moved to it), the seed is counted once, and a new run starts
+    /// from the files without the ledgers of the run before.
+    #[test]
+    fn workers_publish_their_own_parts_and_the_seed_counts_once() {
+        let live = Live::new(Duration::from_millis(1));
+        let now_ms = Utc::now().timestamp_millis();
+        let month = month_start_ms(now_ms);
+        let (end_ms, spend) = (now_ms + 60_000, |c: f64| Totals {
+            cost_usd: c,
+            events: 1,
+            ..Totals::default()
+        });
+        let mut seed = Ledger::default();
+        seed.add_month("acme", Some("ai"), month, &spend(100.0));
+        live.set_seed(seed.clone());
+        let (mut w0, mut w1) = (LiveWriter::new(&live, 0), LiveWriter::new(&live, 1));
+        let (p0, p1): (TopicPartition, TopicPartition) = (("t".into(), 0), ("t".into(), 1));
+        let (m1, m2, m4) = (measures(1.0, 1), measures(2.0, 1), measures(4.0, 1));
+        let ai = || dims("acme", Some("ai"));
+        let cost = |live: &Live| live.snapshot().month("acme", Some("ai"), month).cost_usd;
+        w0.publish(
+            &live,
+            Instant::now(),
+            std::iter::once((p0.clone(), now_ms, end_ms, vec![(ai(), &m1)].into_iter())),
+        );
+        w1.publish(
+            &live,
+            Instant::now(),
+            std::iter::once((p1.clone(), now_ms, end_ms, vec![(ai(), &m2)].into_iter())),
+        );
+        assert_eq!(
+            cost(&live),
+            103.0,
+            "the seed once, both workers' open windows"
+        );
+        // Worker 1 closes its window; worker 0's part is untouched.
+        w1.close_window(&p1, now_ms, end_ms, vec![(ai(), &m2)].into_iter());
+        w1.publish_closed(&live);
+        assert_eq!(cost(&live), 103.0);
+        w1.publish(
+            &live,
+            Instant::now(),
+            std::iter::empty::<(
+                TopicPartition,
+                i64,
+                i64,
+                std::vec::IntoIter<(DimsRef<'_>, &Measures)>,
+            )>(),
+        );
+        assert_eq!(
+            cost(&live),
+            103.0,
+            "worker 1's ledger holds its closed window"
+        );
+        assert_eq!(live.snapshot().open_windows("acme", Some("ai")).len(), 1);
+        // A rebalance moves partition 0 to worker 1: counted once, by worker 1.
+        w1.publish(
+            &live,
+            Instant::now(),
+            std::iter::once((p0.clone(), now_ms, end_ms, vec![(ai(), &m4)].into_iter())),
+        );
+        assert_eq!(
+            cost(&live),
+            106.0,
+            "100 + 2 closed + 4 open on partition 0 (worker 0's 1 replaced)"
+        );
+        // A new run: the files now hold the closed window; the seed says so.
+        let mut seed = seed;
+        seed.add_month("acme", Some("ai"), month, &spend(2.0));
+        live.set_seed(seed);
+        assert_eq!(
+            cost(&live),
+            106.0,
+            "102 from the files, the open window until its worker publishes"
+        );
+        let mut w1 = LiveWriter::new(&live, 1);
+        w1.publish(
+            &live,
+            Instant::now(),
+            std::iter::once((p0, now_ms, end_ms, vec![(ai(), &m4)].into_iter())),
+        );
+        assert_eq!(cost(&live), 106.0);
     }
 
     #[test]

@@ -379,8 +379,8 @@ impl Snapshot {
         };
         out.push(gauge(
             "tollgate_consumer_assigned_partitions",
-            "Partitions assigned to this consumer-group member.",
-            h.assigned.load(Relaxed) as i64,
+            "Partitions assigned to this process's consumer-group members (its workers).",
+            h.assigned() as i64,
         ));
         out.push(gauge(
             "tollgate_broker_up",

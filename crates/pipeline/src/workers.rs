@@ -1,0 +1,87 @@
+//! Several workers in one process: `pipeline.workers` consumers of the same
+//! group, each on its own thread with its own partitions, windows and writer
+//! thread, sharing the decision stage (policies, the decision log's writer,
+//! the decisions producer) and the live view. A worker is what another
+//! instance would be: the group's coordinator splits the partitions between
+//! them exactly as between processes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate_config::Config;
+use tollgate_telemetry::Telemetry;
+use tracing::warn;
+
+use crate::{run_pipeline, DecisionStage, PipelineError, RunOptions, RunOutcome};
+
+/// One run of `n` workers, each on a thread of its own. The first error
+/// stops the others (each commits what is written) and is returned. With
+/// `exit_when_idle`, the run is drained once every worker that has
+/// partitions is drained; workers left without any are then stopped.
+pub fn run_workers(
+    cfg: &Config,
+    opts: &RunOptions,
+    n: usize,
+    telemetry: &Arc<Telemetry>,
+    decisions: &DecisionStage,
+) -> Result<RunOutcome, PipelineError> {
+    telemetry.live.health.set_workers(n);
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        let mut running: Vec<_> = (0..n)
+            .map(|worker| {
+                let opts = RunOptions {
+                    stop: stop.clone(),
+                    worker,
+                    ..opts.clone()
+                };
+                std::thread::Builder::new()
+                    .name(format!("tollgate-worker-{worker}"))
+                    .spawn_scoped(scope, move || {
+                        run_pipeline(cfg, &opts, telemetry, decisions)
+                    })
+                    .map(|h| (worker, h))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| PipelineError::Config(format!("cannot start a worker thread: {e}")))?;
+        let mut first_error = None;
+        let mut drained = false;
+        while !running.is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+            if opts.stop.load(Ordering::Relaxed) {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let (done, still): (Vec<_>, Vec<_>) =
+                running.into_iter().partition(|(_, h)| h.is_finished());
+            running = still;
+            for (worker, h) in done {
+                let result = h
+                    .join()
+                    .map_err(|_| PipelineError::Config("a worker thread panicked".into()))?;
+                match result {
+                    Ok(RunOutcome::Drained) => drained = true,
+                    Ok(RunOutcome::Stopped) => {}
+                    Err(e) => {
+                        warn!(worker, error = %e, "worker stopped with an error; stopping the others");
+                        stop.store(true, Ordering::Relaxed);
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            // Drained: the workers still running have nothing assigned.
+            if drained
+                && running
+                    .iter()
+                    .all(|(w, _)| telemetry.live.health.assigned_to(*w) == 0)
+            {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None if drained && !opts.stop.load(Ordering::Relaxed) => Ok(RunOutcome::Drained),
+            None => Ok(RunOutcome::Stopped),
+        }
+    })
+}
