@@ -47,9 +47,25 @@ const COMMIT_QUEUE: usize = 8192;
 /// with the same producer.
 #[derive(Clone)]
 pub struct DecisionStage {
-    engine: Arc<RwLock<Arc<PolicyEngine>>>,
+    /// One policy engine per worker: an engine evaluates one window at a
+    /// time (its `rollups` table holds that window), so workers sharing one
+    /// would wait for each other. The same files and parameters in each.
+    engines: Arc<RwLock<Vec<Arc<PolicyEngine>>>>,
     pub committer: Committer,
     pub publisher: Arc<DecisionPublisher>,
+}
+
+/// The policies once for each of the process's workers.
+async fn load_engines(cfg: &Config) -> Result<Vec<Arc<PolicyEngine>>, PipelineError> {
+    let first = load_policies(cfg).await?;
+    for p in first.policies() {
+        info!(policy = %p.name, revision = %p.revision, verdict = p.verdict.as_str(), kinds = ?p.kinds, "policy loaded");
+    }
+    let mut engines = vec![Arc::new(first)];
+    for _ in 1..cfg.workers() {
+        engines.push(Arc::new(load_policies(cfg).await?));
+    }
+    Ok(engines)
 }
 
 async fn load_policies(cfg: &Config) -> Result<PolicyEngine, PipelineError> {
@@ -63,9 +79,6 @@ async fn load_policies(cfg: &Config) -> Result<PolicyEngine, PipelineError> {
         regions: cfg.region_intensities(),
     })
     .await?;
-    for p in engine.policies() {
-        info!(policy = %p.name, revision = %p.revision, verdict = p.verdict.as_str(), kinds = ?p.kinds, "policy loaded");
-    }
     Ok(engine)
 }
 
@@ -73,7 +86,7 @@ impl DecisionStage {
     /// Load the policies (every broken file is an error naming it) and open
     /// the decision log, signing with `key`.
     pub async fn open(cfg: &Config, key: Key) -> Result<Self, PipelineError> {
-        let engine = load_policies(cfg).await?;
+        let engines = load_engines(cfg).await?;
         let key_id = key.id().to_owned();
         let log = open_log(&cfg.decisions.log_dir, key, cfg.decisions.max_segment_bytes)?;
         let committer = Committer::spawn(log, COMMIT_QUEUE).map_err(|e| {
@@ -82,18 +95,22 @@ impl DecisionStage {
         let publisher = Arc::new(DecisionPublisher::new(cfg)?);
         info!(key_id = %key_id, dir = %cfg.decisions.log_dir.display(), records = committer.records_at_open(), "signing decisions");
         Ok(DecisionStage {
-            engine: Arc::new(RwLock::new(Arc::new(engine))),
+            engines: Arc::new(RwLock::new(engines)),
             committer,
             publisher,
         })
     }
 
-    /// The policies in force.
+    /// The policies in force (worker 0's engine: the parameters the gate
+    /// rules read are the same in every one).
     pub fn engine(&self) -> Arc<PolicyEngine> {
-        self.engine
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.engine_of(0)
+    }
+
+    /// Worker `worker`'s engine (workers beyond those loaded share).
+    pub(crate) fn engine_of(&self, worker: usize) -> Arc<PolicyEngine> {
+        let engines = self.engines.read().unwrap_or_else(|p| p.into_inner());
+        engines[worker % engines.len()].clone()
     }
 
     /// Load the policies again (`[policies]` of `cfg`). On any error the
@@ -101,9 +118,9 @@ impl DecisionStage {
     /// returned; the pipeline keeps running either way. Windows closing
     /// during the load use the old set.
     pub async fn reload(&self, cfg: &Config) -> Result<usize, PipelineError> {
-        let engine = load_policies(cfg).await?;
-        let n = engine.policies().len();
-        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
+        let engines = load_engines(cfg).await?;
+        let n = engines[0].policies().len();
+        *self.engines.write().unwrap_or_else(|p| p.into_inner()) = engines;
         Ok(n)
     }
 }
@@ -154,6 +171,8 @@ impl DecisionCounts {
 
 pub(crate) struct WindowDecider {
     decisions: DecisionStage,
+    /// Whose policy engine it evaluates with.
+    worker: usize,
     /// Decisions and policy timings by policy; decision-log errors.
     telemetry: Arc<Telemetry>,
     rt: tokio::runtime::Runtime,
@@ -167,6 +186,7 @@ impl WindowDecider {
         cfg: &Config,
         decisions: DecisionStage,
         telemetry: Arc<Telemetry>,
+        worker: usize,
     ) -> Result<Self, PipelineError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -174,6 +194,7 @@ impl WindowDecider {
             .map_err(|e| PipelineError::Config(format!("cannot start the policy runtime: {e}")))?;
         Ok(WindowDecider {
             decisions,
+            worker,
             telemetry,
             rt,
             month: Mutex::new(MonthToDate::new(&cfg.output.rollup_dir)),
@@ -193,7 +214,7 @@ impl WindowDecider {
     ) -> (DecisionCounts, Vec<Draft>) {
         let started = Instant::now();
         let source = format!("{topic}/{partition}");
-        let engine = self.decisions.engine();
+        let engine = self.decisions.engine_of(self.worker);
         let month = if engine.reads_month_to_date(kind.as_str()) {
             self.month_to_date(w.start_ms)
         } else {

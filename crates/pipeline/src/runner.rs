@@ -225,7 +225,12 @@ pub fn run_pipeline(
         writer: Writer::spawn(
             cfg.output.rollup_dir.clone(),
             cfg.output.late_dir.clone(),
-            crate::decide::WindowDecider::new(cfg, decisions.clone(), telemetry.clone())?,
+            crate::decide::WindowDecider::new(
+                cfg,
+                decisions.clone(),
+                telemetry.clone(),
+                opts.worker,
+            )?,
             telemetry.clone(),
         )?,
     };

@@ -476,7 +476,7 @@ mod tests {
             .block_on(DecisionStage::open(cfg, key))
             .expect("decisions");
         let t = Arc::new(Telemetry::new(Live::new(Duration::ZERO), 100));
-        let decider = WindowDecider::new(cfg, decisions, t.clone()).expect("decider");
+        let decider = WindowDecider::new(cfg, decisions, t.clone(), 0).expect("decider");
         WriterThread {
             rollup_dir: cfg.output.rollup_dir.clone(),
             late_dir: cfg.output.late_dir.clone(),
