@@ -3,9 +3,12 @@
 //! restart, the late-data output, and a reader for summaries.
 //!
 //! Layout: `<root>/kind=<kind>/date=YYYY-MM-DD/hour=HH/<topic>-<partition>-<first_offset>.parquet`.
-//! The name is deterministic, so a replay rewrites the same file. The renamed
-//! file is the window's commit marker; its key-value metadata records the
-//! offsets the restart protocol needs (`ARCHITECTURE.md`).
+//! The name is deterministic, and publication is create-only: the first
+//! writer of a window's file wins, a replay of the same window finds the same
+//! bytes there, and a writer with other bytes for it (a revoked owner still
+//! running) gets [`RollupError::Taken`] and never replaces the file. The
+//! published file is the window's commit marker; its key-value metadata
+//! records the offsets the restart protocol needs (`ARCHITECTURE.md`).
 
 mod checkpoint;
 mod history;
@@ -61,6 +64,8 @@ pub enum RollupError {
     Corrupt { path: PathBuf, reason: String },
     #[error("rollup history table: {0}")]
     History(String),
+    #[error("{path} was already published with other contents, by another owner of its partition; this writer stops and its partition resumes after that file")]
+    Taken { path: PathBuf },
 }
 
 pub(crate) fn io<'p>(
@@ -256,8 +261,11 @@ impl EncodedWindow {
         &self.path
     }
 
-    /// Temp file, fsync, rename, fsync the directory. Returns the final
-    /// path and the file's size in bytes.
+    /// Temp file, fsync, publish create-only (a hard link to the final name,
+    /// which fails if the name exists), fsync the directory. Returns the
+    /// final path and the file's size in bytes. A file already there with
+    /// the same bytes is this window written before (a replay): done. With
+    /// other bytes: [`RollupError::Taken`], and the file stays as it was.
     pub fn write(self) -> Result<(PathBuf, u64), RollupError> {
         let EncodedWindow { path, bytes } = self;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -271,9 +279,27 @@ impl EncodedWindow {
         file.write_all(&bytes).map_err(io("write", &tmp))?;
         file.sync_all().map_err(io("fsync", &tmp))?;
         drop(file);
-        fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+        let published = publish_new(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        if !published? {
+            let there = fs::read(&path).map_err(io("read", &path))?;
+            if there != bytes {
+                return Err(RollupError::Taken { path });
+            }
+        }
         sync_dir(dir)?;
         Ok((path, bytes.len() as u64))
+    }
+}
+
+/// Give `tmp` the name `path` unless `path` exists: `true` if it now has
+/// it, `false` if the name was taken (nothing changed). A hard link, which
+/// no existing name can be replaced by (unlike a rename).
+fn publish_new(tmp: &Path, path: &Path) -> Result<bool, RollupError> {
+    match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io("publish (hard link)", path)(e)),
     }
 }
 

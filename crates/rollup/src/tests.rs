@@ -462,3 +462,31 @@ fn month_to_date_counts_nothing_of_a_file_it_cannot_read() {
     assert_eq!(m.refresh("2023-11").expect("refresh"), 0);
     assert_eq!(events(&m), 4);
 }
+
+/// Create-only publication: the same window again is a no-op, other bytes
+/// for the same file (a revoked owner's view of the window) are refused and
+/// leave the published file as it was, and no temp file stays behind.
+#[test]
+fn a_published_window_is_never_replaced_by_other_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = window(1_699_999_980_000, 42, 57);
+    let (path, _) = write_window(dir.path(), SRC, &w).expect("write");
+    let first = fs::read(&path).expect("read");
+    write_window(dir.path(), SRC, &w).expect("the same window again");
+    let mut other = window(1_699_999_980_000, 42, 50);
+    other.duplicates = 7;
+    let err = write_window(dir.path(), SRC, &other).expect_err("other bytes");
+    assert!(matches!(err, RollupError::Taken { .. }), "{err}");
+    assert!(err.to_string().contains("already published"), "{err}");
+    assert_eq!(
+        fs::read(&path).expect("read"),
+        first,
+        "the first file stays"
+    );
+    let temps: Vec<_> = fs::read_dir(path.parent().expect("dir"))
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}
