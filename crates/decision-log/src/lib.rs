@@ -48,6 +48,8 @@ use tollgate_decision::{
 const SEGMENT_PREFIX: &str = "segment-";
 const SEGMENT_SUFFIX: &str = ".ndjson";
 const HEAD_FILE: &str = "HEAD.json";
+/// Held locked (`flock`, exclusive) by the process writing the log.
+const LOCK_FILE: &str = "LOCK";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -64,6 +66,8 @@ pub enum LogError {
     },
     #[error("decision log {dir}: {reason}")]
     Head { dir: PathBuf, reason: String },
+    #[error("decision log {dir} is open in another process: one process writes a log (give each instance its own `decisions.log_dir`, or stop the other one)")]
+    InUse { dir: PathBuf },
     #[error(
         "decision record is {bytes} bytes, more than the log takes ({max}); nothing was written"
     )]
@@ -181,9 +185,13 @@ impl Write for Segment {
     }
 }
 
-/// The writer side of the log. One per process.
+/// The writer side of the log. One per process, enforced: it holds the
+/// directory's `LOCK` file locked while it is open.
 pub struct DecisionLog {
     dir: PathBuf,
+    /// The locked `LOCK` file (released when the log is dropped, or when
+    /// the process dies).
+    lock: File,
     key: Key,
     opts: LogOptions,
     chain: Chain,
@@ -231,8 +239,30 @@ fn id_key(id: &str) -> Option<u128> {
 
 impl DecisionLog {
     /// Open (or create) the log in `dir`, signing new records with `key`.
+    /// Refused ([`LogError::InUse`]) while another process has it open.
     pub fn open(dir: &Path, key: Key, opts: LogOptions) -> Result<Self, LogError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(LogError::InUse {
+                    dir: dir.to_owned(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
+        Self::open_locked(dir, key, opts, lock)
+    }
+
+    /// [`Self::open`] once the lock is held.
+    fn open_locked(dir: &Path, key: Key, opts: LogOptions, lock: File) -> Result<Self, LogError> {
         let segs = segments(dir)?;
         let mut ids = HashMap::new();
         let mut prev = GENESIS_HASH.to_owned();
@@ -340,6 +370,7 @@ impl DecisionLog {
         tracing::info!(dir = %dir.display(), records, segment, "decision log opened");
         Ok(DecisionLog {
             dir: dir.to_owned(),
+            lock,
             key,
             opts,
             chain: Chain::after(prev),
@@ -369,7 +400,15 @@ impl DecisionLog {
             return Ok(());
         };
         tracing::warn!(dir = %self.dir.display(), %reason, "reopening the decision log after a failed write");
-        match DecisionLog::open(&self.dir, self.key.clone(), self.opts.clone()) {
+        // The same locked file description (a dup): the lock never lapses.
+        let lock = match self.lock.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                self.failed = Some(reason);
+                return Err(io(&self.dir.join(LOCK_FILE))(e));
+            }
+        };
+        match DecisionLog::open_locked(&self.dir, self.key.clone(), self.opts.clone(), lock) {
             Ok(fresh) => {
                 let old = std::mem::replace(self, fresh);
                 // Drop the old buffer unwritten: its bytes would land after

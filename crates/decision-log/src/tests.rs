@@ -227,7 +227,11 @@ fn a_crash_between_append_and_head_is_repaired_on_open() {
     let mut log = DecisionLog::open(dir.path(), key("k1"), LogOptions::default()).unwrap();
     log.append(draft(2), rfc3339_ms(2)).unwrap();
     log.file.flush().unwrap();
-    std::mem::forget(log);
+    // The process dies: nothing more is written, and the kernel releases
+    // its lock.
+    let DecisionLog { file, lock, .. } = log;
+    std::mem::forget(file);
+    drop(lock);
     fs::remove_file(dir.path().join(HEAD_FILE)).unwrap();
     assert!(verify_dir(dir.path(), &ring()).unwrap().first_bad.is_some());
 
@@ -373,4 +377,21 @@ fn the_committer_answers_failures_to_the_submissions_they_touch() {
     let report = verify_dir(dir.path(), &ring()).unwrap();
     assert_eq!((report.records, report.first_bad), (2, None));
     assert_eq!(head_records(dir.path()), 2);
+}
+
+/// One process writes a log: a second open of the same directory is
+/// refused while the first is open (flock on `LOCK`), and works after.
+#[test]
+fn a_log_open_elsewhere_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), 1, LogOptions::default());
+    let err = DecisionLog::open(dir.path(), key("k1"), LogOptions::default())
+        .err()
+        .expect("refused while open");
+    assert!(matches!(err, LogError::InUse { .. }), "{err}");
+    assert!(err.to_string().contains("open in another process"), "{err}");
+    drop(log);
+    let log = DecisionLog::open(dir.path(), key("k1"), LogOptions::default()).unwrap();
+    assert_eq!(log.records(), 1);
+    assert_eq!(verify_dir(dir.path(), &ring()).unwrap().records, 1);
 }
