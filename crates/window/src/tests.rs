@@ -218,12 +218,12 @@ fn stream(seed: u64, n: usize) -> Vec<String> {
     for i in 0..n {
         let jitter = (r.next() % 20_000) as i64;
         // Mostly in order, some far behind (late), some duplicates of recent ids.
-        let ts = if r.next() % 25 == 0 {
+        let ts = if r.next().is_multiple_of(25) {
             i as i64 * 1_000 - 90_000
         } else {
             i as i64 * 1_000 + jitter
         };
-        let id = if i > 3 && r.next() % 10 == 0 {
+        let id = if i > 3 && r.next().is_multiple_of(10) {
             format!("e{}", i - 1 - (r.next() % 3) as usize)
         } else {
             format!("e{i}")
