@@ -217,6 +217,11 @@ impl Default for PoliciesConfig {
 pub struct DecisionsConfig {
     pub log_dir: PathBuf,
     pub max_segment_bytes: u64,
+    /// A log per instance, `<log_dir>/<instance id>/`, for instances that
+    /// share one volume: a log has one writing process (its directory is
+    /// locked while open), so instances sharing `log_dir` need this.
+    /// `tollgate verify <log_dir>` checks every instance's log.
+    pub per_instance: bool,
 }
 
 impl Default for DecisionsConfig {
@@ -224,6 +229,7 @@ impl Default for DecisionsConfig {
         DecisionsConfig {
             log_dir: "data/decisions".into(),
             max_segment_bytes: 64 << 20,
+            per_instance: false,
         }
     }
 }
@@ -385,6 +391,38 @@ pub struct Config {
 }
 
 impl Config {
+    /// This process's decision log: `decisions.log_dir`, or with
+    /// `decisions.per_instance` its subdirectory named after the instance
+    /// id (`default` without one; characters other than letters, digits,
+    /// `.`, `_` and `-` become `_`).
+    pub fn decision_log_dir(&self) -> PathBuf {
+        if !self.decisions.per_instance {
+            return self.decisions.log_dir.clone();
+        }
+        let id = self
+            .kafka
+            .instance_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .unwrap_or("default");
+        let name: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let name = if name.starts_with('.') {
+            format!("_{name}")
+        } else {
+            name
+        };
+        self.decisions.log_dir.join(name)
+    }
+
     /// How many workers to run: `pipeline.workers`, or one per core.
     pub fn workers(&self) -> usize {
         match self.pipeline.workers {
@@ -557,6 +595,23 @@ impl Config {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_per_instance_is_named_after_the_instance() {
+        let mut cfg = Config::default();
+        cfg.decisions.log_dir = "d".into();
+        cfg.kafka.instance_id = Some("tollgate-pod/0".into());
+        assert_eq!(cfg.decision_log_dir(), std::path::Path::new("d"));
+        cfg.decisions.per_instance = true;
+        assert_eq!(
+            cfg.decision_log_dir(),
+            std::path::Path::new("d/tollgate-pod_0")
+        );
+        cfg.kafka.instance_id = Some("..".into());
+        assert_eq!(cfg.decision_log_dir(), std::path::Path::new("d/_.."));
+        cfg.kafka.instance_id = None;
+        assert_eq!(cfg.decision_log_dir(), std::path::Path::new("d/default"));
+    }
 
     fn none(_: &str) -> Option<String> {
         None

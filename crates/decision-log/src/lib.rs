@@ -671,6 +671,24 @@ pub struct VerifyReport {
     pub first_bad: Option<BadRecord>,
 }
 
+/// The decision logs at `root`: `root` itself if it holds segments, else
+/// each subdirectory that does (one log per instance, `decisions.per_instance`),
+/// by name. Empty if there are none.
+pub fn logs_under(root: &Path) -> Result<Vec<PathBuf>, LogError> {
+    if !segments(root)?.is_empty() {
+        return Ok(vec![root.to_owned()]);
+    }
+    let mut logs = Vec::new();
+    for entry in fs::read_dir(root).map_err(io(root))? {
+        let path = entry.map_err(io(root))?.path();
+        if path.is_dir() && !segments(&path)?.is_empty() {
+            logs.push(path);
+        }
+    }
+    logs.sort();
+    Ok(logs)
+}
+
 /// Check every record's form, signature and chain link, id uniqueness, and
 /// the signed `HEAD.json`. Stops at the first bad record.
 pub fn verify_dir(dir: &Path, ring: &KeyRing) -> Result<VerifyReport, LogError> {

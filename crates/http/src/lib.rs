@@ -104,7 +104,7 @@ impl AppState {
             queries,
             ingest: ingest::IngestService::new(&cfg)?,
             rollup_dir: cfg.output.rollup_dir.clone(),
-            decisions_dir: cfg.decisions.log_dir.clone(),
+            decisions_dir: cfg.decision_log_dir(),
             cfg,
             auth,
             telemetry,

@@ -88,12 +88,13 @@ impl DecisionStage {
     pub async fn open(cfg: &Config, key: Key) -> Result<Self, PipelineError> {
         let engines = load_engines(cfg).await?;
         let key_id = key.id().to_owned();
-        let log = open_log(&cfg.decisions.log_dir, key, cfg.decisions.max_segment_bytes)?;
+        let dir = cfg.decision_log_dir();
+        let log = open_log(&dir, key, cfg.decisions.max_segment_bytes)?;
         let committer = Committer::spawn(log, COMMIT_QUEUE).map_err(|e| {
             PipelineError::Config(format!("cannot start the decision log committer: {e}"))
         })?;
         let publisher = Arc::new(DecisionPublisher::new(cfg)?);
-        info!(key_id = %key_id, dir = %cfg.decisions.log_dir.display(), records = committer.records_at_open(), "signing decisions");
+        info!(key_id = %key_id, dir = %dir.display(), records = committer.records_at_open(), "signing decisions");
         Ok(DecisionStage {
             engines: Arc::new(RwLock::new(engines)),
             committer,

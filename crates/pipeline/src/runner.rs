@@ -569,8 +569,9 @@ impl Runner<'_> {
         }
     }
 
-    /// Every assigned partition is read to its high watermark, nothing is
-    /// open or pending, and everything is committed.
+    /// Nothing of this worker is open or pending, and every partition of
+    /// the subscribed topics (every worker's and instance's) is committed
+    /// to its high watermark.
     fn drained(&mut self, consumer: &BaseConsumer<ConsumerEvents>) -> Result<bool, PipelineError> {
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);
         if self.last_message.elapsed() < idle.min(Duration::from_secs(2)) {
@@ -583,22 +584,32 @@ impl Runner<'_> {
         if !self.partitions.iter().all(Partition::is_settled) {
             return Ok(false);
         }
-        let assignment = consumer.assignment().map_err(kafka("assignment"))?;
-        if assignment.count() == 0 {
+        // The group's whole input, not only this worker's share: a worker
+        // (or instance) that is done with its partitions while others are
+        // still read, or are between owners in a rebalance, keeps going.
+        let mut all = TopicPartitionList::new();
+        for topic in &self.topics {
+            let md = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .map_err(kafka("fetch metadata"))?;
+            for t in md.topics() {
+                for p in t.partitions() {
+                    all.add_partition(t.name(), p.id());
+                }
+            }
+        }
+        if all.count() == 0 {
             return Ok(false);
         }
         let committed = consumer
-            .committed(Duration::from_secs(5))
+            .committed_offsets(all, Duration::from_secs(5))
             .map_err(kafka("read committed offsets"))?;
-        for e in assignment.elements() {
+        for e in committed.elements() {
             let (_, high) = consumer
                 .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
                 .map_err(kafka("fetch watermarks"))?;
-            let done = match committed
-                .find_partition(e.topic(), e.partition())
-                .map(|c| c.offset())
-            {
-                Some(Offset::Offset(o)) => o >= high,
+            let done = match e.offset() {
+                Offset::Offset(o) => o >= high,
                 _ => high == 0,
             };
             if !done {

@@ -17,8 +17,8 @@ use crate::{run_pipeline, DecisionStage, PipelineError, RunOptions, RunOutcome};
 
 /// One run of `n` workers, each on a thread of its own. The first error
 /// stops the others (each commits what is written) and is returned. With
-/// `exit_when_idle`, the run is drained once every worker that has
-/// partitions is drained; workers left without any are then stopped.
+/// `exit_when_idle`, each worker returns once the group's whole input is
+/// committed to its end, so the run is drained when they all have.
 pub fn run_workers(
     cfg: &Config,
     opts: &RunOptions,
@@ -68,14 +68,6 @@ pub fn run_workers(
                         first_error.get_or_insert(e);
                     }
                 }
-            }
-            // Drained: the workers still running have nothing assigned.
-            if drained
-                && running
-                    .iter()
-                    .all(|(w, _)| telemetry.live.health.assigned_to(*w) == 0)
-            {
-                stop.store(true, Ordering::Relaxed);
             }
         }
         match first_error {

@@ -347,11 +347,6 @@ impl Health {
         self.with(|w| w.iter().map(|h| h.assigned).sum())
     }
 
-    /// Partitions assigned to worker `worker`.
-    pub fn assigned_to(&self, worker: usize) -> usize {
-        self.with(|w| w.get(worker).map_or(0, |h| h.assigned))
-    }
-
     /// Every worker is inside its poll loop.
     pub fn running(&self) -> bool {
         self.with(|w| !w.is_empty() && w.iter().all(|h| h.running))
