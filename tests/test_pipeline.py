@@ -37,6 +37,21 @@ def inference(i, ts, tenant, team, rng, env="prod"):
     return e
 
 
+def produce_keyed(pipeline, n, seed, step_ms, teams):
+    """`n` inference events over the 3 partitions, keyed and tenanted by
+    partition, `step_ms` apart (±2 s); returns what the rollups must count."""
+    rng = random.Random(seed)
+    messages, counted = [], []
+    for i in range(n):
+        partition = i % 3
+        tenant = f"tenant-{partition}"
+        e = inference(i, BASE + i * step_ms + rng.randrange(0, 2000), tenant, f"team-{rng.randrange(teams)}", rng)
+        messages.append(("inference", partition, tenant, json.dumps(e)))
+        counted.append(("inference", e))
+    pipeline.produce(messages)
+    return counted
+
+
 def training(i, ts, tenant, team, rng):
     return {
         "event_id": f"trn-{i}",
@@ -261,15 +276,7 @@ def test_broker_restart_mid_stream_loses_nothing(pipeline):
     storage keeps the data): the pipeline keeps running, and the totals are exact."""
     import signal
 
-    rng = random.Random(11)
-    messages, counted = [], []
-    for i in range(30_000):
-        partition = i % 3
-        tenant = f"tenant-{partition}"
-        e = inference(i, BASE + i * 40 + rng.randrange(0, 2000), tenant, f"team-{rng.randrange(10)}", rng)
-        messages.append(("inference", partition, tenant, json.dumps(e)))
-        counted.append(("inference", e))
-    pipeline.produce(messages)
+    counted = produce_keyed(pipeline, 30_000, seed=11, step_ms=40, teams=10)
     # Dynamic group membership: a stopped member leaves the group at once.
     # With static membership its session outlives it, and tansu 0.6 wedges
     # the group when that session expires after the next run has joined
@@ -308,15 +315,7 @@ def test_workers_in_one_process_split_the_partitions_and_count_once(pipeline):
     its own partitions and writer, sharing the decision log. Every worker
     writes windows, the totals are exact, every decision is in the log once,
     and a hard kill of the process mid-stream changes nothing."""
-    rng = random.Random(23)
-    messages, counted = [], []
-    for i in range(30_000):
-        partition = i % 3
-        tenant = f"tenant-{partition}"
-        e = inference(i, BASE + i * 40 + rng.randrange(0, 2000), tenant, f"team-{rng.randrange(12)}", rng)
-        messages.append(("inference", partition, tenant, json.dumps(e)))
-        counted.append(("inference", e))
-    pipeline.produce(messages)
+    counted = produce_keyed(pipeline, 30_000, seed=23, step_ms=40, teams=12)
 
     pipeline.kill_at_files((4,), extra=("--workers", "3"))
     proc = pipeline.start("--exit-when-idle", "--idle-timeout-secs", "3", "--workers", "3")
@@ -336,26 +335,27 @@ def test_workers_in_one_process_split_the_partitions_and_count_once(pipeline):
 
 
 def test_two_instances_on_one_volume_a_kill_and_a_stop_count_once(pipeline):
-    """Two `tollgate run` processes (instances `a` and `b`, two workers
-    each) in one group on the same rollup directory, with a decision log
-    each (`decisions.per_instance`). `a` is SIGKILLed and restarted mid
-    stream, `b` is stopped for good, and `a` finishes alone: the totals are
-    exact, each instance's log verifies, and `tollgate verify` checks both."""
+    """Instances `a` and `b` (two workers each) in one group on the same
+    rollup directory, with a decision log each (`decisions.per_instance`).
+    `a` is SIGKILLed and restarted mid stream, `b` is stopped for good, and
+    `a` finishes alone: the totals are exact, each instance's log verifies,
+    and `tollgate verify` checks them all. Larger runs (not in the suite):
+    TOLLGATE_KILL_TEST_EVENTS, _INSTANCES and _KILLS (kills cycle over every
+    instance but the last, which is the one stopped for good)."""
+    import os
     import signal
 
+    events = int(os.environ.get("TOLLGATE_KILL_TEST_EVENTS", "40000"))
+    names = "abcdefgh"[: int(os.environ.get("TOLLGATE_KILL_TEST_INSTANCES", "2"))]
+    kills = int(os.environ.get("TOLLGATE_KILL_TEST_KILLS", "1"))
+    assert len(names) >= 2
     text = pipeline.config.read_text()
     text, n = re.subn(r"(?m)^per_instance = false", "per_instance = true", text)
     assert n == 1
     pipeline.config.write_text(text)
-    rng = random.Random(29)
-    messages, counted = [], []
-    for i in range(40_000):
-        partition = i % 3
-        tenant = f"tenant-{partition}"
-        e = inference(i, BASE + i * 30 + rng.randrange(0, 2000), tenant, f"team-{rng.randrange(12)}", rng)
-        messages.append(("inference", partition, tenant, json.dumps(e)))
-        counted.append(("inference", e))
-    pipeline.produce(messages)
+    step_ms = 30
+    counted = produce_keyed(pipeline, events, seed=29, step_ms=step_ms, teams=12)
+    windows = events * step_ms // 60_000 * 3  # files the run writes, about
 
     logs = {}
 
@@ -369,25 +369,27 @@ def test_two_instances_on_one_volume_a_kill_and_a_stop_count_once(pipeline):
         pipeline.procs.append(proc)
         return proc
 
-    def wait_files(n, procs, timeout=120):
+    def wait_files(n, timeout=120):
         deadline = time.time() + timeout
         while len(pipeline.files()) < n and time.time() < deadline:
-            for p in procs:
+            for p in procs.values():
                 assert p.poll() is None, f"an instance exited early:\n{tail()}"
             time.sleep(0.05)
 
     def tail():
         return "\n".join(f"--- {k}\n" + "\n".join(v.read_text(errors="replace").splitlines()[-40:]) for k, v in logs.items())
 
-    a, b = start("a"), start("b")
-    wait_files(3, [a, b])
-    pipeline.kill_hard(a)
-    a = start("a")
-    wait_files(8, [a, b])
-    b.send_signal(signal.SIGTERM)
-    assert b.wait(60) == 0, tail()
-    a.send_signal(signal.SIGTERM)
-    assert a.wait(60) == 0, tail()
+    procs = {name: start(name) for name in names}
+    for k in range(kills):
+        wait_files(max(3, windows * (k + 1) // (kills + 2)))
+        victim = names[k % (len(names) - 1)]
+        print(f"kill {k + 1}: SIGKILL {victim} at {len(pipeline.files())} files")
+        pipeline.kill_hard(procs[victim])
+        procs[victim] = start(victim)
+    wait_files(max(8, windows * (kills + 1) // (kills + 2)))
+    for name in reversed(names):  # the last instance first: it stays stopped
+        procs[name].send_signal(signal.SIGTERM)
+        assert procs[name].wait(60) == 0, tail()
     # tansu 0.6 wedges a group whose static members' sessions expire after
     # a new member joined (docs/broker-notes.md): let them expire first.
     time.sleep(12)
@@ -397,10 +399,10 @@ def test_two_instances_on_one_volume_a_kill_and_a_stop_count_once(pipeline):
     expected = expected_rollup(pipeline.book, counted)
     actual, _ = actual_rollup(pipeline.rollups)
     assert_rollups_equal(expected, actual)
-    both = "\n".join(v.read_text(errors="replace") for v in logs.values())
-    assert "panicked" not in both
-    assert {p.name for p in pipeline.decisions.iterdir() if p.is_dir()} == {"a", "b"}
-    for name in ("a", "b"):
+    everything = "\n".join(v.read_text(errors="replace") for v in logs.values())
+    assert "panicked" not in everything
+    assert {p.name for p in pipeline.decisions.iterdir() if p.is_dir()} == set(names)
+    for name in names:
         check_decision_log(decision_lines(pipeline.decisions / name))
     ok = subprocess.run([str(pipeline.binary), "verify", str(pipeline.decisions)], cwd=pipeline.root,
                         capture_output=True, text=True, env=pipeline.env, timeout=120)
