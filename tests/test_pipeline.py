@@ -352,6 +352,11 @@ def test_two_instances_on_one_volume_a_kill_and_a_stop_count_once(pipeline):
     text = pipeline.config.read_text()
     text, n = re.subn(r"(?m)^per_instance = false", "per_instance = true", text)
     assert n == 1
+    # Dynamic membership (as in the broker restart test): tansu 0.6 wedges
+    # a group whose static members' sessions expire after a new member has
+    # joined (docs/broker-notes.md), which stopped instances here keep doing.
+    # Each instance's log is then named after its host.
+    text = re.sub(r"(?m)^\[kafka\]$", '[kafka]\ninstance_id = ""', text)
     pipeline.config.write_text(text)
     step_ms = 30
     counted = produce_keyed(pipeline, events, seed=29, step_ms=step_ms, teams=12)
@@ -362,7 +367,8 @@ def test_two_instances_on_one_volume_a_kill_and_a_stop_count_once(pipeline):
     def start(name, *extra, idle="30"):
         log = open(pipeline.tmp / f"run-{name}.log", "ab")
         logs[name] = pipeline.tmp / f"run-{name}.log"
-        env = {**pipeline.env, "TOLLGATE_INSTANCE_ID": name}
+        env = {**pipeline.env, "HOSTNAME": name}
+        env.pop("TOLLGATE_INSTANCE_ID", None)
         http = [] if name == "a" else ["--http-listen", ""]
         proc = subprocess.Popen(pipeline.args("--idle-timeout-secs", idle, *http, *extra), cwd=pipeline.root,
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -390,9 +396,6 @@ def test_two_instances_on_one_volume_a_kill_and_a_stop_count_once(pipeline):
     for name in reversed(names):  # the last instance first: it stays stopped
         procs[name].send_signal(signal.SIGTERM)
         assert procs[name].wait(60) == 0, tail()
-    # tansu 0.6 wedges a group whose static members' sessions expire after
-    # a new member joined (docs/broker-notes.md): let them expire first.
-    time.sleep(12)
     a = start("a", "--exit-when-idle", idle="3")
     assert a.wait(300) == 0, tail()
 
@@ -401,9 +404,9 @@ def test_two_instances_on_one_volume_a_kill_and_a_stop_count_once(pipeline):
     assert_rollups_equal(expected, actual)
     everything = "\n".join(v.read_text(errors="replace") for v in logs.values())
     assert "panicked" not in everything
-    assert {p.name for p in pipeline.decisions.iterdir() if p.is_dir()} == set(names)
+    assert {p.name for p in pipeline.decisions.iterdir() if p.is_dir()} == {f"tollgate-{n}" for n in names}
     for name in names:
-        check_decision_log(decision_lines(pipeline.decisions / name))
+        check_decision_log(decision_lines(pipeline.decisions / f"tollgate-{name}"))
     ok = subprocess.run([str(pipeline.binary), "verify", str(pipeline.decisions)], cwd=pipeline.root,
                         capture_output=True, text=True, env=pipeline.env, timeout=120)
     assert ok.returncode == 0, ok.stderr

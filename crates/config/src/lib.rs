@@ -388,23 +388,27 @@ pub struct Config {
     /// Filled from the environment, not the file.
     #[serde(skip)]
     pub defaults: Defaults,
+    /// This machine's name (`HOSTNAME`, else `local`), from the environment.
+    #[serde(skip)]
+    pub host: String,
 }
 
 impl Config {
     /// This process's decision log: `decisions.log_dir`, or with
     /// `decisions.per_instance` its subdirectory named after the instance
-    /// id (`default` without one; characters other than letters, digits,
-    /// `.`, `_` and `-` become `_`).
+    /// id (with dynamic membership, `instance_id = ""`: `tollgate-<host>`;
+    /// characters other than letters, digits, `.`, `_` and `-` become `_`).
     pub fn decision_log_dir(&self) -> PathBuf {
         if !self.decisions.per_instance {
             return self.decisions.log_dir.clone();
         }
+        let dynamic = format!("tollgate-{}", self.host);
         let id = self
             .kafka
             .instance_id
             .as_deref()
             .filter(|id| !id.is_empty())
-            .unwrap_or("default");
+            .unwrap_or(&dynamic);
         let name: String = id
             .chars()
             .map(|c| {
@@ -499,11 +503,11 @@ impl Config {
         if let Some(t) = env("TOLLGATE_DEFAULT_TENANT").filter(|t| !t.is_empty()) {
             c.http.default_tenant = t;
         }
+        c.host = env("HOSTNAME")
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".into());
         if c.kafka.instance_id.is_none() {
-            let host = env("HOSTNAME")
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "local".into());
-            c.kafka.instance_id = Some(format!("tollgate-{host}"));
+            c.kafka.instance_id = Some(format!("tollgate-{}", c.host));
         }
         c.defaults = Defaults::from_lookup(&env)?;
         c.validate()?;
@@ -609,8 +613,12 @@ mod tests {
         );
         cfg.kafka.instance_id = Some("..".into());
         assert_eq!(cfg.decision_log_dir(), std::path::Path::new("d/_.."));
-        cfg.kafka.instance_id = None;
-        assert_eq!(cfg.decision_log_dir(), std::path::Path::new("d/default"));
+        cfg.kafka.instance_id = Some(String::new());
+        cfg.host = "node-7".into();
+        assert_eq!(
+            cfg.decision_log_dir(),
+            std::path::Path::new("d/tollgate-node-7")
+        );
     }
 
     fn none(_: &str) -> Option<String> {

@@ -29,7 +29,9 @@ fn late_name(topic: &str, partition: i32, first_offset: i64) -> String {
     format!("{topic}-{partition}-{first_offset}.ndjson")
 }
 
-/// Write a batch of late events of one partition atomically.
+/// Write a batch of late events of one partition atomically, published
+/// create-only like a window's file (a revoked owner's other batch under
+/// the same name is [`RollupError::Taken`]).
 pub fn write_late(
     late_root: &Path,
     topic: &str,
@@ -68,7 +70,7 @@ pub fn write_late(
     })?;
     file.sync_all().map_err(io("fsync", &tmp))?;
     drop(file);
-    fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+    crate::publish_create_only(&tmp, &path)?;
     sync_dir(late_root)?;
     Ok(Some(path))
 }

@@ -279,17 +279,33 @@ impl EncodedWindow {
         file.write_all(&bytes).map_err(io("write", &tmp))?;
         file.sync_all().map_err(io("fsync", &tmp))?;
         drop(file);
-        let published = publish_new(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
-        if !published? {
-            let there = fs::read(&path).map_err(io("read", &path))?;
-            if there != bytes {
-                return Err(RollupError::Taken { path });
-            }
-        }
+        publish_create_only(&tmp, &path)?;
         sync_dir(dir)?;
         Ok((path, bytes.len() as u64))
     }
+}
+
+/// Publish the fsynced `tmp` as `path`, create-only, and remove `tmp`. A
+/// file already at `path` with the same bytes is this one written before
+/// (a replay): done. With other bytes: [`RollupError::Taken`], and `path`
+/// stays as it was.
+pub(crate) fn publish_create_only(tmp: &Path, path: &Path) -> Result<(), RollupError> {
+    let published = publish_new(tmp, path).and_then(|new| {
+        if new {
+            return Ok(());
+        }
+        let ours = fs::read(tmp).map_err(io("read", tmp))?;
+        let there = fs::read(path).map_err(io("read", path))?;
+        if ours == there {
+            Ok(())
+        } else {
+            Err(RollupError::Taken {
+                path: path.to_owned(),
+            })
+        }
+    });
+    let _ = fs::remove_file(tmp);
+    published
 }
 
 /// Give `tmp` the name `path` unless `path` exists: `true` if it now has

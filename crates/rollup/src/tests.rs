@@ -490,3 +490,24 @@ fn a_published_window_is_never_replaced_by_other_bytes() {
         .collect();
     assert!(temps.is_empty(), "{temps:?}");
 }
+
+/// Late files are published create-only too: the same batch again is a
+/// no-op, another batch under the same name is refused.
+#[test]
+fn a_published_late_file_is_never_replaced_by_another_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = late_record;
+    let p = write_late(dir.path(), "t", 0, &[rec(7), rec(8)])
+        .expect("write")
+        .expect("path");
+    let first = fs::read(&p).expect("read");
+    write_late(dir.path(), "t", 0, &[rec(7), rec(8)]).expect("the same batch again");
+    let err = write_late(dir.path(), "t", 0, &[rec(7), rec(9)]).expect_err("another batch");
+    assert!(matches!(err, RollupError::Taken { .. }), "{err}");
+    assert_eq!(fs::read(&p).expect("read"), first);
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["t-0-7.ndjson"], "no temp file left");
+}
