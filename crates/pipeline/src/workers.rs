@@ -29,23 +29,31 @@ pub fn run_workers(
     telemetry.live.health.set_workers(n);
     let stop = Arc::new(AtomicBool::new(false));
     std::thread::scope(|scope| {
-        let mut running: Vec<_> = (0..n)
-            .map(|worker| {
-                let opts = RunOptions {
-                    stop: stop.clone(),
-                    worker,
-                    ..opts.clone()
-                };
-                std::thread::Builder::new()
-                    .name(format!("tollgate-worker-{worker}"))
-                    .spawn_scoped(scope, move || {
-                        run_pipeline(cfg, &opts, telemetry, decisions)
-                    })
-                    .map(|h| (worker, h))
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| PipelineError::Config(format!("cannot start a worker thread: {e}")))?;
         let mut first_error = None;
+        let mut running = Vec::with_capacity(n);
+        for worker in 0..n {
+            let opts = RunOptions {
+                stop: stop.clone(),
+                worker,
+                ..opts.clone()
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("tollgate-worker-{worker}"))
+                .spawn_scoped(scope, move || {
+                    run_pipeline(cfg, &opts, telemetry, decisions)
+                });
+            match spawned {
+                Ok(h) => running.push((worker, h)),
+                Err(e) => {
+                    // The ones started stop too (the scope waits for them).
+                    stop.store(true, Ordering::Relaxed);
+                    first_error = Some(PipelineError::Config(format!(
+                        "cannot start a worker thread: {e}"
+                    )));
+                    break;
+                }
+            }
+        }
         let mut drained = false;
         while !running.is_empty() {
             std::thread::sleep(Duration::from_millis(50));
@@ -56,9 +64,11 @@ pub fn run_workers(
                 running.into_iter().partition(|(_, h)| h.is_finished());
             running = still;
             for (worker, h) in done {
-                let result = h
-                    .join()
-                    .map_err(|_| PipelineError::Config("a worker thread panicked".into()))?;
+                let result = h.join().unwrap_or_else(|_| {
+                    Err(PipelineError::Config(format!(
+                        "worker {worker} panicked (the panic is in the log above)"
+                    )))
+                });
                 match result {
                     Ok(RunOutcome::Drained) => drained = true,
                     Ok(RunOutcome::Stopped) => {}
