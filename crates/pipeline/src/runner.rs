@@ -312,21 +312,39 @@ impl Runner<'_> {
             .retain(|p| !revoked.iter().any(|(t, n)| p.is(t, *n)));
     }
 
+    /// Every partition of the subscribed topics (all workers' and instances').
+    fn group_partitions(
+        &self,
+        consumer: &BaseConsumer<ConsumerEvents>,
+    ) -> Result<TopicPartitionList, PipelineError> {
+        let mut all = TopicPartitionList::new();
+        for topic in &self.topics {
+            let md = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .map_err(kafka("fetch metadata"))?;
+            for t in md.topics() {
+                for p in t.partitions() {
+                    all.add_partition(t.name(), p.id());
+                }
+            }
+        }
+        Ok(all)
+    }
+
     /// Refuse a newly assigned partition whose committed offset is past the
     /// end of its log ([`tollgate_window::resume::committed_beyond_log`]): reading it
     /// would skip everything the broker now has. Checked on assignment, not
     /// at the first message, because such a partition may never yield one.
     fn check_assigned(&self, consumer: &BaseConsumer<ConsumerEvents>) -> Result<(), PipelineError> {
-        let assigned = taken(&consumer.context().assigned);
-        if assigned.is_empty() {
+        if taken(&consumer.context().assigned).is_empty() {
             return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition) in &assigned {
-            tpl.add_partition(topic, *partition);
-        }
+        // Every partition of the group, not only those assigned here: the
+        // other workers and instances are reading theirs meanwhile, and a
+        // log that is not the one the group committed against is refused
+        // before any of it is counted, whoever owns which part.
         let committed = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
+            .committed_offsets(self.group_partitions(consumer)?, Duration::from_secs(10))
             .map_err(kafka("read committed offsets"))?;
         for e in committed.elements() {
             let Offset::Offset(o) = e.offset() else {
@@ -587,17 +605,7 @@ impl Runner<'_> {
         // The group's whole input, not only this worker's share: a worker
         // (or instance) that is done with its partitions while others are
         // still read, or are between owners in a rebalance, keeps going.
-        let mut all = TopicPartitionList::new();
-        for topic in &self.topics {
-            let md = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(5))
-                .map_err(kafka("fetch metadata"))?;
-            for t in md.topics() {
-                for p in t.partitions() {
-                    all.add_partition(t.name(), p.id());
-                }
-            }
-        }
+        let all = self.group_partitions(consumer)?;
         if all.count() == 0 {
             return Ok(false);
         }
