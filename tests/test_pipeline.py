@@ -371,15 +371,10 @@ def test_two_instances_on_one_volume_a_kill_and_a_stop_count_once(pipeline):
     logs = {}
 
     def start(name, *extra, idle="30"):
-        log = open(pipeline.tmp / f"run-{name}.log", "ab")
         logs[name] = pipeline.tmp / f"run-{name}.log"
-        env = {**pipeline.env, "HOSTNAME": name}
-        env.pop("TOLLGATE_INSTANCE_ID", None)
         http = [] if name == "a" else ["--http-listen", ""]
-        proc = subprocess.Popen(pipeline.args("--idle-timeout-secs", idle, *http, *extra), cwd=pipeline.root,
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
-        pipeline.procs.append(proc)
-        return proc
+        return pipeline.start("--idle-timeout-secs", idle, *http, *extra, log_name=f"run-{name}.log",
+                              env={"HOSTNAME": name})
 
     def wait_files(n, timeout=120):
         deadline = time.time() + timeout

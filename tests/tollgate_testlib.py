@@ -268,9 +268,10 @@ class Pipeline:
         return [str(self.binary), "run", "--config", str(self.config), "--rollup-dir", str(self.rollups),
                 "--late-dir", str(self.late), "--decision-log-dir", str(self.decisions), *extra]
 
-    def start(self, *extra, log_name="run.log"):
+    def start(self, *extra, log_name="run.log", env=None):
         log = open(self.tmp / log_name, "ab")
-        proc = subprocess.Popen(self.args(*extra), cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        proc = subprocess.Popen(self.args(*extra), cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+                                env={**self.env, **(env or {})})
         self.procs.append(proc)
         return proc
 
