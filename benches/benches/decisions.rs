@@ -168,7 +168,10 @@ fn window_close(c: &mut Criterion) {
             params: BTreeMap::new(),
             disabled: vec![],
             file_schema: tollgate_rollup::schema(),
-            history: Some(tollgate_rollup::history_table(history_dir.path()).expect("history")),
+            history: Some(
+                tollgate_rollup::history_table(&tollgate_rollup::Tree::local(history_dir.path()))
+                    .expect("history"),
+            ),
             regions: regions.clone(),
         }))
         .expect("policies");
@@ -212,9 +215,14 @@ fn window_close(c: &mut Criterion) {
         g.sample_size(20);
         g.bench_function("baseline_parquet_write", |b| {
             b.iter(|| {
-                tollgate_rollup::EncodedWindow::new(out.path(), src, &w, &batch)
-                    .and_then(|f| f.write())
-                    .expect("write")
+                tollgate_rollup::EncodedWindow::new(
+                    &tollgate_rollup::Tree::local(out.path()),
+                    src,
+                    &w,
+                    &batch,
+                )
+                .and_then(|f| f.write())
+                .expect("write")
             })
         });
         g.bench_function("all_policies", |b| {
@@ -238,7 +246,10 @@ fn window_close(c: &mut Criterion) {
                     disabled: others,
                     file_schema: tollgate_rollup::schema(),
                     history: Some(
-                        tollgate_rollup::history_table(history_dir.path()).expect("history"),
+                        tollgate_rollup::history_table(&tollgate_rollup::Tree::local(
+                            history_dir.path(),
+                        ))
+                        .expect("history"),
                     ),
                     regions: regions.clone(),
                 }))

@@ -475,7 +475,8 @@ fn main() -> Result<()> {
     let last_write = done_at - first_at.unwrap_or_default();
     let pipeline = sent as f64 / last_write.as_secs_f64();
     let rss = vm_hwm_bytes().unwrap_or(0);
-    let summary = tollgate_rollup::read_summary(&cfg.output.rollup_dir)?;
+    let summary =
+        tollgate_rollup::read_summary(&tollgate_rollup::Tree::open(&cfg.output.rollup_dir)?)?;
     println!("events                     {sent}");
     println!("teams                      {}", args.teams);
     println!("raw consume                {raw:.0} events/s");

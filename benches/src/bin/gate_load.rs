@@ -345,6 +345,7 @@ fn main() -> Result<()> {
         Committer::spawn(log, 8192)?,
         engine,
         None,
+        tollgate_rollup::Tree::local(&cfg.output.rollup_dir),
     )?;
     // The server: the runtime `tollgate run` gives the API.
     let server = tokio::runtime::Builder::new_multi_thread()

@@ -147,6 +147,8 @@ enum Command {
     },
     /// Print spend, tokens and carbon by team from the rollup files.
     Summary {
+        /// A directory, or s3://bucket/prefix (credentials and endpoint
+        /// from the AWS_* environment).
         #[arg(long, default_value = "data/rollups")]
         rollup_dir: PathBuf,
         /// Print JSON instead of a table.

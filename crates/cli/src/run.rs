@@ -172,6 +172,7 @@ fn start_api(
         decisions.committer.clone(),
         gates,
         Some(decisions.publisher.clone()),
+        decisions.output.rollups.clone(),
     )?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(cfg.http.listen.trim()))

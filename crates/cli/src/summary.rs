@@ -3,7 +3,8 @@
 use anyhow::{Context, Result};
 
 pub(crate) fn summary(root: &std::path::Path, json: bool) -> Result<()> {
-    let s = tollgate_rollup::read_summary(root)
+    let tree = tollgate_rollup::Tree::open(root)?;
+    let s = tollgate_rollup::read_summary(&tree)
         .with_context(|| format!("reading rollups under {}", root.display()))?;
     if json {
         let teams: serde_json::Map<String, serde_json::Value> = s

@@ -42,7 +42,7 @@ pub(crate) fn supervise(
         }
         if serve_http {
             // The live month totals start from the files already written.
-            match tollgate_telemetry::live::Ledger::from_rollups(&cfg.output.rollup_dir) {
+            match tollgate_telemetry::live::Ledger::from_rollups(&decisions.output.rollups) {
                 Ok(l) => {
                     info!(
                         teams = l.teams(),

@@ -69,7 +69,8 @@ pub struct AppState {
     pub http_metrics: HttpMetrics,
     pub gates: GateService,
     pub ingest: ingest::IngestService,
-    pub rollup_dir: PathBuf,
+    /// The rollup tree the reads are served from.
+    pub rollups: tollgate_rollup::Tree,
     pub decisions_dir: PathBuf,
     pub queries: engine::QueryEngine,
 }
@@ -86,6 +87,7 @@ impl AppState {
         committer: Committer,
         gate_engine: tollgate_gate::GateEngine,
         publisher: Option<Arc<tollgate_kafka::DecisionPublisher>>,
+        rollups: tollgate_rollup::Tree,
     ) -> Result<Arc<Self>, HttpError> {
         let http_metrics = HttpMetrics::new(&registry)?;
         if let Some(p) = &publisher {
@@ -103,7 +105,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             queries,
             ingest: ingest::IngestService::new(&cfg)?,
-            rollup_dir: cfg.output.rollup_dir.clone(),
+            rollups,
             decisions_dir: cfg.decision_log_dir(),
             cfg,
             auth,

@@ -119,7 +119,7 @@ fn scoped_session(
     // Every query draws from the one pool of `http.query_memory_bytes`.
     let ctx = SessionContext::new_with_config_rt(config, s.queries.env());
     s.queries.bound_functions(&ctx);
-    let table = tollgate_rollup::history_table(&s.rollup_dir)
+    let table = tollgate_rollup::history_table(&s.rollups)
         .map_err(|e| Problem::internal(format!("cannot open the rollups: {e}")))?;
     let mut scope = lit(true);
     if let Some(t) = tenant {

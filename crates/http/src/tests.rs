@@ -110,7 +110,7 @@ fn write_rollup(
         topic: "tollgate.inference",
         partition: 0,
     };
-    tollgate_rollup::EncodedWindow::new(root, src, &w, &batch)
+    tollgate_rollup::EncodedWindow::new(&tollgate_rollup::Tree::local(root), src, &w, &batch)
         .and_then(|f| f.write())
         .unwrap();
 }
@@ -144,10 +144,11 @@ max_security_findings = { critical = 0, high = 0 }
     let telemetry = Arc::new(Telemetry::default());
     let registry = prometheus::Registry::new();
     telemetry.register(&registry).unwrap();
+    let rollups = tollgate_rollup::Tree::local(&cfg.output.rollup_dir);
     // What `tollgate run` does before it serves: the month read from the rollups.
     telemetry
         .live
-        .set_seed(Ledger::from_rollups(&cfg.output.rollup_dir).unwrap());
+        .set_seed(Ledger::from_rollups(&rollups).unwrap());
     let engine = cfg.load_gate_engine(gate_data_params()).unwrap();
     let state = AppState::new(
         cfg,
@@ -157,6 +158,7 @@ max_security_findings = { critical = 0, high = 0 }
         Committer::spawn(log, 64).unwrap(),
         engine,
         None,
+        rollups,
     )
     .unwrap();
     let app = router(state.clone());
@@ -835,7 +837,7 @@ async fn the_gate_waits_for_the_month_to_be_read() {
     let r = call(&fx.app, "get", "/readyz", None, None).await;
     assert_eq!(r.body["checks"]["gate_context_loaded"], json!(false));
     // Read: the answer carries the month's spend from the files, and when.
-    live.set_seed(Ledger::from_rollups(&fx.state.rollup_dir).unwrap());
+    live.set_seed(Ledger::from_rollups(&fx.state.rollups).unwrap());
     let a = gate(&fx.app, ACME, SEED_OK).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     let r = call(&fx.app, "get", "/readyz", None, None).await;
@@ -1248,7 +1250,7 @@ async fn slow_clients_are_cut_off_and_connections_are_bounded() {
 #[tokio::test]
 async fn the_month_ledger_is_seeded_from_the_rollup_files() {
     let fx = fixture();
-    let ledger = Ledger::from_rollups(&fx.state.rollup_dir).unwrap();
+    let ledger = Ledger::from_rollups(&fx.state.rollups).unwrap();
     let start = (chrono::Utc::now().timestamp_millis() - HOUR_MS) / 60_000 * 60_000;
     let month = month_start_ms(start);
     assert_eq!(ledger.month("acme", Some("ai"), month).cost_usd, 3.0);

@@ -25,7 +25,7 @@ use tollgate_decision_log::{Appended, Committer, DecisionLog, LogOptions};
 use tollgate_event::Kind;
 use tollgate_kafka::DecisionPublisher;
 use tollgate_policy::{tables, EngineOptions, PolicyEngine, WindowInput};
-use tollgate_rollup::{month_name, MonthToDate};
+use tollgate_rollup::{month_name, MonthToDate, Output};
 use tollgate_window::{ClosedWindow, Totals};
 use tracing::{debug, error, info};
 
@@ -53,23 +53,29 @@ pub struct DecisionStage {
     engines: Arc<RwLock<Vec<Arc<PolicyEngine>>>>,
     pub committer: Committer,
     pub publisher: Arc<DecisionPublisher>,
+    /// Where the windows, late files and checkpoints go (and `history`
+    /// and `month_to_date` are read from).
+    pub output: Output,
 }
 
 /// The policies once for each of the process's workers.
-async fn load_engines(cfg: &Config) -> Result<Vec<Arc<PolicyEngine>>, PipelineError> {
-    let first = load_policies(cfg).await?;
+async fn load_engines(
+    cfg: &Config,
+    output: &Output,
+) -> Result<Vec<Arc<PolicyEngine>>, PipelineError> {
+    let first = load_policies(cfg, output).await?;
     for p in first.policies() {
         info!(policy = %p.name, revision = %p.revision, verdict = p.verdict.as_str(), kinds = ?p.kinds, "policy loaded");
     }
     let mut engines = vec![Arc::new(first)];
     for _ in 1..cfg.workers() {
-        engines.push(Arc::new(load_policies(cfg).await?));
+        engines.push(Arc::new(load_policies(cfg, output).await?));
     }
     Ok(engines)
 }
 
-async fn load_policies(cfg: &Config) -> Result<PolicyEngine, PipelineError> {
-    let history = tollgate_rollup::history_table(&cfg.output.rollup_dir)?;
+async fn load_policies(cfg: &Config, output: &Output) -> Result<PolicyEngine, PipelineError> {
+    let history = tollgate_rollup::history_table(&output.rollups)?;
     let engine = PolicyEngine::load(EngineOptions {
         dir: cfg.policies.dir.clone(),
         params: cfg.policies.params.clone(),
@@ -86,7 +92,8 @@ impl DecisionStage {
     /// Load the policies (every broken file is an error naming it) and open
     /// the decision log, signing with `key`.
     pub async fn open(cfg: &Config, key: Key) -> Result<Self, PipelineError> {
-        let engines = load_engines(cfg).await?;
+        let output = Output::open(&cfg.output.rollup_dir, &cfg.output.late_dir)?;
+        let engines = load_engines(cfg, &output).await?;
         let key_id = key.id().to_owned();
         let dir = cfg.decision_log_dir();
         let log = open_log(&dir, key, cfg.decisions.max_segment_bytes)?;
@@ -99,6 +106,7 @@ impl DecisionStage {
             engines: Arc::new(RwLock::new(engines)),
             committer,
             publisher,
+            output,
         })
     }
 
@@ -119,7 +127,7 @@ impl DecisionStage {
     /// returned; the pipeline keeps running either way. Windows closing
     /// during the load use the old set.
     pub async fn reload(&self, cfg: &Config) -> Result<usize, PipelineError> {
-        let engines = load_engines(cfg).await?;
+        let engines = load_engines(cfg, &self.output).await?;
         let n = engines[0].policies().len();
         *self.engines.write().unwrap_or_else(|p| p.into_inner()) = engines;
         Ok(n)
@@ -184,7 +192,6 @@ pub(crate) struct WindowDecider {
 
 impl WindowDecider {
     pub(crate) fn new(
-        cfg: &Config,
         decisions: DecisionStage,
         telemetry: Arc<Telemetry>,
         worker: usize,
@@ -193,12 +200,13 @@ impl WindowDecider {
             .enable_time()
             .build()
             .map_err(|e| PipelineError::Config(format!("cannot start the policy runtime: {e}")))?;
+        let month = Mutex::new(MonthToDate::new(&decisions.output.rollups));
         Ok(WindowDecider {
             decisions,
             worker,
             telemetry,
             rt,
-            month: Mutex::new(MonthToDate::new(&cfg.output.rollup_dir)),
+            month,
         })
     }
 

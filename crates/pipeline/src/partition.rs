@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tollgate_config::Config;
 use tollgate_enrich::Enricher;
 use tollgate_event::{decode, DecodeError, Kind, Limits};
-use tollgate_rollup::{LateRecord, Source};
+use tollgate_rollup::{LateRecord, Output, Source};
 use tollgate_telemetry::live::{LiveWriter, TopicPartition};
 use tollgate_telemetry::metrics::{Outcome, Telemetry};
 use tollgate_window::resume::{Admit, Resume};
@@ -77,6 +77,7 @@ impl Partition {
     /// committed one) and the rollup tree. `blocked`: `Writer::blocked()` now.
     pub(crate) fn restore(
         cfg: &Config,
+        output: &Output,
         topic: &str,
         partition: i32,
         committed: Option<(i64, &str)>,
@@ -90,7 +91,7 @@ impl Partition {
         let checkpoint = match committed {
             Some((offset, metadata)) => Checkpoint {
                 offset,
-                watermark_ms: committed_watermark(cfg, topic, partition, offset, metadata)?,
+                watermark_ms: committed_watermark(output, topic, partition, offset, metadata)?,
             },
             None => Checkpoint {
                 offset: 0,
@@ -106,18 +107,11 @@ impl Partition {
         let since = checkpoint
             .watermark_ms
             .map(|wm| wm.saturating_sub(spec.size_ms));
-        let written = tollgate_rollup::scan_written(&cfg.output.rollup_dir, src, since)?;
-        let removed = tollgate_rollup::remove_late_from(
-            &cfg.output.late_dir,
-            topic,
-            partition,
-            checkpoint.offset,
-        )?;
-        let temps_removed = tollgate_rollup::remove_stale_checkpoint_temps(
-            &cfg.output.rollup_dir,
-            topic,
-            partition,
-        )?;
+        let written = tollgate_rollup::scan_written(&output.rollups, src, since)?;
+        let removed =
+            tollgate_rollup::remove_late_from(&output.late, topic, partition, checkpoint.offset)?;
+        let temps_removed =
+            tollgate_rollup::remove_stale_checkpoint_temps(&output.rollups, topic, partition)?;
         info!(offset = checkpoint.offset, watermark_ms = ?checkpoint.watermark_ms, windows_on_disk = written.len(), late_files_removed = removed, checkpoint_temps_removed = temps_removed, seconds = started.elapsed().as_secs_f64(), "partition restored");
         let state = PartitionState::restore(
             spec,
@@ -361,15 +355,13 @@ impl Partition {
 /// The watermark at committed offset `offset`: from the checkpoint file
 /// beside the rollups, else from the Kafka commit metadata.
 fn committed_watermark(
-    cfg: &Config,
+    output: &Output,
     topic: &str,
     partition: i32,
     offset: i64,
     metadata: &str,
 ) -> Result<Option<i64>, PipelineError> {
-    if let Some(e) =
-        tollgate_rollup::load_checkpoint(&cfg.output.rollup_dir, topic, partition, offset)?
-    {
+    if let Some(e) = tollgate_rollup::load_checkpoint(&output.rollups, topic, partition, offset)? {
         return Ok(e.watermark_ms);
     }
     match Checkpoint::parse_watermark(metadata) {

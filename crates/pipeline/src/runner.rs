@@ -136,6 +136,8 @@ impl ConsumerContext for ConsumerEvents {
 
 struct Runner<'a> {
     cfg: &'a Config,
+    /// The trees the windows, late files and checkpoints go to.
+    output: tollgate_rollup::Output,
     opts: &'a RunOptions,
     telemetry: &'a Telemetry,
     live: LiveWriter,
@@ -222,15 +224,10 @@ pub fn run_pipeline(
         topics: topics.iter().map(|t| t.to_string()).collect(),
         unassigned_since: None,
         rejoined: false,
+        output: decisions.output.clone(),
         writer: Writer::spawn(
-            cfg.output.rollup_dir.clone(),
-            cfg.output.late_dir.clone(),
-            crate::decide::WindowDecider::new(
-                cfg,
-                decisions.clone(),
-                telemetry.clone(),
-                opts.worker,
-            )?,
+            decisions.output.clone(),
+            crate::decide::WindowDecider::new(decisions.clone(), telemetry.clone(), opts.worker)?,
             telemetry.clone(),
         )?,
     };
@@ -388,6 +385,7 @@ impl Runner<'_> {
             });
         let restored = Partition::restore(
             self.cfg,
+            &self.output,
             topic,
             partition,
             committed.as_ref().map(|(o, m)| (*o, m.as_str())),
@@ -565,12 +563,7 @@ impl Runner<'_> {
                 offset: cp.offset,
                 watermark_ms: cp.watermark_ms,
             };
-            tollgate_rollup::save_checkpoint(
-                &self.cfg.output.rollup_dir,
-                &p.topic,
-                p.partition,
-                entry,
-            )?;
+            tollgate_rollup::save_checkpoint(&self.output.rollups, &p.topic, p.partition, entry)?;
         }
         match consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => {

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use tollgate_decision::Draft;
 use tollgate_event::Kind;
-use tollgate_rollup::{EncodedWindow, LateRecord, Source};
+use tollgate_rollup::{EncodedWindow, LateRecord, Output, Source};
 use tollgate_window::ClosedWindow;
 
 use crate::decide::{DecisionCounts, WindowDecider};
@@ -92,8 +92,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn spawn(
-        rollup_dir: PathBuf,
-        late_dir: PathBuf,
+        output: Output,
         decider: WindowDecider,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, PipelineError> {
@@ -104,8 +103,7 @@ impl Writer {
             .name("tollgate-writer".into())
             .spawn(move || {
                 let mut g = WriterThread {
-                    rollup_dir,
-                    late_dir,
+                    output,
                     decider,
                     telemetry: thread_telemetry,
                     failed: false,
@@ -205,8 +203,7 @@ struct Staged {
 
 /// The writer thread's state.
 struct WriterThread {
-    rollup_dir: PathBuf,
-    late_dir: PathBuf,
+    output: Output,
     decider: WindowDecider,
     telemetry: Arc<Telemetry>,
     /// A job failed: nothing more is written.
@@ -339,8 +336,8 @@ impl WriterThread {
         };
         let batch = tollgate_rollup::to_batch(window)?;
         let (decided, drafts) = self.decider.decide(kind, topic, partition, window, &batch);
-        let file = EncodedWindow::new(&self.rollup_dir, src, window, &batch)?;
-        self.decider.count(file.path(), window);
+        let file = EncodedWindow::new(&self.output.rollups, src, window, &batch)?;
+        self.decider.count(&file.path(), window);
         Ok((file, decided, drafts))
     }
 
@@ -377,7 +374,7 @@ impl WriterThread {
         let result = if self.failed {
             Err(earlier_failure())
         } else {
-            tollgate_rollup::write_late(&self.late_dir, &topic, partition, records)
+            tollgate_rollup::write_late(&self.output.late, &topic, partition, records)
                 .map(|path| {
                     let micros = started.elapsed().as_micros() as u64;
                     Written {
@@ -476,10 +473,10 @@ mod tests {
             .block_on(DecisionStage::open(cfg, key))
             .expect("decisions");
         let t = Arc::new(Telemetry::new(Live::new(Duration::ZERO), 100));
-        let decider = WindowDecider::new(cfg, decisions, t.clone(), 0).expect("decider");
+        let output = decisions.output.clone();
+        let decider = WindowDecider::new(decisions, t.clone(), 0).expect("decider");
         WriterThread {
-            rollup_dir: cfg.output.rollup_dir.clone(),
-            late_dir: cfg.output.late_dir.clone(),
+            output,
             decider,
             telemetry: t,
             failed: false,
@@ -578,7 +575,7 @@ mod tests {
         std::fs::write(&blocked, b"").expect("file");
         let w0 = 1_767_571_200_000;
         let (tx, rx) = mpsc::channel();
-        g.rollup_dir = blocked.join("rollups");
+        g.output.rollups = tollgate_rollup::Tree::local(blocked.join("rollups"));
         let late = Job::Late {
             topic: "t".into(),
             partition: 0,
@@ -586,7 +583,7 @@ mod tests {
             records: Vec::new(),
         };
         assert!(g.run(vec![window(w0, 0, 1.0), late], &tx));
-        g.rollup_dir = cfg.output.rollup_dir.clone();
+        g.output.rollups = tollgate_rollup::Tree::local(&cfg.output.rollup_dir);
         assert!(g.run(vec![window(w0 + 60_000, 10, 1.0)], &tx));
         let done = answers(&rx);
         assert_eq!(done.len(), 3);
@@ -598,7 +595,7 @@ mod tests {
         for e in &errors[1..] {
             assert!(e.contains("an earlier write of this writer failed"), "{e}");
         }
-        let files = tollgate_rollup::list_files(&cfg.output.rollup_dir).expect("tree");
+        let files = tollgate_rollup::list_files(&g.output.rollups).expect("tree");
         assert!(files.is_empty(), "{files:?}");
         assert!(!cfg.output.late_dir.exists());
     }

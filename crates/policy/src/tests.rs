@@ -245,7 +245,8 @@ rollups = [{ tenant = "t", team = "ml", cost_usd = 5.0 }]
 async fn policies_read_the_parquet_tree_through_history_and_month_to_date() {
     use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
     let root = tempfile::tempdir().unwrap();
-    let history = tollgate_rollup::history_table(root.path()).unwrap();
+    let history =
+        tollgate_rollup::history_table(&tollgate_rollup::Tree::local(root.path())).unwrap();
     assert_eq!(
         history.schema(),
         tables::history_schema(&tollgate_rollup::schema()),
@@ -282,10 +283,15 @@ async fn policies_read_the_parquet_tree_through_history_and_month_to_date() {
         partition: 0,
     };
     let batch = tollgate_rollup::to_batch(&w).unwrap();
-    tollgate_rollup::EncodedWindow::new(root.path(), src, &w, &batch)
-        .and_then(|f| f.write())
-        .unwrap();
-    let mut month = tollgate_rollup::MonthToDate::new(root.path());
+    tollgate_rollup::EncodedWindow::new(
+        &tollgate_rollup::Tree::local(root.path()),
+        src,
+        &w,
+        &batch,
+    )
+    .and_then(|f| f.write())
+    .unwrap();
+    let mut month = tollgate_rollup::MonthToDate::new(&tollgate_rollup::Tree::local(root.path()));
     assert_eq!(month.refresh("2026-11").unwrap(), 1);
     let month = tables::month_to_date_batch(month.teams("2026-11")).unwrap();
 

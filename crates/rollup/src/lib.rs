@@ -16,9 +16,9 @@ mod late;
 mod month;
 mod scoped;
 mod summary;
+mod tree;
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,6 +42,7 @@ pub use late::{remove_late_from, write_late, LateRecord};
 pub use month::{month_name, month_start_ms};
 pub use scoped::{ScanFailed, ScopedTable};
 pub use summary::{read_summary, MonthToDate, Summary, TeamTotals};
+pub use tree::{Found, Output, Tree};
 
 pub const SCHEMA_VERSION: &str = "2";
 
@@ -66,6 +67,14 @@ pub enum RollupError {
     History(String),
     #[error("{path} was already published with other contents, by another owner of its partition; this writer stops and its partition resumes after that file")]
     Taken { path: PathBuf },
+    #[error("{op} {location}: {source}")]
+    Store {
+        op: &'static str,
+        location: String,
+        source: object_store::Error,
+    },
+    #[error("{0}")]
+    Config(String),
 }
 
 pub(crate) fn io<'p>(
@@ -181,19 +190,16 @@ pub fn to_batch(w: &ClosedWindow) -> Result<RecordBatch, RollupError> {
     Ok(RecordBatch::try_new(schema(), columns)?)
 }
 
-/// Where a window's file goes.
-pub fn window_path(
-    root: &Path,
-    kind: &str,
-    topic: &str,
-    partition: i32,
-    w: &ClosedWindow,
-) -> PathBuf {
+/// A window file's key in the tree:
+/// `kind=<kind>/date=YYYY-MM-DD/hour=HH/<topic>-<partition>-<first_offset>.parquet`.
+pub fn window_key(kind: &str, topic: &str, partition: i32, w: &ClosedWindow) -> String {
     let start = chrono::DateTime::from_timestamp_millis(w.start_ms).unwrap_or_default();
-    root.join(format!("kind={kind}"))
-        .join(format!("date={}", start.format("%Y-%m-%d")))
-        .join(format!("hour={}", start.format("%H")))
-        .join(format!("{topic}-{partition}-{}.parquet", w.first_offset))
+    format!(
+        "kind={kind}/date={}/hour={}/{topic}-{partition}-{}.parquet",
+        start.format("%Y-%m-%d"),
+        start.format("%H"),
+        w.first_offset
+    )
 }
 
 /// Identifies the source of a rollup file.
@@ -237,51 +243,46 @@ const ZSTD_LEVEL: i32 = 1;
 /// are not yet durable, and writes it only once they are.
 #[derive(Debug)]
 pub struct EncodedWindow {
-    path: PathBuf,
+    tree: Tree,
+    key: String,
     bytes: Vec<u8>,
 }
 
 impl EncodedWindow {
     pub fn new(
-        root: &Path,
+        tree: &Tree,
         src: Source<'_>,
         w: &ClosedWindow,
         batch: &RecordBatch,
     ) -> Result<Self, RollupError> {
-        let path = window_path(root, src.kind, src.topic, src.partition, w);
+        let key = window_key(src.kind, src.topic, src.partition, w);
         let bytes = encode_window(src, w, batch).map_err(|source| RollupError::Parquet {
-            path: path.clone(),
+            path: tree.location(&key),
             source,
         })?;
-        Ok(EncodedWindow { path, bytes })
+        Ok(EncodedWindow {
+            tree: tree.clone(),
+            key,
+            bytes,
+        })
     }
 
-    /// The final path of the file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the file goes (a path, or an `s3://` URL).
+    pub fn path(&self) -> PathBuf {
+        self.tree.location(&self.key)
     }
 
-    /// Temp file, fsync, publish create-only (a hard link to the final name,
-    /// which fails if the name exists), fsync the directory. Returns the
-    /// final path and the file's size in bytes. A file already there with
-    /// the same bytes is this window written before (a replay): done. With
-    /// other bytes: [`RollupError::Taken`], and the file stays as it was.
+    /// Publish the file create-only ([`Tree::create_only`]: on a local
+    /// disk a temp file, fsync, a hard link to the final name, which fails
+    /// if the name exists, and an fsync of the directory). Returns where it
+    /// is and its size in bytes. A file already there with the same bytes
+    /// is this window written before (a replay): done. With other bytes:
+    /// [`RollupError::Taken`], and the file stays as it was.
     pub fn write(self) -> Result<(PathBuf, u64), RollupError> {
-        let EncodedWindow { path, bytes } = self;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("window.parquet");
-        let tmp = dir.join(temp_name(name));
-        fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-        let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
-        file.write_all(&bytes).map_err(io("write", &tmp))?;
-        file.sync_all().map_err(io("fsync", &tmp))?;
-        drop(file);
-        publish_create_only(&tmp, &path)?;
-        sync_dir(dir)?;
-        Ok((path, bytes.len() as u64))
+        let EncodedWindow { tree, key, bytes } = self;
+        let len = bytes.len() as u64;
+        tree.create_only(&key, bytes::Bytes::from(bytes))?;
+        Ok((tree.location(&key), len))
     }
 }
 
@@ -462,31 +463,30 @@ pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, RollupErr
     }
 }
 
-/// Every `.parquet` file under `root` (sorted, temp files excluded).
-pub fn list_files(root: &Path) -> Result<Vec<PathBuf>, RollupError> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in read_dir_sorted(&dir)? {
-            let p = e.path();
-            let ft = e.file_type().map_err(io("stat", &p))?;
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if ft.is_dir() {
-                stack.push(p);
-            } else if name.ends_with(".parquet") && !name.starts_with('.') {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+/// Every rollup file in the tree (sorted by key; temp files and the
+/// `_tollgate/` bookkeeping excluded): its key.
+pub fn list_files(tree: &Tree) -> Result<Vec<String>, RollupError> {
+    Ok(tree
+        .walk("", "kind=", "kind=")?
+        .into_iter()
+        .filter(|f| is_rollup_file(f.name()))
+        .map(|f| f.key)
+        .collect())
 }
 
-fn read_meta(path: &Path) -> Result<WrittenWindow, RollupError> {
-    let file = File::open(path).map_err(io("open", path))?;
-    let reader = SerializedFileReader::new(file).map_err(|source| RollupError::Parquet {
-        path: path.to_path_buf(),
+/// A published rollup file's name (not a temp file).
+pub(crate) fn is_rollup_file(name: &str) -> bool {
+    name.ends_with(".parquet") && !name.starts_with('.')
+}
+
+fn read_meta(tree: &Tree, key: &str) -> Result<WrittenWindow, RollupError> {
+    let path = tree.location(key);
+    let bytes = tree.read(key)?.ok_or_else(|| RollupError::Corrupt {
+        path: path.clone(),
+        reason: "listed, then gone".into(),
+    })?;
+    let reader = SerializedFileReader::new(bytes).map_err(|source| RollupError::Parquet {
+        path: path.clone(),
         source,
     })?;
     let kv = reader
@@ -495,14 +495,14 @@ fn read_meta(path: &Path) -> Result<WrittenWindow, RollupError> {
         .key_value_metadata()
         .cloned()
         .unwrap_or_default();
-    let get = |key: &str| -> Result<i64, RollupError> {
+    let get = |name: &str| -> Result<i64, RollupError> {
         kv.iter()
-            .find(|e| e.key == key)
+            .find(|e| e.key == name)
             .and_then(|e| e.value.as_deref())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| RollupError::Corrupt {
-                path: path.to_path_buf(),
-                reason: format!("missing or bad metadata `{key}`"),
+                path: path.clone(),
+                reason: format!("missing or bad metadata `{name}`"),
             })
     };
     Ok(WrittenWindow {
@@ -510,60 +510,45 @@ fn read_meta(path: &Path) -> Result<WrittenWindow, RollupError> {
         end_ms: get(META[1])?,
         first_offset: get(META[2])?,
         close_offset: get(META[3])?,
-        path: path.to_path_buf(),
+        path: path.clone(),
     })
 }
 
 /// The windows of one topic-partition already in the tree, and removal of
-/// temp files a crash left behind. With `since_ms`, hour directories that end
-/// before it are not read (their windows are covered by the watermark).
+/// temp files a crash left behind (a local tree's). With `since_ms`, hour
+/// directories that end before it are not read (their windows are covered
+/// by the watermark).
 pub fn scan_written(
-    root: &Path,
+    tree: &Tree,
     src: Source<'_>,
     since_ms: Option<i64>,
 ) -> Result<Vec<WrittenWindow>, RollupError> {
     let prefix = format!("{}-{}-", src.topic, src.partition);
-    let floor = since_ms
+    let from = since_ms
         .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| (t.format("%Y-%m-%d").to_string(), t.format("%H").to_string()));
-    let kind_dir = root.join(format!("kind={}", src.kind));
+        .map(|t| t.format("date=%Y-%m-%d/hour=%H/").to_string())
+        .unwrap_or_else(|| "date=".into());
     let mut out = Vec::new();
-    for date in read_dir_sorted(&kind_dir)? {
-        let dname = date.file_name().to_string_lossy().into_owned();
-        let Some(d) = dname.strip_prefix("date=") else {
-            continue;
-        };
-        if floor.as_ref().is_some_and(|(fd, _)| d < fd.as_str()) {
+    for f in tree.walk(&format!("kind={}", src.kind), &from, "date=")? {
+        let name = f.name();
+        if let Some(tmp) = name.strip_prefix('.') {
+            if let (true, Some(root)) = (tmp.starts_with(&prefix), tree.local_root()) {
+                remove_if_stale_temp(&root.join(&f.key), name)?;
+            }
             continue;
         }
-        for hour in read_dir_sorted(&date.path())? {
-            let hname = hour.file_name().to_string_lossy().into_owned();
-            let Some(h) = hname.strip_prefix("hour=") else {
-                continue;
-            };
-            if floor
-                .as_ref()
-                .is_some_and(|(fd, fh)| d == fd.as_str() && h < fh.as_str())
-            {
-                continue;
-            }
-            for f in read_dir_sorted(&hour.path())? {
-                let name = f.file_name().to_string_lossy().into_owned();
-                let p = f.path();
-                if let Some(tmp) = name.strip_prefix('.') {
-                    if tmp.starts_with(&prefix) {
-                        remove_if_stale_temp(&p, &name)?;
-                    }
-                    continue;
-                }
-                let is_ours = name
-                    .strip_prefix(&prefix)
-                    .and_then(|rest| rest.strip_suffix(".parquet"))
-                    .is_some_and(|off| !off.is_empty() && off.bytes().all(|b| b.is_ascii_digit()));
-                if is_ours {
-                    out.push(read_meta(&p)?);
-                }
-            }
+        let is_ours = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".parquet"))
+            .is_some_and(|off| !off.is_empty() && off.bytes().all(|b| b.is_ascii_digit()));
+        // Only `date=…/hour=…/<file>`: anything else is not the writer's.
+        let in_hour = f
+            .key
+            .split('/')
+            .nth(2)
+            .is_some_and(|h| h.starts_with("hour="));
+        if is_ours && in_hour {
+            out.push(read_meta(tree, &f.key)?);
         }
     }
     out.sort_by_key(|w| w.first_offset);

@@ -2,8 +2,7 @@
 //! and month-to-date totals by team for policies ([`MonthToDate`]).
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type};
@@ -12,7 +11,7 @@ use parquet::arrow::ProjectionMask;
 
 use tollgate_window::ByTeam;
 
-use crate::{io, list_files, read_dir_sorted, RollupError};
+use crate::{is_rollup_file, list_files, RollupError, Tree};
 
 /// Totals of one team (or all).
 pub type TeamTotals = tollgate_window::Totals;
@@ -25,12 +24,12 @@ pub struct Summary {
     pub total: TeamTotals,
 }
 
-/// Read every rollup file under `root` and total it by team.
-pub fn read_summary(root: &Path) -> Result<Summary, RollupError> {
+/// Read every rollup file of the tree and total it by team.
+pub fn read_summary(tree: &Tree) -> Result<Summary, RollupError> {
     let mut s = Summary::default();
-    for path in list_files(root)? {
+    for key in list_files(tree)? {
         s.files += 1;
-        for_each_row(&path, |_, team, row| {
+        for_each_row(tree, &key, |_, team, row| {
             let key = team.unwrap_or("(untagged)").to_string();
             s.by_team.entry(key).or_default().add(row);
             s.total.add(row);
@@ -48,12 +47,17 @@ fn row_column(name: &str) -> bool {
 /// only the columns it needs. The whole file is read before the first call,
 /// so an unreadable file makes no calls at all.
 fn for_each_row(
-    path: &Path,
+    tree: &Tree,
+    key: &str,
     mut f: impl FnMut(&str, Option<&str>, &TeamTotals),
 ) -> Result<(), RollupError> {
-    let file = File::open(path).map_err(io("open", path))?;
+    let path = tree.location(key);
+    let file = tree.read(key)?.ok_or_else(|| RollupError::Corrupt {
+        path: path.clone(),
+        reason: "listed, then gone".into(),
+    })?;
     let pq = |source| RollupError::Parquet {
-        path: path.to_path_buf(),
+        path: path.clone(),
         source,
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
@@ -71,7 +75,7 @@ fn for_each_row(
             batch
                 .column_by_name(name)
                 .ok_or_else(|| RollupError::Corrupt {
-                    path: path.to_path_buf(),
+                    path: path.clone(),
                     reason: format!("no column `{name}`"),
                 })
         };
@@ -141,15 +145,15 @@ impl Month {
 /// counted from its rows ([`Self::add_written`]) without being read back.
 #[derive(Debug)]
 pub struct MonthToDate {
-    root: PathBuf,
+    tree: Tree,
     /// By `YYYY-MM`, at most [`MONTHS_KEPT`].
     months: BTreeMap<String, Month>,
 }
 
 impl MonthToDate {
-    pub fn new(root: &Path) -> Self {
+    pub fn new(tree: &Tree) -> Self {
         MonthToDate {
-            root: root.to_owned(),
+            tree: tree.clone(),
             months: BTreeMap::new(),
         }
     }
@@ -171,38 +175,27 @@ impl MonthToDate {
             }
         }
         let state = self.months.entry(month.to_owned()).or_default();
-        let in_month = |date: &str| {
-            date.strip_prefix(month)
-                .is_some_and(|rest| rest.starts_with('-'))
-        };
         let mut new_files = 0;
-        for kind in read_dir_sorted(&self.root)? {
-            if !kind.file_name().to_string_lossy().starts_with("kind=") {
+        let date = format!("date={month}-");
+        for kind_dir in self.tree.dirs("")? {
+            if !kind_dir.starts_with("kind=") {
                 continue;
             }
-            for date in read_dir_sorted(&kind.path())? {
-                let name = date.file_name().to_string_lossy().into_owned();
-                if !name.strip_prefix("date=").is_some_and(in_month) {
+            for f in self.tree.walk(&kind_dir, &date, &date)? {
+                let in_hour = f
+                    .key
+                    .split('/')
+                    .nth(2)
+                    .is_some_and(|h| h.starts_with("hour="));
+                let id = file_key(&self.tree.location(&f.key));
+                if !in_hour || !is_rollup_file(f.name()) || state.files.contains(&id) {
                     continue;
                 }
-                for hour in read_dir_sorted(&date.path())? {
-                    if !hour.file_name().to_string_lossy().starts_with("hour=") {
-                        continue;
-                    }
-                    for f in read_dir_sorted(&hour.path())? {
-                        let name = f.file_name().to_string_lossy().into_owned();
-                        let path = f.path();
-                        if !name.ends_with(".parquet")
-                            || name.starts_with('.')
-                            || state.files.contains(&file_key(&path))
-                        {
-                            continue;
-                        }
-                        for_each_row(&path, |tenant, team, t| state.add(tenant, team, t))?;
-                        state.files.insert(file_key(&path));
-                        new_files += 1;
-                    }
-                }
+                for_each_row(&self.tree, &f.key, |tenant, team, t| {
+                    state.add(tenant, team, t)
+                })?;
+                state.files.insert(id);
+                new_files += 1;
             }
         }
         Ok(new_files)

@@ -9,7 +9,15 @@ fn write_window(
     src: Source<'_>,
     w: &ClosedWindow,
 ) -> Result<(PathBuf, u64), RollupError> {
-    EncodedWindow::new(root, src, w, &to_batch(w)?)?.write()
+    EncodedWindow::new(&Tree::local(root), src, w, &to_batch(w)?)?.write()
+}
+
+/// `path`'s key in the tree at `root`.
+fn key_of(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .expect("under root")
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn window(start: i64, first: i64, close: i64) -> ClosedWindow {
@@ -86,7 +94,7 @@ fn writes_hive_layout_with_deterministic_name_and_metadata() {
     write_window(dir.path(), SRC, &w).expect("rewrite");
     assert_eq!(fs::read(&path).expect("read"), bytes);
 
-    let found = scan_written(dir.path(), SRC, None).expect("scan");
+    let found = scan_written(&Tree::local(dir.path()), SRC, None).expect("scan");
     assert_eq!(
         found,
         vec![WrittenWindow {
@@ -99,7 +107,7 @@ fn writes_hive_layout_with_deterministic_name_and_metadata() {
     );
     // Another partition's files are not ours.
     assert!(scan_written(
-        dir.path(),
+        &Tree::local(dir.path()),
         Source {
             partition: 3,
             ..SRC
@@ -109,11 +117,13 @@ fn writes_hive_layout_with_deterministic_name_and_metadata() {
     .expect("scan")
     .is_empty());
     // Hours before `since` are pruned.
-    assert!(scan_written(dir.path(), SRC, Some(1_700_003_600_000))
-        .expect("scan")
-        .is_empty());
+    assert!(
+        scan_written(&Tree::local(dir.path()), SRC, Some(1_700_003_600_000))
+            .expect("scan")
+            .is_empty()
+    );
     assert_eq!(
-        scan_written(dir.path(), SRC, Some(1_699_999_000_000))
+        scan_written(&Tree::local(dir.path()), SRC, Some(1_699_999_000_000))
             .expect("scan")
             .len(),
         1
@@ -184,13 +194,16 @@ fn scan_removes_stale_temp_files_of_its_partition_only() {
         b"partial",
     )
     .expect("tmp");
-    scan_written(dir.path(), SRC, None).expect("scan");
+    scan_written(&Tree::local(dir.path()), SRC, None).expect("scan");
     assert!(!hour.join(&gone).exists());
     assert!(!old.exists());
     assert!(hour.join(&mine).exists());
     assert!(hour.join(elsewhere).exists());
     assert!(hour.join(".tollgate.inference-3-99.parquet.tmp").exists());
-    assert_eq!(list_files(dir.path()).expect("list"), vec![path]);
+    assert_eq!(
+        list_files(&Tree::local(dir.path())).expect("list"),
+        vec![key_of(dir.path(), &path)]
+    );
 }
 
 #[test]
@@ -198,7 +211,7 @@ fn summary_totals_by_team() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_window(dir.path(), SRC, &window(0, 0, 5)).expect("write");
     write_window(dir.path(), SRC, &window(60_000, 5, 9)).expect("write");
-    let s = read_summary(dir.path()).expect("summary");
+    let s = read_summary(&Tree::local(dir.path())).expect("summary");
     assert_eq!(s.files, 2);
     assert_eq!(s.by_team["ai"].events, 6);
     assert_eq!(s.by_team["ai"].input_tokens, 60);
@@ -237,13 +250,18 @@ fn late_record(offset: i64) -> LateRecord {
 fn a_late_file_running_past_the_restored_offset_is_cut_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = late_record;
-    write_late(dir.path(), "t", 0, &[rec(1), rec(2)]).expect("write");
-    let p = write_late(dir.path(), "t", 0, &[rec(5), rec(8), rec(12), rec(15)])
-        .expect("write")
-        .expect("path");
+    write_late(&Tree::local(dir.path()), "t", 0, &[rec(1), rec(2)]).expect("write");
+    let p = write_late(
+        &Tree::local(dir.path()),
+        "t",
+        0,
+        &[rec(5), rec(8), rec(12), rec(15)],
+    )
+    .expect("write")
+    .expect("path");
     // The crash: restored at 10, the replay writes 12 and 15 again.
-    remove_late_from(dir.path(), "t", 0, 10).expect("remove");
-    write_late(dir.path(), "t", 0, &[rec(12), rec(15)]).expect("write");
+    remove_late_from(&Tree::local(dir.path()), "t", 0, 10).expect("remove");
+    write_late(&Tree::local(dir.path()), "t", 0, &[rec(12), rec(15)]).expect("write");
     let mut offsets = Vec::new();
     for f in fs::read_dir(dir.path()).expect("list") {
         let f = f.expect("entry").path();
@@ -261,9 +279,14 @@ fn a_late_file_running_past_the_restored_offset_is_cut_back() {
 fn late_files_are_named_by_first_offset_and_removed_on_replay() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = late_record;
-    let p = write_late(dir.path(), "tollgate.inference", 2, &[rec(7), rec(8)])
-        .expect("write")
-        .expect("path");
+    let p = write_late(
+        &Tree::local(dir.path()),
+        "tollgate.inference",
+        2,
+        &[rec(7), rec(8)],
+    )
+    .expect("write")
+    .expect("path");
     assert_eq!(
         p.file_name().and_then(|n| n.to_str()),
         Some("tollgate.inference-2-7.ndjson")
@@ -271,14 +294,20 @@ fn late_files_are_named_by_first_offset_and_removed_on_replay() {
     let text = fs::read_to_string(&p).expect("read");
     assert_eq!(text.lines().count(), 2);
     assert!(text.contains(r#""offset":8"#));
-    write_late(dir.path(), "tollgate.inference", 2, &[rec(20)]).expect("write");
+    write_late(
+        &Tree::local(dir.path()),
+        "tollgate.inference",
+        2,
+        &[rec(20)],
+    )
+    .expect("write");
     assert_eq!(
-        remove_late_from(dir.path(), "tollgate.inference", 2, 10).expect("remove"),
+        remove_late_from(&Tree::local(dir.path()), "tollgate.inference", 2, 10).expect("remove"),
         1
     );
     assert!(p.exists());
     assert_eq!(
-        remove_late_from(dir.path(), "tollgate.inference", 2, 7).expect("remove"),
+        remove_late_from(&Tree::local(dir.path()), "tollgate.inference", 2, 7).expect("remove"),
         1
     );
     assert!(!p.exists());
@@ -289,7 +318,7 @@ fn checkpoints_keep_recent_history_and_find_the_committed_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     for o in 0..100 {
         save_checkpoint(
-            dir.path(),
+            &Tree::local(dir.path()),
             "t.inference",
             1,
             CheckpointEntry {
@@ -300,30 +329,32 @@ fn checkpoints_keep_recent_history_and_find_the_committed_one() {
         .expect("save");
     }
     assert_eq!(
-        load_checkpoint(dir.path(), "t.inference", 1, 99).expect("load"),
+        load_checkpoint(&Tree::local(dir.path()), "t.inference", 1, 99).expect("load"),
         Some(CheckpointEntry {
             offset: 99,
             watermark_ms: Some(990)
         })
     );
     assert_eq!(
-        load_checkpoint(dir.path(), "t.inference", 1, 40).expect("load"),
+        load_checkpoint(&Tree::local(dir.path()), "t.inference", 1, 40).expect("load"),
         Some(CheckpointEntry {
             offset: 40,
             watermark_ms: Some(400)
         })
     );
     assert_eq!(
-        load_checkpoint(dir.path(), "t.inference", 1, 10).expect("load"),
+        load_checkpoint(&Tree::local(dir.path()), "t.inference", 1, 10).expect("load"),
         None,
         "older than the kept history"
     );
     assert_eq!(
-        load_checkpoint(dir.path(), "t.inference", 2, 99).expect("load"),
+        load_checkpoint(&Tree::local(dir.path()), "t.inference", 2, 99).expect("load"),
         None
     );
     // Readers of the rollup tree do not see checkpoints.
-    assert!(list_files(dir.path()).expect("list").is_empty());
+    assert!(list_files(&Tree::local(dir.path()))
+        .expect("list")
+        .is_empty());
 }
 
 #[test]
@@ -333,7 +364,7 @@ fn a_partitions_stale_checkpoint_temp_files_are_removed_and_no_others() {
         offset: 5,
         watermark_ms: Some(50),
     };
-    save_checkpoint(dir.path(), "t.inference", 0, entry).expect("save");
+    save_checkpoint(&Tree::local(dir.path()), "t.inference", 0, entry).expect("save");
     let cp = dir.path().join("_tollgate").join("checkpoints");
     // A writer killed between create and rename (its process is gone), this
     // process's own write in flight, and another partition's leftover.
@@ -344,11 +375,11 @@ fn a_partitions_stale_checkpoint_temp_files_are_removed_and_no_others() {
         fs::write(cp.join(name), b"{").expect("tmp");
     }
     assert_eq!(
-        remove_stale_checkpoint_temps(dir.path(), "t.inference", 0).expect("sweep"),
+        remove_stale_checkpoint_temps(&Tree::local(dir.path()), "t.inference", 0).expect("sweep"),
         1
     );
     assert_eq!(
-        load_checkpoint(dir.path(), "t.inference", 0, 5).expect("load"),
+        load_checkpoint(&Tree::local(dir.path()), "t.inference", 0, 5).expect("load"),
         Some(entry)
     );
     assert!(!cp.join(&gone).exists());
@@ -387,7 +418,7 @@ fn month_to_date_reads_each_file_once_and_only_its_month() {
         v
     };
 
-    let mut m = MonthToDate::new(dir.path());
+    let mut m = MonthToDate::new(&Tree::local(dir.path()));
     assert_eq!(m.refresh("2023-11").expect("refresh"), 2);
     // Both kinds; untagged usage under no team.
     let t =
@@ -437,7 +468,7 @@ fn month_to_date_reads_each_file_once_and_only_its_month() {
     assert_eq!(m.files("2024-01"), 0);
     // "2023-1" is not a prefix match for December or November.
     assert_eq!(
-        MonthToDate::new(dir.path())
+        MonthToDate::new(&Tree::local(dir.path()))
             .refresh("2023-1")
             .expect("refresh"),
         0
@@ -452,7 +483,7 @@ fn month_to_date_counts_nothing_of_a_file_it_cannot_read() {
         .path()
         .join("kind=inference/date=2023-11-14/hour=22/x-0-0.parquet");
     fs::write(&bad, b"not parquet").expect("write");
-    let mut m = MonthToDate::new(dir.path());
+    let mut m = MonthToDate::new(&Tree::local(dir.path()));
     let e = m.refresh("2023-11").expect_err("corrupt file");
     assert!(e.to_string().contains("x-0-0.parquet"), "{e}");
     // The good file (listed first) is counted once; the bad one not at all.
@@ -497,12 +528,13 @@ fn a_published_window_is_never_replaced_by_other_bytes() {
 fn a_published_late_file_is_never_replaced_by_another_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = late_record;
-    let p = write_late(dir.path(), "t", 0, &[rec(7), rec(8)])
+    let p = write_late(&Tree::local(dir.path()), "t", 0, &[rec(7), rec(8)])
         .expect("write")
         .expect("path");
     let first = fs::read(&p).expect("read");
-    write_late(dir.path(), "t", 0, &[rec(7), rec(8)]).expect("the same batch again");
-    let err = write_late(dir.path(), "t", 0, &[rec(7), rec(9)]).expect_err("another batch");
+    write_late(&Tree::local(dir.path()), "t", 0, &[rec(7), rec(8)]).expect("the same batch again");
+    let err =
+        write_late(&Tree::local(dir.path()), "t", 0, &[rec(7), rec(9)]).expect_err("another batch");
     assert!(matches!(err, RollupError::Taken { .. }), "{err}");
     assert_eq!(fs::read(&p).expect("read"), first);
     let names: Vec<String> = fs::read_dir(dir.path())

@@ -14,13 +14,12 @@
 //! an `Arc` and never block the consumer.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tollgate_rollup::{month_name, month_start_ms, MonthToDate, RollupError};
+use tollgate_rollup::{month_name, month_start_ms, MonthToDate, RollupError, Tree};
 pub use tollgate_window::Totals;
 use tollgate_window::{ByTeam, DimsRef, Measures};
 
@@ -32,10 +31,10 @@ pub struct Ledger {
 
 impl Ledger {
     /// The month totals of the rollup files of this and the previous UTC
-    /// month under `rollup_dir`: the seed of the live ledger.
-    pub fn from_rollups(rollup_dir: &Path) -> Result<Self, RollupError> {
+    /// month in the rollup tree: the seed of the live ledger.
+    pub fn from_rollups(rollups: &Tree) -> Result<Self, RollupError> {
         let this = month_start_ms(Utc::now().timestamp_millis());
-        let mut files = MonthToDate::new(rollup_dir);
+        let mut files = MonthToDate::new(rollups);
         let mut ledger = Ledger::default();
         for month_ms in [month_start_ms(this - 1), this] {
             let month = month_name(month_ms);
