@@ -15,7 +15,7 @@ import sys
 
 # The pure core: no I/O, so none of these below it.
 CORE = ["tollgate-event", "tollgate-enrich", "tollgate-window", "tollgate-decision", "tollgate-gate"]
-IO = ["rdkafka", "tokio", "axum", "hyper", "datafusion", "parquet", "tollgate-rollup", "tollgate-decision-log",
+IO = ["rdkafka", "tokio", "axum", "hyper", "datafusion", "parquet", "object_store", "tollgate-rollup", "tollgate-decision-log",
       "tollgate-kafka", "tollgate-telemetry", "tollgate-pipeline", "tollgate-http", "tollgate-loadgen"]
 
 # crate -> crates it must never reach.

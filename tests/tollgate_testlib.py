@@ -172,10 +172,12 @@ def expected_rollup(book, events):
     return dict(out)
 
 
-def actual_rollup(root):
+def actual_rollup(root, filesystem=None):
+    """Totals as an analyst reads the tree: pyarrow, hive partitions, `_` and
+    `.` entries skipped (a local path, or a bucket path on `filesystem`)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(root)
+    table = pq.read_table(root, filesystem=filesystem)
     out = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0])
     for r in table.to_pylist():
         dims = (str(r["kind"]), r["tenant"], r["team"], r["model"], r["region"])
