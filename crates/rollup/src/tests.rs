@@ -543,3 +543,226 @@ fn a_published_late_file_is_never_replaced_by_another_batch() {
         .collect();
     assert_eq!(names, ["t-0-7.ndjson"], "no temp file left");
 }
+
+/// The object-store tree against a real S3-compatible server: moto
+/// (`python3 -m moto.server`, installed by `scripts/setup.sh`), started here
+/// on a free port and stopped on drop.
+mod object_store_tree {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    struct Moto {
+        child: Child,
+        port: u16,
+    }
+
+    impl Moto {
+        fn start() -> Moto {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let child = Command::new("python3")
+                .args([
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(
+                    "python3 -m moto.server (pip install 'moto[server]'; scripts/setup.sh does)",
+                );
+            let moto = Moto { child, port };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "moto did not start on {port}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            moto
+        }
+
+        /// Create a bucket, as an operator would (boto3 comes with moto).
+        fn bucket(&self, name: &str) {
+            let script = format!(
+                "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{}', \
+                 region_name='us-east-1', aws_access_key_id='tollgate-test', \
+                 aws_secret_access_key='tollgate-test-secret').create_bucket(Bucket='{name}')",
+                self.port
+            );
+            let out = Command::new("python3")
+                .args(["-c", &script])
+                .output()
+                .expect("python3");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        fn tree(&self, url: &str) -> Tree {
+            let s3 = AmazonS3Builder::new()
+                .with_endpoint(format!("http://127.0.0.1:{}", self.port))
+                .with_allow_http(true)
+                .with_region("us-east-1")
+                .with_access_key_id("tollgate-test")
+                .with_secret_access_key("tollgate-test-secret");
+            Tree::open_with(Path::new(url), s3).expect("open")
+        }
+    }
+
+    impl Drop for Moto {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn write_to(
+        tree: &Tree,
+        src: Source<'_>,
+        w: &ClosedWindow,
+    ) -> Result<(PathBuf, u64), RollupError> {
+        EncodedWindow::new(tree, src, w, &to_batch(w)?)?.write()
+    }
+
+    #[test]
+    #[ignore = "needs python3 -m moto.server; scripts/test.sh runs it"]
+    fn an_object_tree_publishes_create_only_and_reads_back() {
+        let moto = Moto::start();
+        moto.bucket("tollgate-b1");
+        let tree = moto.tree("s3://tollgate-b1/pre/fix");
+        assert_eq!(tree.display(""), "s3://tollgate-b1/pre/fix");
+        assert!(tree.read("nothing").expect("read").is_none());
+        assert!(list_files(&tree).expect("list").is_empty());
+
+        // Create-only: the same window again is done; other bytes are
+        // refused by the store (`If-None-Match: *`) and the first file stays.
+        let w = window(1_699_999_980_000, 42, 57);
+        let (path, _) = write_to(&tree, SRC, &w).expect("write");
+        let key = "kind=inference/date=2023-11-14/hour=22/tollgate.inference-2-42.parquet";
+        assert_eq!(path, Path::new(&format!("s3://tollgate-b1/pre/fix/{key}")));
+        let first = tree.read(key).expect("read").expect("there");
+        write_to(&tree, SRC, &w).expect("the same window again");
+        let mut other = window(1_699_999_980_000, 42, 50);
+        other.duplicates = 7;
+        let err = write_to(&tree, SRC, &other).expect_err("other bytes");
+        assert!(matches!(err, RollupError::Taken { .. }), "{err}");
+        assert_eq!(tree.read(key).expect("read").expect("there"), first);
+
+        // Another hour and another kind: listing, restore scan, pruning.
+        let training = Source {
+            kind: "training",
+            topic: "tollgate.training",
+            partition: 0,
+        };
+        write_to(&tree, SRC, &window(1_700_003_600_000, 60, 70)).expect("write");
+        write_to(&tree, training, &window(1_699_999_980_000, 1, 2)).expect("write");
+        let files = list_files(&tree).expect("list");
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert!(files.windows(2).all(|p| p[0] < p[1]), "sorted: {files:?}");
+        let found = scan_written(&tree, SRC, None).expect("scan");
+        assert_eq!(
+            found.iter().map(|w| w.first_offset).collect::<Vec<_>>(),
+            [42, 60]
+        );
+        assert_eq!(found[0].close_offset, 57);
+        let recent = scan_written(&tree, SRC, Some(1_700_003_600_000)).expect("scan");
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].first_offset, 60);
+
+        // Summaries and month to date read the bucket.
+        let s = read_summary(&tree).expect("summary");
+        assert_eq!((s.files, s.total.events), (3, 12));
+        let mut m = MonthToDate::new(&tree);
+        assert_eq!(m.refresh("2023-11").expect("refresh"), 3);
+        assert_eq!(m.refresh("2023-11").expect("refresh"), 0);
+
+        // DataFusion reads the tree through its object store registry, with
+        // the hive columns, in any session.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.register_table("h", history_table(&tree).expect("table"))
+            .expect("register");
+        let sum = |sql: &str| -> i64 {
+            let batches = rt
+                .block_on(async { ctx.sql(sql).await?.collect().await })
+                .expect("query");
+            batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("i64")
+                .value(0)
+        };
+        assert_eq!(sum("SELECT CAST(sum(events) AS BIGINT) FROM h"), 12);
+        assert_eq!(
+            sum("SELECT CAST(sum(events) AS BIGINT) FROM h WHERE kind = 'inference' AND hour = '22'"),
+            4
+        );
+
+        // A prefix is a directory: a sibling whose name starts the same, or
+        // the parent, holds none of the tree's files.
+        assert!(list_files(&moto.tree("s3://tollgate-b1/pre/fi"))
+            .expect("list")
+            .is_empty());
+        assert!(list_files(&moto.tree("s3://tollgate-b1/pre"))
+            .expect("list")
+            .is_empty());
+
+        // Late files: create-only, cut back and removed on replay.
+        let late = moto.tree("s3://tollgate-b1/late");
+        let rec = late_record;
+        write_late(&late, "t", 0, &[rec(1), rec(2)]).expect("write");
+        write_late(&late, "t", 0, &[rec(5), rec(8), rec(12)]).expect("write");
+        let err = write_late(&late, "t", 0, &[rec(5), rec(9)]).expect_err("another batch");
+        assert!(matches!(err, RollupError::Taken { .. }), "{err}");
+        assert_eq!(remove_late_from(&late, "t", 0, 10).expect("cut"), 0);
+        let kept = late.read("t-0-5.ndjson").expect("read").expect("there");
+        assert_eq!(std::str::from_utf8(&kept).expect("utf8").lines().count(), 2);
+        assert_eq!(remove_late_from(&late, "t", 0, 2).expect("remove"), 1);
+        assert!(late.read("t-0-5.ndjson").expect("read").is_none());
+
+        // Checkpoints beside the rollups, not among them.
+        let entry = CheckpointEntry {
+            offset: 70,
+            watermark_ms: Some(700),
+        };
+        save_checkpoint(&tree, "tollgate.inference", 2, entry).expect("save");
+        assert_eq!(
+            load_checkpoint(&tree, "tollgate.inference", 2, 70).expect("load"),
+            Some(entry)
+        );
+        assert_eq!(list_files(&tree).expect("list").len(), 3);
+        assert_eq!(
+            remove_stale_checkpoint_temps(&tree, "tollgate.inference", 2).expect("sweep"),
+            0
+        );
+    }
+
+    #[test]
+    fn only_local_directories_and_s3_are_outputs() {
+        for (url, says) in [
+            ("gs://b/p", "unsupported scheme `gs://`"),
+            ("s3:///p", "no bucket"),
+            ("s3://b/a/../c", "`..` are not allowed"),
+        ] {
+            let err = Tree::open(Path::new(url)).expect_err(url);
+            assert!(err.to_string().contains(says), "{url}: {err}");
+        }
+        assert!(Tree::open(Path::new("data/rollups"))
+            .expect("local")
+            .local_root()
+            .is_some());
+    }
+}

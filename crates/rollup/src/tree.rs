@@ -121,6 +121,12 @@ impl Tree {
     /// `s3://bucket/prefix` (an object store configured from the
     /// environment) or a local directory. Any other `scheme://` is refused.
     pub fn open(location: &Path) -> Result<Tree, RollupError> {
+        Self::open_with(location, AmazonS3Builder::from_env())
+    }
+
+    /// [`Self::open`] with the object store's settings given (endpoint,
+    /// credentials) instead of read from the environment.
+    pub fn open_with(location: &Path, s3: AmazonS3Builder) -> Result<Tree, RollupError> {
         let text = location.to_string_lossy();
         let Some((scheme, rest)) = text.split_once("://") else {
             return Ok(Tree::local(location));
@@ -144,7 +150,7 @@ impl Tree {
         }
         let connector =
             object_store::client::SpawnedReqwestConnector::new(io_runtime()?.handle().clone());
-        let store = AmazonS3Builder::from_env()
+        let store = s3
             .with_bucket_name(bucket)
             .with_http_connector(connector)
             .build()
