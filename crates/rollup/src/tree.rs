@@ -248,16 +248,7 @@ impl Tree {
     /// done. With other bytes: [`RollupError::Taken`], and it stays.
     pub fn create_only(&self, key: &str, bytes: Bytes) -> Result<(), RollupError> {
         match &*self.backend {
-            Backend::Local(root) => {
-                let path = root.join(key);
-                let dir = path.parent().unwrap_or(root);
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-                let tmp = dir.join(crate::temp_name(name));
-                fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-                write_synced(&tmp, &bytes)?;
-                crate::publish_create_only(&tmp, &path)?;
-                crate::sync_dir(dir)
-            }
+            Backend::Local(root) => write_local(root, key, &bytes, crate::publish_create_only),
             Backend::Object(o) => {
                 let store = o.store.clone();
                 let path = o.path(key);
@@ -293,16 +284,9 @@ impl Tree {
     /// fsync the directory; one PUT).
     pub fn replace(&self, key: &str, bytes: Bytes) -> Result<(), RollupError> {
         match &*self.backend {
-            Backend::Local(root) => {
-                let path = root.join(key);
-                let dir = path.parent().unwrap_or(root);
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-                fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-                let tmp = dir.join(crate::temp_name(name));
-                write_synced(&tmp, &bytes)?;
-                fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
-                crate::sync_dir(dir)
-            }
+            Backend::Local(root) => write_local(root, key, &bytes, |tmp, path| {
+                fs::rename(tmp, path).map_err(io("rename", tmp))
+            }),
             Backend::Object(o) => {
                 let store = o.store.clone();
                 let path = o.path(key);
@@ -467,10 +451,25 @@ fn join_object(base: &ObjectPath, rel: &str) -> String {
     }
 }
 
-fn write_synced(tmp: &Path, bytes: &[u8]) -> Result<(), RollupError> {
-    let mut file = File::create(tmp).map_err(io("create", tmp))?;
-    file.write_all(bytes).map_err(io("write", tmp))?;
-    file.sync_all().map_err(io("fsync", tmp))
+/// Write `bytes` to a temp name unique to this write beside `key`, fsync
+/// it, `publish` it as `key` (create-only or rename), fsync the directory.
+fn write_local(
+    root: &Path,
+    key: &str,
+    bytes: &[u8],
+    publish: impl FnOnce(&Path, &Path) -> Result<(), RollupError>,
+) -> Result<(), RollupError> {
+    let path = root.join(key);
+    let dir = path.parent().unwrap_or(root);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    let tmp = dir.join(crate::temp_name(name));
+    let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+    file.write_all(bytes).map_err(io("write", &tmp))?;
+    file.sync_all().map_err(io("fsync", &tmp))?;
+    drop(file);
+    publish(&tmp, &path)?;
+    crate::sync_dir(dir)
 }
 
 /// Depth-first, in name order, skipping directories no key in `from..`
