@@ -7,6 +7,7 @@ mod policy_test;
 mod produce;
 mod reload;
 mod run;
+mod spend_reader;
 mod summary;
 mod supervisor;
 mod verify;

@@ -36,6 +36,10 @@ pub(crate) fn supervise(
     let base_instance = cfg.kafka.instance_id.clone();
     let workers = cfg.workers();
     info!(workers, "pipeline workers");
+    if serve_http && cfg.spend.enabled() {
+        // The gate answers from every instance's spend (`[spend]`).
+        crate::spend_reader::spawn(cfg, telemetry)?;
+    }
     let outcome = loop {
         if opts.stop.load(Ordering::Relaxed) {
             break RunOutcome::Stopped;

@@ -94,6 +94,10 @@ pub struct Topics {
     pub dlq: String,
     /// Every decision, keyed by `decision_id`.
     pub decisions: String,
+    /// Compacted: each partition's team spend (month to date and open
+    /// windows), keyed by `tenant/team/topic/partition`, read by every
+    /// instance's gate (`[spend]`).
+    pub spend: String,
 }
 
 impl Default for Topics {
@@ -104,6 +108,7 @@ impl Default for Topics {
             heartbeat: "tollgate.heartbeat".into(),
             dlq: "tollgate.dlq".into(),
             decisions: "tollgate.decisions".into(),
+            spend: "tollgate.spend".into(),
         }
     }
 }
@@ -120,13 +125,14 @@ impl Topics {
     }
 
     /// Every topic tollgate reads or writes.
-    pub fn all(&self) -> [&String; 5] {
+    pub fn all(&self) -> [&String; 6] {
         [
             &self.inference,
             &self.training,
             &self.heartbeat,
             &self.dlq,
             &self.decisions,
+            &self.spend,
         ]
     }
 
@@ -265,6 +271,31 @@ impl Default for GatesConfig {
     }
 }
 
+/// `[spend]`: one gate answer across workers and instances. Each worker
+/// publishes its partitions' team spend to `topics.spend` every
+/// `publish_interval_ms`; every instance reads the whole topic and its gate
+/// answers from the sum.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpendConfig {
+    /// 0: no shared spend; the gate answers from the spend this process saw.
+    pub publish_interval_ms: u64,
+}
+
+impl Default for SpendConfig {
+    fn default() -> Self {
+        SpendConfig {
+            publish_interval_ms: 1000,
+        }
+    }
+}
+
+impl SpendConfig {
+    pub fn enabled(&self) -> bool {
+        self.publish_interval_ms > 0
+    }
+}
+
 /// `[http]`: the API served by `tollgate run`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -384,6 +415,7 @@ pub struct Config {
     pub policies: PoliciesConfig,
     pub decisions: DecisionsConfig,
     pub gates: GatesConfig,
+    pub spend: SpendConfig,
     pub http: HttpConfig,
     /// Filled from the environment, not the file.
     #[serde(skip)]

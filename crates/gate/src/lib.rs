@@ -177,6 +177,24 @@ pub struct GateContext {
     pub month: MonthSpend,
     /// When the live state was taken (RFC 3339).
     pub as_of: String,
+    /// How fresh a spend summed across instances is (`[spend]`); absent
+    /// when the gate answers from its own process's spend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Freshness>,
+}
+
+/// The freshness of a team's spend summed over its partitions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Freshness {
+    /// Partitions with usage of the team.
+    pub partitions: usize,
+    /// The oldest of their watermarks (RFC 3339): every event of the team
+    /// up to it is counted. Absent while a partition has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    /// The oldest of their owners' last publishes (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

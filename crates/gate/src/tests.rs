@@ -47,6 +47,7 @@ fn ctx() -> GateContext {
             events: 0,
         },
         as_of: "2026-11-22T10:00:00.000Z".into(),
+        freshness: None,
     }
 }
 

@@ -18,10 +18,11 @@ use axum::Json;
 use serde_json::{json, Value};
 use tollgate_decision::{rfc3339_ms, Draft};
 use tollgate_decision_log::{Appended, CommitError, Committer};
-use tollgate_gate::{GateContext, GateEngine, GateRequest, MonthSpend, WindowSpend};
+use tollgate_gate::{Freshness, GateContext, GateEngine, GateRequest, MonthSpend, WindowSpend};
 use tollgate_kafka::DecisionPublisher;
 use tollgate_rollup::month_start_ms;
-use tollgate_telemetry::live::LiveSnapshot;
+use tollgate_telemetry::live::{LiveSnapshot, OpenWindow};
+use tollgate_telemetry::spend::SpendView;
 use tollgate_telemetry::{Stats, Telemetry};
 use tracing::debug;
 
@@ -145,10 +146,27 @@ pub async fn policy_check(
     };
     let team = req.team().map(str::to_string);
     // Never judged on a month that is only not loaded yet: fail closed.
-    s.telemetry.live.loaded().map_err(|why| {
+    let denies = |why: String| {
         Problem::unavailable(format!("the gate denies: {why}")).with("allow", json!(false))
-    })?;
-    let ctx = context(&s.telemetry.live.snapshot(), &tenant, team.as_deref());
+    };
+    let ctx = match s.telemetry.spend.snapshot() {
+        // Every instance's spend, from the spend topic.
+        Some(view) => {
+            if !s.telemetry.spend.loaded() {
+                return Err(denies(
+                    "the spend of the other instances is not loaded yet (the spend topic is being read)".into(),
+                ));
+            }
+            shared_context(&view, &tenant, team.as_deref())
+        }
+        None => {
+            s.telemetry
+                .live
+                .loaded()
+                .map_err(|why| denies(why.to_string()))?;
+            context(&s.telemetry.live.snapshot(), &tenant, team.as_deref())
+        }
+    };
     let engine = s.gates.engine();
     let input = tollgate_gate::gate_input(&req, &ctx);
     let outcome = judge(s, &engine, &input, None);
@@ -348,16 +366,20 @@ fn same_request(observed: &serde_json::Map<String, Value>, input: &Value) -> boo
     strip(observed) == strip(now)
 }
 
-/// The team's live spend: its newest open window and its month to date.
-fn context(live: &LiveSnapshot, tenant: &str, team: Option<&str>) -> GateContext {
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let month = month_start_ms(now_ms);
-    let window = live.open_windows(tenant, team).pop().map(|w| WindowSpend {
+fn window_spend(w: OpenWindow) -> WindowSpend {
+    WindowSpend {
         start: rfc3339_ms(w.start_ms),
         end: rfc3339_ms(w.end_ms),
         spend_usd: w.totals.cost_usd,
         events: w.totals.events,
-    });
+    }
+}
+
+/// The team's live spend: its newest open window and its month to date.
+fn context(live: &LiveSnapshot, tenant: &str, team: Option<&str>) -> GateContext {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let month = month_start_ms(now_ms);
+    let window = live.open_windows(tenant, team).pop().map(window_spend);
     let m = live.month(tenant, team, month);
     let as_of = if live.as_of_ms > 0 {
         live.as_of_ms
@@ -374,5 +396,34 @@ fn context(live: &LiveSnapshot, tenant: &str, team: Option<&str>) -> GateContext
             events: m.events,
         },
         as_of: rfc3339_ms(as_of),
+        freshness: None,
+    }
+}
+
+/// The team's spend summed over every partition of every instance (the
+/// spend topic), and how fresh the sum is.
+fn shared_context(view: &SpendView, tenant: &str, team: Option<&str>) -> GateContext {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let month = month_start_ms(now_ms);
+    let t = view.team(tenant, team, month);
+    GateContext {
+        tenant: tenant.to_string(),
+        team: team.map(str::to_string),
+        window: t.window.map(window_spend),
+        month: MonthSpend {
+            start: rfc3339_ms(month)[..10].to_string(),
+            spend_usd: t.month.cost_usd,
+            events: t.month.events,
+        },
+        as_of: rfc3339_ms(if view.as_of_ms > 0 {
+            view.as_of_ms
+        } else {
+            now_ms
+        }),
+        freshness: Some(Freshness {
+            partitions: t.partitions,
+            watermark: t.watermark_ms.map(rfc3339_ms),
+            published: t.published_ms.map(rfc3339_ms),
+        }),
     }
 }

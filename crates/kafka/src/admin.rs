@@ -45,7 +45,8 @@ pub fn wait_for_broker(cfg: &Config, max_wait: Duration) -> Result<(), BrokerErr
     }
 }
 
-/// Create the event, dead-letter topics if they do not exist.
+/// Create the event, dead-letter, decisions and spend topics if they do
+/// not exist (the spend topic compacted).
 pub async fn ensure_topics(cfg: &Config) -> Result<(), BrokerError> {
     let admin: AdminClient<DefaultClientContext> = client_config(cfg)
         .create()
@@ -54,11 +55,17 @@ pub async fn ensure_topics(cfg: &Config) -> Result<(), BrokerError> {
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| {
-            NewTopic::new(
+            let t = NewTopic::new(
                 n,
                 cfg.kafka.partitions,
                 TopicReplication::Fixed(cfg.kafka.replication_factor),
-            )
+            );
+            // The spend topic is state (the latest record per key), not a log.
+            if *n == &cfg.topics.spend {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

@@ -10,6 +10,7 @@ mod dlq;
 mod events;
 mod partition;
 mod runner;
+mod spend;
 mod workers;
 mod writer;
 

@@ -8,17 +8,19 @@
 //! its late events not yet handed to the writer, where it resumes
 //! (`tollgate_window::resume`), and its last committed checkpoint.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tollgate_config::Config;
 use tollgate_enrich::Enricher;
 use tollgate_event::{decode, DecodeError, Kind, Limits};
-use tollgate_rollup::{LateRecord, Output, Source};
+use tollgate_rollup::{month_start_ms, LateRecord, Output, Source};
 use tollgate_telemetry::live::{LiveWriter, TopicPartition};
 use tollgate_telemetry::metrics::{Outcome, Telemetry};
+use tollgate_telemetry::spend::{PartitionRecord, TeamRecord, WireTotals, WireWindow};
 use tollgate_window::resume::{Admit, Resume};
-use tollgate_window::{Checkpoint, ClosedWindow, Offer, PartitionState};
+use tollgate_window::{ByTeam, Checkpoint, ClosedWindow, Offer, PartitionState, Totals};
 use tracing::{info, info_span, warn};
 
 use crate::events::{EventHandled, InternalEvent, OffsetsVanished, PartitionIdle};
@@ -69,6 +71,10 @@ pub(crate) struct Partition {
     /// The checkpoint last committed (or restored from).
     committed: Option<Checkpoint>,
     resume: Resume,
+    /// The month totals by team of the windows this partition closed
+    /// (month start → totals), seeded at restore from its rollup files of
+    /// the month when the spend is shared (`[spend]`); `None` otherwise.
+    spend: Option<ByTeam<BTreeMap<i64, Totals>>>,
 }
 
 impl Partition {
@@ -113,6 +119,11 @@ impl Partition {
         let temps_removed =
             tollgate_rollup::remove_stale_checkpoint_temps(&output.rollups, topic, partition)?;
         info!(offset = checkpoint.offset, watermark_ms = ?checkpoint.watermark_ms, windows_on_disk = written.len(), late_files_removed = removed, checkpoint_temps_removed = temps_removed, seconds = started.elapsed().as_secs_f64(), "partition restored");
+        let spend = if cfg.spend.enabled() {
+            Some(seed_spend(output, src)?)
+        } else {
+            None
+        };
         let state = PartitionState::restore(
             spec,
             kind,
@@ -129,7 +140,74 @@ impl Partition {
             blocked_at_last_message: blocked,
             committed: committed.is_some().then_some(checkpoint),
             resume: Resume::new(checkpoint.offset, committed.is_some()),
+            spend,
         })
+    }
+
+    /// This partition's spend records (`[spend]`) as of `now_ms`: one per
+    /// team with usage in the current month (closed or open windows), and
+    /// where the partition is. Months before the previous one are dropped.
+    pub(crate) fn spend_records(
+        &mut self,
+        now_ms: i64,
+        owner: &str,
+    ) -> Option<(Vec<TeamRecord>, PartitionRecord)> {
+        let month = month_start_ms(now_ms);
+        let spend = self.spend.as_mut()?;
+        let keep_from = month_start_ms(month - 1);
+        spend.retain(|months| {
+            months.retain(|&m, _| m >= keep_from);
+            !months.is_empty()
+        });
+        let mut teams: BTreeMap<(&str, Option<&str>), TeamRecord> = BTreeMap::new();
+        let topic = &*self.topic;
+        let partition = self.partition;
+        let record = |tenant: &str, team: Option<&str>| TeamRecord {
+            tenant: tenant.to_string(),
+            team: team.map(str::to_string),
+            topic: topic.to_string(),
+            partition,
+            month_start_ms: month,
+            month_to_date: WireTotals::default(),
+            open: Vec::new(),
+        };
+        for (tenant, team, months) in spend.iter() {
+            if let Some(t) = months.get(&month) {
+                teams
+                    .entry((tenant, team))
+                    .or_insert_with(|| record(tenant, team))
+                    .month_to_date = WireTotals::from(t);
+            }
+        }
+        for (start, end, rows) in self.state.open_rows() {
+            let mut by_team: BTreeMap<(&str, Option<&str>), Totals> = BTreeMap::new();
+            for (d, m) in rows {
+                by_team
+                    .entry((d.tenant, d.team))
+                    .or_default()
+                    .add(&Totals::of(m));
+            }
+            for ((tenant, team), t) in by_team {
+                teams
+                    .entry((tenant, team))
+                    .or_insert_with(|| record(tenant, team))
+                    .open
+                    .push(WireWindow {
+                        start_ms: start,
+                        end_ms: end,
+                        totals: WireTotals::from(&t),
+                    });
+            }
+        }
+        let at = PartitionRecord {
+            topic: topic.to_string(),
+            partition,
+            watermark_ms: self.state.watermark(),
+            offset: self.state.next_offset(),
+            published_ms: now_ms,
+            owner: owner.to_string(),
+        };
+        Some((teams.into_values().collect(), at))
     }
 
     pub(crate) fn is(&self, topic: &str, partition: i32) -> bool {
@@ -321,6 +399,16 @@ impl Partition {
                     rows.iter().copied(),
                 );
             }
+            if let Some(spend) = &mut self.spend {
+                let month = month_start_ms(window.start_ms);
+                for (d, m) in &rows {
+                    spend
+                        .entry(d.tenant, d.team)
+                        .entry(month)
+                        .or_default()
+                        .add(&Totals::of(m));
+                }
+            }
             out.telemetry.business.add_rows(rows.into_iter());
             jobs.push(Job::Window {
                 topic: source.0.clone(),
@@ -354,6 +442,29 @@ impl Partition {
 
 /// The watermark at committed offset `offset`: from the checkpoint file
 /// beside the rollups, else from the Kafka commit metadata.
+/// A partition's month to date by team, from its rollup files of the
+/// current month: every window it has written (by whichever owner), none
+/// it has only closed (the replay closes those again).
+fn seed_spend(
+    output: &Output,
+    src: Source<'_>,
+) -> Result<ByTeam<BTreeMap<i64, Totals>>, PipelineError> {
+    let month = month_start_ms(chrono::Utc::now().timestamp_millis());
+    let mut spend: ByTeam<BTreeMap<i64, Totals>> = ByTeam::default();
+    let files = tollgate_rollup::partition_month(
+        &output.rollups,
+        src,
+        &tollgate_rollup::month_name(month),
+        |tenant, team, t| spend.entry(tenant, team).entry(month).or_default().add(t),
+    )?;
+    tracing::debug!(
+        files,
+        teams = spend.len(),
+        "spend seeded from the month's files"
+    );
+    Ok(spend)
+}
+
 fn committed_watermark(
     output: &Output,
     topic: &str,

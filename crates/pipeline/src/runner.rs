@@ -155,6 +155,8 @@ struct Runner<'a> {
     unassigned_since: Option<Instant>,
     /// The watchdog already left and rejoined the group once.
     rejoined: bool,
+    /// This worker's side of the shared spend (`[spend]`), if on.
+    spend: Option<crate::spend::SpendPublisher>,
 }
 
 /// What librdkafka's threads left in `list`, emptying it.
@@ -224,6 +226,7 @@ pub fn run_pipeline(
         topics: topics.iter().map(|t| t.to_string()).collect(),
         unassigned_since: None,
         rejoined: false,
+        spend: crate::spend::SpendPublisher::new(cfg, opts.worker)?,
         output: decisions.output.clone(),
         writer: Writer::spawn(
             decisions.output.clone(),
@@ -233,6 +236,9 @@ pub fn run_pipeline(
     };
     info!(topics = ?topics, group = %cfg.kafka.group_id, instance = ?instance, worker = opts.worker, brokers = %cfg.kafka.brokers, "consuming");
     let outcome = runner.run(&consumer);
+    if let Some(spend) = &runner.spend {
+        spend.flush();
+    }
     telemetry.live.health.report(opts.worker, 0, false);
     outcome
 }
@@ -462,6 +468,9 @@ impl Runner<'_> {
         if self.live.due(&telemetry.live, self.now) {
             let open = self.partitions.iter().flat_map(Partition::open_rows);
             self.live.publish(&telemetry.live, self.now, open);
+        }
+        if let Some(spend) = self.spend.as_mut().filter(|p| p.due(self.now)) {
+            spend.publish(self.now, &mut self.partitions);
         }
         self.rejoin_if_unassigned(consumer, assigned)?;
         let idle = Duration::from_secs_f64(self.cfg.window.idle_timeout_secs);

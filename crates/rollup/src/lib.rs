@@ -42,7 +42,7 @@ pub use late::{remove_late_from, write_late, LateRecord};
 pub use month::{month_name, month_start_ms};
 pub use object_store::aws::AmazonS3Builder;
 pub use scoped::{ScanFailed, ScopedTable};
-pub use summary::{read_summary, MonthToDate, Summary, TeamTotals};
+pub use summary::{partition_month, read_summary, MonthToDate, Summary, TeamTotals};
 pub use tree::{Found, Output, Tree};
 
 pub const SCHEMA_VERSION: &str = "2";

@@ -136,6 +136,34 @@ impl Month {
     }
 }
 
+/// The rows of one topic-partition's files of `month` (`YYYY-MM`), as
+/// `(tenant, team, totals)`: what that partition has written this month,
+/// whoever wrote it. Returns how many files were read. A restore seeds the
+/// partition's month to date from it (`[spend]`).
+pub fn partition_month(
+    tree: &Tree,
+    src: crate::Source<'_>,
+    month: &str,
+    mut f: impl FnMut(&str, Option<&str>, &TeamTotals),
+) -> Result<usize, RollupError> {
+    let date = format!("date={month}-");
+    let prefix = format!("{}-{}-", src.topic, src.partition);
+    let mut files = 0;
+    for found in tree.walk(&format!("kind={}", src.kind), &date, &date)? {
+        let name = found.name();
+        let in_hour = found
+            .key
+            .split('/')
+            .nth(2)
+            .is_some_and(|h| h.starts_with("hour="));
+        if in_hour && is_rollup_file(name) && name.starts_with(&prefix) {
+            for_each_row(tree, &found.key, &mut f)?;
+            files += 1;
+        }
+    }
+    Ok(files)
+}
+
 /// Month-to-date totals by tenant and team from the rollup files on disk
 /// (every kind and partition, whoever wrote them), kept up to date
 /// incrementally. Rollup files are immutable (written under a temporary

@@ -202,6 +202,8 @@ pub struct Telemetry {
     pub stats: Stats,
     pub events: EventCounters,
     pub live: Live,
+    /// Every instance's team spend, read from the spend topic (`[spend]`).
+    pub spend: crate::spend::SharedSpend,
     pub window_close_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub decisions: IntCounterVec,
@@ -228,6 +230,7 @@ impl Telemetry {
             stats: Stats::default(),
             events: EventCounters::default(),
             live,
+            spend: Default::default(),
             window_close_seconds: hist(
                 "tollgate_window_close_duration_seconds",
                 "Time to close one window: policies, decision log and topic, Parquet file.",
