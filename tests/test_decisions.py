@@ -188,7 +188,10 @@ def test_a_policy_broken_while_running_is_reported_on_reload_and_the_pipeline_ke
     config.write_text((ROOT / "pipelines" / "default.toml").read_text()
                       .replace('dir = "pipelines/policies"', f'dir = "{policies}"')
                       .replace('dir = "pipelines/gates"', f'dir = "{gates}"')
-                      .replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{port}"'))
+                      .replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{port}"')
+                      # No broker, so no spend topic: the gate answers from this
+                      # process's spend (shared, it denies until the topic is read).
+                      .replace("publish_interval_ms = 1000", "publish_interval_ms = 0"))
     # No broker: the pipeline waits for one, with policies loaded and SIGHUP live.
     env = {**os.environ, "SAVE_HMAC_SECRET": TEST_SECRET, "KAFKA_BROKERS": "127.0.0.1:1", "AUTH_MODE": "none"}
 
