@@ -147,6 +147,35 @@ def test_two_instances_answer_the_gate_from_the_total_and_deny_on_either(pipelin
         deny = answers[name]
         assert deny["allow"] is False, (name, deny)
         assert [v["rule"] for v in deny["violations"]] == ["team-monthly-budget"], deny
+
+    # `b` is SIGKILLed and restarted: its partitions' month to date comes
+    # back from their rollup files, their open windows from the replay, and
+    # the answer on either instance is the same total again (no window
+    # counted twice, none lost).
+    pipeline.kill_hard(procs["b"])
+    more, later = [], int(time.time() * 1000) - 2_000
+    for i in range(150):
+        p = i % 3
+        e = {"event_id": f"t-{i}", "ts": later + i, "tenant": "acme",
+             "tags": {"team": "shared", "environment": "prod"}, "model": "gpt-4o-mini",
+             "input_tokens": 500, "output_tokens": 50, "duration_ms": 10.0, "region": "eu-north-1"}
+        more.append(("inference", p, f"shared-{p}", json.dumps(e)))
+        total += pipeline.book.enrich("inference", e)[0]
+    pipeline.produce(more)
+    procs["b"] = start("b")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            answers = {name: gate(name) for name in ports}
+            if all(abs(a["context"]["month"]["spend_usd"] - total) < 1e-6 * total
+                   and a["context"]["freshness"]["partitions"] == 3 for a in answers.values()):
+                break
+        except (AssertionError, OSError):
+            pass
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"after the restart: total {total}, answers {answers}\n{tails()}")
+    assert all(a["allow"] is False for a in answers.values()), answers
     for proc in procs.values():
         proc.terminate()
         assert proc.wait(60) == 0, tails()
