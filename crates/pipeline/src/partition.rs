@@ -18,7 +18,7 @@ use tollgate_event::{decode, DecodeError, Kind, Limits};
 use tollgate_rollup::{month_start_ms, LateRecord, Output, Source};
 use tollgate_telemetry::live::{LiveWriter, TopicPartition};
 use tollgate_telemetry::metrics::{Outcome, Telemetry};
-use tollgate_telemetry::spend::{PartitionRecord, TeamRecord, WireTotals, WireWindow};
+use tollgate_telemetry::spend::{PartitionRecord, TeamRecord, WireWindow};
 use tollgate_window::resume::{Admit, Resume};
 use tollgate_window::{ByTeam, Checkpoint, ClosedWindow, Offer, PartitionState, Totals};
 use tracing::{info, info_span, warn};
@@ -168,7 +168,7 @@ impl Partition {
             topic: topic.to_string(),
             partition,
             month_start_ms: month,
-            month_to_date: WireTotals::default(),
+            month_to_date: Totals::default(),
             open: Vec::new(),
         };
         for (tenant, team, months) in spend.iter() {
@@ -176,7 +176,7 @@ impl Partition {
                 teams
                     .entry((tenant, team))
                     .or_insert_with(|| record(tenant, team))
-                    .month_to_date = WireTotals::from(t);
+                    .month_to_date = *t;
             }
         }
         for (start, end, rows) in self.state.open_rows() {
@@ -195,7 +195,7 @@ impl Partition {
                     .push(WireWindow {
                         start_ms: start,
                         end_ms: end,
-                        totals: WireTotals::from(&t),
+                        totals: t,
                     });
             }
         }

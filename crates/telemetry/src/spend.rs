@@ -29,54 +29,13 @@ use tollgate_window::Totals;
 
 use crate::live::OpenWindow;
 
-/// [`Totals`] on the wire.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WireTotals {
-    pub events: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_usd: f64,
-    pub energy_wh: f64,
-    pub carbon_g: f64,
-    pub gpu_hours: f64,
-}
-
-impl From<&Totals> for WireTotals {
-    fn from(t: &Totals) -> Self {
-        WireTotals {
-            events: t.events,
-            input_tokens: t.input_tokens,
-            output_tokens: t.output_tokens,
-            cost_usd: t.cost_usd,
-            energy_wh: t.energy_wh,
-            carbon_g: t.carbon_g,
-            gpu_hours: t.gpu_hours,
-        }
-    }
-}
-
-impl From<&WireTotals> for Totals {
-    fn from(t: &WireTotals) -> Self {
-        Totals {
-            events: t.events,
-            input_tokens: t.input_tokens,
-            output_tokens: t.output_tokens,
-            cost_usd: t.cost_usd,
-            energy_wh: t.energy_wh,
-            carbon_g: t.carbon_g,
-            gpu_hours: t.gpu_hours,
-        }
-    }
-}
-
 /// One open window of a team in one partition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireWindow {
     pub start_ms: i64,
     pub end_ms: i64,
-    pub totals: WireTotals,
+    pub totals: Totals,
 }
 
 /// A team's spend in one partition.
@@ -92,7 +51,7 @@ pub struct TeamRecord {
     pub month_start_ms: i64,
     /// The partition's windows of that month closed so far (written or
     /// being written; a restore recounts them from the rollup files).
-    pub month_to_date: WireTotals,
+    pub month_to_date: Totals,
     /// The partition's open windows with usage of the team.
     pub open: Vec<WireWindow>,
 }
@@ -197,10 +156,10 @@ impl SpendView {
             }
             out.partitions += 1;
             if t.month_start_ms == month_ms {
-                out.month.add(&Totals::from(&t.month_to_date));
+                out.month.add(&t.month_to_date);
             }
             for w in &t.open {
-                let totals = Totals::from(&w.totals);
+                let totals = w.totals;
                 if month_start_ms(w.start_ms) == month_ms {
                     out.month.add(&totals);
                 }
@@ -276,11 +235,11 @@ impl SharedSpend {
 mod tests {
     use super::*;
 
-    fn totals(cost: f64, events: u64) -> WireTotals {
-        WireTotals {
+    fn totals(cost: f64, events: u64) -> Totals {
+        Totals {
             events,
             cost_usd: cost,
-            ..WireTotals::default()
+            ..Totals::default()
         }
     }
 

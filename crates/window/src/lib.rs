@@ -163,7 +163,9 @@ struct OpenWindow {
 }
 
 /// Additive measures of a set of rows (totals across windows, teams, files).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Serialized as-is where they travel (the spend topic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Totals {
     pub events: u64,
     pub input_tokens: u64,
