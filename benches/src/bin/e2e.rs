@@ -41,6 +41,11 @@ struct Args {
     /// Where rollups go (emptied first).
     #[arg(long, default_value = "target/bench-e2e")]
     out: PathBuf,
+    /// Also run the Python pipeline of the same rollup
+    /// (`benches/python_pipeline/rollup.py`: confluent-kafka + json +
+    /// pyarrow) on the same topics, as a baseline.
+    #[arg(long)]
+    python: bool,
     /// Internal: run one phase in a child process and print its result on
     /// stdout, so that the pipeline's process holds none of its memory.
     #[arg(long, hide = true)]
@@ -294,6 +299,40 @@ fn produce_sentinels(cfg: &Config, ts_ms: i64) -> Result<u64> {
     Ok(n)
 }
 
+/// `benches/python_pipeline/rollup.py` on this run's topics: its
+/// `[events/s, CPU-s, read, counted, files]`.
+fn python_pipeline(cfg: &Config, args: &Args, sent: u64) -> Result<[f64; 5]> {
+    let t = &cfg.topics;
+    let out = args.out.join("python");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = std::process::Command::new("python3")
+        .arg("benches/python_pipeline/rollup.py")
+        .args(["--brokers", &cfg.kafka.brokers])
+        .args([
+            "--topics",
+            &format!("{},{},{}", t.inference, t.training, t.heartbeat),
+        ])
+        .arg("--config")
+        .arg(&args.config)
+        .args(["--expect", &sent.to_string()])
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("run python3 benches/python_pipeline/rollup.py")?;
+    if !run.status.success() {
+        bail!("the python pipeline failed: {}", run.status);
+    }
+    let text = String::from_utf8_lossy(&run.stdout);
+    let nums: Vec<f64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("python pipeline output: {text}"))?;
+    nums.try_into()
+        .map_err(|_| anyhow::anyhow!("python pipeline output: {text}"))
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -311,6 +350,7 @@ fn main() -> Result<()> {
         (&mut t.heartbeat, "heartbeat"),
         (&mut t.dlq, "dlq"),
         (&mut t.decisions, "decisions"),
+        (&mut t.spend, "spend"),
     ] {
         *topic = format!("bench{uid}.{kind}");
     }
@@ -375,6 +415,13 @@ fn main() -> Result<()> {
     eprintln!("raw consume: {raw:.0} events/s");
     let [core, core_on_cpu] = in_child::<f64, 2>("core-consume", uid, &expect)?;
     eprintln!("core consume: {core:.0} events/s");
+    let python = if args.python {
+        let p = python_pipeline(&cfg, &args, sent)?;
+        eprintln!("python pipeline: {:.0} events/s, {:.2} CPU-s", p[0], p[1]);
+        Some(p)
+    } else {
+        None
+    };
 
     // Peak RSS of the pipeline alone: reset the high-water mark (Linux clear_refs 5).
     std::fs::write("/proc/self/clear_refs", "5").context("reset VmHWM")?;
@@ -561,6 +608,17 @@ fn main() -> Result<()> {
         100.0 * pipeline_cpu / (cores as f64 * last_write.as_secs_f64()),
         last_write.as_secs_f64()
     );
+    println!(
+        "CPU per 1 M events         {:.2} CPU-s (pipeline)",
+        pipeline_cpu * 1e6 / sent as f64
+    );
+    if let Some([rate, cpu_s, read, counted, files]) = python {
+        println!(
+            "python pipeline            {rate:.0} events/s (pipeline / python {:.2}), {:.2} CPU-s per 1 M events; {read:.0} read, {counted:.0} counted, {files:.0} files",
+            pipeline / rate,
+            cpu_s * 1e6 / read
+        );
+    }
     println!("CPU by thread (whole run)  {}", slowest_first(by_name));
     println!("waited for a core          {}", slowest_first(waits));
     println!(
