@@ -12,7 +12,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use tollgate_config::Config;
 use tollgate_kafka::output_producer_config;
-use tollgate_telemetry::spend::{SpendRecord, TeamRecord, SPEND_RECORD_VERSION};
+use tollgate_telemetry::spend::{SpendRecord, SPEND_RECORD_VERSION};
 use tracing::{debug, warn};
 
 use crate::partition::Partition;
@@ -30,7 +30,7 @@ pub(crate) struct SpendPublisher {
     last: Option<Instant>,
     last_resend: Instant,
     /// The team records last queued, by key.
-    sent: HashMap<String, TeamRecord>,
+    sent: HashMap<String, SpendRecord>,
 }
 
 impl SpendPublisher {
@@ -78,14 +78,15 @@ impl SpendPublisher {
             };
             teams += records.len();
             for r in records {
-                let key = SpendRecord::Team(r.clone()).key();
-                if self.sent.get(&key) == Some(&r) {
+                let record = SpendRecord::Team(r);
+                let key = record.key();
+                if self.sent.get(&key) == Some(&record) {
                     continue;
                 }
-                if !self.send(&key, &SpendRecord::Team(r.clone())) {
+                if !self.send(&key, &record) {
                     return;
                 }
-                self.sent.insert(key, r);
+                self.sent.insert(key, record);
                 changed += 1;
             }
             let at = SpendRecord::Partition(at);
