@@ -40,8 +40,11 @@ def test_two_instances_answer_the_gate_from_the_total_and_deny_on_either(pipelin
     text = pipeline.config.read_text()
     text, n = re.subn(r"(?m)^per_instance = false", "per_instance = true", text)
     assert n == 1
-    # Dynamic membership (tansu 0.6 and static members: docs/broker-notes.md).
-    text = re.sub(r"(?m)^\[kafka\]$", '[kafka]\ninstance_id = ""', text)
+    # Static membership, the default: `tollgate-a` and `tollgate-b` (from
+    # HOSTNAME). A killed instance restarted within its session takes its
+    # partitions back without a rebalance, as KIP-345 intends; with dynamic
+    # membership tansu 0.6 leaves the dead member's share assigned to it
+    # (docs/broker-notes.md).
     pipeline.config.write_text(text)
     spend_topic = f"t{pipeline.uid}.spend"
     assert f'spend = "{spend_topic}"' in text
@@ -124,7 +127,10 @@ def test_two_instances_answer_the_gate_from_the_total_and_deny_on_either(pipelin
         records = spend_records(pipeline, spend_topic)
         owners = {r["partition"]: r["owner"] for k, r in records.items()
                   if r and r["type"] == "partition" and r["topic"] == pipeline.topics["inference"]}
-        if (all(abs(a["context"]["month"]["spend_usd"] - total) < 1e-6 * total for a in answers.values())
+        # A partition record follows its team records: until it is read the
+        # answer leaves the watermark out (unknown, never too fresh).
+        if (all(abs(a["context"]["month"]["spend_usd"] - total) < 1e-6 * total
+                and "watermark" in a["context"]["freshness"] for a in answers.values())
                 and len(owners) == 3 and len(set(owners.values())) == 2):
             break
         time.sleep(0.5)
