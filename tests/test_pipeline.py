@@ -31,6 +31,8 @@ def inference(i, ts, tenant, team, rng, env="prod"):
         "output_tokens": rng.randrange(0, 2000),
         "duration_ms": round(rng.uniform(5, 4000), 1),
     }
+    if i % 3 == 0:  # a project on some: kept as its own rollup dimension
+        e["tags"]["project"] = f"project-{i % 2}"
     if rng.random() < 0.3:
         e["cached_input_tokens"] = rng.randrange(0, e["input_tokens"] + 1)
     region = rng.choice(REGIONS)

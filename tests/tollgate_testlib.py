@@ -150,7 +150,7 @@ class PriceBook:
 
 
 def expected_rollup(book, events):
-    """Totals per (kind, tenant, team, model, region) over `events`:
+    """Totals per (kind, tenant, team, project, model, region) over `events`:
     [(kind, event dict)], already free of late events; duplicates (same tenant
     and event_id) count once."""
     seen = set()
@@ -161,7 +161,8 @@ def expected_rollup(book, events):
             continue
         seen.add(key)
         cost, _energy, carbon, hours, tin, tout = book.enrich(kind, e)
-        dims = (kind, e["tenant"], e.get("tags", {}).get("team"), e.get("model"), e.get("region"))
+        tags = e.get("tags", {})
+        dims = (kind, e["tenant"], tags.get("team"), tags.get("project"), e.get("model"), e.get("region"))
         row = out[dims]
         row[0] += 1
         row[1] += tin
@@ -180,7 +181,7 @@ def actual_rollup(root, filesystem=None):
     table = pq.read_table(root, filesystem=filesystem)
     out = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0])
     for r in table.to_pylist():
-        dims = (str(r["kind"]), r["tenant"], r["team"], r["model"], r["region"])
+        dims = (str(r["kind"]), r["tenant"], r["team"], r.get("project"), r["model"], r["region"])
         row = out[dims]
         row[0] += r["events"]
         row[1] += r["input_tokens"]

@@ -126,6 +126,7 @@ fn window(n: usize, violating_every: usize) -> ClosedWindow {
                 tenant: if i % 3 == 0 { "acme" } else { "globex" },
                 team: (i % 1000 != 1).then_some(teams[i].as_str()),
                 environment: Some(if i % 2 == 0 { "prod" } else { "dev" }),
+                project: None,
                 model: Some(models[i % models.len()]),
                 region: Some(if bad {
                     "ap-southeast-1"

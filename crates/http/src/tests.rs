@@ -91,6 +91,7 @@ fn write_rollup(
         tenant,
         team: Some(team),
         environment: Some("prod"),
+        project: None,
         model: Some("gpt-4o"),
         region: Some("eu-north-1"),
         node_id: None,

@@ -137,8 +137,9 @@ impl Iterator for Generator {
         let model = MODELS[r.below(s.models.clamp(1, MODELS.len() as u32) as u64) as usize];
         let roll = r.unit();
         let common = format!(
-            r#""event_id":"ev-{}-{n}","ts":{ts},"tenant":"tenant-{tenant}","tags":{{"team":"team-{team}","environment":"{env}"}},"region":"{region}""#,
-            s.seed
+            r#""event_id":"ev-{}-{n}","ts":{ts},"tenant":"tenant-{tenant}","tags":{{"team":"team-{team}","environment":"{env}","project":"project-{}"}},"region":"{region}""#,
+            s.seed,
+            team / 4
         );
         let (kind, body) = if roll < s.other_kinds_ratio {
             let gpu = GPUS[r.below(GPUS.len() as u64) as usize];

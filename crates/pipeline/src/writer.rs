@@ -489,6 +489,7 @@ mod tests {
             tenant: "acme",
             team: Some("steady"),
             environment: None,
+            project: None,
             model: Some("m"),
             region: None,
             node_id: None,

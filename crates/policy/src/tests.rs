@@ -266,6 +266,7 @@ async fn policies_read_the_parquet_tree_through_history_and_month_to_date() {
                 tenant: "acme",
                 team: Some("ml"),
                 environment: Some("prod"),
+                project: None,
                 model: Some("m"),
                 region: None,
                 node_id: None,

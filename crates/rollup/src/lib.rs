@@ -45,7 +45,7 @@ pub use scoped::{ScanFailed, ScopedTable};
 pub use summary::{partition_month, read_summary, MonthToDate, Summary, TeamTotals};
 pub use tree::{Found, Output, Tree};
 
-pub const SCHEMA_VERSION: &str = "2";
+pub const SCHEMA_VERSION: &str = "3";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RollupError {
@@ -112,6 +112,7 @@ pub fn schema() -> SchemaRef {
         text("tenant", false),
         text("team", true),
         text("environment", true),
+        text("project", true),
         text("model", true),
         text("region", true),
         text("node_id", true),
@@ -163,6 +164,7 @@ pub fn to_batch(w: &ClosedWindow) -> Result<RecordBatch, RollupError> {
         text(&|d| Some(d.tenant)),
         text(&|d| d.team),
         text(&|d| d.environment),
+        text(&|d| d.project),
         text(&|d| d.model),
         text(&|d| d.region),
         text(&|d| d.node_id),
@@ -222,12 +224,13 @@ const META: [&str; 4] = [
 /// and the dimensions (few distinct values). Measures are sums, nearly all
 /// distinct, where a dictionary only costs time to build and then falls
 /// back or is as large as the values.
-const DICTIONARY_COLUMNS: [&str; 8] = [
+const DICTIONARY_COLUMNS: [&str; 9] = [
     "window_start",
     "window_end",
     "tenant",
     "team",
     "environment",
+    "project",
     "model",
     "region",
     "node_id",

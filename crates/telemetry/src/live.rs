@@ -607,6 +607,7 @@ mod tests {
             tenant,
             team,
             environment: None,
+            project: None,
             model: Some("m"),
             region: None,
             node_id: None,

@@ -70,6 +70,7 @@ fn encode_key(buf: &mut Vec<u8>, e: &Event<'_>) {
     rows::push_field(buf, Some(&e.tenant));
     rows::push_field(buf, e.tags.team.as_deref());
     rows::push_field(buf, e.tags.environment.as_deref());
+    rows::push_field(buf, e.tags.project.as_deref());
     rows::push_field(buf, e.model());
     rows::push_field(buf, e.region.as_deref());
     let node = match e.body {

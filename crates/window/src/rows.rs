@@ -36,6 +36,8 @@ pub struct DimsRef<'a> {
     pub tenant: &'a str,
     pub team: Option<&'a str>,
     pub environment: Option<&'a str>,
+    /// `tags.project`.
+    pub project: Option<&'a str>,
     pub model: Option<&'a str>,
     pub region: Option<&'a str>,
     /// Heartbeats only: one row per node. Other kinds leave it `None`, so a
@@ -69,6 +71,7 @@ impl<'a> DimsRef<'a> {
         let tenant = next_field(&mut key).unwrap_or_default();
         let team = next_field(&mut key);
         let environment = next_field(&mut key);
+        let project = next_field(&mut key);
         let model = next_field(&mut key);
         let region = next_field(&mut key);
         let node_id = next_field(&mut key);
@@ -76,6 +79,7 @@ impl<'a> DimsRef<'a> {
             tenant,
             team,
             environment,
+            project,
             model,
             region,
             node_id,
@@ -86,6 +90,7 @@ impl<'a> DimsRef<'a> {
         push_field(buf, Some(self.tenant));
         push_field(buf, self.team);
         push_field(buf, self.environment);
+        push_field(buf, self.project);
         push_field(buf, self.model);
         push_field(buf, self.region);
         push_field(buf, self.node_id);

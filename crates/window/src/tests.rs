@@ -377,6 +377,7 @@ fn row_keys_round_trip_any_text() {
             tenant: "acme",
             team: None,
             environment: Some(""),
+            project: None,
             model: Some("gpt-4o"),
             region: Some("日本"),
             node_id: None,
@@ -386,6 +387,7 @@ fn row_keys_round_trip_any_text() {
             tenant: "\u{0}\u{0}\u{0}\u{0}\u{0}",
             team: Some("\u{1}\u{0}\u{0}\u{0}\u{0}x"),
             environment: None,
+            project: None,
             model: Some(&long),
             region: None,
             node_id: Some("n-1"),
@@ -394,6 +396,7 @@ fn row_keys_round_trip_any_text() {
             tenant: "\u{0}\u{0}\u{0}\u{0}",
             team: Some("\u{0}"),
             environment: None,
+            project: None,
             model: Some(&long),
             region: None,
             node_id: Some("n-1"),
@@ -402,4 +405,35 @@ fn row_keys_round_trip_any_text() {
     let set = RowSet::from_rows(dims.iter().map(|d| (*d, Measures::default())));
     let back: Vec<DimsRef<'_>> = set.iter().map(|(d, _)| d).collect();
     assert_eq!(back, dims);
+}
+
+#[test]
+fn a_project_is_a_dimension_of_its_own() {
+    let mut s = PartitionState::new(SPEC, Kind::Inference);
+    let with = |id: &str, project: Option<&str>| {
+        let tags = match project {
+            Some(p) => format!(r#"{{"team":"x","project":"{p}"}}"#),
+            None => r#"{"team":"x"}"#.to_string(),
+        };
+        format!(
+            r#"{{"event_id":"{id}","ts":1000,"tenant":"t","tags":{tags},"model":"m","input_tokens":3,"output_tokens":1,"duration_ms":10}}"#
+        )
+    };
+    for (i, (id, p)) in [("a", Some("search")), ("b", Some("ads")), ("c", None), ("d", Some("search"))]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(offer(&mut s, i as i64, &with(id, p)), Offer::Accepted);
+    }
+    assert_eq!(offer(&mut s, 4, &json("e", 70_000, "x", 1)), Offer::Accepted);
+    let closed = s.drain_closed();
+    let rows: BTreeMap<Option<&str>, u64> = closed[0]
+        .rows
+        .iter()
+        .map(|(d, m)| (d.project, m.events))
+        .collect();
+    assert_eq!(
+        rows,
+        BTreeMap::from([(None, 1), (Some("ads"), 1), (Some("search"), 2)])
+    );
 }
