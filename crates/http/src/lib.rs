@@ -196,6 +196,7 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppS
         ("post", "/v1/events", post(ingest::events)),
         ("get", "/v1/metrics", get(query::summary)),
         ("get", "/v1/usage", get(query::usage)),
+        ("get", "/v1/usage/{project}", get(query::project_usage)),
         ("get", "/v1/decisions", get(decisions::search)),
         ("post", "/v1/query", post(query::sql)),
     ]

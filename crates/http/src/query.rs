@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use datafusion::common::ScalarValue;
@@ -59,18 +59,77 @@ pub(crate) fn read_tenant(who: &Principal, asked: Option<&str>) -> Result<Option
 pub struct RangeParams {
     from: Option<String>,
     to: Option<String>,
+    /// A UTC month, `YYYY-MM`, instead of `from`/`to`.
+    period: Option<String>,
     tenant: Option<String>,
     team: Option<String>,
+    project: Option<String>,
+    /// `/v1/usage` only: totals per team, project or model instead of
+    /// per window.
+    group_by: Option<GroupBy>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Team,
+    Project,
+    Model,
+}
+
+impl GroupBy {
+    /// The rollup column (never text from the request).
+    fn column(self) -> &'static str {
+        match self {
+            GroupBy::Team => "team",
+            GroupBy::Project => "project",
+            GroupBy::Model => "model",
+        }
+    }
 }
 
 struct Range {
     from_ms: i64,
     to_ms: i64,
+    /// Set when the range is a `period`.
+    period: Option<String>,
+}
+
+/// `YYYY-MM` → the UTC month's bounds (ms).
+pub(crate) fn parse_period(v: &str) -> Result<(i64, i64), Problem> {
+    let bad = || {
+        Problem::bad_request(format!(
+            "`period` must be a UTC month as YYYY-MM (2026-11), got {v:?}"
+        ))
+    };
+    if v.len() != 7 || v.as_bytes().get(4) != Some(&b'-') {
+        return Err(bad());
+    }
+    let start = chrono::NaiveDate::parse_from_str(&format!("{v}-01"), "%Y-%m-%d")
+        .map_err(|_| bad())?;
+    let next = start
+        .checked_add_months(chrono::Months::new(1))
+        .ok_or_else(bad)?;
+    let ms = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis();
+    Ok((ms(start), ms(next)))
 }
 
 impl RangeParams {
     /// Default: the last 24 hours.
     fn range(&self) -> Result<Range, Problem> {
+        if let Some(p) = &self.period {
+            if self.from.is_some() || self.to.is_some() {
+                return Err(Problem::bad_request(
+                    "give either `period` or `from`/`to`, not both",
+                ));
+            }
+            let (from_ms, to_ms) = parse_period(p)?;
+            return Ok(Range {
+                from_ms,
+                to_ms,
+                period: Some(p.clone()),
+            });
+        }
         let to_ms = match &self.to {
             Some(v) => parse_instant("to", v)?,
             None => chrono::Utc::now().timestamp_millis(),
@@ -82,7 +141,11 @@ impl RangeParams {
         if from_ms >= to_ms {
             return Err(Problem::bad_request("`from` must be before `to`"));
         }
-        Ok(Range { from_ms, to_ms })
+        Ok(Range {
+            from_ms,
+            to_ms,
+            period: None,
+        })
     }
 }
 
@@ -112,6 +175,7 @@ fn scoped_session(
     tenant: Option<&str>,
     range: Option<&Range>,
     team: Option<&str>,
+    project: Option<&str>,
 ) -> Result<Session, Problem> {
     // The slot first: a refused query builds nothing.
     let slot = s.queries.slot()?;
@@ -137,6 +201,9 @@ fn scoped_session(
     }
     if let Some(team) = team {
         scope = scope.and(col("team").eq(lit(team)));
+    }
+    if let Some(project) = project {
+        scope = scope.and(col("project").eq(lit(project)));
     }
     let scoped = tollgate_rollup::ScopedTable::new(table, scope);
     ctx.register_table("rollups", Arc::new(scoped))
@@ -239,9 +306,23 @@ async fn range_read(
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<(RangeParams, Range, Option<String>, Session), Problem> {
     let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    scoped_read(s, who, q)
+}
+
+fn scoped_read(
+    s: &AppState,
+    who: &Principal,
+    q: RangeParams,
+) -> Result<(RangeParams, Range, Option<String>, Session), Problem> {
     let range = q.range()?;
     let tenant = read_tenant(who, q.tenant.as_deref())?;
-    let ctx = scoped_session(s, tenant.as_deref(), Some(&range), q.team.as_deref())?;
+    let ctx = scoped_session(
+        s,
+        tenant.as_deref(),
+        Some(&range),
+        q.team.as_deref(),
+        q.project.as_deref(),
+    )?;
     Ok((q, range, tenant, ctx))
 }
 
@@ -251,7 +332,12 @@ pub async fn summary(
     Caller(who, ..): Caller<scope::UsageRead>,
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let (_, range, tenant, ctx) = range_read(&s, &who, q).await?;
+    let (q, range, tenant, ctx) = range_read(&s, &who, q).await?;
+    if q.group_by.is_some() {
+        return Err(Problem::bad_request(
+            "`group_by` is a parameter of /v1/usage; /v1/metrics always groups by kind, model and team",
+        ));
+    }
     let sql = format!(
         "SELECT kind, coalesce(model, '') AS model, coalesce(team, '') AS team, {MEASURES} \
          FROM rollups GROUP BY 1, 2, 3"
@@ -288,6 +374,7 @@ pub async fn summary(
         "tenant": tenant,
         "from": rfc3339_ms(range.from_ms),
         "to": rfc3339_ms(range.to_ms),
+        "period": range.period,
         "source": "rollups",
         "total": total,
         "by_kind": list("kind", &by[0]),
@@ -297,66 +384,193 @@ pub async fn summary(
     .into_response())
 }
 
-/// `GET /v1/usage`: the team's (or tenant's) usage per window: written
-/// rollups plus the windows still open.
+/// `GET /v1/usage`: the team's (or tenant's) usage per window (written
+/// rollups plus the windows still open), or with `group_by` its totals per
+/// team, project or model; with `period` also the billing estimate.
 pub async fn usage(
     State(s): State<Arc<AppState>>,
     Caller(who, ..): Caller<scope::UsageRead>,
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let (q, range, tenant, ctx) = range_read(&s, &who, q).await?;
-    let sql = format!(
-        "SELECT tenant, team, window_start, window_end, {MEASURES} FROM rollups \
-         GROUP BY tenant, team, window_start, window_end ORDER BY window_start, tenant, team"
-    );
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    usage_of(&s, &who, q).await
+}
+
+/// `GET /v1/usage/{project}`: `/v1/usage?project=` under the path the
+/// control planes Tollgate replaces use.
+pub async fn project_usage(
+    State(s): State<Arc<AppState>>,
+    Caller(who, ..): Caller<scope::UsageRead>,
+    Path(project): Path<String>,
+    q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(mut q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    if q.project.as_ref().is_some_and(|p| *p != project) {
+        return Err(Problem::bad_request(
+            "the project is in the path; leave `project` out of the query",
+        ));
+    }
+    q.project = Some(project);
+    usage_of(&s, &who, q).await
+}
+
+async fn usage_of(s: &AppState, who: &Principal, q: RangeParams) -> Result<Response, Problem> {
+    let (q, range, tenant, ctx) = scoped_read(s, who, q)?;
     let max = s.cfg.http.max_query_rows;
-    let (_, batches, truncated) = run(&s, ctx, &sql, max).await?;
-    let mut windows = Vec::new();
+    let sql = match q.group_by {
+        None => format!(
+            "SELECT tenant, team, window_start, window_end, {MEASURES} FROM rollups \
+             GROUP BY tenant, team, window_start, window_end ORDER BY window_start, tenant, team"
+        ),
+        Some(g) => {
+            let c = g.column();
+            format!("SELECT {c}, {MEASURES} FROM rollups GROUP BY {c} ORDER BY {c} NULLS FIRST")
+        }
+    };
+    let (_, batches, truncated) = run(s, ctx, &sql, max).await?;
     let mut total = Map::new();
+    let mut written = Vec::new();
     for row in rows(&batches)? {
         let m = measures(&row);
         add_into(&mut total, &m);
-        let mut o = Map::new();
-        for k in ["tenant", "team", "window_start", "window_end"] {
-            o.insert(k.into(), row.get(k).cloned().unwrap_or(Value::Null));
-        }
-        o.insert("source".into(), json!("rollup"));
-        o.extend(m);
-        windows.push(Value::Object(o));
+        written.push((row, m));
     }
-    // The windows still open, from the consumer's last live snapshot.
+
+    // The windows still open, from the consumer's last live snapshot. It
+    // holds team totals only: with a project filter they cannot be told
+    // apart and stay out; grouped by project or model they are in the
+    // total and in `open`, not in a group.
     let live = s.telemetry.live.snapshot();
     let mut open = Vec::new();
-    for (t, team, w) in live.all_open() {
-        let tenant_ok = tenant.as_deref().is_none_or(|x| x == t);
-        let team_ok = q.team.as_deref().is_none_or(|x| Some(x) == team);
-        if !(tenant_ok && team_ok) || w.end_ms <= range.from_ms || w.start_ms >= range.to_ms {
-            continue;
+    let mut open_total = Map::new();
+    if q.project.is_none() {
+        for (t, team, w) in live.all_open() {
+            let tenant_ok = tenant.as_deref().is_none_or(|x| x == t);
+            let team_ok = q.team.as_deref().is_none_or(|x| Some(x) == team);
+            if !(tenant_ok && team_ok) || w.end_ms <= range.from_ms || w.start_ms >= range.to_ms {
+                continue;
+            }
+            let m = totals_json(&w.totals);
+            add_into(&mut total, &m);
+            add_into(&mut open_total, &m);
+            open.push((w.start_ms, t.to_string(), team.map(str::to_string), w, m));
         }
-        let m = totals_json(&w.totals);
-        add_into(&mut total, &m);
-        let mut o = Map::new();
-        o.insert("tenant".into(), json!(t));
-        o.insert("team".into(), json!(team));
-        o.insert("window_start".into(), json!(rfc3339_ms(w.start_ms)));
-        o.insert("window_end".into(), json!(rfc3339_ms(w.end_ms)));
-        o.insert("source".into(), json!("live"));
-        o.extend(m);
-        open.push((w.start_ms, t.to_string(), Value::Object(o)));
     }
     open.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    windows.extend(open.into_iter().map(|(_, _, v)| v));
-    Ok(Json(json!({
-        "tenant": tenant,
-        "team": q.team,
-        "from": rfc3339_ms(range.from_ms),
-        "to": rfc3339_ms(range.to_ms),
-        "live_as_of": (live.as_of_ms > 0).then(|| rfc3339_ms(live.as_of_ms)),
-        "windows": windows,
-        "truncated": truncated,
-        "total": total,
-    }))
-    .into_response())
+
+    let mut out = Map::new();
+    out.insert("tenant".into(), json!(tenant));
+    out.insert("team".into(), json!(q.team));
+    out.insert("project".into(), json!(q.project));
+    out.insert("from".into(), json!(rfc3339_ms(range.from_ms)));
+    out.insert("to".into(), json!(rfc3339_ms(range.to_ms)));
+    out.insert("period".into(), json!(range.period));
+    out.insert(
+        "live_as_of".into(),
+        json!((live.as_of_ms > 0).then(|| rfc3339_ms(live.as_of_ms))),
+    );
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let ratio = range
+        .period
+        .as_ref()
+        .map(|_| elapsed_ratio(range.from_ms, range.to_ms, now_ms));
+    match q.group_by {
+        None => {
+            let mut windows = Vec::new();
+            for (row, m) in written {
+                let mut o = Map::new();
+                for k in ["tenant", "team", "window_start", "window_end"] {
+                    o.insert(k.into(), row.get(k).cloned().unwrap_or(Value::Null));
+                }
+                o.insert("source".into(), json!("rollup"));
+                o.extend(m);
+                windows.push(Value::Object(o));
+            }
+            for (start, t, team, w, m) in open {
+                let mut o = Map::new();
+                o.insert("tenant".into(), json!(t));
+                o.insert("team".into(), json!(team));
+                o.insert("window_start".into(), json!(rfc3339_ms(start)));
+                o.insert("window_end".into(), json!(rfc3339_ms(w.end_ms)));
+                o.insert("source".into(), json!("live"));
+                o.extend(m);
+                windows.push(Value::Object(o));
+            }
+            out.insert("windows".into(), Value::Array(windows));
+        }
+        Some(g) => {
+            let c = g.column();
+            let mut groups: BTreeMap<Option<String>, Map<String, Value>> = BTreeMap::new();
+            for (row, m) in written {
+                let key = row.get(c).and_then(Value::as_str).map(str::to_string);
+                add_into(groups.entry(key).or_default(), &m);
+            }
+            let attributed = g == GroupBy::Team;
+            if attributed {
+                for (_, _, team, _, m) in &open {
+                    add_into(groups.entry(team.clone()).or_default(), m);
+                }
+            }
+            let list: Vec<Value> = groups
+                .into_iter()
+                .map(|(k, m)| {
+                    let mut o = Map::new();
+                    o.insert(c.into(), json!(k));
+                    if let Some(r) = ratio {
+                        o.insert("projected_cost_usd".into(), json!(projected(&m, r)));
+                    }
+                    o.extend(m);
+                    Value::Object(o)
+                })
+                .collect();
+            out.insert("group_by".into(), json!(c));
+            out.insert("groups".into(), Value::Array(list));
+            let mut o = Map::new();
+            o.insert("windows".into(), json!(open.len()));
+            o.insert("in_groups".into(), json!(attributed));
+            o.extend(open_total);
+            out.insert("open".into(), Value::Object(o));
+        }
+    }
+    if let Some(r) = ratio {
+        out.insert(
+            "estimate".into(),
+            json!({
+                "period_start": rfc3339_ms(range.from_ms),
+                "period_end": rfc3339_ms(range.to_ms),
+                "elapsed_ratio": r,
+                "complete": r >= 1.0,
+                "to_date_cost_usd": total.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0),
+                "projected_cost_usd": projected(&total, r),
+            }),
+        );
+    }
+    out.insert("truncated".into(), json!(truncated));
+    out.insert("total".into(), Value::Object(total));
+    Ok(Json(Value::Object(out)).into_response())
+}
+
+/// How much of `[from, to)` has passed at `now`, in 0..=1.
+fn elapsed_ratio(from_ms: i64, to_ms: i64, now_ms: i64) -> f64 {
+    if now_ms >= to_ms {
+        return 1.0;
+    }
+    if now_ms <= from_ms {
+        return 0.0;
+    }
+    (now_ms - from_ms) as f64 / (to_ms - from_ms) as f64
+}
+
+/// The period's cost at the rate so far: what is spent, over the share of
+/// the period that has passed (a linear projection; the spend itself once
+/// the period is over; nothing before it starts).
+fn projected(m: &Map<String, Value>, ratio: f64) -> f64 {
+    let cost = m.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0);
+    if ratio <= 0.0 {
+        0.0
+    } else {
+        cost / ratio
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,7 +593,7 @@ pub async fn sql(
     }
     let cap = s.cfg.http.max_query_rows;
     let max = req.max_rows.unwrap_or(cap).min(cap);
-    let ctx = scoped_session(&s, who.tenant.as_deref(), None, None)?;
+    let ctx = scoped_session(&s, who.tenant.as_deref(), None, None, None)?;
     let (columns, batches, truncated) = run(&s, ctx, &req.sql, max).await?;
     let rows = rows(&batches)?;
     Ok(Json(json!({
