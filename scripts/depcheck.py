@@ -30,6 +30,9 @@ FORBIDDEN.update({
     "tollgate-pipeline": ["tollgate-http", "tollgate-loadgen"],
     "tollgate-decision-log": ["tollgate-pipeline", "tollgate-http", "rdkafka"],
     "tollgate-rollup": ["tollgate-pipeline", "tollgate-http", "rdkafka"],
+    # The export reads the table it is handed; where it lives is the caller's.
+    "tollgate-export": ["tollgate-pipeline", "tollgate-http", "tollgate-rollup", "tollgate-kafka",
+                        "tollgate-telemetry", "rdkafka"],
 })
 
 # One writer owns the decision log: outside its own crate, a log is opened

@@ -2,6 +2,7 @@
 //! One file per command; `supervisor.rs` (the restart loop) and `reload.rs`
 //! (SIGHUP) are the parts of `run` that live on their own.
 
+mod export;
 mod gate_eval;
 mod policy_test;
 mod produce;
@@ -156,6 +157,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export the rollups for finance tools.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// A FinOps FOCUS 1.2 cost-and-usage dataset of one UTC month
+    /// (schemas/focus.md).
+    Focus {
+        /// The billing period, YYYY-MM.
+        #[arg(long)]
+        period: String,
+        /// Where to write it: `.csv` is CSV, anything else Parquet.
+        #[arg(long)]
+        out: PathBuf,
+        /// A directory, or s3://bucket/prefix.
+        #[arg(long, default_value = "data/rollups")]
+        rollup_dir: PathBuf,
+        /// Only this tenant's charges (default: every tenant's).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Charge periods of an `hour` or a `day`.
+        #[arg(long, default_value = "hour")]
+        granularity: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -286,6 +315,16 @@ fn main() -> std::process::ExitCode {
             produce(cfg, spec, rate)
         })(),
         Command::Summary { rollup_dir, json } => summary(&rollup_dir, json),
+        Command::Export {
+            command:
+                ExportCommand::Focus {
+                    period,
+                    out,
+                    rollup_dir,
+                    tenant,
+                    granularity,
+                },
+        } => export::focus(&rollup_dir, &period, &out, tenant.as_deref(), &granularity),
         Command::Verify { log_dir, json } => verify(&log_dir, json),
         Command::Policy {
             command: PolicyCommand::Test { config, dir },

@@ -197,6 +197,7 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppS
         ("get", "/v1/metrics", get(query::summary)),
         ("get", "/v1/usage", get(query::usage)),
         ("get", "/v1/usage/{project}", get(query::project_usage)),
+        ("get", "/v1/export/focus", get(query::focus_export)),
         ("get", "/v1/decisions", get(decisions::search)),
         ("post", "/v1/query", post(query::sql)),
     ]

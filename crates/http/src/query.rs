@@ -97,21 +97,9 @@ struct Range {
 
 /// `YYYY-MM` → the UTC month's bounds (ms).
 pub(crate) fn parse_period(v: &str) -> Result<(i64, i64), Problem> {
-    let bad = || {
-        Problem::bad_request(format!(
-            "`period` must be a UTC month as YYYY-MM (2026-11), got {v:?}"
-        ))
-    };
-    if v.len() != 7 || v.as_bytes().get(4) != Some(&b'-') {
-        return Err(bad());
-    }
-    let start = chrono::NaiveDate::parse_from_str(&format!("{v}-01"), "%Y-%m-%d")
-        .map_err(|_| bad())?;
-    let next = start
-        .checked_add_months(chrono::Months::new(1))
-        .ok_or_else(bad)?;
-    let ms = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis();
-    Ok((ms(start), ms(next)))
+    tollgate_export::Period::parse(v)
+        .map(|p| (p.start_ms, p.end_ms))
+        .map_err(|e| Problem::bad_request(e.to_string()))
 }
 
 impl RangeParams {
@@ -603,4 +591,65 @@ pub async fn sql(
         "truncated": truncated,
     }))
     .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FocusParams {
+    period: Option<String>,
+    format: Option<String>,
+    granularity: Option<String>,
+    tenant: Option<String>,
+}
+
+/// `GET /v1/export/focus`: the caller's FOCUS cost-and-usage dataset of
+/// one month (`tollgate_export`), as a Parquet or CSV file.
+pub async fn focus_export(
+    State(s): State<Arc<AppState>>,
+    Caller(who, ..): Caller<scope::UsageRead>,
+    q: Result<Query<FocusParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    use tollgate_export::{ExportError, Format, Granularity, Parties, Period};
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let bad = |e: ExportError| Problem::bad_request(e.to_string());
+    let Some(period) = q.period.as_deref() else {
+        return Err(Problem::bad_request("`period` (YYYY-MM) is required"));
+    };
+    let period = Period::parse(period).map_err(bad)?;
+    let format = Format::parse(q.format.as_deref().unwrap_or("parquet")).map_err(bad)?;
+    let granularity = Granularity::parse(q.granularity.as_deref().unwrap_or("hour")).map_err(bad)?;
+    let tenant = read_tenant(&who, q.tenant.as_deref())?;
+    let range = Range {
+        from_ms: period.start_ms,
+        to_ms: period.end_ms,
+        period: Some(period.name.clone()),
+    };
+    let Session { ctx, slot } = scoped_session(&s, tenant.as_deref(), Some(&range), None, None)?;
+    let name = format!(
+        "focus-{}.{}",
+        period.name,
+        if format == Format::Csv { "csv" } else { "parquet" }
+    );
+    let work = async move {
+        let batch = tollgate_export::focus(&ctx, &period, granularity, &Parties::default())
+            .await
+            .map_err(|e| match e {
+                ExportError::Query(e) => df_error(e),
+                e => Problem::internal(e.to_string()),
+            })?;
+        tollgate_export::write(&batch, format).map_err(|e| Problem::internal(e.to_string()))
+    };
+    let limit = Duration::from_millis(s.cfg.http.query_timeout_ms);
+    let bytes = s.queries.run(slot, limit, work).await?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, format.content_type().to_string()),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
