@@ -1,0 +1,178 @@
+"""The FinOps surface against the real broker: billing periods and projects
+(`/v1/usage?period=&group_by=`, `/v1/usage/{project}`), and the FOCUS export
+(`tollgate export focus`, `GET /v1/export/focus`) read back by DuckDB and
+pyarrow as a finance tool would, each read by two tenants."""
+
+import io
+import json
+import random
+import subprocess
+import time
+from collections import defaultdict
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tollgate_testlib import TOKEN_ACME, TOKEN_GLOBEX
+
+# Two hours ago, on the hour: in the current month (or the one before, on
+# the 1st), never in the future.
+BASE = (int(time.time()) // 3600 - 2) * 3_600_000
+PERIOD = time.strftime("%Y-%m", time.gmtime(BASE / 1000))
+TENANTS = {"acme": TOKEN_ACME, "globex": TOKEN_GLOBEX}
+PROJECTS = ["search", "ads", None]
+MODELS = ["gpt-4o", "gpt-4o-mini"]
+
+# FOCUS 1.2 columns the export must carry (the mandatory ones, and the
+# conditional ones Tollgate can fill), with the DuckDB type of each.
+FOCUS = {
+    "BilledCost": "DOUBLE", "EffectiveCost": "DOUBLE", "ListCost": "DOUBLE", "ContractedCost": "DOUBLE",
+    "BillingCurrency": "VARCHAR", "BillingPeriodStart": "TIMESTAMP WITH TIME ZONE",
+    "BillingPeriodEnd": "TIMESTAMP WITH TIME ZONE", "ChargePeriodStart": "TIMESTAMP WITH TIME ZONE",
+    "ChargePeriodEnd": "TIMESTAMP WITH TIME ZONE", "ChargeCategory": "VARCHAR", "ChargeClass": "VARCHAR",
+    "ChargeDescription": "VARCHAR", "PricingQuantity": "DOUBLE", "PricingUnit": "VARCHAR",
+    "ServiceName": "VARCHAR", "ServiceCategory": "VARCHAR", "ProviderName": "VARCHAR",
+    "PublisherName": "VARCHAR", "InvoiceIssuerName": "VARCHAR", "BillingAccountId": "VARCHAR",
+    "BillingAccountName": "VARCHAR", "ConsumedQuantity": "DOUBLE", "ConsumedUnit": "VARCHAR",
+    "ResourceId": "VARCHAR", "Tags": "VARCHAR", "x_EnergyWh": "DOUBLE", "x_CarbonGrams": "DOUBLE",
+    "x_InputTokens": "BIGINT", "x_OutputTokens": "BIGINT",
+}
+
+
+def events(n, seed):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        tenant = list(TENANTS)[i % 2]
+        ts = BASE + i * (1_800_000 // n)
+        tags = {"team": f"team-{rng.randrange(3)}", "environment": "prod"}
+        project = PROJECTS[i % 3]
+        if project:
+            tags["project"] = project
+        if i % 10 == 9:
+            kind, e = "training", {"event_id": f"t-{i}", "ts": ts, "tenant": tenant, "tags": tags,
+                                   "model": "llama-3.1-70b", "gpu_type": "h100", "gpu_count": 1 + i % 4,
+                                   "duration_hours": 0.25, "region": "us-east-1"}
+        else:
+            kind, e = "inference", {"event_id": f"i-{i}", "ts": ts, "tenant": tenant, "tags": tags,
+                                    "model": MODELS[rng.randrange(2)], "input_tokens": rng.randrange(1, 4000),
+                                    "output_tokens": rng.randrange(0, 1500), "duration_ms": 20.0,
+                                    "region": "eu-north-1"}
+        out.append((kind, e))
+    # Heartbeats: no cost, and no charge in the export.
+    out += [("heartbeat", {"event_id": f"h-{i}", "ts": BASE + i * 60_000, "tenant": "acme", "node_id": "n1",
+                           "region": "eu-west-1", "latency_ms": 5.0}) for i in range(5)]
+    return out
+
+
+def close(a, b):
+    return abs(a - b) <= 1e-9 * max(1.0, abs(b))
+
+
+def test_billing_periods_projects_and_the_focus_export(pipeline, tmp_path):
+    counted = events(600, seed=19)
+    pipeline.produce([(k, i % 3, e["tenant"], json.dumps(e)) for i, (k, e) in enumerate(counted)])
+    pipeline.run_to_end()
+
+    cost = defaultdict(float)  # (tenant, dimension, value) -> USD
+    for kind, e in counted:
+        c = pipeline.book.enrich(kind, e)[0]
+        tags = e.get("tags", {})
+        cost[(e["tenant"], "total", None)] += c
+        cost[(e["tenant"], "project", tags.get("project"))] += c
+        cost[(e["tenant"], "model", e.get("model"))] += c if kind != "heartbeat" else 0.0
+    assert cost[("acme", "total", None)] > 0 and cost[("globex", "total", None)] > 0
+
+    pipeline.start()
+    pipeline.wait_api("/readyz", timeout=120)
+
+    for tenant, token in TENANTS.items():
+        # By project: every project's cost, the untagged under null.
+        u = pipeline.api_json("GET", f"/v1/usage?period={PERIOD}&group_by=project", token)
+        assert u["tenant"] == tenant and u["period"] == PERIOD and u["group_by"] == "project", u
+        got = {g["project"]: g["cost_usd"] for g in u["groups"]}
+        assert set(got) == {"search", "ads", None}, got
+        for p, c in got.items():
+            assert close(c, cost[(tenant, "project", p)]), (tenant, p, c)
+        assert close(u["total"]["cost_usd"], cost[(tenant, "total", None)]), u["total"]
+        est = u["estimate"]
+        assert close(est["to_date_cost_usd"], cost[(tenant, "total", None)]), est
+        assert 0 < est["elapsed_ratio"] <= 1 and est["projected_cost_usd"] >= est["to_date_cost_usd"], est
+        assert u["open"]["windows"] == 0, "every window is closed"
+        # By model, heartbeats under null with no cost.
+        m = pipeline.api_json("GET", f"/v1/usage?period={PERIOD}&group_by=model", token)
+        for g in m["groups"]:
+            assert close(g["cost_usd"], cost[(tenant, "model", g["model"])]), g
+        # One project, under the path the Flask control planes use.
+        one = pipeline.api_json("GET", f"/v1/usage/search?period={PERIOD}&group_by=team", token)
+        assert one["project"] == "search"
+        assert close(one["total"]["cost_usd"], cost[(tenant, "project", "search")]), one["total"]
+        assert close(sum(g["cost_usd"] for g in one["groups"]), cost[(tenant, "project", "search")])
+        # The same through the query parameter.
+        q = pipeline.api_json("GET", f"/v1/usage?period={PERIOD}&project=search", token)
+        assert close(q["total"]["cost_usd"], cost[(tenant, "project", "search")])
+        assert all(w["tenant"] == tenant for w in q["windows"])
+
+        # The tenant's FOCUS export over HTTP: its charges only, all of them.
+        status, headers, raw = pipeline.api("GET", f"/v1/export/focus?period={PERIOD}", token)
+        assert status == 200 and headers["content-type"] == "application/vnd.apache.parquet", raw[:300]
+        t = pq.read_table(io.BytesIO(raw))
+        assert set(t.column("BillingAccountId").to_pylist()) == {tenant}
+        assert close(sum(t.column("BilledCost").to_pylist()), cost[(tenant, "total", None)])
+        status, headers, raw = pipeline.api("GET", f"/v1/export/focus?period={PERIOD}&format=csv&granularity=day",
+                                            token)
+        assert status == 200 and headers["content-type"].startswith("text/csv"), raw[:300]
+        lines = raw.decode().splitlines()
+        assert lines[0].startswith("BilledCost,BillingAccountId,") and len(lines) > 1, lines[:2]
+        assert {line.split(",")[1] for line in lines[1:]} == {tenant}
+
+    # Refusals name what is wrong.
+    for q in ["period=2026-13", f"period={PERIOD}&from=0", "period=2026-11&group_by=region"]:
+        status, _, raw = pipeline.api("GET", f"/v1/usage?{q}", TOKEN_ACME)
+        assert status == 400 and json.loads(raw)["detail"], (q, raw)
+    status, _, raw = pipeline.api("GET", "/v1/export/focus", TOKEN_ACME)
+    assert status == 400 and "period" in json.loads(raw)["detail"], raw
+    status, _, _ = pipeline.api("GET", f"/v1/export/focus?period={PERIOD}&tenant=acme", TOKEN_GLOBEX)
+    assert status == 403
+
+    # The operator's export of every tenant, as a file, read by DuckDB and pyarrow.
+    rollup_cost = rollups_cost(pipeline.rollups)
+    for name in ["focus.parquet", "focus.csv"]:
+        out = tmp_path / name
+        r = subprocess.run([str(pipeline.binary), "export", "focus", "--period", PERIOD, "--out", str(out),
+                            "--rollup-dir", str(pipeline.rollups)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        con = duckdb.connect()
+        reader = f"read_parquet('{out}')" if name.endswith(".parquet") else f"read_csv('{out}', header=true)"
+        if name.endswith(".parquet"):
+            types = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
+            missing = {c: want for c, want in FOCUS.items() if types.get(c) != want}
+            assert not missing, (missing, types)
+            schema = pq.read_schema(out)
+            assert schema.field("BilledCost").type == pa.float64()
+            assert schema.field("ChargePeriodStart").type == pa.timestamp("ms", tz="UTC")
+        nulls = con.execute(f"SELECT count(*) FROM {reader} WHERE BilledCost IS NULL OR EffectiveCost IS NULL "
+                            "OR ListCost IS NULL OR ContractedCost IS NULL OR BillingCurrency IS NULL").fetchone()[0]
+        assert nulls == 0
+        billed, rows, kinds, accounts = con.execute(
+            f"SELECT sum(BilledCost), count(*), list(DISTINCT x_Kind ORDER BY x_Kind), "
+            f"list(DISTINCT BillingAccountId ORDER BY BillingAccountId) FROM {reader}").fetchone()
+        assert close(billed, rollup_cost), (billed, rollup_cost)
+        assert close(billed, cost[("acme", "total", None)] + cost[("globex", "total", None)])
+        assert kinds == ["inference", "training"] and accounts == ["acme", "globex"], (kinds, accounts)
+        # Charge periods are whole hours inside the billing period.
+        bad = con.execute(
+            f"SELECT count(*) FROM {reader} WHERE ChargePeriodStart < BillingPeriodStart "
+            "OR ChargePeriodEnd > BillingPeriodEnd OR ChargePeriodEnd - ChargePeriodStart <> INTERVAL 1 HOUR"
+        ).fetchone()[0]
+        assert bad == 0 and rows > 0
+        tags = con.execute(f"SELECT DISTINCT json_extract_string(Tags, '$.project') FROM {reader}").fetchall()
+        assert {t[0] for t in tags} == {"search", "ads", None}
+
+
+def rollups_cost(root):
+    """The rollups' cost of PERIOD's charges, as an analyst reads the tree."""
+    t = pq.read_table(root).to_pylist()
+    return sum(r["cost_usd"] for r in t if str(r["kind"]) in ("inference", "training")
+               and r["window_start"].strftime("%Y-%m") == PERIOD)
