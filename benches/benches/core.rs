@@ -23,6 +23,8 @@ fn events(teams: u32) -> Vec<(Kind, Vec<u8>)> {
         span_ms: 600_000,
         duplicate_ratio: 0.01,
         other_kinds_ratio: 0.0,
+        nodes: 0,
+        heartbeat_every_ms: 0,
     };
     Generator::new(spec)
         .map(|g| (g.kind, g.payload.into_bytes()))

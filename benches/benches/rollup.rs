@@ -30,6 +30,8 @@ fn window() -> ClosedWindow {
         span_ms: 120_000,
         duplicate_ratio: 0.0,
         other_kinds_ratio: 0.0,
+        nodes: 0,
+        heartbeat_every_ms: 0,
     };
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/default.toml");
     let cfg = tollgate_config::Config::load(std::path::Path::new(path)).expect("default.toml");

@@ -372,6 +372,7 @@ fn main() -> Result<()> {
         span_ms: 600_000,
         duplicate_ratio: 0.0,
         other_kinds_ratio: 0.05,
+        ..Default::default()
     };
     match args.phase {
         Some(Phase::Produce) => {

@@ -529,6 +529,24 @@ impl Config {
                 ))
             })?;
         }
+        // The Flask control planes' node-health settings, as overrides of
+        // the node-reliability policy's thresholds.
+        for (var, param, scale) in [
+            ("AI_STALE_HEARTBEAT_MINUTES", "stale_after_secs", 60.0),
+            ("AI_TARGET_LATENCY_MS", "latency_spike_ms", 1.0),
+        ] {
+            let Some(v) = env(var).filter(|v| !v.trim().is_empty()) else {
+                continue;
+            };
+            let n: f64 = v.trim().parse().ok().filter(|n: &f64| n.is_finite() && *n > 0.0).ok_or_else(|| {
+                ConfigError::Invalid(format!("{var} must be a positive number, got {v:?}"))
+            })?;
+            c.policies
+                .params
+                .entry("node-reliability".into())
+                .or_default()
+                .insert(param.into(), toml::Value::Float(n * scale));
+        }
         if let Some(id) = env("TOLLGATE_INSTANCE_ID") {
             c.kafka.instance_id = Some(id);
         }
@@ -668,6 +686,28 @@ mod tests {
             Some(tollgate_event::Kind::Training)
         );
         assert_eq!(c.kafka.fetch_wait_max_ms, 10);
+    }
+
+    #[test]
+    fn the_flask_node_health_settings_set_the_node_policy() {
+        let env = |k: &str| match k {
+            "AI_STALE_HEARTBEAT_MINUTES" => Some("2".to_string()),
+            "AI_TARGET_LATENCY_MS" => Some("250".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml(
+            "[policies.params.node-reliability]\nstale_after_secs = 30\nmin_score = 70\n",
+            Path::new("x.toml"),
+            env,
+        )
+        .expect("valid");
+        let p = &c.policies.params["node-reliability"];
+        assert_eq!(p["stale_after_secs"], toml::Value::Float(120.0));
+        assert_eq!(p["latency_spike_ms"], toml::Value::Float(250.0));
+        assert_eq!(p["min_score"], toml::Value::Integer(70));
+        let bad = |k: &str| (k == "AI_STALE_HEARTBEAT_MINUTES").then(|| "soon".to_string());
+        let e = Config::from_toml("", Path::new("x.toml"), bad).expect_err("refused");
+        assert!(e.to_string().contains("AI_STALE_HEARTBEAT_MINUTES"), "{e}");
     }
 
     #[test]

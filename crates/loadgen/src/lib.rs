@@ -42,8 +42,14 @@ pub struct LoadSpec {
     pub span_ms: i64,
     /// Share of events sent again with the same `event_id` (0..1).
     pub duplicate_ratio: f64,
-    /// Share of training and heartbeat events each (0..0.5).
+    /// Share of training events (0..1).
     pub other_kinds_ratio: f64,
+    /// Nodes sending heartbeats, each every `heartbeat_every_ms` of event
+    /// time, spread evenly over the interval (0 nodes: no heartbeats).
+    /// The last node is the flaky one: one heartbeat in five reports an
+    /// uptime dip, so the node-reliability policy has something to say.
+    pub nodes: u32,
+    pub heartbeat_every_ms: i64,
 }
 
 impl Default for LoadSpec {
@@ -58,6 +64,8 @@ impl Default for LoadSpec {
             span_ms: 600_000,
             duplicate_ratio: 0.0,
             other_kinds_ratio: 0.05,
+            nodes: 16,
+            heartbeat_every_ms: 10_000,
         }
     }
 }
@@ -95,6 +103,8 @@ pub struct Generator {
     i: u64,
     /// Last event, re-sent as a duplicate.
     last: Option<Generated>,
+    /// Heartbeats sent so far.
+    beats: u64,
 }
 
 impl Generator {
@@ -105,6 +115,7 @@ impl Generator {
             rng,
             i: 0,
             last: None,
+            beats: 0,
         }
     }
 }
@@ -130,6 +141,41 @@ impl Iterator for Generator {
         let r = &mut self.rng;
         let n = self.i;
         let ts = s.start_ms + (s.span_ms as i128 * (n - 1) as i128 / s.count.max(1) as i128) as i64;
+        if s.nodes > 0 && s.heartbeat_every_ms > 0 {
+            let nodes = u64::from(s.nodes);
+            let node = self.beats % nodes;
+            let at = s.start_ms
+                + (self.beats / nodes) as i64 * s.heartbeat_every_ms
+                + (node as i64 * s.heartbeat_every_ms) / nodes as i64;
+            if at <= ts {
+                self.beats += 1;
+                let flaky = node == nodes - 1 && r.below(5) == 0;
+                let tenant = node % u64::from(s.tenants.max(1));
+                let payload = format!(
+                    r#"{{"event_id":"hb-{}-{n}","ts":{at},"tenant":"tenant-{tenant}","region":"{}","node_id":"node-{node}","latency_ms":{:.1},"uptime_ratio":{:.4},"proof_ok":true}}"#,
+                    s.seed,
+                    REGIONS[(node % REGIONS.len() as u64) as usize],
+                    5.0 + 200.0 * r.unit(),
+                    if flaky {
+                        0.9 + 0.09 * r.unit()
+                    } else {
+                        0.995 + 0.005 * r.unit()
+                    }
+                );
+                // Keyed by node: a node's heartbeats stay on one partition.
+                let g = Generated {
+                    kind: Kind::Heartbeat,
+                    key: format!("tenant-{tenant}/node-{node}"),
+                    payload,
+                };
+                self.last = Some(Generated {
+                    kind: g.kind,
+                    key: g.key.clone(),
+                    payload: g.payload.clone(),
+                });
+                return Some(g);
+            }
+        }
         let team = r.below(s.teams as u64);
         let tenant = team % s.tenants.max(1) as u64;
         let env = ENVS[r.below(ENVS.len() as u64) as usize];
@@ -150,19 +196,6 @@ impl Iterator for Generator {
                 0.3 + 0.7 * r.unit()
             );
             (Kind::Training, body)
-        } else if roll < 2.0 * s.other_kinds_ratio {
-            let body = format!(
-                r#""node_id":"node-{}","latency_ms":{:.1},"uptime_ratio":{:.4},"proof_ok":true"#,
-                r.below(64),
-                5.0 + 200.0 * r.unit(),
-                // Mostly healthy nodes; one heartbeat in 50 reports a dip.
-                if r.below(50) == 0 {
-                    0.9 + 0.09 * r.unit()
-                } else {
-                    0.995 + 0.005 * r.unit()
-                }
-            );
-            (Kind::Heartbeat, body)
         } else {
             let input = 50 + r.below(4000);
             let cached = if r.below(4) == 0 { r.below(input) } else { 0 };
@@ -269,5 +302,34 @@ mod tests {
             "about 10% duplicates: {} unique",
             ids.len()
         );
+    }
+
+    #[test]
+    fn every_node_beats_on_its_cadence_keyed_by_node() {
+        let spec = LoadSpec {
+            count: 20_000,
+            start_ms: 0,
+            span_ms: 600_000,
+            nodes: 8,
+            heartbeat_every_ms: 10_000,
+            ..LoadSpec::default()
+        };
+        let mut beats: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+        let mut last_ts = i64::MIN;
+        for g in Generator::new(spec) {
+            let e = decode(g.payload.as_bytes(), g.kind, &Limits::default()).expect("valid");
+            assert!(e.ts_ms >= last_ts, "in event-time order");
+            last_ts = e.ts_ms;
+            if g.kind == Kind::Heartbeat {
+                let node = e.node_id.as_deref().expect("a node").to_string();
+                assert!(g.key.ends_with(&format!("/{node}")), "{}", g.key);
+                beats.entry(node).or_default().push(e.ts_ms);
+            }
+        }
+        assert_eq!(beats.len(), 8);
+        for (node, ts) in &beats {
+            assert!(ts.len() >= 59, "{node}: {}", ts.len());
+            assert!(ts.windows(2).all(|w| w[1] - w[0] == 10_000), "{node}: {ts:?}");
+        }
     }
 }
