@@ -117,7 +117,8 @@ class PriceBook:
         best = max(len(m["pattern"].replace("*", "")) for m in matches)
         owner = next(m["pattern"] for m in matches if len(m["pattern"].replace("*", "")) == best)
         day = datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d")
-        dated = [m for m in matches if m["pattern"] == owner and m.get("effective_from", "0000-00-00") <= day]
+        dated = [m for m in matches if m["pattern"] == owner and m.get("effective_from", "0000-00-00") <= day
+                 and day < m.get("effective_to", "9999-99-99")]
         if not dated:
             return None
         return max(dated, key=lambda m: m.get("effective_from", "0000-00-00"))

@@ -26,11 +26,7 @@ pub(crate) fn focus(
         )),
         None => table,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
-    let batch = runtime.block_on(async {
+    let batch = crate::runtime()?.block_on(async {
         let ctx = SessionContext::new();
         ctx.register_table("rollups", table)?;
         let batch = tollgate_export::focus(&ctx, &period, granularity, &Parties::default()).await?;

@@ -5,6 +5,7 @@
 mod export;
 mod gate_eval;
 mod policy_test;
+mod pricing;
 mod produce;
 mod reload;
 mod run;
@@ -157,10 +158,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The price book.
+    Pricing {
+        #[command(subcommand)]
+        command: PricingCommand,
+    },
     /// Export the rollups for finance tools.
     Export {
         #[command(subcommand)]
         command: ExportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PricingCommand {
+    /// Validate the config's price book; with --model, print the entry
+    /// that prices it on --date (default today, UTC).
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        model: Option<String>,
+        /// YYYY-MM-DD.
+        #[arg(long)]
+        date: Option<String>,
     },
 }
 
@@ -315,6 +336,13 @@ fn main() -> std::process::ExitCode {
             produce(cfg, spec, rate)
         })(),
         Command::Summary { rollup_dir, json } => summary(&rollup_dir, json),
+        Command::Pricing {
+            command: PricingCommand::Check {
+                config,
+                model,
+                date,
+            },
+        } => pricing::pricing_check(&config.config, model.as_deref(), date.as_deref()),
         Command::Export {
             command:
                 ExportCommand::Focus {

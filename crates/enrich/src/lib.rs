@@ -83,13 +83,16 @@ impl Defaults {
 }
 
 /// Prices for model names matching `pattern` (`*` matches any run of
-/// characters), effective from `effective_from` (UTC date, inclusive).
+/// characters), effective from `effective_from` (UTC date, inclusive) until
+/// `effective_to` (UTC date, exclusive).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPrice {
     pub pattern: String,
     #[serde(default)]
     pub effective_from: Option<String>,
+    #[serde(default)]
+    pub effective_to: Option<String>,
     pub input_per_1k: f64,
     pub output_per_1k: f64,
     /// Price of cached input tokens; the input price when absent.
@@ -169,6 +172,10 @@ pub struct Enriched {
 struct Rates {
     /// Epoch millis from which these rates apply.
     from_ms: i64,
+    /// Epoch millis from which they no longer do.
+    to_ms: i64,
+    /// The book entry (index in `PriceBook::models`); `None`: the defaults.
+    entry: Option<usize>,
     input: f64,
     cached: f64,
     output: f64,
@@ -231,10 +238,27 @@ impl Enricher {
                     }
                 }
             }
-            if let Some(d) = &m.effective_from {
-                if parse_date_ms(d).is_none() {
+            let mut dates = [None, None];
+            for (i, (name, d)) in [("effective_from", &m.effective_from), ("effective_to", &m.effective_to)]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(d) = d {
+                    match parse_date_ms(d) {
+                        Some(ms) => dates[i] = Some(ms),
+                        None => {
+                            return bad(format!(
+                                "model `{}`: {name} `{d}` is not a YYYY-MM-DD date",
+                                m.pattern
+                            ))
+                        }
+                    }
+                }
+            }
+            if let [Some(from), Some(to)] = dates {
+                if to <= from {
                     return bad(format!(
-                        "model `{}`: effective_from `{d}` is not a YYYY-MM-DD date",
+                        "model `{}`: effective_to must be after effective_from",
                         m.pattern
                     ));
                 }
@@ -284,13 +308,20 @@ impl Enricher {
             .book
             .models
             .iter()
-            .filter(|m| Some(m.pattern.as_str()) == best)
-            .map(|m| Rates {
+            .enumerate()
+            .filter(|(_, m)| Some(m.pattern.as_str()) == best)
+            .map(|(i, m)| Rates {
                 from_ms: m
                     .effective_from
                     .as_deref()
                     .and_then(parse_date_ms)
                     .unwrap_or(i64::MIN),
+                to_ms: m
+                    .effective_to
+                    .as_deref()
+                    .and_then(parse_date_ms)
+                    .unwrap_or(i64::MAX),
+                entry: Some(i),
                 input: m.input_per_1k,
                 cached: m.cached_input_per_1k.unwrap_or(m.input_per_1k),
                 output: m.output_per_1k,
@@ -301,6 +332,8 @@ impl Enricher {
         rates.sort_by_key(|r| std::cmp::Reverse(r.from_ms));
         rates.push(Rates {
             from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            entry: None,
             input: d.cost_per_1k_input_tokens,
             cached: d.cost_per_1k_input_tokens,
             output: d.cost_per_1k_output_tokens,
@@ -317,18 +350,27 @@ impl Enricher {
                 self.model_cache.entry(model.into()).or_insert(rates)
             }
         };
-        // The last entry (the defaults) applies from the beginning of time.
+        // The newest entry in force; the last (the defaults) always is.
         list.iter()
-            .find(|r| r.from_ms <= ts_ms)
+            .find(|r| r.from_ms <= ts_ms && ts_ms < r.to_ms)
             .or(list.last())
             .copied()
             .unwrap_or(Rates {
                 from_ms: i64::MIN,
+                to_ms: i64::MAX,
+                entry: None,
                 input: self.defaults.cost_per_1k_input_tokens,
                 cached: self.defaults.cost_per_1k_input_tokens,
                 output: self.defaults.cost_per_1k_output_tokens,
                 energy: self.defaults.energy_wh_per_1k_tokens,
             })
+    }
+
+    /// The book entry that prices `model` at `ts_ms` (`None`: no entry is
+    /// in force, the defaults price it).
+    pub fn model_entry(&mut self, model: &str, ts_ms: i64) -> Option<&ModelPrice> {
+        let i = self.model_rates(model, ts_ms).entry?;
+        self.book.models.get(i)
     }
 
     /// Grid intensity for a region (g CO2e per kWh).

@@ -178,6 +178,7 @@ fn the_most_specific_pattern_wins_over_a_newer_generic_one() {
     b.models.push(ModelPrice {
         pattern: "gpt-4o-mini*".into(),
         effective_from: Some("2023-01-01".into()),
+        effective_to: None,
         input_per_1k: 0.0001,
         output_per_1k: 0.0002,
         cached_input_per_1k: None,
@@ -189,4 +190,37 @@ fn the_most_specific_pattern_wins_over_a_newer_generic_one() {
         r#"{"event_id":"a","ts":"2025-01-01T00:00:00Z","tenant":"t","model":"gpt-4o-mini","input_tokens":1000,"output_tokens":1000,"duration_ms":1}"#,
     );
     assert!(close(en.enrich(&e).cost_usd, 0.0003));
+}
+
+#[test]
+fn an_entry_ends_at_its_effective_to_and_the_one_in_force_is_named() {
+    let mut b = book();
+    // The newer price ends on 2025-01-01; the older one has no end, so it
+    // is in force again after that (a promotion that ran out).
+    b.models[1].effective_to = Some("2025-01-01".into());
+    let mut en = Enricher::new(b.clone(), Defaults::default()).expect("enricher");
+    let at = |d: &str| parse_date_ms(d).expect("date");
+    assert_eq!(en.model_entry("gpt-4o", at("2024-05-31")), Some(&b.models[0]));
+    assert_eq!(en.model_entry("gpt-4o", at("2024-06-01")), Some(&b.models[1]));
+    assert_eq!(en.model_entry("gpt-4o", at("2024-12-31")), Some(&b.models[1]));
+    assert_eq!(en.model_entry("gpt-4o", at("2025-01-01")), Some(&b.models[0]));
+    assert_eq!(en.model_entry("claude-x", at("2025-01-01")), None, "the defaults");
+    // With an end on the only entry, the defaults price what follows it.
+    let mut only = book();
+    only.models.truncate(1);
+    only.models[0].effective_to = Some("2024-03-01".into());
+    let mut en = Enricher::new(only, Defaults::default()).expect("enricher");
+    assert!(en.model_entry("gpt-4o", at("2024-02-29")).is_some());
+    assert_eq!(en.model_entry("gpt-4o", at("2024-03-01")), None);
+    let e = event(
+        Kind::Inference,
+        r#"{"event_id":"a","ts":"2024-03-02T00:00:00Z","tenant":"t","model":"gpt-4o","input_tokens":1000,"output_tokens":1000,"duration_ms":1}"#,
+    );
+    let d = Defaults::default();
+    assert!(close(en.enrich(&e).cost_usd, d.cost_per_1k_input_tokens + d.cost_per_1k_output_tokens));
+
+    let mut bad = book();
+    bad.models[1].effective_to = Some("2024-06-01".into());
+    let err = Enricher::new(bad, Defaults::default()).expect_err("an empty range");
+    assert!(err.to_string().contains("effective_to must be after effective_from"), "{err}");
 }
