@@ -176,3 +176,67 @@ def rollups_cost(root):
     t = pq.read_table(root).to_pylist()
     return sum(r["cost_usd"] for r in t if str(r["kind"]) in ("inference", "training")
                and r["window_start"].strftime("%Y-%m") == PERIOD)
+
+
+def test_sighup_reloads_the_price_book_for_what_is_read_after_it(pipeline):
+    """A SIGHUP with a new price book prices every event read after it (by
+    the workers and by the API's ingest answer) at the new price, and
+    leaves what was read before at the old one. A broken book is refused
+    and the one in force stays."""
+    import signal
+
+    def inference(i, ts):
+        return {"event_id": f"p-{i}", "ts": ts, "tenant": "acme", "tags": {"team": "ai", "environment": "prod"},
+                "model": "gpt-4o-mini", "input_tokens": 1000, "output_tokens": 0, "duration_ms": 5.0}
+
+    old_book = pipeline.book
+    before = [inference(i, BASE + i * 1000) for i in range(30)]
+    pipeline.produce([("inference", 0, "acme", json.dumps(e)) for e in before])
+    proc = pipeline.start("--workers", "1")
+    pipeline.wait_api("/readyz", timeout=120)
+    since = f"from={BASE - 60_000}&to={BASE + 3_600_000}"
+    deadline = time.time() + 60
+    while pipeline.api_json("GET", f"/v1/usage?{since}", TOKEN_ACME)["total"].get("events", 0) < len(before):
+        assert time.time() < deadline and proc.poll() is None, pipeline.log_tail()
+        time.sleep(0.5)
+
+    text = pipeline.config.read_text()
+    broken = text.replace("input_per_1k = 0.00015", "input_per_1k = -1.0")
+    assert broken != text
+    pipeline.config.write_text(broken)
+    log = pipeline.tmp / "run.log"
+    mark = len(log.read_text(errors="replace"))
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 30
+    while "reload failed" not in log.read_text(errors="replace")[mark:]:
+        assert time.time() < deadline and proc.poll() is None, pipeline.log_tail()
+        time.sleep(0.2)
+    line = next(x for x in log.read_text(errors="replace")[mark:].splitlines() if "reload failed" in x)
+    assert "gpt-4o-mini*" in line and "input_per_1k" in line, line
+    # Ten times the input price.
+    pipeline.config.write_text(text.replace("input_per_1k = 0.00015", "input_per_1k = 0.0015"))
+    mark = len(log.read_text(errors="replace"))
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 30
+    while "price book reloaded" not in log.read_text(errors="replace")[mark:]:
+        assert time.time() < deadline and proc.poll() is None, pipeline.log_tail()
+        time.sleep(0.2)
+    new_book = type(old_book)(pipeline.config)
+
+    # The API's answer is priced by the new book.
+    one = inference(100, BASE + 200_000)
+    answer = pipeline.api_json("POST", "/v1/metrics/inference", TOKEN_ACME, json.dumps(one), expect=202)
+    assert close(answer["cost_usd"], new_book.enrich("inference", one)[0]), answer
+    assert not close(answer["cost_usd"], old_book.enrich("inference", one)[0])
+    after = [inference(200 + i, BASE + 240_000 + i * 1000) for i in range(30)]
+    pipeline.produce([("inference", 0, "acme", json.dumps(e)) for e in after])
+
+    expected = (sum(old_book.enrich("inference", e)[0] for e in before)
+                + sum(new_book.enrich("inference", e)[0] for e in [one] + after))
+    deadline = time.time() + 90
+    while True:
+        total = pipeline.api_json("GET", f"/v1/usage?{since}", TOKEN_ACME)["total"]
+        if total.get("events", 0) == len(before) + 1 + len(after) and close(total["cost_usd"], expected):
+            break
+        assert time.time() < deadline and proc.poll() is None, (total, expected, pipeline.log_tail())
+        time.sleep(0.5)

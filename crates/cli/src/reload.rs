@@ -1,6 +1,6 @@
-//! SIGHUP: reload the policy files and the config's `[policies]` section,
-//! then the gate rules (`[gates]`). Anything broken is reported and the
-//! running set stays in force.
+//! SIGHUP: reload the price book (`[pricing]`), the policy files and the
+//! config's `[policies]` section, then the gate rules (`[gates]`).
+//! Anything broken is reported and the running set stays in force.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,17 +12,34 @@ use tracing::{error, info};
 /// Reload on every SIGHUP until the signal stream ends.
 pub(crate) async fn on_sighup(
     mut hup: tokio::signal::unix::Signal,
-    cfg: Config,
+    mut cfg: Config,
     path: PathBuf,
     decisions: DecisionStage,
     api: Option<Arc<tollgate_http::AppState>>,
+    telemetry: Arc<tollgate_telemetry::metrics::Telemetry>,
 ) {
     while hup.recv().await.is_some() {
         let mut next = cfg.clone();
         match Config::load(&path) {
-            Ok(c) => next.policies = c.policies,
+            Ok(c) => {
+                next.policies = c.policies;
+                // The price book first: the policies and the gate read its
+                // regions. Every worker and the API take it up at their
+                // next event; what was read before keeps its price.
+                if c.pricing != next.pricing {
+                    match tollgate_enrich::Enricher::new(c.pricing.clone(), cfg.defaults.clone()) {
+                        Ok(_) => {
+                            let generation = telemetry.pricing.replace(c.pricing.clone());
+                            info!(models = c.pricing.models.len(), generation, "price book reloaded");
+                            cfg.pricing = c.pricing.clone();
+                            next.pricing = c.pricing;
+                        }
+                        Err(e) => error!(error = %e, "price book reload failed; the running price book stays in force"),
+                    }
+                }
+            }
             Err(e) => {
-                error!(error = %e, "policy reload failed: cannot read the config; the running policies stay in force");
+                error!(error = %e, "reload failed: cannot read the config; the running price book, policies and gate rules stay in force");
                 continue;
             }
         }

@@ -100,6 +100,7 @@ pub(crate) fn run(
         config_path.to_path_buf(),
         decisions.clone(),
         api.clone(),
+        telemetry.clone(),
     ));
     let reporter = {
         let telemetry = telemetry.clone();

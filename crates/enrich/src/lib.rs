@@ -11,6 +11,8 @@
 //! environment) price whatever the book does not match.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
@@ -182,6 +184,35 @@ struct Rates {
     energy: f64,
 }
 
+/// The price book in force, shared by every [`Enricher`] of a process
+/// (each worker's and the API's): a reload replaces it, and each enricher
+/// takes the new one at its next [`Enricher::refresh`]. Generation 0 is the
+/// book the enrichers were built with.
+#[derive(Debug, Default)]
+pub struct SharedBook {
+    generation: AtomicU64,
+    book: RwLock<Option<Arc<PriceBook>>>,
+}
+
+impl SharedBook {
+    /// Put `book` in force (validate it with [`Enricher::new`] first);
+    /// returns its generation.
+    pub fn replace(&self, book: PriceBook) -> u64 {
+        let mut slot = self.book.write().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(Arc::new(book));
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn current(&self) -> (u64, Option<Arc<PriceBook>>) {
+        let slot = self.book.read().unwrap_or_else(|p| p.into_inner());
+        (self.generation(), slot.clone())
+    }
+}
+
 /// Applies a price book and defaults to events. Caches the rates resolved per
 /// model name, so the pattern scan runs once per distinct model.
 #[derive(Debug)]
@@ -192,6 +223,8 @@ pub struct Enricher {
     model_cache: FastMap<Box<str>, Vec<Rates>>,
     gpu: FastMap<String, (f64, f64)>,
     region: FastMap<String, f64>,
+    /// The [`SharedBook`] generation this enricher prices with.
+    generation: u64,
 }
 
 fn parse_date_ms(s: &str) -> Option<i64> {
@@ -283,7 +316,29 @@ impl Enricher {
             model_cache: FastMap::default(),
             gpu,
             region,
+            generation: 0,
         })
+    }
+
+    /// Take the shared book if it was replaced since this enricher was
+    /// built (one atomic load when it was not). A book that does not build
+    /// is skipped and the one in use stays (the reload validated it).
+    pub fn refresh(&mut self, shared: &SharedBook) {
+        if shared.generation() == self.generation {
+            return;
+        }
+        let (generation, book) = shared.current();
+        self.generation = generation;
+        if let Some(book) = book {
+            if let Ok(mut next) = Enricher::new((*book).clone(), self.defaults.clone()) {
+                next.generation = generation;
+                *self = next;
+            }
+        }
+    }
+
+    pub fn book(&self) -> &PriceBook {
+        &self.book
     }
 
     pub fn defaults(&self) -> &Defaults {

@@ -224,3 +224,23 @@ fn an_entry_ends_at_its_effective_to_and_the_one_in_force_is_named() {
     let err = Enricher::new(bad, Defaults::default()).expect_err("an empty range");
     assert!(err.to_string().contains("effective_to must be after effective_from"), "{err}");
 }
+
+#[test]
+fn a_replaced_shared_book_is_taken_up_at_the_next_refresh() {
+    let shared = SharedBook::default();
+    let mut en = Enricher::new(book(), Defaults::default()).expect("enricher");
+    let e = event(
+        Kind::Inference,
+        r#"{"event_id":"a","ts":"2025-01-01T00:00:00Z","tenant":"t","model":"gpt-4o","input_tokens":1000,"output_tokens":0,"duration_ms":1}"#,
+    );
+    en.refresh(&shared);
+    assert!(close(en.enrich(&e).cost_usd, 0.002), "nothing replaced yet");
+    let mut dearer = book();
+    dearer.models[1].input_per_1k = 0.02;
+    assert_eq!(shared.replace(dearer), 1);
+    assert!(close(en.enrich(&e).cost_usd, 0.002), "not before the refresh");
+    en.refresh(&shared);
+    assert!(close(en.enrich(&e).cost_usd, 0.02));
+    en.refresh(&shared);
+    assert!(close(en.enrich(&e).cost_usd, 0.02), "a second refresh changes nothing");
+}

@@ -133,6 +133,7 @@ async fn single(
     tenant_allowed(&who, &e)?;
     let priced = {
         let mut enricher = s.ingest.enricher.lock().unwrap_or_else(|p| p.into_inner());
+        enricher.refresh(&s.telemetry.pricing);
         enricher.enrich(&e)
     };
     let answer = json!({

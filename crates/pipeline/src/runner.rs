@@ -258,6 +258,8 @@ impl Runner<'_> {
                 return Ok(RunOutcome::Stopped);
             }
             let polled = consumer.poll(tick);
+            // A reloaded price book applies from the next message on.
+            self.env.enricher.refresh(&self.telemetry.pricing);
             self.apply_revocations(consumer);
             self.check_assigned(consumer)?;
             let busy = match polled {

@@ -204,6 +204,9 @@ pub struct Telemetry {
     pub live: Live,
     /// Every instance's team spend, read from the spend topic (`[spend]`).
     pub spend: crate::spend::SharedSpend,
+    /// The price book in force; SIGHUP replaces it and every enricher of
+    /// the process takes it up.
+    pub pricing: tollgate_enrich::SharedBook,
     pub window_close_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub decisions: IntCounterVec,
@@ -231,6 +234,7 @@ impl Telemetry {
             events: EventCounters::default(),
             live,
             spend: Default::default(),
+            pricing: Default::default(),
             window_close_seconds: hist(
                 "tollgate_window_close_duration_seconds",
                 "Time to close one window: policies, decision log and topic, Parquet file.",
