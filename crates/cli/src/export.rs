@@ -43,7 +43,10 @@ pub(crate) fn focus(
     std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
     let cost: f64 = batch
         .column_by_name("BilledCost")
-        .and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::Float64Array>())
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<datafusion::arrow::array::Float64Array>()
+        })
         .map_or(0.0, |a| a.values().iter().sum());
     eprintln!(
         "{} FOCUS rows for {}, {cost:.6} USD billed, written to {}",

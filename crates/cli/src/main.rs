@@ -337,11 +337,12 @@ fn main() -> std::process::ExitCode {
         })(),
         Command::Summary { rollup_dir, json } => summary(&rollup_dir, json),
         Command::Pricing {
-            command: PricingCommand::Check {
-                config,
-                model,
-                date,
-            },
+            command:
+                PricingCommand::Check {
+                    config,
+                    model,
+                    date,
+                },
         } => pricing::pricing_check(&config.config, model.as_deref(), date.as_deref()),
         Command::Export {
             command:

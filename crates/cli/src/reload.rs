@@ -30,11 +30,16 @@ pub(crate) async fn on_sighup(
                     match tollgate_enrich::Enricher::new(c.pricing.clone(), cfg.defaults.clone()) {
                         Ok(_) => {
                             let generation = telemetry.pricing.replace(c.pricing.clone());
-                            info!(models = c.pricing.models.len(), generation, "price book reloaded");
+                            info!(
+                                models = c.pricing.models.len(),
+                                generation, "price book reloaded"
+                            );
                             cfg.pricing = c.pricing.clone();
                             next.pricing = c.pricing;
                         }
-                        Err(e) => error!(error = %e, "price book reload failed; the running price book stays in force"),
+                        Err(e) => {
+                            error!(error = %e, "price book reload failed; the running price book stays in force")
+                        }
                     }
                 }
             }

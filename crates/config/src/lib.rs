@@ -538,9 +538,14 @@ impl Config {
             let Some(v) = env(var).filter(|v| !v.trim().is_empty()) else {
                 continue;
             };
-            let n: f64 = v.trim().parse().ok().filter(|n: &f64| n.is_finite() && *n > 0.0).ok_or_else(|| {
-                ConfigError::Invalid(format!("{var} must be a positive number, got {v:?}"))
-            })?;
+            let n: f64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n: &f64| n.is_finite() && *n > 0.0)
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!("{var} must be a positive number, got {v:?}"))
+                })?;
             c.policies
                 .params
                 .entry("node-reliability".into())

@@ -272,9 +272,12 @@ impl Enricher {
                 }
             }
             let mut dates = [None, None];
-            for (i, (name, d)) in [("effective_from", &m.effective_from), ("effective_to", &m.effective_to)]
-                .into_iter()
-                .enumerate()
+            for (i, (name, d)) in [
+                ("effective_from", &m.effective_from),
+                ("effective_to", &m.effective_to),
+            ]
+            .into_iter()
+            .enumerate()
             {
                 if let Some(d) = d {
                     match parse_date_ms(d) {

@@ -200,11 +200,27 @@ fn an_entry_ends_at_its_effective_to_and_the_one_in_force_is_named() {
     b.models[1].effective_to = Some("2025-01-01".into());
     let mut en = Enricher::new(b.clone(), Defaults::default()).expect("enricher");
     let at = |d: &str| parse_date_ms(d).expect("date");
-    assert_eq!(en.model_entry("gpt-4o", at("2024-05-31")), Some(&b.models[0]));
-    assert_eq!(en.model_entry("gpt-4o", at("2024-06-01")), Some(&b.models[1]));
-    assert_eq!(en.model_entry("gpt-4o", at("2024-12-31")), Some(&b.models[1]));
-    assert_eq!(en.model_entry("gpt-4o", at("2025-01-01")), Some(&b.models[0]));
-    assert_eq!(en.model_entry("claude-x", at("2025-01-01")), None, "the defaults");
+    assert_eq!(
+        en.model_entry("gpt-4o", at("2024-05-31")),
+        Some(&b.models[0])
+    );
+    assert_eq!(
+        en.model_entry("gpt-4o", at("2024-06-01")),
+        Some(&b.models[1])
+    );
+    assert_eq!(
+        en.model_entry("gpt-4o", at("2024-12-31")),
+        Some(&b.models[1])
+    );
+    assert_eq!(
+        en.model_entry("gpt-4o", at("2025-01-01")),
+        Some(&b.models[0])
+    );
+    assert_eq!(
+        en.model_entry("claude-x", at("2025-01-01")),
+        None,
+        "the defaults"
+    );
     // With an end on the only entry, the defaults price what follows it.
     let mut only = book();
     only.models.truncate(1);
@@ -217,12 +233,19 @@ fn an_entry_ends_at_its_effective_to_and_the_one_in_force_is_named() {
         r#"{"event_id":"a","ts":"2024-03-02T00:00:00Z","tenant":"t","model":"gpt-4o","input_tokens":1000,"output_tokens":1000,"duration_ms":1}"#,
     );
     let d = Defaults::default();
-    assert!(close(en.enrich(&e).cost_usd, d.cost_per_1k_input_tokens + d.cost_per_1k_output_tokens));
+    assert!(close(
+        en.enrich(&e).cost_usd,
+        d.cost_per_1k_input_tokens + d.cost_per_1k_output_tokens
+    ));
 
     let mut bad = book();
     bad.models[1].effective_to = Some("2024-06-01".into());
     let err = Enricher::new(bad, Defaults::default()).expect_err("an empty range");
-    assert!(err.to_string().contains("effective_to must be after effective_from"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("effective_to must be after effective_from"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -238,9 +261,15 @@ fn a_replaced_shared_book_is_taken_up_at_the_next_refresh() {
     let mut dearer = book();
     dearer.models[1].input_per_1k = 0.02;
     assert_eq!(shared.replace(dearer), 1);
-    assert!(close(en.enrich(&e).cost_usd, 0.002), "not before the refresh");
+    assert!(
+        close(en.enrich(&e).cost_usd, 0.002),
+        "not before the refresh"
+    );
     en.refresh(&shared);
     assert!(close(en.enrich(&e).cost_usd, 0.02));
     en.refresh(&shared);
-    assert!(close(en.enrich(&e).cost_usd, 0.02), "a second refresh changes nothing");
+    assert!(
+        close(en.enrich(&e).cost_usd, 0.02),
+        "a second refresh changes nothing"
+    );
 }

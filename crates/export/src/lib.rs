@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Float64Builder, Int64Array, StringArray,
-    StringBuilder, TimestampMillisecondArray,
+    Array, ArrayRef, Float64Array, Float64Builder, Int64Array, StringArray, StringBuilder,
+    TimestampMillisecondArray,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -58,8 +58,8 @@ impl Period {
         if v.len() != 7 || v.as_bytes().get(4) != Some(&b'-') {
             return Err(bad());
         }
-        let start = chrono::NaiveDate::parse_from_str(&format!("{v}-01"), "%Y-%m-%d")
-            .map_err(|_| bad())?;
+        let start =
+            chrono::NaiveDate::parse_from_str(&format!("{v}-01"), "%Y-%m-%d").map_err(|_| bad())?;
         let next = start
             .checked_add_months(chrono::Months::new(1))
             .ok_or_else(bad)?;
@@ -242,10 +242,19 @@ pub async fn focus(
         )?
         .aggregate(group, SUMS.iter().map(|m| sum(col(*m)).alias(*m)).collect())?
         .sort(
-            ["start", "tenant", "team", "project", "kind", "model", "region", "environment"]
-                .iter()
-                .map(|c| col(*c).sort(true, true))
-                .collect(),
+            [
+                "start",
+                "tenant",
+                "team",
+                "project",
+                "kind",
+                "model",
+                "region",
+                "environment",
+            ]
+            .iter()
+            .map(|c| col(*c).sort(true, true))
+            .collect(),
         )?;
     let batches = df.collect().await?;
     let schema = focus_schema();
@@ -316,7 +325,12 @@ fn to_focus(
     };
     let f = |n| column::<Float64Array>(b, n, &DataType::Float64);
     let i = |n| column::<Int64Array>(b, n, &DataType::Int64);
-    let (cost, energy, carbon, gpu_hours) = (f("cost_usd")?, f("energy_wh")?, f("carbon_g")?, f("gpu_hours")?);
+    let (cost, energy, carbon, gpu_hours) = (
+        f("cost_usd")?,
+        f("energy_wh")?,
+        f("carbon_g")?,
+        f("gpu_hours")?,
+    );
     let (events, input, cached, output) = (
         i("events")?,
         i("input_tokens")?,
@@ -363,7 +377,11 @@ fn to_focus(
             )
         };
         let mut tags = serde_json::Map::new();
-        for (key, a) in [("environment", environment), ("project", project), ("team", team)] {
+        for (key, a) in [
+            ("environment", environment),
+            ("project", project),
+            ("team", team),
+        ] {
             if let Some(v) = opt(a, r) {
                 tags.insert(key.into(), serde_json::Value::String(v));
             }
@@ -474,7 +492,8 @@ pub fn write(batch: &RecordBatch, format: Format) -> Result<Vec<u8>, ExportError
                 ))
                 .set_max_row_group_row_count(Some(1 << 20))
                 .build();
-            let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+            let mut w =
+                parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
             w.write(batch)?;
             w.close()?;
         }

@@ -5,7 +5,12 @@ use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
 // 2026-11-30T23:59:00Z: the last window of November; the next is December's.
 const NOV_LAST: i64 = 1_796_083_140_000;
 
-fn dims<'a>(tenant: &'a str, team: &'a str, project: Option<&'a str>, model: &'a str) -> DimsRef<'a> {
+fn dims<'a>(
+    tenant: &'a str,
+    team: &'a str,
+    project: Option<&'a str>,
+    model: &'a str,
+) -> DimsRef<'a> {
     DimsRef {
         tenant,
         team: Some(team),
@@ -30,7 +35,13 @@ fn m(events: u64, tokens: u64, cost: f64, gpu_hours: f64) -> Measures {
     }
 }
 
-fn write_window(root: &std::path::Path, kind: &str, partition: i32, start_ms: i64, rows: Vec<(DimsRef<'_>, Measures)>) {
+fn write_window(
+    root: &std::path::Path,
+    kind: &str,
+    partition: i32,
+    start_ms: i64,
+    rows: Vec<(DimsRef<'_>, Measures)>,
+) {
     let w = ClosedWindow {
         start_ms,
         end_ms: start_ms + 60_000,
@@ -56,9 +67,14 @@ async fn export(root: &std::path::Path, period: &str, g: Granularity) -> RecordB
     let ctx = SessionContext::new();
     let table = tollgate_rollup::history_table(&Tree::local(root)).expect("table");
     ctx.register_table("rollups", table).expect("register");
-    focus(&ctx, &Period::parse(period).expect("period"), g, &Parties::default())
-        .await
-        .expect("export")
+    focus(
+        &ctx,
+        &Period::parse(period).expect("period"),
+        g,
+        &Parties::default(),
+    )
+    .await
+    .expect("export")
 }
 
 fn strings(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
@@ -89,14 +105,44 @@ async fn a_period_is_its_months_charges_summed_over_partitions_per_hour() {
     let root = dir.path();
     let dec = NOV_LAST + 60_000;
     // November's last window is not December's charge.
-    write_window(root, "inference", 0, NOV_LAST, vec![(dims("acme", "ai", None, "gpt-4o"), m(1, 100, 9.0, 0.0))]);
+    write_window(
+        root,
+        "inference",
+        0,
+        NOV_LAST,
+        vec![(dims("acme", "ai", None, "gpt-4o"), m(1, 100, 9.0, 0.0))],
+    );
     // One hour of December on two partitions: one row per hour and key.
-    write_window(root, "inference", 0, dec, vec![
-        (dims("acme", "ai", Some("search"), "gpt-4o"), m(2, 1000, 1.0, 0.0)),
-        (dims("acme", "ai", None, "gpt-4o"), m(1, 10, 0.5, 0.0)),
-    ]);
-    write_window(root, "inference", 1, dec + 120_000, vec![(dims("acme", "ai", Some("search"), "gpt-4o"), m(3, 2000, 2.0, 0.0))]);
-    write_window(root, "training", 0, dec + 3_600_000, vec![(dims("globex", "ml", None, "llama-3-70b"), m(1, 0, 8.0, 2.0))]);
+    write_window(
+        root,
+        "inference",
+        0,
+        dec,
+        vec![
+            (
+                dims("acme", "ai", Some("search"), "gpt-4o"),
+                m(2, 1000, 1.0, 0.0),
+            ),
+            (dims("acme", "ai", None, "gpt-4o"), m(1, 10, 0.5, 0.0)),
+        ],
+    );
+    write_window(
+        root,
+        "inference",
+        1,
+        dec + 120_000,
+        vec![(
+            dims("acme", "ai", Some("search"), "gpt-4o"),
+            m(3, 2000, 2.0, 0.0),
+        )],
+    );
+    write_window(
+        root,
+        "training",
+        0,
+        dec + 3_600_000,
+        vec![(dims("globex", "ml", None, "llama-3-70b"), m(1, 0, 8.0, 2.0))],
+    );
     // A heartbeat row is not a charge.
     let hb = DimsRef {
         model: None,
@@ -118,13 +164,20 @@ async fn a_period_is_its_months_charges_summed_over_partitions_per_hour() {
             Some(r#"{"environment":"prod","team":"ml"}"#.into()),
         ]
     );
-    assert_eq!(strings(&b, "BillingAccountId")[2].as_deref(), Some("globex"));
+    assert_eq!(
+        strings(&b, "BillingAccountId")[2].as_deref(),
+        Some("globex")
+    );
     // Tokens are priced per 1K; training per GPU hour.
     assert_eq!(floats(&b, "PricingQuantity"), vec![0.015, 4.5, 2.0]);
     assert_eq!(floats(&b, "ConsumedQuantity"), vec![15.0, 4500.0, 2.0]);
     assert_eq!(
         strings(&b, "PricingUnit"),
-        vec![Some("1K Tokens".into()), Some("1K Tokens".into()), Some("GPU Hours".into())]
+        vec![
+            Some("1K Tokens".into()),
+            Some("1K Tokens".into()),
+            Some("GPU Hours".into())
+        ]
     );
     let ts = |name: &str| {
         b.column_by_name(name)
@@ -136,7 +189,10 @@ async fn a_period_is_its_months_charges_summed_over_partitions_per_hour() {
             .to_vec()
     };
     assert_eq!(ts("ChargePeriodStart"), vec![dec, dec, dec + 3_600_000]);
-    assert_eq!(ts("ChargePeriodEnd"), vec![dec + 3_600_000, dec + 3_600_000, dec + 7_200_000]);
+    assert_eq!(
+        ts("ChargePeriodEnd"),
+        vec![dec + 3_600_000, dec + 3_600_000, dec + 7_200_000]
+    );
     assert_eq!(ts("BillingPeriodStart"), vec![dec; 3]);
     assert!(strings(&b, "ChargeClass").iter().all(Option::is_none));
 
@@ -148,17 +204,21 @@ async fn a_period_is_its_months_charges_summed_over_partitions_per_hour() {
 
     // Both encodings read back.
     let parquet = write(&b, Format::Parquet).expect("parquet");
-    let back = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes_of(parquet))
-        .expect("reader")
-        .build()
-        .expect("build")
-        .next()
-        .expect("a batch")
-        .expect("batch");
+    let back =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes_of(parquet))
+            .expect("reader")
+            .build()
+            .expect("build")
+            .next()
+            .expect("a batch")
+            .expect("batch");
     assert_eq!(back.num_rows(), 3);
     let csv = String::from_utf8(write(&b, Format::Csv).expect("csv")).expect("utf-8");
     let mut lines = csv.lines();
-    assert!(lines.next().expect("header").starts_with("BilledCost,BillingAccountId,"));
+    assert!(lines
+        .next()
+        .expect("header")
+        .starts_with("BilledCost,BillingAccountId,"));
     assert!(csv.contains("2026-12-01T00:00:00Z"), "{csv}");
 }
 
@@ -169,7 +229,10 @@ fn bytes_of(v: Vec<u8>) -> bytes::Bytes {
 #[test]
 fn periods_and_options_are_checked() {
     let p = Period::parse("2026-12").expect("ok");
-    assert_eq!((p.start_ms, p.end_ms), (1_796_083_200_000, 1_798_761_600_000));
+    assert_eq!(
+        (p.start_ms, p.end_ms),
+        (1_796_083_200_000, 1_798_761_600_000)
+    );
     for bad in ["2026-13", "2026-1", "26-12", "2026/12", "2026-12-01", ""] {
         assert!(Period::parse(bad).is_err(), "{bad}");
     }

@@ -617,7 +617,8 @@ pub async fn focus_export(
     };
     let period = Period::parse(period).map_err(bad)?;
     let format = Format::parse(q.format.as_deref().unwrap_or("parquet")).map_err(bad)?;
-    let granularity = Granularity::parse(q.granularity.as_deref().unwrap_or("hour")).map_err(bad)?;
+    let granularity =
+        Granularity::parse(q.granularity.as_deref().unwrap_or("hour")).map_err(bad)?;
     let tenant = read_tenant(&who, q.tenant.as_deref())?;
     let range = Range {
         from_ms: period.start_ms,
@@ -628,7 +629,11 @@ pub async fn focus_export(
     let name = format!(
         "focus-{}.{}",
         period.name,
-        if format == Format::Csv { "csv" } else { "parquet" }
+        if format == Format::Csv {
+            "csv"
+        } else {
+            "parquet"
+        }
     );
     let work = async move {
         let batch = tollgate_export::focus(&ctx, &period, granularity, &Parties::default())
@@ -643,7 +648,10 @@ pub async fn focus_export(
     let bytes = s.queries.run(slot, limit, work).await?;
     Ok((
         [
-            (axum::http::header::CONTENT_TYPE, format.content_type().to_string()),
+            (
+                axum::http::header::CONTENT_TYPE,
+                format.content_type().to_string(),
+            ),
             (
                 axum::http::header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{name}\""),

@@ -482,18 +482,34 @@ async fn reads_only_ever_show_the_callers_tenant() {
         let g = call(&fx.app, "get", &uri, Some(token), None).await;
         assert_eq!(g.status, StatusCode::OK, "{}", g.text);
         assert_eq!(g.body["groups"].as_array().unwrap().len(), 1, "{}", g.text);
-        assert_eq!(g.body["estimate"]["to_date_cost_usd"], json!(cost), "{}", g.text);
+        assert_eq!(
+            g.body["estimate"]["to_date_cost_usd"],
+            json!(cost),
+            "{}",
+            g.text
+        );
         let uri = format!("/v1/export/focus?period={period}&format=csv");
         let e = call(&fx.app, "get", &uri, Some(token), None).await;
         assert_eq!(e.status, StatusCode::OK, "{}", e.text);
         assert!(e.content_type.starts_with("text/csv"), "{}", e.content_type);
         let rows: Vec<&str> = e.text.lines().skip(1).collect();
         assert_eq!(rows.len(), 1, "{}", e.text);
-        assert!(rows[0].starts_with(&format!("{cost:?},{tenant},{tenant},USD,")), "{}", e.text);
+        assert!(
+            rows[0].starts_with(&format!("{cost:?},{tenant},{tenant},USD,")),
+            "{}",
+            e.text
+        );
     }
     let bad = call(&fx.app, "get", "/v1/usage?period=2026-13", Some(ACME), None).await;
     assert_problem(&bad, StatusCode::BAD_REQUEST);
-    let both = call(&fx.app, "get", &format!("/v1/usage?period={period}&from=0"), Some(ACME), None).await;
+    let both = call(
+        &fx.app,
+        "get",
+        &format!("/v1/usage?period={period}&from=0"),
+        Some(ACME),
+        None,
+    )
+    .await;
     assert_problem(&both, StatusCode::BAD_REQUEST);
 
     let d = call(&fx.app, "get", "/v1/decisions", Some(GLOBEX), None).await;

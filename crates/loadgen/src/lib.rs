@@ -329,7 +329,10 @@ mod tests {
         assert_eq!(beats.len(), 8);
         for (node, ts) in &beats {
             assert!(ts.len() >= 59, "{node}: {}", ts.len());
-            assert!(ts.windows(2).all(|w| w[1] - w[0] == 10_000), "{node}: {ts:?}");
+            assert!(
+                ts.windows(2).all(|w| w[1] - w[0] == 10_000),
+                "{node}: {ts:?}"
+            );
         }
     }
 }

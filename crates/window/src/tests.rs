@@ -419,13 +419,21 @@ fn a_project_is_a_dimension_of_its_own() {
             r#"{{"event_id":"{id}","ts":1000,"tenant":"t","tags":{tags},"model":"m","input_tokens":3,"output_tokens":1,"duration_ms":10}}"#
         )
     };
-    for (i, (id, p)) in [("a", Some("search")), ("b", Some("ads")), ("c", None), ("d", Some("search"))]
-        .into_iter()
-        .enumerate()
+    for (i, (id, p)) in [
+        ("a", Some("search")),
+        ("b", Some("ads")),
+        ("c", None),
+        ("d", Some("search")),
+    ]
+    .into_iter()
+    .enumerate()
     {
         assert_eq!(offer(&mut s, i as i64, &with(id, p)), Offer::Accepted);
     }
-    assert_eq!(offer(&mut s, 4, &json("e", 70_000, "x", 1)), Offer::Accepted);
+    assert_eq!(
+        offer(&mut s, 4, &json("e", 70_000, "x", 1)),
+        Offer::Accepted
+    );
     let closed = s.drain_closed();
     let rows: BTreeMap<Option<&str>, u64> = closed[0]
         .rows
