@@ -328,7 +328,7 @@ fn main() -> Result<()> {
     // policies would report as effective parameters).
     let params = serde_json::to_value(&cfg.policies.params)?;
     let params = params.as_object().cloned().unwrap_or_default();
-    let engine = cfg.load_gate_engine(params)?;
+    let engine = cfg.load_gate_engine(params.clone())?;
     let auth = tollgate_http::Auth::parse_tokens(
         &serde_json::json!({
             TOKEN: {"tenant": "acme", "scopes": ["gates.check"]},
@@ -344,6 +344,7 @@ fn main() -> Result<()> {
         registry,
         Committer::spawn(log, 8192)?,
         engine,
+        params,
         None,
         tollgate_rollup::Tree::local(&cfg.output.rollup_dir),
     )?;

@@ -64,10 +64,10 @@ pub(crate) async fn on_sighup(
                 }
             }
             let params = decisions.engine().params_json();
-            match next.load_gate_engine(params) {
+            match next.load_gate_engine(params.clone()) {
                 Ok(g) => {
                     info!(revision = g.revision(), "gate rules reloaded");
-                    state.gates.replace(g);
+                    state.gates.replace(g, params);
                 }
                 Err(e) => {
                     error!(error = %e, "gate reload failed; the running gate rules stay in force")

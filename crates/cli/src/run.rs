@@ -158,7 +158,7 @@ fn start_api(
     }
     let params = decisions.engine().params_json();
     let gates = cfg
-        .load_gate_engine(params)
+        .load_gate_engine(params.clone())
         .with_context(|| format!("cannot load the gate rules in {}", cfg.gates.dir.display()))?;
     info!(
         revision = gates.revision(),
@@ -172,6 +172,7 @@ fn start_api(
         registry,
         decisions.committer.clone(),
         gates,
+        params,
         Some(decisions.publisher.clone()),
         decisions.output.rollups.clone(),
     )?;

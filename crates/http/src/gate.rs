@@ -34,6 +34,10 @@ use crate::{scope, Caller};
 /// The gate rules in force, and where their decisions go.
 pub struct GateService {
     engine: RwLock<Arc<GateEngine>>,
+    /// The window policies' effective parameters the rules were compiled
+    /// with (`data.tollgate.params`), by policy name; the node registry
+    /// scores with `node-reliability`'s.
+    params: RwLock<Arc<serde_json::Map<String, serde_json::Value>>>,
     committer: Committer,
     telemetry: Arc<Telemetry>,
     publisher: Option<Arc<DecisionPublisher>>,
@@ -45,12 +49,14 @@ impl GateService {
     /// durable (the decisions topic); `None` keeps them in the log only.
     pub fn new(
         engine: GateEngine,
+        params: serde_json::Map<String, serde_json::Value>,
         committer: Committer,
         telemetry: Arc<Telemetry>,
         publisher: Option<Arc<DecisionPublisher>>,
     ) -> Self {
         GateService {
             engine: RwLock::new(Arc::new(engine)),
+            params: RwLock::new(Arc::new(params)),
             committer,
             telemetry,
             publisher,
@@ -64,9 +70,18 @@ impl GateService {
             .clone()
     }
 
-    /// Put new rules in force (SIGHUP).
-    pub fn replace(&self, engine: GateEngine) {
+    /// Put new rules in force, compiled with the policies' `params`
+    /// (SIGHUP).
+    pub fn replace(&self, engine: GateEngine, params: serde_json::Map<String, serde_json::Value>) {
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
+        *self.params.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(params);
+    }
+
+    pub fn policy_params(&self) -> Arc<serde_json::Map<String, serde_json::Value>> {
+        self.params
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Record `draft` durably (then count it and copy it to the topic), or

@@ -17,6 +17,7 @@ mod engine;
 mod gate;
 mod ingest;
 mod metrics;
+mod nodes;
 pub mod problem;
 mod query;
 
@@ -86,6 +87,7 @@ impl AppState {
         registry: prometheus::Registry,
         committer: Committer,
         gate_engine: tollgate_gate::GateEngine,
+        policy_params: serde_json::Map<String, serde_json::Value>,
         publisher: Option<Arc<tollgate_kafka::DecisionPublisher>>,
         rollups: tollgate_rollup::Tree,
     ) -> Result<Arc<Self>, HttpError> {
@@ -93,7 +95,13 @@ impl AppState {
         if let Some(p) = &publisher {
             registry.register(Box::new(p.failures()))?;
         }
-        let gates = GateService::new(gate_engine, committer, telemetry.clone(), publisher);
+        let gates = GateService::new(
+            gate_engine,
+            policy_params,
+            committer,
+            telemetry.clone(),
+            publisher,
+        );
         let h = &cfg.http;
         let queries = engine::QueryEngine::new(
             h.query_threads,
@@ -198,6 +206,10 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppS
         ("get", "/v1/usage", get(query::usage)),
         ("get", "/v1/usage/{project}", get(query::project_usage)),
         ("get", "/v1/export/focus", get(query::focus_export)),
+        ("get", "/v1/nodes", get(nodes::list)),
+        ("get", "/v1/nodes/risk", get(nodes::risk)),
+        ("get", "/v1/ai/nodes/risk", get(nodes::risk)),
+        ("get", "/v1/nodes/{node_id}", get(nodes::one)),
         ("get", "/v1/decisions", get(decisions::search)),
         ("post", "/v1/query", post(query::sql)),
     ]

@@ -88,11 +88,11 @@ impl GroupBy {
     }
 }
 
-struct Range {
-    from_ms: i64,
-    to_ms: i64,
+pub(crate) struct Range {
+    pub(crate) from_ms: i64,
+    pub(crate) to_ms: i64,
     /// Set when the range is a `period`.
-    period: Option<String>,
+    pub(crate) period: Option<String>,
 }
 
 /// `YYYY-MM` → the UTC month's bounds (ms).
@@ -155,15 +155,15 @@ fn df_error(e: datafusion::error::DataFusionError) -> Problem {
 }
 
 /// A session whose `rollups` table is the caller's rows (and within
-/// `range`, when given), under the configured memory cap. The scope is
-/// applied inside the table's scan (`tollgate_rollup::ScopedTable`), below
-/// every expression of the caller's SQL.
-fn scoped_session(
+/// `range`, when given, and where each `(column, value)` of `equal` holds),
+/// under the configured memory cap. The scope is applied inside the
+/// table's scan (`tollgate_rollup::ScopedTable`), below every expression of
+/// the caller's SQL.
+pub(crate) fn scoped_session(
     s: &AppState,
     tenant: Option<&str>,
     range: Option<&Range>,
-    team: Option<&str>,
-    project: Option<&str>,
+    equal: &[(&str, &str)],
 ) -> Result<Session, Problem> {
     // The slot first: a refused query builds nothing.
     let slot = s.queries.slot()?;
@@ -187,11 +187,8 @@ fn scoped_session(
             .and(col("window_start").gt_eq(ts(r.from_ms)))
             .and(col("window_start").lt(ts(r.to_ms)));
     }
-    if let Some(team) = team {
-        scope = scope.and(col("team").eq(lit(team)));
-    }
-    if let Some(project) = project {
-        scope = scope.and(col("project").eq(lit(project)));
+    for (column, value) in equal {
+        scope = scope.and(col(*column).eq(lit(*value)));
     }
     let scoped = tollgate_rollup::ScopedTable::new(table, scope);
     ctx.register_table("rollups", Arc::new(scoped))
@@ -200,7 +197,7 @@ fn scoped_session(
 }
 
 /// A scoped session and the query slot it runs in.
-struct Session {
+pub(crate) struct Session {
     ctx: SessionContext,
     slot: crate::engine::Slot,
 }
@@ -208,7 +205,7 @@ struct Session {
 /// Run `sql` (read-only) on the query threads and collect at most
 /// `max_rows` rows before the deadline. Returns the column names, the
 /// batches and whether rows were left out.
-async fn run(
+pub(crate) async fn run(
     s: &AppState,
     session: Session,
     sql: &str,
@@ -246,7 +243,7 @@ async fn run(
     s.queries.run(slot, limit, work).await
 }
 
-fn rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, Problem> {
+pub(crate) fn rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, Problem> {
     tollgate_policy::json_rows(batches).map_err(Problem::internal)
 }
 
@@ -304,13 +301,14 @@ fn scoped_read(
 ) -> Result<(RangeParams, Range, Option<String>, Session), Problem> {
     let range = q.range()?;
     let tenant = read_tenant(who, q.tenant.as_deref())?;
-    let ctx = scoped_session(
-        s,
-        tenant.as_deref(),
-        Some(&range),
-        q.team.as_deref(),
-        q.project.as_deref(),
-    )?;
+    let mut equal = Vec::new();
+    if let Some(t) = &q.team {
+        equal.push(("team", t.as_str()));
+    }
+    if let Some(p) = &q.project {
+        equal.push(("project", p.as_str()));
+    }
+    let ctx = scoped_session(s, tenant.as_deref(), Some(&range), &equal)?;
     Ok((q, range, tenant, ctx))
 }
 
@@ -581,7 +579,7 @@ pub async fn sql(
     }
     let cap = s.cfg.http.max_query_rows;
     let max = req.max_rows.unwrap_or(cap).min(cap);
-    let ctx = scoped_session(&s, who.tenant.as_deref(), None, None, None)?;
+    let ctx = scoped_session(&s, who.tenant.as_deref(), None, &[])?;
     let (columns, batches, truncated) = run(&s, ctx, &req.sql, max).await?;
     let rows = rows(&batches)?;
     Ok(Json(json!({
@@ -625,7 +623,7 @@ pub async fn focus_export(
         to_ms: period.end_ms,
         period: Some(period.name.clone()),
     };
-    let Session { ctx, slot } = scoped_session(&s, tenant.as_deref(), Some(&range), None, None)?;
+    let Session { ctx, slot } = scoped_session(&s, tenant.as_deref(), Some(&range), &[])?;
     let name = format!(
         "focus-{}.{}",
         period.name,

@@ -57,6 +57,8 @@ fn gate_data_params() -> serde_json::Map<String, Value> {
         "team-window-spend": {"limit_usd": 100.0},
         "team-monthly-budget": {"budget_usd": 10000.0},
         "carbon-intensity": {"max_g_per_kwh": 400.0},
+        "node-reliability": {"stale_after_secs": 30, "latency_spike_ms": 1000, "uptime_target": 0.99,
+                             "stale_penalty": 50, "latency_penalty": 20, "uptime_penalty": 30, "min_score": 80},
     })
     .as_object()
     .unwrap()
@@ -158,6 +160,7 @@ max_security_findings = { critical = 0, high = 0 }
         registry,
         Committer::spawn(log, 64).unwrap(),
         engine,
+        gate_data_params(),
         None,
         rollups,
     )
@@ -318,6 +321,7 @@ fn request_for(method: &str, path: &str, tenant: &str) -> (String, Option<String
         ("get", "/v1/data/{*path}") => ("/v1/data/tollgate/gate/required_params".into(), None),
         ("get", "/v1/export/focus") => (format!("{path}?period=2026-11&format=csv"), None),
         ("get", "/v1/usage/{project}") => ("/v1/usage/search".into(), None),
+        ("get", "/v1/nodes/{node_id}") => ("/v1/nodes/n-1".into(), None),
         _ => (path.into(), None),
     }
 }
@@ -1328,4 +1332,158 @@ async fn rules_that_cannot_be_evaluated_deny_and_are_counted() {
     );
     assert!(m.text.contains("tollgate_decision_log_errors_total 0\n"));
     assert!(m.text.contains("tollgate_writer_blocked_seconds_total 0\n"));
+}
+
+/// One heartbeat window of one node: `beats` heartbeats, the last at
+/// `last_ms`, its worst latency and uptime.
+#[allow(clippy::too_many_arguments)]
+fn write_heartbeats(
+    root: &std::path::Path,
+    tenant: &str,
+    node: &str,
+    start_ms: i64,
+    last_ms: i64,
+    latency_ms: f64,
+    uptime: f64,
+    offset: i64,
+) {
+    let mut m = Measures {
+        events: 6,
+        duration_ms_sum: 6.0 * latency_ms,
+        duration_ms_max: latency_ms,
+        uptime_ratio_min: Some(uptime),
+        last_event_ms: last_ms,
+        ..Measures::default()
+    };
+    m.duration.add(latency_ms);
+    let d = DimsRef {
+        tenant,
+        team: None,
+        environment: None,
+        project: None,
+        model: None,
+        region: Some("eu-west-1"),
+        node_id: Some(node),
+    };
+    let w = ClosedWindow {
+        start_ms,
+        end_ms: start_ms + 60_000,
+        first_offset: offset,
+        close_offset: offset + 1,
+        watermark_ms: start_ms + 60_000,
+        duplicates: 0,
+        rows: RowSet::from_rows([(d, m)]),
+    };
+    let batch = tollgate_rollup::to_batch(&w).unwrap();
+    let src = tollgate_rollup::Source {
+        kind: "heartbeat",
+        topic: "tollgate.heartbeat",
+        partition: 0,
+    };
+    tollgate_rollup::EncodedWindow::new(&tollgate_rollup::Tree::local(root), src, &w, &batch)
+        .and_then(|f| f.write())
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_node_registry_scores_each_tenants_nodes_and_ranks_the_riskiest() {
+    let fx = fixture();
+    let root = fx.state.cfg.output.rollup_dir.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    let w0 = (now - 2 * HOUR_MS) / 60_000 * 60_000;
+    let w1 = w0 + 60_000;
+    // acme: n-ok healthy in both windows; n-silent stops after the first
+    // (50 s behind the fleet in the second window, which it is absent
+    // from: its last heartbeat is in the first); n-dip reports low uptime.
+    write_heartbeats(&root, "acme", "n-ok", w0, w0 + 58_000, 40.0, 1.0, 1000);
+    write_heartbeats(&root, "acme", "n-ok", w1, w1 + 58_000, 45.0, 1.0, 1010);
+    write_heartbeats(&root, "acme", "n-silent", w0, w0 + 50_000, 30.0, 1.0, 1020);
+    write_heartbeats(&root, "acme", "n-dip", w1, w1 + 57_000, 50.0, 0.9, 1030);
+    // globex: one node, silent for long, never in acme's answers.
+    write_heartbeats(&root, "globex", "g-1", w0, w0 + 10_000, 5000.0, 0.5, 1040);
+
+    let nodes = call(&fx.app, "get", "/v1/nodes", Some(ACME), None).await;
+    assert_eq!(nodes.status, StatusCode::OK, "{}", nodes.text);
+    let list = nodes.body["nodes"].as_array().unwrap();
+    let ids: Vec<&str> = list
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["n-dip", "n-ok", "n-silent"]);
+    assert!(list.iter().all(|n| n["tenant"] == "acme"));
+    let by = |id: &str| list.iter().find(|n| n["node_id"] == id).unwrap().clone();
+    assert_eq!(by("n-ok")["reliability_score"], json!(100.0));
+    assert_eq!(by("n-ok")["heartbeats"], json!(12));
+    assert_eq!(by("n-ok")["avg_latency_ms"], json!(42.5));
+    let silent = by("n-silent");
+    assert_eq!(silent["seconds_silent"], json!(68.0), "{silent}");
+    assert_eq!(silent["stale"], json!(true));
+    assert_eq!(silent["reliability_score"], json!(50.0));
+    assert_eq!(by("n-dip")["penalties"]["uptime"], json!(30.0));
+
+    // Pages.
+    let first = call(&fx.app, "get", "/v1/nodes?limit=2", Some(ACME), None).await;
+    assert_eq!(first.body["nodes"].as_array().unwrap().len(), 2);
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_string();
+    let uri = format!("/v1/nodes?limit=2&cursor={}", urlencode(&cursor));
+    let second = call(&fx.app, "get", &uri, Some(ACME), None).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text);
+    assert_eq!(second.body["nodes"][0]["node_id"], json!("n-silent"));
+    assert_eq!(second.body["next_cursor"], Value::Null);
+
+    // The riskiest first, under both paths.
+    for path in ["/v1/nodes/risk?limit=2", "/v1/ai/nodes/risk?limit=2"] {
+        let risk = call(&fx.app, "get", path, Some(ACME), None).await;
+        assert_eq!(risk.status, StatusCode::OK, "{}", risk.text);
+        let ids: Vec<&str> = risk.body["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["node_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["n-silent", "n-dip"]);
+    }
+
+    // One node, with its trend per window, newest first.
+    let one = call(&fx.app, "get", "/v1/nodes/n-ok", Some(ACME), None).await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.text);
+    let trend = one.body["trend"].as_array().unwrap();
+    assert_eq!(trend.len(), 2);
+    assert_eq!(
+        trend[0]["window_start"],
+        json!(tollgate_decision::rfc3339_ms(w1))
+    );
+    assert_eq!(trend[0]["reliability_score"], json!(100.0));
+    // In the window it reported in, n-silent was not behind the fleet.
+    let s = call(&fx.app, "get", "/v1/nodes/n-silent", Some(ACME), None).await;
+    assert_eq!(
+        s.body["trend"][0]["seconds_silent"],
+        json!(8.0),
+        "{}",
+        s.text
+    );
+
+    // globex sees its own node only; another tenant's node is not found.
+    let g = call(&fx.app, "get", "/v1/nodes", Some(GLOBEX), None).await;
+    let ids: Vec<&str> = g.body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["g-1"]);
+    let other = call(&fx.app, "get", "/v1/nodes/g-1", Some(ACME), None).await;
+    assert_problem(&other, StatusCode::NOT_FOUND);
+    assert!(!other.text.contains("globex"), "{}", other.text);
+    let bad = call(&fx.app, "get", "/v1/nodes?cursor=nope", Some(ACME), None).await;
+    assert_problem(&bad, StatusCode::BAD_REQUEST);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -1,0 +1,385 @@
+//! The node registry, read from the heartbeat rollups: `GET /v1/nodes`,
+//! `GET /v1/nodes/{node_id}`, `GET /v1/nodes/risk` (and the Flask control
+//! planes' `/v1/ai/nodes/risk`). Tenant-scoped like every read.
+//!
+//! A node's health is scored as the `node-reliability` policy scores it,
+//! with the policy's thresholds in force: a penalty for silence, for a
+//! latency spike and for uptime below target. Silence is measured as the
+//! policy measures it, against a clock of the fleet's own: here the
+//! latest heartbeat of any of the tenant's nodes in the range, so a fleet
+//! whose events stopped arriving is not all stale (`seconds_since_heartbeat`
+//! gives the wall clock's view beside it).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tollgate_decision::rfc3339_ms;
+
+use crate::problem::Problem;
+use crate::query::{parse_instant, read_tenant, rows, run, scoped_session, Range};
+use crate::AppState;
+use crate::{scope, Caller};
+
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeParams {
+    from: Option<String>,
+    to: Option<String>,
+    tenant: Option<String>,
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page (`GET /v1/nodes`).
+    cursor: Option<String>,
+}
+
+impl NodeParams {
+    /// Default: the last 24 hours.
+    fn range(&self) -> Result<Range, Problem> {
+        let to_ms = match &self.to {
+            Some(v) => parse_instant("to", v)?,
+            None => chrono::Utc::now().timestamp_millis(),
+        };
+        let from_ms = match &self.from {
+            Some(v) => parse_instant("from", v)?,
+            None => to_ms - DAY_MS,
+        };
+        if from_ms >= to_ms {
+            return Err(Problem::bad_request("`from` must be before `to`"));
+        }
+        Ok(Range {
+            from_ms,
+            to_ms,
+            period: None,
+        })
+    }
+
+    fn limit(&self, max: usize) -> Result<usize, Problem> {
+        match self.limit {
+            Some(0) => Err(Problem::bad_request("`limit` must be at least 1")),
+            Some(n) => Ok(n.min(max)),
+            None => Ok(100.min(max)),
+        }
+    }
+}
+
+/// The node-reliability policy's thresholds, as the gate rules were
+/// compiled with them (`None`: the policy is disabled, nothing is scored).
+#[derive(Debug, Clone, Copy)]
+struct Thresholds {
+    stale_after_secs: f64,
+    latency_spike_ms: f64,
+    uptime_target: f64,
+    stale_penalty: f64,
+    latency_penalty: f64,
+    uptime_penalty: f64,
+    min_score: f64,
+}
+
+impl Thresholds {
+    fn of(s: &AppState) -> Option<Thresholds> {
+        let params = s.gates.policy_params();
+        let p = params.get("node-reliability")?.as_object()?;
+        let n = |k: &str| p.get(k).and_then(Value::as_f64);
+        Some(Thresholds {
+            stale_after_secs: n("stale_after_secs")?,
+            latency_spike_ms: n("latency_spike_ms")?,
+            uptime_target: n("uptime_target")?,
+            stale_penalty: n("stale_penalty")?,
+            latency_penalty: n("latency_penalty")?,
+            uptime_penalty: n("uptime_penalty")?,
+            min_score: n("min_score")?,
+        })
+    }
+
+    /// The score and its penalties for one node (or one window of it).
+    fn score(
+        &self,
+        seconds_silent: f64,
+        max_latency: Option<f64>,
+        min_uptime: Option<f64>,
+    ) -> Value {
+        let stale = if seconds_silent > self.stale_after_secs {
+            self.stale_penalty
+        } else {
+            0.0
+        };
+        let latency = match max_latency {
+            Some(l) if l > self.latency_spike_ms => self.latency_penalty,
+            _ => 0.0,
+        };
+        let uptime = match min_uptime {
+            Some(u) if u < self.uptime_target => self.uptime_penalty,
+            _ => 0.0,
+        };
+        let score = 100.0 - stale - latency - uptime;
+        json!({
+            "reliability_score": score,
+            "healthy": score >= self.min_score,
+            "stale": stale > 0.0,
+            "penalties": {"stale": stale, "latency": latency, "uptime": uptime},
+        })
+    }
+}
+
+/// One node's row of the registry.
+fn node_json(r: &Map<String, Value>, clock_ms: i64, now_ms: i64, t: Option<Thresholds>) -> Value {
+    let last = r.get("last_ms").and_then(Value::as_i64).unwrap_or(0);
+    let heartbeats = r.get("heartbeats").and_then(Value::as_i64).unwrap_or(0);
+    let latency_sum = r.get("latency_sum").and_then(Value::as_f64).unwrap_or(0.0);
+    let max_latency = r.get("max_latency_ms").and_then(Value::as_f64);
+    let min_uptime = r.get("min_uptime_ratio").and_then(Value::as_f64);
+    let seconds_silent = (clock_ms - last).max(0) as f64 / 1000.0;
+    let mut o = Map::new();
+    for k in ["tenant", "node_id", "region"] {
+        o.insert(k.into(), r.get(k).cloned().unwrap_or(Value::Null));
+    }
+    o.insert("heartbeats".into(), json!(heartbeats));
+    o.insert("last_heartbeat".into(), json!(rfc3339_ms(last)));
+    o.insert("seconds_silent".into(), json!(seconds_silent));
+    o.insert(
+        "seconds_since_heartbeat".into(),
+        json!((now_ms - last).max(0) as f64 / 1000.0),
+    );
+    o.insert(
+        "avg_latency_ms".into(),
+        json!((heartbeats > 0).then(|| latency_sum / heartbeats as f64)),
+    );
+    o.insert("max_latency_ms".into(), json!(max_latency));
+    o.insert("min_uptime_ratio".into(), json!(min_uptime));
+    if let Some(t) = t {
+        if let Value::Object(score) = t.score(seconds_silent, max_latency, min_uptime) {
+            o.extend(score);
+        }
+    }
+    Value::Object(o)
+}
+
+const NODE_MEASURES: &str = "min(region) AS region, sum(events) AS heartbeats, \
+    CAST(max(last_event_time) AS BIGINT) AS last_ms, sum(duration_ms_sum) AS latency_sum, \
+    max(duration_ms_max) AS max_latency_ms, min(uptime_ratio_min) AS min_uptime_ratio";
+
+/// Every node of the caller's heartbeats in the range, with the fleet's
+/// clock (the latest heartbeat among them).
+async fn registry(
+    s: &AppState,
+    q: &NodeParams,
+    who: &crate::auth::Principal,
+    node: Option<&str>,
+) -> Result<(Vec<Map<String, Value>>, i64, Range, Option<String>), Problem> {
+    let range = q.range()?;
+    let tenant = read_tenant(who, q.tenant.as_deref())?;
+    let mut filters = vec![("kind", "heartbeat")];
+    if let Some(n) = node {
+        filters.push(("node_id", n));
+    }
+    let session = scoped_session(s, tenant.as_deref(), Some(&range), &filters)?;
+    let sql = format!(
+        "SELECT tenant, node_id, {NODE_MEASURES} FROM rollups WHERE node_id IS NOT NULL \
+         GROUP BY tenant, node_id ORDER BY tenant, node_id"
+    );
+    let (_, batches, _) = run(s, session, &sql, usize::MAX).await?;
+    let nodes = rows(&batches)?;
+    let clock = nodes
+        .iter()
+        .filter_map(|r| r.get("last_ms").and_then(Value::as_i64))
+        .max()
+        .unwrap_or(range.to_ms);
+    Ok((nodes, clock, range, tenant))
+}
+
+/// `GET /v1/nodes`: the caller's nodes, a page at a time (by tenant and
+/// node id).
+pub async fn list(
+    State(s): State<Arc<AppState>>,
+    Caller(who, ..): Caller<scope::UsageRead>,
+    q: Result<Query<NodeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let limit = q.limit(s.cfg.http.max_page)?;
+    let (nodes, clock, range, tenant) = registry(&s, &q, &who, None).await?;
+    // The cursor is the last row's `tenant/node_id` (as JSON, so any text
+    // round-trips).
+    let after: Option<(String, String)> = match &q.cursor {
+        Some(c) => Some(
+            serde_json::from_str(c)
+                .map_err(|_| Problem::bad_request("`cursor` is not a cursor this API gave"))?,
+        ),
+        None => None,
+    };
+    let key = |r: &Map<String, Value>| {
+        (
+            r.get("tenant")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            r.get("node_id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    let thresholds = Thresholds::of(&s);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let rest: Vec<&Map<String, Value>> = nodes
+        .iter()
+        .filter(|r| after.as_ref().is_none_or(|a| key(r) > *a))
+        .collect();
+    let page: Vec<Value> = rest
+        .iter()
+        .take(limit)
+        .map(|r| node_json(r, clock, now_ms, thresholds))
+        .collect();
+    let next = (rest.len() > limit)
+        .then(|| {
+            rest.get(limit - 1)
+                .map(|r| serde_json::to_string(&key(r)).unwrap_or_default())
+        })
+        .flatten();
+    Ok(Json(json!({
+        "tenant": tenant,
+        "from": rfc3339_ms(range.from_ms),
+        "to": rfc3339_ms(range.to_ms),
+        "clock": rfc3339_ms(clock),
+        "scored": thresholds.is_some(),
+        "nodes": page,
+        "next_cursor": next,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/nodes/risk`: the riskiest of the caller's nodes first (lowest
+/// score, then longest silence).
+pub async fn risk(
+    State(s): State<Arc<AppState>>,
+    Caller(who, ..): Caller<scope::UsageRead>,
+    q: Result<Query<NodeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    if q.cursor.is_some() {
+        return Err(Problem::bad_request(
+            "`cursor` is a parameter of /v1/nodes; the risk ranking takes `limit`",
+        ));
+    }
+    let limit = q.limit(s.cfg.http.max_page)?;
+    let (nodes, clock, range, tenant) = registry(&s, &q, &who, None).await?;
+    let Some(t) = Thresholds::of(&s) else {
+        return Err(Problem::unavailable(
+            "the node-reliability policy is disabled: there is no score to rank by",
+        ));
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut scored: Vec<Value> = nodes
+        .iter()
+        .map(|r| node_json(r, clock, now_ms, Some(t)))
+        .collect();
+    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    scored.sort_by(|a, b| {
+        f(a, "reliability_score")
+            .total_cmp(&f(b, "reliability_score"))
+            .then(f(b, "seconds_silent").total_cmp(&f(a, "seconds_silent")))
+    });
+    scored.truncate(limit);
+    Ok(Json(json!({
+        "tenant": tenant,
+        "from": rfc3339_ms(range.from_ms),
+        "to": rfc3339_ms(range.to_ms),
+        "clock": rfc3339_ms(clock),
+        "nodes": scored,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/nodes/{node_id}`: one node of the caller's, with its score per
+/// window over the range (newest first, at most `limit`).
+pub async fn one(
+    State(s): State<Arc<AppState>>,
+    Caller(who, ..): Caller<scope::UsageRead>,
+    Path(node_id): Path<String>,
+    q: Result<Query<NodeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    if q.cursor.is_some() {
+        return Err(Problem::bad_request("`cursor` is a parameter of /v1/nodes"));
+    }
+    let limit = q.limit(s.cfg.http.max_page)?;
+    // The fleet's clock comes from every node of the caller's.
+    let (nodes, clock, range, tenant) = registry(&s, &q, &who, None).await?;
+    let Some(node) = nodes
+        .iter()
+        .find(|r| r.get("node_id").and_then(Value::as_str) == Some(node_id.as_str()))
+    else {
+        return Err(Problem::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "no heartbeat of this node in the range",
+        ));
+    };
+    let t = Thresholds::of(&s);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut out = node_json(node, clock, now_ms, t);
+    // The trend: each window, judged against the window's own clock (the
+    // latest heartbeat of any of the caller's nodes in it), as the policy
+    // judges a window.
+    let fleet = scoped_session(
+        &s,
+        tenant.as_deref(),
+        Some(&range),
+        &[("kind", "heartbeat")],
+    )?;
+    let sql = "SELECT CAST(window_start AS BIGINT) AS start_ms, CAST(max(last_event_time) AS BIGINT) AS clock_ms \
+               FROM rollups WHERE node_id IS NOT NULL GROUP BY window_start";
+    let (_, batches, _) = run(&s, fleet, sql, usize::MAX).await?;
+    let clocks: std::collections::HashMap<i64, i64> = rows(&batches)?
+        .iter()
+        .filter_map(|r| Some((r.get("start_ms")?.as_i64()?, r.get("clock_ms")?.as_i64()?)))
+        .collect();
+    let mine = scoped_session(
+        &s,
+        tenant.as_deref(),
+        Some(&range),
+        &[("kind", "heartbeat"), ("node_id", node_id.as_str())],
+    )?;
+    let sql = "SELECT CAST(window_start AS BIGINT) AS start_ms, sum(events) AS heartbeats, \
+               CAST(max(last_event_time) AS BIGINT) AS last_ms, max(duration_ms_max) AS max_latency_ms, \
+               min(uptime_ratio_min) AS min_uptime_ratio FROM rollups \
+               GROUP BY window_start ORDER BY window_start DESC";
+    let (_, batches, _) = run(&s, mine, sql, limit).await?;
+    let mut trend = Vec::new();
+    for r in rows(&batches)? {
+        let start = r.get("start_ms").and_then(Value::as_i64).unwrap_or(0);
+        let last = r.get("last_ms").and_then(Value::as_i64).unwrap_or(0);
+        let clock = clocks.get(&start).copied().unwrap_or(last);
+        let silent = (clock - last).max(0) as f64 / 1000.0;
+        let max_latency = r.get("max_latency_ms").and_then(Value::as_f64);
+        let min_uptime = r.get("min_uptime_ratio").and_then(Value::as_f64);
+        let mut w = Map::new();
+        w.insert("window_start".into(), json!(rfc3339_ms(start)));
+        w.insert(
+            "heartbeats".into(),
+            r.get("heartbeats").cloned().unwrap_or(Value::Null),
+        );
+        w.insert("seconds_silent".into(), json!(silent));
+        w.insert("max_latency_ms".into(), json!(max_latency));
+        w.insert("min_uptime_ratio".into(), json!(min_uptime));
+        if let Some(t) = t {
+            let score = t.score(silent, max_latency, min_uptime);
+            w.insert(
+                "reliability_score".into(),
+                score["reliability_score"].clone(),
+            );
+            w.insert("healthy".into(), score["healthy"].clone());
+        }
+        trend.push(Value::Object(w));
+    }
+    if let Value::Object(o) = &mut out {
+        o.insert("from".into(), json!(rfc3339_ms(range.from_ms)));
+        o.insert("to".into(), json!(rfc3339_ms(range.to_ms)));
+        o.insert("clock".into(), json!(rfc3339_ms(clock)));
+        o.insert("trend".into(), Value::Array(trend));
+    }
+    Ok(Json(out).into_response())
+}
