@@ -240,3 +240,42 @@ def test_sighup_reloads_the_price_book_for_what_is_read_after_it(pipeline):
             break
         assert time.time() < deadline and proc.poll() is None, (total, expected, pipeline.log_tail())
         time.sleep(0.5)
+
+
+def test_the_node_registry_from_heartbeats_on_the_broker(pipeline):
+    """Heartbeats through the pipeline, the registry read back per tenant:
+    a node that stops is behind its fleet and ranked riskiest, a node with
+    an uptime dip next, and another tenant's nodes are never listed."""
+    beats = []
+    for k in range(18):  # three minutes, every 10 s
+        for tenant, node in [("acme", "a-ok"), ("acme", "a-stops"), ("acme", "a-dip"), ("globex", "g-ok")]:
+            if node == "a-stops" and k >= 6:
+                continue  # silent after the first minute
+            uptime = 0.95 if node == "a-dip" and k == 10 else 0.999
+            beats.append({"event_id": f"hb-{node}-{k}", "ts": BASE + k * 10_000 + 500, "tenant": tenant,
+                          "node_id": node, "region": "eu-west-1", "latency_ms": 20.0, "uptime_ratio": uptime,
+                          "proof_ok": True})
+    partition = {"a-ok": 0, "a-stops": 0, "a-dip": 1, "g-ok": 2}
+    pipeline.produce([("heartbeat", partition[e["node_id"]], e["node_id"], json.dumps(e)) for e in beats])
+    pipeline.run_to_end()
+    pipeline.start()
+    pipeline.wait_api("/readyz", timeout=120)
+    since = f"from={BASE - 60_000}&to={BASE + 3_600_000}"
+
+    acme = pipeline.api_json("GET", f"/v1/nodes?{since}", TOKEN_ACME)
+    by = {n["node_id"]: n for n in acme["nodes"]}
+    assert set(by) == {"a-ok", "a-stops", "a-dip"}, by
+    assert by["a-ok"]["heartbeats"] == 18 and by["a-ok"]["reliability_score"] == 100, by["a-ok"]
+    assert by["a-stops"]["stale"] and by["a-stops"]["seconds_silent"] == 120.0, by["a-stops"]
+    assert by["a-dip"]["penalties"]["uptime"] > 0 and not by["a-dip"]["stale"], by["a-dip"]
+    risk = pipeline.api_json("GET", f"/v1/nodes/risk?{since}&limit=2", TOKEN_ACME)
+    assert [n["node_id"] for n in risk["nodes"]] == ["a-stops", "a-dip"], risk
+    one = pipeline.api_json("GET", f"/v1/nodes/a-dip?{since}", TOKEN_ACME)
+    assert len(one["trend"]) == 3 and [w["healthy"] for w in one["trend"]] == [True, False, True], one["trend"]
+
+    globex = pipeline.api_json("GET", f"/v1/nodes?{since}", TOKEN_GLOBEX)
+    assert [n["node_id"] for n in globex["nodes"]] == ["g-ok"], globex
+    status, _, raw = pipeline.api("GET", f"/v1/nodes/a-ok?{since}", TOKEN_GLOBEX)
+    assert status == 404 and b"acme" not in raw, raw
+    status, _, _ = pipeline.api("GET", f"/v1/nodes?{since}&tenant=acme", TOKEN_GLOBEX)
+    assert status == 403
