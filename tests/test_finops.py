@@ -279,3 +279,19 @@ def test_the_node_registry_from_heartbeats_on_the_broker(pipeline):
     assert status == 404 and b"acme" not in raw, raw
     status, _, _ = pipeline.api("GET", f"/v1/nodes?{since}&tenant=acme", TOKEN_GLOBEX)
     assert status == 403
+
+    # A quote is what the pipeline would count for the event; a placement
+    # ranks the book's regions, with the caller's nodes' health.
+    job = {"event_id": "q", "ts": int(time.time() * 1000), "tenant": "acme", "model": "llama-3.1-70b",
+           "gpu_type": "h100", "gpu_count": 2, "duration_hours": 3.0, "region": "eu-north-1"}
+    q = pipeline.api_json("GET", "/v1/pricing/quote?gpu_type=h100&gpu_count=2&hours=3&region=eu-north-1", TOKEN_GLOBEX)
+    cost, energy, carbon, hours, _, _ = pipeline.book.enrich("training", job)
+    assert close(q["cost_usd"], cost) and close(q["carbon_g"], carbon) and close(q["gpu_hours"], hours), q
+    for token, nodes in [(TOKEN_ACME, 3), (TOKEN_GLOBEX, 1)]:
+        p = pipeline.api_json("POST", "/v1/placement/suggest", token,
+                              json.dumps({"gpu_type": "h100", "gpu_count": 2, "hours": 3, "objective": "carbon"}))
+        ranked = p["suggestions"]
+        carbons = [s["carbon_g"] for s in ranked]
+        assert carbons == sorted(carbons) and ranked[0]["region"] == "eu-north-1", ranked
+        west = next(s for s in ranked if s["region"] == "eu-west-1")
+        assert west["nodes"] == nodes and west["healthy_nodes"] >= 1, west

@@ -57,6 +57,11 @@ impl IngestService {
         })
     }
 
+    /// The API's enricher (the pipeline's book), for quotes.
+    pub(crate) fn enricher(&self) -> std::sync::MutexGuard<'_, Enricher> {
+        self.enricher.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn producer(&self) -> Result<FutureProducer, Problem> {
         let mut slot = self.producer.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = slot.as_ref() {

@@ -18,6 +18,7 @@ mod gate;
 mod ingest;
 mod metrics;
 mod nodes;
+mod pricing;
 pub mod problem;
 mod query;
 
@@ -210,6 +211,8 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppS
         ("get", "/v1/nodes/risk", get(nodes::risk)),
         ("get", "/v1/ai/nodes/risk", get(nodes::risk)),
         ("get", "/v1/nodes/{node_id}", get(nodes::one)),
+        ("get", "/v1/pricing/quote", get(pricing::quote)),
+        ("post", "/v1/placement/suggest", post(pricing::suggest)),
         ("get", "/v1/decisions", get(decisions::search)),
         ("post", "/v1/query", post(query::sql)),
     ]

@@ -26,7 +26,7 @@ use crate::{scope, Caller};
 
 const DAY_MS: i64 = 86_400_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeParams {
     from: Option<String>,
@@ -190,6 +190,30 @@ async fn registry(
         .max()
         .unwrap_or(range.to_ms);
     Ok((nodes, clock, range, tenant))
+}
+
+/// The caller's nodes of the range by region: (nodes, healthy nodes). With
+/// the node-reliability policy disabled every node counts as healthy.
+pub(crate) async fn node_health(
+    s: &AppState,
+    who: &crate::auth::Principal,
+    q: &NodeParams,
+) -> Result<std::collections::HashMap<String, (usize, usize)>, Problem> {
+    let (nodes, clock, _, _) = registry(s, q, who, None).await?;
+    let t = Thresholds::of(s);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut out: std::collections::HashMap<String, (usize, usize)> = Default::default();
+    for r in &nodes {
+        let Some(region) = r.get("region").and_then(Value::as_str) else {
+            continue;
+        };
+        let n = node_json(r, clock, now_ms, t);
+        let healthy = n.get("healthy").and_then(Value::as_bool).unwrap_or(true);
+        let e = out.entry(region.to_string()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(healthy);
+    }
+    Ok(out)
 }
 
 /// `GET /v1/nodes`: the caller's nodes, a page at a time (by tenant and

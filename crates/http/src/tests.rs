@@ -322,6 +322,11 @@ fn request_for(method: &str, path: &str, tenant: &str) -> (String, Option<String
         ("get", "/v1/export/focus") => (format!("{path}?period=2026-11&format=csv"), None),
         ("get", "/v1/usage/{project}") => ("/v1/usage/search".into(), None),
         ("get", "/v1/nodes/{node_id}") => ("/v1/nodes/n-1".into(), None),
+        ("get", "/v1/pricing/quote") => (format!("{path}?model=gpt-4o&input_tokens=1000"), None),
+        ("post", "/v1/placement/suggest") => (
+            path.into(),
+            Some(r#"{"gpu_type": "h100", "gpu_count": 2, "hours": 3, "objective": "carbon", "regions": ["eu-north-1"]}"#.into()),
+        ),
         _ => (path.into(), None),
     }
 }
@@ -411,6 +416,18 @@ async fn auth_matrix_no_token_wrong_scope_other_tenant() {
             ("post", "/v1/gates/policy-check") => {
                 let b = r#"{"unit_cost_usd": 0.1, "tenant": "acme"}"#;
                 call(&fx.app, method, &uri, Some(GLOBEX), Some(b)).await
+            }
+            ("get", "/v1/pricing/quote") => {
+                // The price book's prices: no tenant's data in them.
+                let a = call(&fx.app, method, &uri, Some(GLOBEX), None).await;
+                assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+                continue;
+            }
+            ("post", "/v1/placement/suggest") => {
+                // No tenant to ask for: the nodes weighed are the caller's.
+                let a = call(&fx.app, method, &uri, Some(GLOBEX), body.as_deref()).await;
+                assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+                continue;
             }
             ("post", "/v1/query") => {
                 // No tenant parameter to abuse: the table is scoped instead.
@@ -1486,4 +1503,157 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[tokio::test]
+async fn quotes_and_placements_are_priced_by_the_book_in_force() {
+    let fx = fixture_with(tokens(), |cfg| {
+        cfg.pricing = toml::from_str(
+            r#"
+[[models]]
+pattern = "gpt-4o*"
+input_per_1k = 0.0025
+output_per_1k = 0.01
+energy_wh_per_1k = 0.4
+[[gpus]]
+gpu_type = "h100"
+price_per_hour = 4.0
+watts = 700
+[[regions]]
+region = "eu-north-1"
+carbon_intensity_g_per_kwh = 30
+[[regions]]
+region = "us-east-1"
+carbon_intensity_g_per_kwh = 380
+[[regions]]
+region = "eu-west-1"
+carbon_intensity_g_per_kwh = 290
+"#,
+        )
+        .unwrap();
+    });
+    let q = call(
+        &fx.app,
+        "get",
+        "/v1/pricing/quote?model=gpt-4o&input_tokens=2000&output_tokens=500&region=eu-north-1",
+        Some(ACME),
+        None,
+    )
+    .await;
+    assert_eq!(q.status, StatusCode::OK, "{}", q.text);
+    let cost = 2.0 * 0.0025 + 0.5 * 0.01;
+    assert!(
+        (q.body["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-12,
+        "{}",
+        q.text
+    );
+    assert!((q.body["energy_wh"].as_f64().unwrap() - 2.5 * 0.4).abs() < 1e-12);
+    assert!((q.body["carbon_g"].as_f64().unwrap() - 2.5 * 0.4 / 1000.0 * 30.0).abs() < 1e-12);
+    assert_eq!(q.body["priced_by"]["pattern"], json!("gpt-4o*"));
+    let unknown = call(
+        &fx.app,
+        "get",
+        "/v1/pricing/quote?model=mystery&input_tokens=1",
+        Some(ACME),
+        None,
+    )
+    .await;
+    assert_eq!(
+        unknown.body["priced_by"],
+        json!("defaults"),
+        "{}",
+        unknown.text
+    );
+    for bad in [
+        "/v1/pricing/quote",
+        "/v1/pricing/quote?model=gpt-4o&input_tokens=1&gpu_type=h100&hours=1",
+        "/v1/pricing/quote?gpu_type=h100&hours=-1",
+        "/v1/pricing/quote?model=gpt-4o&input_tokens=1&date=2026-13-01",
+    ] {
+        let a = call(&fx.app, "get", bad, Some(ACME), None).await;
+        assert_problem(&a, StatusCode::BAD_REQUEST);
+    }
+
+    // Eight H100 hours: the same price everywhere, so carbon decides.
+    let body = r#"{"gpu_type": "h100", "gpu_count": 2, "hours": 4, "objective": "cost"}"#;
+    let p = call(
+        &fx.app,
+        "post",
+        "/v1/placement/suggest",
+        Some(ACME),
+        Some(body),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.text);
+    let regions: Vec<&str> = p.body["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        regions,
+        ["eu-north-1", "eu-west-1", "us-east-1"],
+        "{}",
+        p.text
+    );
+    assert_eq!(p.body["suggestions"][0]["cost_usd"], json!(32.0));
+    // Balanced: the cleanest region scores 1.0 (best on both).
+    let body =
+        r#"{"gpu_type": "h100", "hours": 1, "regions": ["us-east-1", "eu-north-1"], "limit": 1}"#;
+    let p = call(
+        &fx.app,
+        "post",
+        "/v1/placement/suggest",
+        Some(ACME),
+        Some(body),
+    )
+    .await;
+    assert_eq!(p.body["objective"], json!("balanced"));
+    assert_eq!(p.body["suggestions"].as_array().unwrap().len(), 1);
+    assert_eq!(p.body["suggestions"][0]["region"], json!("eu-north-1"));
+    assert_eq!(p.body["suggestions"][0]["score"], json!(1.0));
+
+    // A region where all of the caller's nodes are unhealthy goes last,
+    // whatever its carbon; another tenant's nodes do not count.
+    let root = fx.state.cfg.output.rollup_dir.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    let w = (now - HOUR_MS) / 60_000 * 60_000;
+    write_heartbeats(&root, "acme", "n-bad", w, w + 58_000, 5000.0, 0.5, 2000);
+    let body = r#"{"gpu_type": "h100", "hours": 1, "objective": "carbon", "regions": ["eu-west-1", "us-east-1"]}"#;
+    let p = call(
+        &fx.app,
+        "post",
+        "/v1/placement/suggest",
+        Some(ACME),
+        Some(body),
+    )
+    .await;
+    let first = &p.body["suggestions"][0];
+    assert_eq!(first["region"], json!("us-east-1"), "{}", p.text);
+    assert_eq!(p.body["suggestions"][1]["healthy_nodes"], json!(0));
+    assert_eq!(p.body["suggestions"][1]["nodes"], json!(1));
+    let g = call(
+        &fx.app,
+        "post",
+        "/v1/placement/suggest",
+        Some(GLOBEX),
+        Some(body),
+    )
+    .await;
+    assert_eq!(
+        g.body["suggestions"][0]["region"],
+        json!("eu-west-1"),
+        "{}",
+        g.text
+    );
+    let bad = call(
+        &fx.app,
+        "post",
+        "/v1/placement/suggest",
+        Some(ACME),
+        Some(r#"{"objective": "speed", "gpu_type": "h100", "hours": 1}"#),
+    )
+    .await;
+    assert!(bad.status.is_client_error(), "{}", bad.text);
 }
