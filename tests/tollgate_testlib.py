@@ -142,7 +142,9 @@ class PriceBook:
             energy = (e["input_tokens"] + e["output_tokens"]) / 1000 * energy_k
             return cost, energy, energy / 1000 * self.intensity(e.get("region")), 0.0, e["input_tokens"], e["output_tokens"]
         if kind == "training":
-            gpu = next((g for g in self.pricing.get("gpus", []) if g["gpu_type"].lower() == e["gpu_type"].lower()), None)
+            same = [g for g in self.pricing.get("gpus", []) if g["gpu_type"].lower() == e["gpu_type"].lower()]
+            gpu = (next((g for g in same if "region" in g and g["region"] == e.get("region")), None)
+                   or next((g for g in same if "region" not in g), None))
             price, watts = (gpu["price_per_hour"], gpu["watts"]) if gpu else (self.d_hour, self.default_watts)
             hours = e["gpu_count"] * e["duration_hours"]
             energy = hours * watts * e.get("gpu_utilization", 1.0) * self.pue

@@ -108,6 +108,10 @@ pub struct ModelPrice {
 #[serde(deny_unknown_fields)]
 pub struct GpuPrice {
     pub gpu_type: String,
+    /// Only in this region; an entry without one prices every region that
+    /// has no entry of its own.
+    #[serde(default)]
+    pub region: Option<String>,
     pub price_per_hour: f64,
     pub watts: f64,
 }
@@ -221,7 +225,8 @@ pub struct Enricher {
     defaults: Defaults,
     /// Per model name: the matching book entries, newest first, then the defaults.
     model_cache: FastMap<Box<str>, Vec<Rates>>,
-    gpu: FastMap<String, (f64, f64)>,
+    /// By (lower-case GPU type, region or `None` for every region).
+    gpu: FastMap<(String, Option<String>), (f64, f64)>,
     region: FastMap<String, f64>,
     /// The [`SharedBook`] generation this enricher prices with.
     generation: u64,
@@ -306,7 +311,12 @@ impl Enricher {
         let gpu = book
             .gpus
             .iter()
-            .map(|g| (g.gpu_type.to_ascii_lowercase(), (g.price_per_hour, g.watts)))
+            .map(|g| {
+                (
+                    (g.gpu_type.to_ascii_lowercase(), g.region.clone()),
+                    (g.price_per_hour, g.watts),
+                )
+            })
             .collect();
         let region = book
             .regions
@@ -431,6 +441,21 @@ impl Enricher {
         self.book.models.get(i)
     }
 
+    /// The book entry that prices `gpu_type` in `region` (`None`: the
+    /// defaults): the region's own entry, else the one for every region.
+    pub fn gpu_entry(&self, gpu_type: &str, region: Option<&str>) -> Option<&GpuPrice> {
+        let same = || {
+            self.book
+                .gpus
+                .iter()
+                .filter(move |g| g.gpu_type.eq_ignore_ascii_case(gpu_type))
+        };
+        same()
+            .filter(|g| g.region.is_some() && g.region.as_deref() == region)
+            .last()
+            .or_else(|| same().filter(|g| g.region.is_none()).last())
+    }
+
     /// Grid intensity for a region (g CO2e per kWh).
     pub fn intensity(&self, region: Option<&str>) -> f64 {
         region
@@ -463,9 +488,13 @@ impl Enricher {
                 gpu_utilization,
                 ..
             } => {
-                let (price, watts) = self
-                    .gpu
-                    .get(&gpu_type.to_ascii_lowercase())
+                let gpu = gpu_type.to_ascii_lowercase();
+                let regional = e
+                    .region
+                    .as_ref()
+                    .and_then(|r| self.gpu.get(&(gpu.clone(), Some(r.to_string()))));
+                let (price, watts) = regional
+                    .or_else(|| self.gpu.get(&(gpu, None)))
                     .copied()
                     .unwrap_or((
                         self.defaults.compute_cost_per_hour,

@@ -273,3 +273,47 @@ fn a_replaced_shared_book_is_taken_up_at_the_next_refresh() {
         "a second refresh changes nothing"
     );
 }
+
+#[test]
+fn a_region_can_have_its_own_gpu_price() {
+    let mut b = book();
+    b.gpus.push(GpuPrice {
+        gpu_type: "h100".into(),
+        region: Some("eu-north-1".into()),
+        price_per_hour: 3.0,
+        watts: 700.0,
+    });
+    let mut en = Enricher::new(b, Defaults::default()).expect("enricher");
+    let run = |region: &str| {
+        format!(
+            r#"{{"event_id":"t","ts":"2025-01-01T00:00:00Z","tenant":"t","model":"m","gpu_type":"H100","gpu_count":2,"duration_hours":1.5{region}}}"#
+        )
+    };
+    let north = run(r#","region":"eu-north-1""#);
+    let east = run(r#","region":"us-east-1""#);
+    let nowhere = run("");
+    assert!(close(
+        en.enrich(&event(Kind::Training, &north)).cost_usd,
+        3.0 * 3.0
+    ));
+    assert!(close(
+        en.enrich(&event(Kind::Training, &east)).cost_usd,
+        3.0 * 4.0
+    ));
+    assert!(close(
+        en.enrich(&event(Kind::Training, &nowhere)).cost_usd,
+        3.0 * 4.0
+    ));
+    // The entry named is the one that priced it.
+    assert_eq!(
+        en.gpu_entry("H100", Some("eu-north-1"))
+            .map(|g| g.price_per_hour),
+        Some(3.0)
+    );
+    assert_eq!(
+        en.gpu_entry("h100", Some("us-east-1"))
+            .map(|g| g.price_per_hour),
+        Some(4.0)
+    );
+    assert_eq!(en.gpu_entry("tpu", None), None);
+}

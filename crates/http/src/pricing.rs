@@ -153,18 +153,10 @@ fn price(
             }
             None => json!("defaults"),
         },
-        Body::Training { gpu_type, .. } => {
-            let listed = enricher
-                .book()
-                .gpus
-                .iter()
-                .any(|g| g.gpu_type.eq_ignore_ascii_case(gpu_type));
-            if listed {
-                json!({"gpu_type": gpu_type.to_ascii_lowercase()})
-            } else {
-                json!("defaults")
-            }
-        }
+        Body::Training { gpu_type, .. } => match enricher.gpu_entry(gpu_type, region) {
+            Some(g) => json!({"gpu_type": g.gpu_type, "region": g.region}),
+            None => json!("defaults"),
+        },
         Body::Heartbeat { .. } => Value::Null,
     };
     Ok((priced, by, intensity))
