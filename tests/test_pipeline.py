@@ -33,6 +33,8 @@ def inference(i, ts, tenant, team, rng, env="prod"):
     }
     if i % 3 == 0:  # a project on some: kept as its own rollup dimension
         e["tags"]["project"] = f"project-{i % 2}"
+    if i % 7 == 0:  # a provider's bill on some: kept instead of the book's price
+        e["cost_usd"] = round(0.001 * (i % 11), 6)
     if rng.random() < 0.3:
         e["cached_input_tokens"] = rng.randrange(0, e["input_tokens"] + 1)
     region = rng.choice(REGIONS)

@@ -140,6 +140,7 @@ class PriceBook:
             cached = e.get("cached_input_tokens", 0)
             cost = (e["input_tokens"] - cached) / 1000 * p_in + cached / 1000 * p_cached + e["output_tokens"] / 1000 * p_out
             energy = (e["input_tokens"] + e["output_tokens"]) / 1000 * energy_k
+            cost = e.get("cost_usd", cost)  # a provider's bill wins over the book
             return cost, energy, energy / 1000 * self.intensity(e.get("region")), 0.0, e["input_tokens"], e["output_tokens"]
         if kind == "training":
             same = [g for g in self.pricing.get("gpus", []) if g["gpu_type"].lower() == e["gpu_type"].lower()]
@@ -148,7 +149,7 @@ class PriceBook:
             price, watts = (gpu["price_per_hour"], gpu["watts"]) if gpu else (self.d_hour, self.default_watts)
             hours = e["gpu_count"] * e["duration_hours"]
             energy = hours * watts * e.get("gpu_utilization", 1.0) * self.pue
-            return hours * price, energy, energy / 1000 * self.intensity(e.get("region")), hours, 0, 0
+            return e.get("cost_usd", hours * price), energy, energy / 1000 * self.intensity(e.get("region")), hours, 0, 0
         return 0.0, 0.0, 0.0, 0.0, 0, 0
 
 

@@ -6,6 +6,7 @@
 //! - inference energy: `(input + output)/1000 × energy_wh_per_1k(model)`
 //! - training energy: `gpu_count × hours × watts(gpu_type) × utilization × PUE`
 //! - carbon: `energy_wh / 1000 × intensity(region)` g CO2e (SCI: O = E × I)
+//! - an event's own `cost_usd` (a provider's bill) replaces the cost above
 //!
 //! The [`PriceBook`] comes from the pipeline config; [`Defaults`] (from the
 //! environment) price whatever the book does not match.
@@ -471,13 +472,17 @@ impl Enricher {
                 output_tokens,
                 cached_input_tokens,
                 duration_ms,
+                cost_usd,
                 ..
             } => {
                 let r = self.model_rates(model, e.ts_ms);
                 let uncached = (input_tokens - cached_input_tokens) as f64;
-                let cost = uncached / 1000.0 * r.input
-                    + *cached_input_tokens as f64 / 1000.0 * r.cached
-                    + *output_tokens as f64 / 1000.0 * r.output;
+                // A provider's bill on the event wins over the book.
+                let cost = cost_usd.unwrap_or_else(|| {
+                    uncached / 1000.0 * r.input
+                        + *cached_input_tokens as f64 / 1000.0 * r.cached
+                        + *output_tokens as f64 / 1000.0 * r.output
+                });
                 let energy = (input_tokens + output_tokens) as f64 / 1000.0 * r.energy;
                 (cost, cost, energy, 0.0, Some(*duration_ms))
             }
@@ -486,6 +491,7 @@ impl Enricher {
                 gpu_count,
                 duration_hours,
                 gpu_utilization,
+                cost_usd,
                 ..
             } => {
                 let gpu = gpu_type.to_ascii_lowercase();
@@ -501,7 +507,7 @@ impl Enricher {
                         self.book.default_gpu_watts,
                     ));
                 let gpu_hours = *gpu_count as f64 * duration_hours;
-                let cost = gpu_hours * price;
+                let cost = cost_usd.unwrap_or(gpu_hours * price);
                 let energy = gpu_hours * watts * gpu_utilization.unwrap_or(1.0) * self.book.pue;
                 let unit = if gpu_hours > 0.0 {
                     cost / gpu_hours

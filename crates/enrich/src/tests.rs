@@ -317,3 +317,32 @@ fn a_region_can_have_its_own_gpu_price() {
     );
     assert_eq!(en.gpu_entry("tpu", None), None);
 }
+
+#[test]
+fn a_billed_cost_on_the_event_wins_over_the_book() {
+    let mut en = Enricher::new(book(), Defaults::default()).expect("enricher");
+    let e = event(
+        Kind::Inference,
+        r#"{"event_id":"a","ts":"2025-01-01T00:00:00Z","tenant":"t","model":"gpt-4o","input_tokens":1000,"output_tokens":1000,"duration_ms":1,"cost_usd":0.5,"region":"eu-north-1"}"#,
+    );
+    let r = en.enrich(&e);
+    assert!(
+        close(r.cost_usd, 0.5) && close(r.unit_cost_usd, 0.5),
+        "{r:?}"
+    );
+    // Energy and carbon still come from the book (the 2024-06-01 entry has
+    // no energy figure: the default's).
+    assert!(close(
+        r.energy_wh,
+        2.0 * Defaults::default().energy_wh_per_1k_tokens
+    ));
+    let t = event(
+        Kind::Training,
+        r#"{"event_id":"t","ts":"2025-01-01T00:00:00Z","tenant":"t","model":"m","gpu_type":"h100","gpu_count":2,"duration_hours":1,"cost_usd":5}"#,
+    );
+    let r = en.enrich(&t);
+    assert!(
+        close(r.cost_usd, 5.0) && close(r.unit_cost_usd, 2.5),
+        "{r:?}"
+    );
+}

@@ -345,6 +345,7 @@ pub(crate) fn parse(b: &[u8]) -> Option<Wire<'_>> {
                 b"power_watts" => set!(18, w.power_watts, r.num()),
                 b"uptime_ratio" => set!(19, w.uptime_ratio, r.num()),
                 b"proof_ok" => set!(20, w.proof_ok, r.boolean()),
+                b"cost_usd" => set!(22, w.cost_usd, r.num()),
                 b"metadata" => {
                     bit(21)?;
                     r.skip_scalar()?;

@@ -114,6 +114,9 @@ pub enum Body<'a> {
         cached_input_tokens: u64,
         duration_ms: f64,
         status: Option<Cow<'a, str>>,
+        /// What the provider billed, when the event says: kept instead of
+        /// the price book's price.
+        cost_usd: Option<f64>,
     },
     Training {
         model: Cow<'a, str>,
@@ -121,6 +124,8 @@ pub enum Body<'a> {
         gpu_count: u64,
         duration_hours: f64,
         gpu_utilization: Option<f64>,
+        /// As for inference.
+        cost_usd: Option<f64>,
     },
     Heartbeat {
         latency_ms: Option<f64>,
@@ -261,6 +266,8 @@ struct Wire<'a> {
     uptime_ratio: Option<Num>,
     #[serde(default)]
     proof_ok: Option<bool>,
+    #[serde(default)]
+    cost_usd: Option<Num>,
 }
 
 /// Longest tenant or team name, in bytes.
@@ -384,6 +391,7 @@ impl<'a> Wire<'a> {
                     duration_ms: required(self.duration_ms, "duration_ms")?
                         .non_negative("duration_ms")?,
                     status: self.status.map(|t| t.0),
+                    cost_usd: opt_non_negative(self.cost_usd, "cost_usd")?,
                 }
             }
             Kind::Training => {
@@ -398,9 +406,16 @@ impl<'a> Wire<'a> {
                     duration_hours: required(self.duration_hours, "duration_hours")?
                         .non_negative("duration_hours")?,
                     gpu_utilization: opt_ratio(self.gpu_utilization, "gpu_utilization")?,
+                    cost_usd: opt_non_negative(self.cost_usd, "cost_usd")?,
                 }
             }
             Kind::Heartbeat => {
+                if self.cost_usd.is_some() {
+                    return Err(invalid(
+                        "cost_usd",
+                        "heartbeats carry no cost (send it on the inference or training event)",
+                    ));
+                }
                 if node_id.is_none() {
                     return Err(DecodeError::Missing("node_id"));
                 }

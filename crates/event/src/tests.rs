@@ -194,6 +194,7 @@ const SEEDS: &[&str] = &[
     r#" { "event_id" : "h1" , "ts" : 5 , "tenant" : "t" , "node_id" : "n1" , "region" : "us-east-1" , "latency_ms" : 12 , "uptime_ratio" : 0.999 , "proof_ok" : true , "extra" : -3.25E-2 } "#,
     r#"{"kind":"inference","event_id":"e2","ts":1,"tenant":"t","gen_ai.request.model":"claude","gen_ai.usage.input_tokens":10,"gen_ai.usage.output_tokens":5,"duration_ms":3,"status":null,"tags":{}}"#,
     r#"{"event_id":"x","ts":-1,"tenant":"t","tags":{"team":"","other":"v","project":"p"},"model":"m","input_tokens":-7,"output_tokens":1.0,"duration_ms":0,"unknown":false}"#,
+    r#"{"event_id":"b1","ts":7,"tenant":"t","model":"gpt-4o","input_tokens":10,"output_tokens":5,"duration_ms":3,"cost_usd":0.0125}"#,
 ];
 
 /// Mutations that keep most of the message and hit the grammar's corners.
@@ -445,4 +446,31 @@ fn any_input_is_an_event_that_holds_the_contract_or_a_reason() {
             }
         }
     }
+}
+
+#[test]
+fn a_billed_cost_on_the_event_is_kept_and_checked() {
+    let billed = r#"{"event_id":"b","ts":1,"tenant":"t","model":"m","input_tokens":10,"output_tokens":5,"duration_ms":3,"cost_usd":0.0125}"#;
+    match decode(billed.as_bytes(), Kind::Inference, &Limits::default())
+        .expect("valid")
+        .body
+    {
+        Body::Inference { cost_usd, .. } => assert_eq!(cost_usd, Some(0.0125)),
+        other => panic!("wrong body {other:?}"),
+    }
+    let training = r#"{"event_id":"t","ts":1,"tenant":"t","model":"m","gpu_type":"h100","gpu_count":1,"duration_hours":1,"cost_usd":3}"#;
+    match decode(training.as_bytes(), Kind::Training, &Limits::default())
+        .expect("valid")
+        .body
+    {
+        Body::Training { cost_usd, .. } => assert_eq!(cost_usd, Some(3.0)),
+        other => panic!("wrong body {other:?}"),
+    }
+    let negative = billed.replace("0.0125", "-1");
+    let e = decode(negative.as_bytes(), Kind::Inference, &Limits::default()).expect_err("refused");
+    assert!(e.to_string().contains("cost_usd"), "{e}");
+    let heartbeat =
+        r#"{"event_id":"h","ts":1,"tenant":"t","node_id":"n","region":"r","cost_usd":1}"#;
+    let e = decode(heartbeat.as_bytes(), Kind::Heartbeat, &Limits::default()).expect_err("refused");
+    assert!(e.to_string().contains("heartbeats carry no cost"), "{e}");
 }

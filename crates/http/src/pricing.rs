@@ -102,6 +102,7 @@ impl Workload {
                     cached_input_tokens: cached,
                     duration_ms: 0.0,
                     status: None,
+                    cost_usd: None,
                 }
             }
             Kind::Training => {
@@ -120,6 +121,7 @@ impl Workload {
                     gpu_count: self.gpu_count.unwrap_or(1).max(1),
                     duration_hours: hours,
                     gpu_utilization: self.gpu_utilization,
+                    cost_usd: None,
                 }
             }
         };
