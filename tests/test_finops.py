@@ -205,22 +205,24 @@ def test_sighup_reloads_the_price_book_for_what_is_read_after_it(pipeline):
     assert broken != text
     pipeline.config.write_text(broken)
     log = pipeline.tmp / "run.log"
-    mark = len(log.read_text(errors="replace"))
-    proc.send_signal(signal.SIGHUP)
-    deadline = time.time() + 30
-    while "reload failed" not in log.read_text(errors="replace")[mark:]:
-        assert time.time() < deadline and proc.poll() is None, pipeline.log_tail()
-        time.sleep(0.2)
-    line = next(x for x in log.read_text(errors="replace")[mark:].splitlines() if "reload failed" in x)
+
+    def hup_until(needle):
+        """SIGHUP, then the first line logged after it that holds `needle`."""
+        mark = len(log.read_text(errors="replace"))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 30
+        while True:
+            found = [x for x in log.read_text(errors="replace")[mark:].splitlines() if needle in x]
+            if found:
+                return found[0]
+            assert time.time() < deadline and proc.poll() is None, pipeline.log_tail()
+            time.sleep(0.2)
+
+    line = hup_until("reload failed")
     assert "gpt-4o-mini*" in line and "input_per_1k" in line, line
     # Ten times the input price.
     pipeline.config.write_text(text.replace("input_per_1k = 0.00015", "input_per_1k = 0.0015"))
-    mark = len(log.read_text(errors="replace"))
-    proc.send_signal(signal.SIGHUP)
-    deadline = time.time() + 30
-    while "price book reloaded" not in log.read_text(errors="replace")[mark:]:
-        assert time.time() < deadline and proc.poll() is None, pipeline.log_tail()
-        time.sleep(0.2)
+    hup_until("price book reloaded")
     new_book = type(old_book)(pipeline.config)
 
     # The API's answer is priced by the new book.

@@ -226,8 +226,9 @@ pub struct Enricher {
     defaults: Defaults,
     /// Per model name: the matching book entries, newest first, then the defaults.
     model_cache: FastMap<Box<str>, Vec<Rates>>,
-    /// By (lower-case GPU type, region or `None` for every region).
-    gpu: FastMap<(String, Option<String>), (f64, f64)>,
+    /// By (lower-case GPU type, region or `None` for every region): the
+    /// entry's index in `book.gpus` (the last listed of equals).
+    gpu: FastMap<(String, Option<String>), usize>,
     region: FastMap<String, f64>,
     /// The [`SharedBook`] generation this enricher prices with.
     generation: u64,
@@ -312,12 +313,8 @@ impl Enricher {
         let gpu = book
             .gpus
             .iter()
-            .map(|g| {
-                (
-                    (g.gpu_type.to_ascii_lowercase(), g.region.clone()),
-                    (g.price_per_hour, g.watts),
-                )
-            })
+            .enumerate()
+            .map(|(i, g)| ((g.gpu_type.to_ascii_lowercase(), g.region.clone()), i))
             .collect();
         let region = book
             .regions
@@ -445,16 +442,11 @@ impl Enricher {
     /// The book entry that prices `gpu_type` in `region` (`None`: the
     /// defaults): the region's own entry, else the one for every region.
     pub fn gpu_entry(&self, gpu_type: &str, region: Option<&str>) -> Option<&GpuPrice> {
-        let same = || {
-            self.book
-                .gpus
-                .iter()
-                .filter(move |g| g.gpu_type.eq_ignore_ascii_case(gpu_type))
-        };
-        same()
-            .filter(|g| g.region.is_some() && g.region.as_deref() == region)
-            .last()
-            .or_else(|| same().filter(|g| g.region.is_none()).last())
+        let gpu = gpu_type.to_ascii_lowercase();
+        region
+            .and_then(|r| self.gpu.get(&(gpu.clone(), Some(r.to_string()))))
+            .or_else(|| self.gpu.get(&(gpu, None)))
+            .and_then(|&i| self.book.gpus.get(i))
     }
 
     /// Grid intensity for a region (g CO2e per kWh).
@@ -494,14 +486,9 @@ impl Enricher {
                 cost_usd,
                 ..
             } => {
-                let gpu = gpu_type.to_ascii_lowercase();
-                let regional = e
-                    .region
-                    .as_ref()
-                    .and_then(|r| self.gpu.get(&(gpu.clone(), Some(r.to_string()))));
-                let (price, watts) = regional
-                    .or_else(|| self.gpu.get(&(gpu, None)))
-                    .copied()
+                let (price, watts) = self
+                    .gpu_entry(gpu_type, e.region.as_deref())
+                    .map(|g| (g.price_per_hour, g.watts))
                     .unwrap_or((
                         self.defaults.compute_cost_per_hour,
                         self.book.default_gpu_watts,

@@ -20,11 +20,9 @@ use serde_json::{json, Map, Value};
 use tollgate_decision::rfc3339_ms;
 
 use crate::problem::Problem;
-use crate::query::{parse_instant, read_tenant, rows, run, scoped_session, Range};
+use crate::query::{read_tenant, rows, run, scoped_session, Range};
 use crate::AppState;
 use crate::{scope, Caller};
-
-const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,22 +38,7 @@ pub struct NodeParams {
 impl NodeParams {
     /// Default: the last 24 hours.
     fn range(&self) -> Result<Range, Problem> {
-        let to_ms = match &self.to {
-            Some(v) => parse_instant("to", v)?,
-            None => chrono::Utc::now().timestamp_millis(),
-        };
-        let from_ms = match &self.from {
-            Some(v) => parse_instant("from", v)?,
-            None => to_ms - DAY_MS,
-        };
-        if from_ms >= to_ms {
-            return Err(Problem::bad_request("`from` must be before `to`"));
-        }
-        Ok(Range {
-            from_ms,
-            to_ms,
-            period: None,
-        })
+        Range::between(self.from.as_deref(), self.to.as_deref())
     }
 
     fn limit(&self, max: usize) -> Result<usize, Problem> {

@@ -206,18 +206,11 @@ enum Objective {
     Balanced,
 }
 
+/// How a placement is chosen; the rest of the request body is the
+/// [`Workload`] (without `region`: that is what is chosen).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PlacementRequest {
-    model: Option<String>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    cached_input_tokens: Option<u64>,
-    gpu_type: Option<String>,
-    gpu_count: Option<u64>,
-    hours: Option<f64>,
-    gpu_utilization: Option<f64>,
-    date: Option<String>,
+struct Placement {
     /// Regions the job may run in (default: every region the price book
     /// or the caller's nodes know).
     #[serde(default)]
@@ -225,6 +218,27 @@ struct PlacementRequest {
     #[serde(default)]
     objective: Objective,
     limit: Option<usize>,
+}
+
+/// Split a placement body into its choice and its workload.
+fn placement_request(body: &Bytes) -> Result<(Placement, Workload), Problem> {
+    let mut fields: Map<String, Value> = parse_json(body)?;
+    if fields.contains_key("region") {
+        return Err(Problem::unprocessable(
+            "`region` is what a placement chooses; give the allowed ones as `regions`",
+        ));
+    }
+    let mut choice = Map::new();
+    for k in ["regions", "objective", "limit"] {
+        if let Some(v) = fields.remove(k) {
+            choice.insert(k.into(), v);
+        }
+    }
+    let invalid =
+        |e: serde_json::Error| Problem::unprocessable(format!("invalid placement request: {e}"));
+    let placement = serde_json::from_value(Value::Object(choice)).map_err(invalid)?;
+    let workload = serde_json::from_value(Value::Object(fields)).map_err(invalid)?;
+    Ok((placement, workload))
 }
 
 /// `POST /v1/placement/suggest`: the regions to run a job in, best first
@@ -235,20 +249,7 @@ pub async fn suggest(
     Caller(who, ..): Caller<scope::UsageRead>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let req: PlacementRequest = parse_json(&body)?;
-    let p = &req;
-    let w = Workload {
-        model: p.model.clone(),
-        input_tokens: p.input_tokens,
-        output_tokens: p.output_tokens,
-        cached_input_tokens: p.cached_input_tokens,
-        gpu_type: p.gpu_type.clone(),
-        gpu_count: p.gpu_count,
-        hours: p.hours,
-        gpu_utilization: p.gpu_utilization,
-        region: None,
-        date: p.date.clone(),
-    };
+    let (req, w) = placement_request(&body)?;
     w.kind()?;
     // The caller's nodes of the last day, by region.
     let health = node_health(&s, &who, &NodeParams::default()).await?;

@@ -118,11 +118,19 @@ impl RangeParams {
                 period: Some(p.clone()),
             });
         }
-        let to_ms = match &self.to {
+        Range::between(self.from.as_deref(), self.to.as_deref())
+    }
+}
+
+impl Range {
+    /// `from`/`to` as given (RFC 3339 or epoch ms); by default the 24
+    /// hours up to now.
+    pub(crate) fn between(from: Option<&str>, to: Option<&str>) -> Result<Range, Problem> {
+        let to_ms = match to {
             Some(v) => parse_instant("to", v)?,
             None => chrono::Utc::now().timestamp_millis(),
         };
-        let from_ms = match &self.from {
+        let from_ms = match from {
             Some(v) => parse_instant("from", v)?,
             None => to_ms - DAY_MS,
         };

@@ -98,6 +98,18 @@ fn write_rollup(
         region: Some("eu-north-1"),
         node_id: None,
     };
+    write_window(root, "inference", d, m, start_ms, offset);
+}
+
+/// One window of one row, written as the writer thread writes it.
+fn write_window(
+    root: &std::path::Path,
+    kind: &str,
+    d: DimsRef<'_>,
+    m: Measures,
+    start_ms: i64,
+    offset: i64,
+) {
     let w = ClosedWindow {
         start_ms,
         end_ms: start_ms + 60_000,
@@ -108,9 +120,10 @@ fn write_rollup(
         rows: RowSet::from_rows([(d, m)]),
     };
     let batch = tollgate_rollup::to_batch(&w).unwrap();
+    let topic = format!("tollgate.{kind}");
     let src = tollgate_rollup::Source {
-        kind: "inference",
-        topic: "tollgate.inference",
+        kind,
+        topic: &topic,
         partition: 0,
     };
     tollgate_rollup::EncodedWindow::new(&tollgate_rollup::Tree::local(root), src, &w, &batch)
@@ -1382,24 +1395,7 @@ fn write_heartbeats(
         region: Some("eu-west-1"),
         node_id: Some(node),
     };
-    let w = ClosedWindow {
-        start_ms,
-        end_ms: start_ms + 60_000,
-        first_offset: offset,
-        close_offset: offset + 1,
-        watermark_ms: start_ms + 60_000,
-        duplicates: 0,
-        rows: RowSet::from_rows([(d, m)]),
-    };
-    let batch = tollgate_rollup::to_batch(&w).unwrap();
-    let src = tollgate_rollup::Source {
-        kind: "heartbeat",
-        topic: "tollgate.heartbeat",
-        partition: 0,
-    };
-    tollgate_rollup::EncodedWindow::new(&tollgate_rollup::Tree::local(root), src, &w, &batch)
-        .and_then(|f| f.write())
-        .unwrap();
+    write_window(root, "heartbeat", d, m, start_ms, offset);
 }
 
 #[tokio::test]
