@@ -76,8 +76,13 @@ def test_billing_periods_projects_and_the_focus_export(pipeline, tmp_path):
     pipeline.run_to_end()
 
     cost = defaultdict(float)  # (tenant, dimension, value) -> USD
+    sci = defaultdict(lambda: [0.0, 0.0, 0])  # tenant -> operational g, embodied g, requests
     for kind, e in counted:
         c = pipeline.book.enrich(kind, e)[0]
+        if kind == "inference":
+            sci[e["tenant"]][0] += pipeline.book.enrich(kind, e)[2]
+            sci[e["tenant"]][1] += pipeline.book.embodied(kind, e)
+            sci[e["tenant"]][2] += 1
         tags = e.get("tags", {})
         cost[(e["tenant"], "total", None)] += c
         cost[(e["tenant"], "project", tags.get("project"))] += c
@@ -100,6 +105,12 @@ def test_billing_periods_projects_and_the_focus_export(pipeline, tmp_path):
         assert close(est["to_date_cost_usd"], cost[(tenant, "total", None)]), est
         assert 0 < est["elapsed_ratio"] <= 1 and est["projected_cost_usd"] >= est["to_date_cost_usd"], est
         assert u["open"]["windows"] == 0, "every window is closed"
+        # SCI per inference request: ((E × I) + M) / R, embodied from the book's figure.
+        metrics = pipeline.api_json("GET", f"/v1/metrics?period={PERIOD}", token)
+        op, emb, requests = sci[tenant]
+        got = metrics["sci"]
+        assert got["requests"] == requests and close(got["operational_g"], op) and close(got["embodied_g"], emb), got
+        assert emb > 0 and close(got["g_per_request"], (op + emb) / requests), got
         # By model, heartbeats under null with no cost.
         m = pipeline.api_json("GET", f"/v1/usage?period={PERIOD}&group_by=model", token)
         for g in m["groups"]:
@@ -250,14 +261,15 @@ def test_the_node_registry_from_heartbeats_on_the_broker(pipeline):
     an uptime dip next, and another tenant's nodes are never listed."""
     beats = []
     for k in range(18):  # three minutes, every 10 s
-        for tenant, node in [("acme", "a-ok"), ("acme", "a-stops"), ("acme", "a-dip"), ("globex", "g-ok")]:
+        for tenant, node in [("acme", "a-ok"), ("acme", "a-stops"), ("acme", "a-dip"), ("acme", "a-proof"),
+                             ("globex", "g-ok")]:
             if node == "a-stops" and k >= 6:
                 continue  # silent after the first minute
             uptime = 0.95 if node == "a-dip" and k == 10 else 0.999
             beats.append({"event_id": f"hb-{node}-{k}", "ts": BASE + k * 10_000 + 500, "tenant": tenant,
                           "node_id": node, "region": "eu-west-1", "latency_ms": 20.0, "uptime_ratio": uptime,
-                          "proof_ok": True})
-    partition = {"a-ok": 0, "a-stops": 0, "a-dip": 1, "g-ok": 2}
+                          "proof_ok": not (node == "a-proof" and k == 4)})
+    partition = {"a-ok": 0, "a-stops": 0, "a-dip": 1, "a-proof": 1, "g-ok": 2}
     pipeline.produce([("heartbeat", partition[e["node_id"]], e["node_id"], json.dumps(e)) for e in beats])
     pipeline.run_to_end()
     pipeline.start()
@@ -266,12 +278,16 @@ def test_the_node_registry_from_heartbeats_on_the_broker(pipeline):
 
     acme = pipeline.api_json("GET", f"/v1/nodes?{since}", TOKEN_ACME)
     by = {n["node_id"]: n for n in acme["nodes"]}
-    assert set(by) == {"a-ok", "a-stops", "a-dip"}, by
+    assert set(by) == {"a-ok", "a-stops", "a-dip", "a-proof"}, by
     assert by["a-ok"]["heartbeats"] == 18 and by["a-ok"]["reliability_score"] == 100, by["a-ok"]
+    assert by["a-ok"]["failed_proofs"] == 0 and by["a-ok"]["penalties"]["proof"] == 0, by["a-ok"]
     assert by["a-stops"]["stale"] and by["a-stops"]["seconds_silent"] == 120.0, by["a-stops"]
     assert by["a-dip"]["penalties"]["uptime"] > 0 and not by["a-dip"]["stale"], by["a-dip"]
-    risk = pipeline.api_json("GET", f"/v1/nodes/risk?{since}&limit=2", TOKEN_ACME)
-    assert [n["node_id"] for n in risk["nodes"]] == ["a-stops", "a-dip"], risk
+    # A failed proof (`proof_ok: false`) is counted in the rollups and costs the node points.
+    assert by["a-proof"]["failed_proofs"] == 1 and by["a-proof"]["penalties"]["proof"] == 40, by["a-proof"]
+    assert by["a-proof"]["reliability_score"] == 60 and not by["a-proof"]["healthy"], by["a-proof"]
+    risk = pipeline.api_json("GET", f"/v1/nodes/risk?{since}&limit=3", TOKEN_ACME)
+    assert [n["node_id"] for n in risk["nodes"]] == ["a-stops", "a-proof", "a-dip"], risk
     one = pipeline.api_json("GET", f"/v1/nodes/a-dip?{since}", TOKEN_ACME)
     assert len(one["trend"]) == 3 and [w["healthy"] for w in one["trend"]] == [True, False, True], one["trend"]
 
@@ -289,7 +305,17 @@ def test_the_node_registry_from_heartbeats_on_the_broker(pipeline):
     q = pipeline.api_json("GET", "/v1/pricing/quote?gpu_type=h100&gpu_count=2&hours=3&region=eu-north-1", TOKEN_GLOBEX)
     cost, energy, carbon, hours, _, _ = pipeline.book.enrich("training", job)
     assert close(q["cost_usd"], cost) and close(q["carbon_g"], carbon) and close(q["gpu_hours"], hours), q
-    for token, nodes in [(TOKEN_ACME, 3), (TOKEN_GLOBEX, 1)]:
+    assert q["embodied_g"] > 0 and close(q["embodied_g"], pipeline.book.embodied("training", job)), q
+    # A long request is priced at its tier, and the quote names it.
+    long = {"event_id": "l", "ts": int(time.time() * 1000), "tenant": "acme", "model": "gemini-1.5-pro",
+            "input_tokens": 200_000, "cache_write_tokens": 50_000, "output_tokens": 4_000, "reasoning_tokens": 1_000,
+            "duration_ms": 9000.0}
+    q = pipeline.api_json("GET", "/v1/pricing/quote?model=gemini-1.5-pro&input_tokens=200000&cache_write_tokens=50000"
+                          "&output_tokens=4000&reasoning_tokens=1000&duration_ms=9000", TOKEN_ACME)
+    assert close(q["cost_usd"], pipeline.book.enrich("inference", long)[0]), q
+    assert q["priced_by"]["tier"] == {"above_input_tokens": 128000}, q
+    assert close(q["embodied_g"], pipeline.book.embodied("inference", long)), q
+    for token, nodes in [(TOKEN_ACME, 4), (TOKEN_GLOBEX, 1)]:
         p = pipeline.api_json("POST", "/v1/placement/suggest", token,
                               json.dumps({"gpu_type": "h100", "gpu_count": 2, "hours": 3, "objective": "carbon"}))
         ranked = p["suggestions"]

@@ -16,7 +16,7 @@ import pytest
 from tollgate_testlib import actual_rollup, assert_rollups_equal, check_decision_log, decision_lines, expected_rollup
 
 BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-MODELS = ["gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "llama-3.1-70b", "no-such-model"]
+MODELS = ["gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "llama-3.1-70b", "gemini-1.5-pro", "no-such-model"]
 REGIONS = ["us-east-1", "eu-north-1", "ap-southeast-1", None]
 
 
@@ -37,6 +37,11 @@ def inference(i, ts, tenant, team, rng, env="prod"):
         e["cost_usd"] = round(0.001 * (i % 11), 6)
     if rng.random() < 0.3:
         e["cached_input_tokens"] = rng.randrange(0, e["input_tokens"] + 1)
+    if rng.random() < 0.2:  # cache writes and reasoning: parts of input and output, priced apart
+        e["cache_write_tokens"] = rng.randrange(0, e["input_tokens"] - e.get("cached_input_tokens", 0) + 1)
+        e["reasoning_tokens"] = rng.randrange(0, e["output_tokens"] + 1)
+    if i % 50 == 0:  # a long request: above the tiered models' size, all of it at the tier's rates
+        e["input_tokens"] += 150_000
     region = rng.choice(REGIONS)
     if region:
         e["region"] = region

@@ -109,6 +109,7 @@ class PriceBook:
         self.d_intensity = float(env.get("CARBON_INTENSITY_G_PER_KWH", 400))
         self.pue = self.pricing.get("pue", 1.2)
         self.default_watts = self.pricing.get("default_gpu_watts", 400)
+        self.embodied_per_gpu_hour = self.pricing.get("embodied_g_per_gpu_hour", 0.0)
 
     def model_entry(self, model, ts_ms):
         matches = [m for m in self.pricing.get("models", []) if fnmatch.fnmatchcase(model, m["pattern"])]
@@ -129,28 +130,54 @@ class PriceBook:
                 return r["carbon_intensity_g_per_kwh"]
         return self.d_intensity
 
+    def gpu(self, e):
+        same = [g for g in self.pricing.get("gpus", []) if g["gpu_type"].lower() == e["gpu_type"].lower()]
+        return (next((g for g in same if "region" in g and g["region"] == e.get("region")), None)
+                or next((g for g in same if "region" not in g), None))
+
     def enrich(self, kind, e):
         """(cost_usd, energy_wh, carbon_g, gpu_hours, input_tokens, output_tokens)"""
         ts = e["ts"]
         if kind == "inference":
             m = self.model_entry(e["model"], ts)
-            p_in, p_out = (m["input_per_1k"], m["output_per_1k"]) if m else (self.d_in, self.d_out)
-            p_cached = m.get("cached_input_per_1k", p_in) if m else self.d_in
+            if m:
+                # A request above a tier's size: all of it at the highest such tier.
+                tiers = [t for t in m.get("tiers", []) if e["input_tokens"] > t["above_input_tokens"]]
+                rates = max(tiers, key=lambda t: t["above_input_tokens"]) if tiers else m
+                p_in, p_out = rates["input_per_1k"], rates["output_per_1k"]
+                p_cached = rates.get("cached_input_per_1k", p_in)
+                p_write = rates.get("cache_write_per_1k", p_in)
+                p_reason = rates.get("reasoning_per_1k", p_out)
+            else:
+                p_in, p_out = self.d_in, self.d_out
+                p_cached = p_write = p_in
+                p_reason = p_out
             energy_k = m.get("energy_wh_per_1k", self.d_energy) if m else self.d_energy
             cached = e.get("cached_input_tokens", 0)
-            cost = (e["input_tokens"] - cached) / 1000 * p_in + cached / 1000 * p_cached + e["output_tokens"] / 1000 * p_out
+            written = e.get("cache_write_tokens", 0)
+            reasoning = e.get("reasoning_tokens", 0)
+            cost = ((e["input_tokens"] - cached - written) * p_in + cached * p_cached + written * p_write
+                    + (e["output_tokens"] - reasoning) * p_out + reasoning * p_reason) / 1000
             energy = (e["input_tokens"] + e["output_tokens"]) / 1000 * energy_k
             cost = e.get("cost_usd", cost)  # a provider's bill wins over the book
             return cost, energy, energy / 1000 * self.intensity(e.get("region")), 0.0, e["input_tokens"], e["output_tokens"]
         if kind == "training":
-            same = [g for g in self.pricing.get("gpus", []) if g["gpu_type"].lower() == e["gpu_type"].lower()]
-            gpu = (next((g for g in same if "region" in g and g["region"] == e.get("region")), None)
-                   or next((g for g in same if "region" not in g), None))
+            gpu = self.gpu(e)
             price, watts = (gpu["price_per_hour"], gpu["watts"]) if gpu else (self.d_hour, self.default_watts)
             hours = e["gpu_count"] * e["duration_hours"]
             energy = hours * watts * e.get("gpu_utilization", 1.0) * self.pue
             return e.get("cost_usd", hours * price), energy, energy / 1000 * self.intensity(e.get("region")), hours, 0, 0
         return 0.0, 0.0, 0.0, 0.0, 0, 0
+
+    def embodied(self, kind, e):
+        """SCI's M, g CO2e: GPU-hours × the embodied figure (an inference
+        request is one GPU for its duration)."""
+        if kind == "inference":
+            return e["duration_ms"] / 3_600_000 * self.embodied_per_gpu_hour
+        if kind == "training":
+            gpu = self.gpu(e) or {}
+            return e["gpu_count"] * e["duration_hours"] * gpu.get("embodied_g_per_hour", self.embodied_per_gpu_hour)
+        return 0.0
 
 
 def expected_rollup(book, events):
@@ -158,7 +185,7 @@ def expected_rollup(book, events):
     [(kind, event dict)], already free of late events; duplicates (same tenant
     and event_id) count once."""
     seen = set()
-    out = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0])
+    out = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0, 0.0])
     for kind, e in events:
         key = (e["tenant"], e["event_id"])
         if key in seen:
@@ -174,6 +201,7 @@ def expected_rollup(book, events):
         row[3] += cost
         row[4] += carbon
         row[5] += hours
+        row[6] += book.embodied(kind, e)
     return dict(out)
 
 
@@ -183,7 +211,7 @@ def actual_rollup(root, filesystem=None):
     import pyarrow.parquet as pq
 
     table = pq.read_table(root, filesystem=filesystem)
-    out = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0])
+    out = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, 0.0, 0.0])
     for r in table.to_pylist():
         dims = (str(r["kind"]), r["tenant"], r["team"], r.get("project"), r["model"], r["region"])
         row = out[dims]
@@ -193,6 +221,7 @@ def actual_rollup(root, filesystem=None):
         row[3] += r["cost_usd"]
         row[4] += r["carbon_g"]
         row[5] += r["gpu_hours"]
+        row[6] += r.get("embodied_g") or 0.0
     return dict(out), table
 
 
@@ -201,7 +230,7 @@ def assert_rollups_equal(expected, actual):
     for k, e in expected.items():
         a = actual[k]
         assert a[:3] == e[:3], f"{k}: events/tokens {a[:3]} != {e[:3]}"
-        for i, name in [(3, "cost"), (4, "carbon"), (5, "gpu_hours")]:
+        for i, name in [(3, "cost"), (4, "carbon"), (5, "gpu_hours"), (6, "embodied")]:
             assert abs(a[i] - e[i]) <= 1e-9 * max(1.0, abs(e[i])), f"{k}: {name} {a[i]} != {e[i]}"
 
 

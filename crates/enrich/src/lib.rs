@@ -1,11 +1,17 @@
 //! Cost, energy and carbon enrichment (pure, no I/O).
 //!
 //! Formulas (also in the README, "Configuration"):
-//! - inference cost: `(input − cached)/1000 × price_in + cached/1000 × price_cached + output/1000 × price_out`
+//! - inference cost: `(input − cached − cache_write)/1000 × price_in + cached/1000 × price_cached
+//!   + cache_write/1000 × price_cache_write + (output − reasoning)/1000 × price_out
+//!   + reasoning/1000 × price_reasoning`, at the rates of the entry's highest tier whose
+//!   `above_input_tokens` the request's input tokens exceed (the whole request at that tier)
 //! - training cost: `gpu_count × duration_hours × price_per_hour(gpu_type)`
 //! - inference energy: `(input + output)/1000 × energy_wh_per_1k(model)`
 //! - training energy: `gpu_count × hours × watts(gpu_type) × utilization × PUE`
 //! - carbon: `energy_wh / 1000 × intensity(region)` g CO2e (SCI: O = E × I)
+//! - embodied carbon (SCI: M): `gpu_hours × embodied_g_per_hour(gpu_type)` for training,
+//!   `duration_ms / 3 600 000 × embodied_g_per_gpu_hour` (one GPU for the request's time) for
+//!   inference; SCI per request is `(O + M) / requests`
 //! - an event's own `cost_usd` (a provider's bill) replaces the cost above
 //!
 //! The [`PriceBook`] comes from the pipeline config; [`Defaults`] (from the
@@ -101,8 +107,35 @@ pub struct ModelPrice {
     /// Price of cached input tokens; the input price when absent.
     #[serde(default)]
     pub cached_input_per_1k: Option<f64>,
+    /// Price of input tokens written to the cache; the input price when absent.
+    #[serde(default)]
+    pub cache_write_per_1k: Option<f64>,
+    /// Price of reasoning tokens; the output price when absent.
+    #[serde(default)]
+    pub reasoning_per_1k: Option<f64>,
     #[serde(default)]
     pub energy_wh_per_1k: Option<f64>,
+    /// Higher rates for long requests: a request with more input tokens
+    /// than a tier's `above_input_tokens` is priced, all of it, at the
+    /// highest such tier's rates.
+    #[serde(default)]
+    pub tiers: Vec<PriceTier>,
+}
+
+/// The rates of a model entry for requests above a size (see [`ModelPrice::tiers`]).
+/// Absent optional prices follow the tier's own input and output prices.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTier {
+    pub above_input_tokens: u64,
+    pub input_per_1k: f64,
+    pub output_per_1k: f64,
+    #[serde(default)]
+    pub cached_input_per_1k: Option<f64>,
+    #[serde(default)]
+    pub cache_write_per_1k: Option<f64>,
+    #[serde(default)]
+    pub reasoning_per_1k: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -115,6 +148,10 @@ pub struct GpuPrice {
     pub region: Option<String>,
     pub price_per_hour: f64,
     pub watts: f64,
+    /// Embodied emissions per GPU-hour (g CO2e); the book's
+    /// `embodied_g_per_gpu_hour` when absent.
+    #[serde(default)]
+    pub embodied_g_per_hour: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -147,6 +184,10 @@ pub struct PriceBook {
     /// Board power for GPU types the book does not list.
     #[serde(default = "default_gpu_watts")]
     pub default_gpu_watts: f64,
+    /// Embodied emissions (SCI's M) per GPU-hour, g CO2e, for GPU types
+    /// without their own figure and for inference (0: not counted).
+    #[serde(default)]
+    pub embodied_g_per_gpu_hour: f64,
 }
 
 impl Default for PriceBook {
@@ -157,6 +198,7 @@ impl Default for PriceBook {
             regions: vec![],
             pue: default_pue(),
             default_gpu_watts: default_gpu_watts(),
+            embodied_g_per_gpu_hour: 0.0,
         }
     }
 }
@@ -170,6 +212,8 @@ pub struct Enriched {
     pub unit_cost_usd: f64,
     pub energy_wh: f64,
     pub carbon_g: f64,
+    /// Embodied emissions of the hardware for this work (SCI's M), g CO2e.
+    pub embodied_g: f64,
     pub gpu_hours: f64,
     /// Inference `duration_ms`, training duration in ms, heartbeat `latency_ms`.
     pub duration_ms: Option<f64>,
@@ -185,8 +229,38 @@ struct Rates {
     entry: Option<usize>,
     input: f64,
     cached: f64,
+    cache_write: f64,
     output: f64,
+    reasoning: f64,
     energy: f64,
+}
+
+impl Rates {
+    fn defaults(d: &Defaults) -> Rates {
+        Rates {
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            entry: None,
+            input: d.cost_per_1k_input_tokens,
+            cached: d.cost_per_1k_input_tokens,
+            cache_write: d.cost_per_1k_input_tokens,
+            output: d.cost_per_1k_output_tokens,
+            reasoning: d.cost_per_1k_output_tokens,
+            energy: d.energy_wh_per_1k_tokens,
+        }
+    }
+
+    /// These rates with a tier's prices.
+    fn with_tier(self, t: &PriceTier) -> Rates {
+        Rates {
+            input: t.input_per_1k,
+            cached: t.cached_input_per_1k.unwrap_or(t.input_per_1k),
+            cache_write: t.cache_write_per_1k.unwrap_or(t.input_per_1k),
+            output: t.output_per_1k,
+            reasoning: t.reasoning_per_1k.unwrap_or(t.output_per_1k),
+            ..self
+        }
+    }
 }
 
 /// The price book in force, shared by every [`Enricher`] of a process
@@ -263,12 +337,24 @@ impl Enricher {
     pub fn new(book: PriceBook, defaults: Defaults) -> Result<Self, EnrichConfigError> {
         let bad = |what: String| Err(EnrichConfigError::Book(what));
         for m in &book.models {
-            for (name, v) in [
+            let prices = [
                 ("input_per_1k", Some(m.input_per_1k)),
                 ("output_per_1k", Some(m.output_per_1k)),
                 ("cached_input_per_1k", m.cached_input_per_1k),
+                ("cache_write_per_1k", m.cache_write_per_1k),
+                ("reasoning_per_1k", m.reasoning_per_1k),
                 ("energy_wh_per_1k", m.energy_wh_per_1k),
-            ] {
+            ];
+            let tiers = m.tiers.iter().flat_map(|t| {
+                [
+                    ("tiers.input_per_1k", Some(t.input_per_1k)),
+                    ("tiers.output_per_1k", Some(t.output_per_1k)),
+                    ("tiers.cached_input_per_1k", t.cached_input_per_1k),
+                    ("tiers.cache_write_per_1k", t.cache_write_per_1k),
+                    ("tiers.reasoning_per_1k", t.reasoning_per_1k),
+                ]
+            });
+            for (name, v) in prices.into_iter().chain(tiers) {
                 if let Some(v) = v {
                     if !(v.is_finite() && v >= 0.0) {
                         return bad(format!(
@@ -277,6 +363,14 @@ impl Enricher {
                         ));
                     }
                 }
+            }
+            let mut sizes: Vec<u64> = m.tiers.iter().map(|t| t.above_input_tokens).collect();
+            sizes.sort_unstable();
+            if sizes.first() == Some(&0) || sizes.windows(2).any(|w| w[0] == w[1]) {
+                return bad(format!(
+                    "model `{}`: each tier needs its own above_input_tokens, at least 1",
+                    m.pattern
+                ));
             }
             let mut dates = [None, None];
             for (i, (name, d)) in [
@@ -309,6 +403,20 @@ impl Enricher {
         }
         if !(book.pue.is_finite() && book.pue >= 1.0) {
             return bad(format!("pue must be >= 1.0, got {}", book.pue));
+        }
+        let embodied = std::iter::once((
+            "embodied_g_per_gpu_hour",
+            Some(book.embodied_g_per_gpu_hour),
+        ))
+        .chain(
+            book.gpus
+                .iter()
+                .map(|g| ("gpus.embodied_g_per_hour", g.embodied_g_per_hour)),
+        );
+        for (name, v) in embodied {
+            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                return bad(format!("{name} must be a non-negative number"));
+            }
         }
         let gpu = book
             .gpus
@@ -390,21 +498,15 @@ impl Enricher {
                 entry: Some(i),
                 input: m.input_per_1k,
                 cached: m.cached_input_per_1k.unwrap_or(m.input_per_1k),
+                cache_write: m.cache_write_per_1k.unwrap_or(m.input_per_1k),
                 output: m.output_per_1k,
+                reasoning: m.reasoning_per_1k.unwrap_or(m.output_per_1k),
                 energy: m.energy_wh_per_1k.unwrap_or(d.energy_wh_per_1k_tokens),
             })
             .collect();
         // Newest effective date first; among equal dates the first listed wins (stable sort).
         rates.sort_by_key(|r| std::cmp::Reverse(r.from_ms));
-        rates.push(Rates {
-            from_ms: i64::MIN,
-            to_ms: i64::MAX,
-            entry: None,
-            input: d.cost_per_1k_input_tokens,
-            cached: d.cost_per_1k_input_tokens,
-            output: d.cost_per_1k_output_tokens,
-            energy: d.energy_wh_per_1k_tokens,
-        });
+        rates.push(Rates::defaults(d));
         rates
     }
 
@@ -421,15 +523,32 @@ impl Enricher {
             .find(|r| r.from_ms <= ts_ms && ts_ms < r.to_ms)
             .or(list.last())
             .copied()
-            .unwrap_or(Rates {
-                from_ms: i64::MIN,
-                to_ms: i64::MAX,
-                entry: None,
-                input: self.defaults.cost_per_1k_input_tokens,
-                cached: self.defaults.cost_per_1k_input_tokens,
-                output: self.defaults.cost_per_1k_output_tokens,
-                energy: self.defaults.energy_wh_per_1k_tokens,
-            })
+            .unwrap_or(Rates::defaults(&self.defaults))
+    }
+
+    /// The tier of `entry` that prices a request of `input_tokens` (its
+    /// index), if any: the highest one the request is above.
+    pub fn tier(entry: &ModelPrice, input_tokens: u64) -> Option<usize> {
+        entry
+            .tiers
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| input_tokens > t.above_input_tokens)
+            .max_by_key(|(_, t)| t.above_input_tokens)
+            .map(|(i, _)| i)
+    }
+
+    /// The rates for one request: the entry's, or its tier's.
+    fn request_rates(&mut self, model: &str, ts_ms: i64, input_tokens: u64) -> Rates {
+        let r = self.model_rates(model, ts_ms);
+        let tier = r
+            .entry
+            .and_then(|i| self.book.models.get(i))
+            .and_then(|m| Some(&m.tiers[Self::tier(m, input_tokens)?]));
+        match tier {
+            Some(t) => r.with_tier(t),
+            None => r,
+        }
     }
 
     /// The book entry that prices `model` at `ts_ms` (`None`: no entry is
@@ -457,26 +576,36 @@ impl Enricher {
     }
 
     pub fn enrich(&mut self, e: &Event<'_>) -> Enriched {
-        let (cost_usd, unit_cost_usd, energy_wh, gpu_hours, duration_ms) = match &e.body {
+        let (cost_usd, unit_cost_usd, energy_wh, gpu_hours, embodied_g, duration_ms) = match &e.body
+        {
             Body::Inference {
                 model,
                 input_tokens,
                 output_tokens,
                 cached_input_tokens,
+                cache_write_tokens,
+                reasoning_tokens,
                 duration_ms,
                 cost_usd,
                 ..
             } => {
-                let r = self.model_rates(model, e.ts_ms);
-                let uncached = (input_tokens - cached_input_tokens) as f64;
+                let r = self.request_rates(model, e.ts_ms, *input_tokens);
+                // The decoder checked that the parts fit in their wholes.
+                let plain_input =
+                    input_tokens.saturating_sub(cached_input_tokens + cache_write_tokens);
+                let plain_output = output_tokens.saturating_sub(*reasoning_tokens);
                 // A provider's bill on the event wins over the book.
                 let cost = cost_usd.unwrap_or_else(|| {
-                    uncached / 1000.0 * r.input
-                        + *cached_input_tokens as f64 / 1000.0 * r.cached
-                        + *output_tokens as f64 / 1000.0 * r.output
+                    (plain_input as f64 * r.input
+                        + *cached_input_tokens as f64 * r.cached
+                        + *cache_write_tokens as f64 * r.cache_write
+                        + plain_output as f64 * r.output
+                        + *reasoning_tokens as f64 * r.reasoning)
+                        / 1000.0
                 });
                 let energy = (input_tokens + output_tokens) as f64 / 1000.0 * r.energy;
-                (cost, cost, energy, 0.0, Some(*duration_ms))
+                let embodied = duration_ms / 3_600_000.0 * self.book.embodied_g_per_gpu_hour;
+                (cost, cost, energy, 0.0, embodied, Some(*duration_ms))
             }
             Body::Training {
                 gpu_type,
@@ -486,13 +615,14 @@ impl Enricher {
                 cost_usd,
                 ..
             } => {
-                let (price, watts) = self
-                    .gpu_entry(gpu_type, e.region.as_deref())
-                    .map(|g| (g.price_per_hour, g.watts))
-                    .unwrap_or((
-                        self.defaults.compute_cost_per_hour,
-                        self.book.default_gpu_watts,
-                    ));
+                let entry = self.gpu_entry(gpu_type, e.region.as_deref());
+                let (price, watts) = entry.map(|g| (g.price_per_hour, g.watts)).unwrap_or((
+                    self.defaults.compute_cost_per_hour,
+                    self.book.default_gpu_watts,
+                ));
+                let embodied_per_hour = entry
+                    .and_then(|g| g.embodied_g_per_hour)
+                    .unwrap_or(self.book.embodied_g_per_gpu_hour);
                 let gpu_hours = *gpu_count as f64 * duration_hours;
                 let cost = cost_usd.unwrap_or(gpu_hours * price);
                 let energy = gpu_hours * watts * gpu_utilization.unwrap_or(1.0) * self.book.pue;
@@ -506,10 +636,11 @@ impl Enricher {
                     unit,
                     energy,
                     gpu_hours,
+                    gpu_hours * embodied_per_hour,
                     Some(duration_hours * 3_600_000.0),
                 )
             }
-            Body::Heartbeat { latency_ms, .. } => (0.0, 0.0, 0.0, 0.0, *latency_ms),
+            Body::Heartbeat { latency_ms, .. } => (0.0, 0.0, 0.0, 0.0, 0.0, *latency_ms),
         };
         let carbon_g = energy_wh / 1000.0 * self.intensity(e.region.as_deref());
         Enriched {
@@ -517,6 +648,7 @@ impl Enricher {
             unit_cost_usd,
             energy_wh,
             carbon_g,
+            embodied_g,
             gpu_hours,
             duration_ms,
         }

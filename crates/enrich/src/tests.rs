@@ -182,7 +182,10 @@ fn the_most_specific_pattern_wins_over_a_newer_generic_one() {
         input_per_1k: 0.0001,
         output_per_1k: 0.0002,
         cached_input_per_1k: None,
+        cache_write_per_1k: None,
+        reasoning_per_1k: None,
         energy_wh_per_1k: None,
+        tiers: vec![],
     });
     let mut en = Enricher::new(b, Defaults::default()).expect("enricher");
     let e = event(
@@ -282,6 +285,7 @@ fn a_region_can_have_its_own_gpu_price() {
         region: Some("eu-north-1".into()),
         price_per_hour: 3.0,
         watts: 700.0,
+        embodied_g_per_hour: None,
     });
     let mut en = Enricher::new(b, Defaults::default()).expect("enricher");
     let run = |region: &str| {
@@ -345,4 +349,129 @@ fn a_billed_cost_on_the_event_wins_over_the_book() {
         close(r.cost_usd, 5.0) && close(r.unit_cost_usd, 2.5),
         "{r:?}"
     );
+}
+
+fn tiered_book() -> PriceBook {
+    toml::from_str(
+        r#"
+embodied_g_per_gpu_hour = 20
+[[models]]
+pattern = "gemini-*"
+input_per_1k = 0.00125
+output_per_1k = 0.01
+cached_input_per_1k = 0.0003
+cache_write_per_1k = 0.0045
+reasoning_per_1k = 0.012
+[[models.tiers]]
+above_input_tokens = 200000
+input_per_1k = 0.0025
+output_per_1k = 0.015
+[[models.tiers]]
+above_input_tokens = 1000000
+input_per_1k = 0.005
+output_per_1k = 0.03
+reasoning_per_1k = 0.04
+[[gpus]]
+gpu_type = "H100"
+price_per_hour = 4.0
+watts = 700
+embodied_g_per_hour = 35
+[[gpus]]
+gpu_type = "A100"
+price_per_hour = 2.0
+watts = 400
+"#,
+    )
+    .expect("book")
+}
+
+fn request(input: u64, cached: u64, write: u64, output: u64, reasoning: u64) -> String {
+    format!(
+        r#"{{"event_id":"r","ts":1,"tenant":"t","model":"gemini-pro","input_tokens":{input},"cached_input_tokens":{cached},"cache_write_tokens":{write},"output_tokens":{output},"reasoning_tokens":{reasoning},"duration_ms":7200}}"#
+    )
+}
+
+#[test]
+fn reasoning_and_cache_write_tokens_have_their_own_prices() {
+    let mut en = Enricher::new(tiered_book(), Defaults::default()).expect("enricher");
+    let text = request(10_000, 2_000, 3_000, 4_000, 1_000);
+    let r = en.enrich(&event(Kind::Inference, &text));
+    // 5k plain input, 2k cached, 3k written, 3k plain output, 1k reasoning.
+    let cost = 5.0 * 0.00125 + 2.0 * 0.0003 + 3.0 * 0.0045 + 3.0 * 0.01 + 1.0 * 0.012;
+    assert!(close(r.cost_usd, cost), "{r:?} vs {cost}");
+    // Without their own prices they cost what input and output tokens do.
+    let mut plain = Enricher::new(book(), Defaults::default()).expect("enricher");
+    let text = r#"{"event_id":"p","ts":"2024-01-01T00:00:00Z","tenant":"t","model":"gpt-4o","input_tokens":2000,"cache_write_tokens":1000,"output_tokens":1000,"reasoning_tokens":600,"duration_ms":1}"#;
+    let r = plain.enrich(&event(Kind::Inference, text));
+    assert!(close(r.cost_usd, 2.0 * 0.0025 + 1.0 * 0.01), "{r:?}");
+}
+
+#[test]
+fn a_request_above_a_tier_is_priced_all_at_the_highest_tier_it_passes() {
+    let mut en = Enricher::new(tiered_book(), Defaults::default()).expect("enricher");
+    let cost = |en: &mut Enricher, input: u64| {
+        en.enrich(&event(Kind::Inference, &request(input, 0, 0, 1_000, 0)))
+            .cost_usd
+    };
+    // At the threshold: the base rates.
+    assert!(close(cost(&mut en, 200_000), 200.0 * 0.00125 + 0.01));
+    // Above it: every token at the tier's rates.
+    assert!(close(cost(&mut en, 200_001), 200.001 * 0.0025 + 0.015));
+    assert!(close(cost(&mut en, 1_500_000), 1500.0 * 0.005 + 0.03));
+    // A tier's absent prices follow its own input and output prices.
+    let r = en.enrich(&event(
+        Kind::Inference,
+        &request(300_000, 100_000, 50_000, 2_000, 1_000),
+    ));
+    let expect = (150.0 + 100.0 + 50.0) * 0.0025 + 1.0 * 0.015 + 1.0 * 0.015;
+    assert!(close(r.cost_usd, expect), "{r:?} vs {expect}");
+    let entry = en.model_entry("gemini-pro", 1).expect("entry").clone();
+    assert_eq!(Enricher::tier(&entry, 200_000), None);
+    assert_eq!(Enricher::tier(&entry, 1_000_001), Some(1));
+}
+
+#[test]
+fn embodied_emissions_follow_gpu_hours() {
+    let mut en = Enricher::new(tiered_book(), Defaults::default()).expect("enricher");
+    // Inference: one GPU for the request's 7.2 s, at the book's figure.
+    let r = en.enrich(&event(Kind::Inference, &request(10, 0, 0, 10, 0)));
+    assert!(close(r.embodied_g, 0.002 * 20.0), "{r:?}");
+    // Training: the GPU type's own figure, else the book's.
+    for (gpu, per_hour) in [("H100", 35.0), ("A100", 20.0)] {
+        let text = format!(
+            r#"{{"event_id":"t","ts":1,"tenant":"t","model":"m","gpu_type":"{gpu}","gpu_count":8,"duration_hours":0.5}}"#
+        );
+        let r = en.enrich(&event(Kind::Training, &text));
+        assert!(close(r.embodied_g, 4.0 * per_hour), "{gpu}: {r:?}");
+    }
+    // Not configured: not counted.
+    let mut none = Enricher::new(book(), Defaults::default()).expect("enricher");
+    let r = none.enrich(&event(Kind::Inference, &request(10, 0, 0, 10, 0)));
+    assert_eq!(r.embodied_g, 0.0);
+}
+
+#[test]
+fn bad_tiers_and_embodied_figures_are_refused() {
+    let base = "[[models]]\npattern = \"m\"\ninput_per_1k = 1\noutput_per_1k = 1\n";
+    for (extra, want) in [
+        (
+            "[[models.tiers]]\nabove_input_tokens = 0\ninput_per_1k = 1\noutput_per_1k = 1\n",
+            "at least 1",
+        ),
+        (
+            "[[models.tiers]]\nabove_input_tokens = 5\ninput_per_1k = 1\noutput_per_1k = 1\n[[models.tiers]]\nabove_input_tokens = 5\ninput_per_1k = 2\noutput_per_1k = 2\n",
+            "its own above_input_tokens",
+        ),
+        (
+            "[[models.tiers]]\nabove_input_tokens = 5\ninput_per_1k = -1\noutput_per_1k = 1\n",
+            "tiers.input_per_1k",
+        ),
+    ] {
+        let book: PriceBook = toml::from_str(&format!("{base}{extra}")).expect("parses");
+        let e = Enricher::new(book, Defaults::default()).expect_err(extra);
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    let book: PriceBook = toml::from_str("embodied_g_per_gpu_hour = -2").expect("parses");
+    let e = Enricher::new(book, Defaults::default()).expect_err("negative");
+    assert!(e.to_string().contains("embodied_g_per_gpu_hour"), "{e}");
 }

@@ -346,6 +346,8 @@ pub(crate) fn parse(b: &[u8]) -> Option<Wire<'_>> {
                 b"uptime_ratio" => set!(19, w.uptime_ratio, r.num()),
                 b"proof_ok" => set!(20, w.proof_ok, r.boolean()),
                 b"cost_usd" => set!(22, w.cost_usd, r.num()),
+                b"cache_write_tokens" => set!(23, w.cache_write_tokens, r.num()),
+                b"reasoning_tokens" => set!(24, w.reasoning_tokens, r.num()),
                 b"metadata" => {
                     bit(21)?;
                     r.skip_scalar()?;

@@ -112,6 +112,11 @@ pub enum Body<'a> {
         input_tokens: u64,
         output_tokens: u64,
         cached_input_tokens: u64,
+        /// Input tokens written to the provider's prompt cache (part of
+        /// `input_tokens`, like `cached_input_tokens`).
+        cache_write_tokens: u64,
+        /// Reasoning ("thinking") tokens: part of `output_tokens`.
+        reasoning_tokens: u64,
         duration_ms: f64,
         status: Option<Cow<'a, str>>,
         /// What the provider billed, when the event says: kept instead of
@@ -247,6 +252,10 @@ struct Wire<'a> {
     #[serde(default)]
     cached_input_tokens: Option<Num>,
     #[serde(default)]
+    cache_write_tokens: Option<Num>,
+    #[serde(default)]
+    reasoning_tokens: Option<Num>,
+    #[serde(default)]
     duration_ms: Option<Num>,
     #[serde(borrow, default)]
     status: Option<Text<'a>>,
@@ -371,10 +380,10 @@ impl<'a> Wire<'a> {
                     required(self.input_tokens, "input_tokens")?.count("input_tokens")?;
                 let output_tokens =
                     required(self.output_tokens, "output_tokens")?.count("output_tokens")?;
-                let cached_input_tokens = match self.cached_input_tokens {
-                    Some(n) => n.count("cached_input_tokens")?,
-                    None => 0,
-                };
+                let count = |v: Option<Num>, field| v.map_or(Ok(0), |n| n.count(field));
+                let cached_input_tokens = count(self.cached_input_tokens, "cached_input_tokens")?;
+                let cache_write_tokens = count(self.cache_write_tokens, "cache_write_tokens")?;
+                let reasoning_tokens = count(self.reasoning_tokens, "reasoning_tokens")?;
                 if cached_input_tokens > input_tokens {
                     return Err(invalid(
                         "cached_input_tokens",
@@ -383,11 +392,30 @@ impl<'a> Wire<'a> {
                         ),
                     ));
                 }
+                if cache_write_tokens > input_tokens - cached_input_tokens {
+                    return Err(invalid(
+                        "cache_write_tokens",
+                        format!(
+                            "({cache_write_tokens}) is larger than the input tokens not read from the cache ({})",
+                            input_tokens - cached_input_tokens
+                        ),
+                    ));
+                }
+                if reasoning_tokens > output_tokens {
+                    return Err(invalid(
+                        "reasoning_tokens",
+                        format!(
+                            "({reasoning_tokens}) is larger than output_tokens ({output_tokens})"
+                        ),
+                    ));
+                }
                 Body::Inference {
                     model: ident(self.model, "model")?,
                     input_tokens,
                     output_tokens,
                     cached_input_tokens,
+                    cache_write_tokens,
+                    reasoning_tokens,
                     duration_ms: required(self.duration_ms, "duration_ms")?
                         .non_negative("duration_ms")?,
                     status: self.status.map(|t| t.0),

@@ -195,6 +195,7 @@ const SEEDS: &[&str] = &[
     r#"{"kind":"inference","event_id":"e2","ts":1,"tenant":"t","gen_ai.request.model":"claude","gen_ai.usage.input_tokens":10,"gen_ai.usage.output_tokens":5,"duration_ms":3,"status":null,"tags":{}}"#,
     r#"{"event_id":"x","ts":-1,"tenant":"t","tags":{"team":"","other":"v","project":"p"},"model":"m","input_tokens":-7,"output_tokens":1.0,"duration_ms":0,"unknown":false}"#,
     r#"{"event_id":"b1","ts":7,"tenant":"t","model":"gpt-4o","input_tokens":10,"output_tokens":5,"duration_ms":3,"cost_usd":0.0125}"#,
+    r#"{"event_id":"r1","ts":7,"tenant":"t","model":"o3","input_tokens":300000,"cached_input_tokens":1000,"cache_write_tokens":2000,"output_tokens":50,"reasoning_tokens":40,"duration_ms":3}"#,
 ];
 
 /// Mutations that keep most of the message and hit the grammar's corners.
@@ -473,4 +474,41 @@ fn a_billed_cost_on_the_event_is_kept_and_checked() {
         r#"{"event_id":"h","ts":1,"tenant":"t","node_id":"n","region":"r","cost_usd":1}"#;
     let e = decode(heartbeat.as_bytes(), Kind::Heartbeat, &Limits::default()).expect_err("refused");
     assert!(e.to_string().contains("heartbeats carry no cost"), "{e}");
+}
+
+#[test]
+fn reasoning_and_cache_write_tokens_are_parts_of_output_and_input() {
+    let text = r#"{"event_id":"r","ts":1,"tenant":"t","model":"m","input_tokens":100,"cached_input_tokens":30,"cache_write_tokens":50,"output_tokens":20,"reasoning_tokens":15,"duration_ms":3}"#;
+    match decode(text.as_bytes(), Kind::Inference, &Limits::default())
+        .expect("valid")
+        .body
+    {
+        Body::Inference {
+            cache_write_tokens,
+            reasoning_tokens,
+            ..
+        } => assert_eq!((cache_write_tokens, reasoning_tokens), (50, 15)),
+        other => panic!("wrong body {other:?}"),
+    }
+    for (from, to, field) in [
+        (
+            r#""cache_write_tokens":50"#,
+            r#""cache_write_tokens":71"#,
+            "cache_write_tokens",
+        ),
+        (
+            r#""reasoning_tokens":15"#,
+            r#""reasoning_tokens":21"#,
+            "reasoning_tokens",
+        ),
+        (
+            r#""reasoning_tokens":15"#,
+            r#""reasoning_tokens":-1"#,
+            "reasoning_tokens",
+        ),
+    ] {
+        let bad = text.replace(from, to);
+        let e = decode(bad.as_bytes(), Kind::Inference, &Limits::default()).expect_err(&bad);
+        assert!(e.to_string().contains(field), "{e}");
+    }
 }

@@ -176,9 +176,12 @@ pub fn focus_schema() -> SchemaRef {
         int("x_Requests"),
         int("x_InputTokens"),
         int("x_CachedInputTokens"),
+        int("x_CacheWriteTokens"),
         int("x_OutputTokens"),
+        int("x_ReasoningTokens"),
         num("x_EnergyWh"),
         num("x_CarbonGrams"),
+        num("x_EmbodiedCarbonGrams"),
         num("x_GpuHours"),
     ]))
 }
@@ -196,14 +199,17 @@ const DIMS: [&str; 7] = [
     "model",
     "region",
 ];
-const SUMS: [&str; 8] = [
+const SUMS: [&str; 11] = [
     "cost_usd",
     "events",
     "input_tokens",
     "cached_input_tokens",
+    "cache_write_tokens",
     "output_tokens",
+    "reasoning_tokens",
     "energy_wh",
     "carbon_g",
+    "embodied_g",
     "gpu_hours",
 ];
 
@@ -263,6 +269,15 @@ pub async fn focus(
         out.push(to_focus(b, period, granularity, parties, &schema)?);
     }
     Ok(arrow::compute::concat_batches(&schema, &out)?)
+}
+
+/// Measures added after schema 3 are null in older files: 0 here.
+fn zero_null_ints(a: Int64Array) -> Int64Array {
+    a.iter().map(|v| Some(v.unwrap_or(0))).collect()
+}
+
+fn zero_null_floats(a: Float64Array) -> Float64Array {
+    a.iter().map(|v| Some(v.unwrap_or(0.0))).collect()
 }
 
 fn column<T: Array + Clone + 'static>(
@@ -325,17 +340,20 @@ fn to_focus(
     };
     let f = |n| column::<Float64Array>(b, n, &DataType::Float64);
     let i = |n| column::<Int64Array>(b, n, &DataType::Int64);
-    let (cost, energy, carbon, gpu_hours) = (
+    let (cost, energy, carbon, embodied, gpu_hours) = (
         f("cost_usd")?,
         f("energy_wh")?,
         f("carbon_g")?,
+        zero_null_floats(f("embodied_g")?),
         f("gpu_hours")?,
     );
-    let (events, input, cached, output) = (
+    let (events, input, cached, written, output, reasoning) = (
         i("events")?,
         i("input_tokens")?,
         i("cached_input_tokens")?,
+        zero_null_ints(i("cache_write_tokens")?),
         i("output_tokens")?,
+        zero_null_ints(i("reasoning_tokens")?),
     );
     let n = b.num_rows();
     let opt = |a: &StringArray, r: usize| (!a.is_null(r)).then(|| a.value(r).to_string());
@@ -434,9 +452,12 @@ fn to_focus(
             "x_Requests" => Arc::new(events.clone()),
             "x_InputTokens" => Arc::new(input.clone()),
             "x_CachedInputTokens" => Arc::new(cached.clone()),
+            "x_CacheWriteTokens" => Arc::new(written.clone()),
             "x_OutputTokens" => Arc::new(output.clone()),
+            "x_ReasoningTokens" => Arc::new(reasoning.clone()),
             "x_EnergyWh" => Arc::new(energy.clone()),
             "x_CarbonGrams" => Arc::new(carbon.clone()),
+            "x_EmbodiedCarbonGrams" => Arc::new(embodied.clone()),
             "x_GpuHours" => Arc::new(gpu_hours.clone()),
             _ => match s.get_mut(name) {
                 Some(b) => Arc::new(b.finish()),

@@ -4,7 +4,7 @@
 //!
 //! A node's health is scored as the `node-reliability` policy scores it,
 //! with the policy's thresholds in force: a penalty for silence, for a
-//! latency spike and for uptime below target. Silence is measured as the
+//! latency spike, for uptime below target and for a failed proof. Silence is measured as the
 //! policy measures it, against a clock of the fleet's own: here the
 //! latest heartbeat of any of the tenant's nodes in the range, so a fleet
 //! whose events stopped arriving is not all stale (`seconds_since_heartbeat`
@@ -60,7 +60,36 @@ struct Thresholds {
     stale_penalty: f64,
     latency_penalty: f64,
     uptime_penalty: f64,
+    /// Absent from policies written before it: 0.
+    proof_penalty: f64,
     min_score: f64,
+}
+
+/// What a node's heartbeats showed (over the range, or in one window).
+#[derive(Debug, Clone, Copy)]
+struct Observed {
+    seconds_silent: f64,
+    max_latency: Option<f64>,
+    min_uptime: Option<f64>,
+    failed_proofs: i64,
+}
+
+impl Observed {
+    fn of(r: &Map<String, Value>, seconds_silent: f64) -> Observed {
+        Observed {
+            seconds_silent,
+            max_latency: r.get("max_latency_ms").and_then(Value::as_f64),
+            min_uptime: r.get("min_uptime_ratio").and_then(Value::as_f64),
+            failed_proofs: r.get("failed_proofs").and_then(Value::as_i64).unwrap_or(0),
+        }
+    }
+
+    fn insert_into(&self, o: &mut Map<String, Value>) {
+        o.insert("seconds_silent".into(), json!(self.seconds_silent));
+        o.insert("max_latency_ms".into(), json!(self.max_latency));
+        o.insert("min_uptime_ratio".into(), json!(self.min_uptime));
+        o.insert("failed_proofs".into(), json!(self.failed_proofs));
+    }
 }
 
 impl Thresholds {
@@ -75,36 +104,37 @@ impl Thresholds {
             stale_penalty: n("stale_penalty")?,
             latency_penalty: n("latency_penalty")?,
             uptime_penalty: n("uptime_penalty")?,
+            proof_penalty: n("proof_penalty").unwrap_or(0.0),
             min_score: n("min_score")?,
         })
     }
 
     /// The score and its penalties for one node (or one window of it).
-    fn score(
-        &self,
-        seconds_silent: f64,
-        max_latency: Option<f64>,
-        min_uptime: Option<f64>,
-    ) -> Value {
-        let stale = if seconds_silent > self.stale_after_secs {
+    fn score(&self, o: &Observed) -> Value {
+        let stale = if o.seconds_silent > self.stale_after_secs {
             self.stale_penalty
         } else {
             0.0
         };
-        let latency = match max_latency {
+        let latency = match o.max_latency {
             Some(l) if l > self.latency_spike_ms => self.latency_penalty,
             _ => 0.0,
         };
-        let uptime = match min_uptime {
+        let uptime = match o.min_uptime {
             Some(u) if u < self.uptime_target => self.uptime_penalty,
             _ => 0.0,
         };
-        let score = 100.0 - stale - latency - uptime;
+        let proof = if o.failed_proofs > 0 {
+            self.proof_penalty
+        } else {
+            0.0
+        };
+        let score = 100.0 - stale - latency - uptime - proof;
         json!({
             "reliability_score": score,
             "healthy": score >= self.min_score,
             "stale": stale > 0.0,
-            "penalties": {"stale": stale, "latency": latency, "uptime": uptime},
+            "penalties": {"stale": stale, "latency": latency, "uptime": uptime, "proof": proof},
         })
     }
 }
@@ -114,16 +144,13 @@ fn node_json(r: &Map<String, Value>, clock_ms: i64, now_ms: i64, t: Option<Thres
     let last = r.get("last_ms").and_then(Value::as_i64).unwrap_or(0);
     let heartbeats = r.get("heartbeats").and_then(Value::as_i64).unwrap_or(0);
     let latency_sum = r.get("latency_sum").and_then(Value::as_f64).unwrap_or(0.0);
-    let max_latency = r.get("max_latency_ms").and_then(Value::as_f64);
-    let min_uptime = r.get("min_uptime_ratio").and_then(Value::as_f64);
-    let seconds_silent = (clock_ms - last).max(0) as f64 / 1000.0;
+    let seen = Observed::of(r, (clock_ms - last).max(0) as f64 / 1000.0);
     let mut o = Map::new();
     for k in ["tenant", "node_id", "region"] {
         o.insert(k.into(), r.get(k).cloned().unwrap_or(Value::Null));
     }
     o.insert("heartbeats".into(), json!(heartbeats));
     o.insert("last_heartbeat".into(), json!(rfc3339_ms(last)));
-    o.insert("seconds_silent".into(), json!(seconds_silent));
     o.insert(
         "seconds_since_heartbeat".into(),
         json!((now_ms - last).max(0) as f64 / 1000.0),
@@ -132,10 +159,9 @@ fn node_json(r: &Map<String, Value>, clock_ms: i64, now_ms: i64, t: Option<Thres
         "avg_latency_ms".into(),
         json!((heartbeats > 0).then(|| latency_sum / heartbeats as f64)),
     );
-    o.insert("max_latency_ms".into(), json!(max_latency));
-    o.insert("min_uptime_ratio".into(), json!(min_uptime));
+    seen.insert_into(&mut o);
     if let Some(t) = t {
-        if let Value::Object(score) = t.score(seconds_silent, max_latency, min_uptime) {
+        if let Value::Object(score) = t.score(&seen) {
             o.extend(score);
         }
     }
@@ -144,7 +170,8 @@ fn node_json(r: &Map<String, Value>, clock_ms: i64, now_ms: i64, t: Option<Thres
 
 const NODE_MEASURES: &str = "min(region) AS region, sum(events) AS heartbeats, \
     CAST(max(last_event_time) AS BIGINT) AS last_ms, sum(duration_ms_sum) AS latency_sum, \
-    max(duration_ms_max) AS max_latency_ms, min(uptime_ratio_min) AS min_uptime_ratio";
+    max(duration_ms_max) AS max_latency_ms, min(uptime_ratio_min) AS min_uptime_ratio, \
+    coalesce(sum(failed_proofs), 0) AS failed_proofs";
 
 /// Every node of the caller's heartbeats in the range, with the fleet's
 /// clock (the latest heartbeat among them).
@@ -352,7 +379,8 @@ pub async fn one(
     )?;
     let sql = "SELECT CAST(window_start AS BIGINT) AS start_ms, sum(events) AS heartbeats, \
                CAST(max(last_event_time) AS BIGINT) AS last_ms, max(duration_ms_max) AS max_latency_ms, \
-               min(uptime_ratio_min) AS min_uptime_ratio FROM rollups \
+               min(uptime_ratio_min) AS min_uptime_ratio, \
+               coalesce(sum(failed_proofs), 0) AS failed_proofs FROM rollups \
                GROUP BY window_start ORDER BY window_start DESC";
     let (_, batches, _) = run(&s, mine, sql, limit).await?;
     let mut trend = Vec::new();
@@ -360,20 +388,16 @@ pub async fn one(
         let start = r.get("start_ms").and_then(Value::as_i64).unwrap_or(0);
         let last = r.get("last_ms").and_then(Value::as_i64).unwrap_or(0);
         let clock = clocks.get(&start).copied().unwrap_or(last);
-        let silent = (clock - last).max(0) as f64 / 1000.0;
-        let max_latency = r.get("max_latency_ms").and_then(Value::as_f64);
-        let min_uptime = r.get("min_uptime_ratio").and_then(Value::as_f64);
+        let seen = Observed::of(&r, (clock - last).max(0) as f64 / 1000.0);
         let mut w = Map::new();
         w.insert("window_start".into(), json!(rfc3339_ms(start)));
         w.insert(
             "heartbeats".into(),
             r.get("heartbeats").cloned().unwrap_or(Value::Null),
         );
-        w.insert("seconds_silent".into(), json!(silent));
-        w.insert("max_latency_ms".into(), json!(max_latency));
-        w.insert("min_uptime_ratio".into(), json!(min_uptime));
+        seen.insert_into(&mut w);
         if let Some(t) = t {
-            let score = t.score(silent, max_latency, min_uptime);
+            let score = t.score(&seen);
             w.insert(
                 "reliability_score".into(),
                 score["reliability_score"].clone(),

@@ -29,6 +29,10 @@ pub struct Workload {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cached_input_tokens: Option<u64>,
+    cache_write_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+    /// How long a request runs (its embodied emissions: one GPU for this long).
+    duration_ms: Option<f64>,
     gpu_type: Option<String>,
     gpu_count: Option<u64>,
     hours: Option<f64>,
@@ -90,17 +94,33 @@ impl Workload {
             Kind::Inference => {
                 let input = self.input_tokens.unwrap_or(0);
                 let cached = self.cached_input_tokens.unwrap_or(0);
-                if cached > input {
+                let written = self.cache_write_tokens.unwrap_or(0);
+                let output = self.output_tokens.unwrap_or(0);
+                let reasoning = self.reasoning_tokens.unwrap_or(0);
+                if cached.saturating_add(written) > input {
                     return Err(Problem::bad_request(
-                        "`cached_input_tokens` cannot exceed `input_tokens`",
+                        "`cached_input_tokens` and `cache_write_tokens` are parts of `input_tokens` and cannot exceed it",
+                    ));
+                }
+                if reasoning > output {
+                    return Err(Problem::bad_request(
+                        "`reasoning_tokens` is a part of `output_tokens` and cannot exceed it",
+                    ));
+                }
+                let duration_ms = self.duration_ms.unwrap_or(0.0);
+                if !(duration_ms.is_finite() && duration_ms >= 0.0) {
+                    return Err(Problem::bad_request(
+                        "`duration_ms` must be a non-negative number",
                     ));
                 }
                 Body::Inference {
                     model: Cow::Borrowed(self.model.as_deref().unwrap_or_default()),
                     input_tokens: input,
-                    output_tokens: self.output_tokens.unwrap_or(0),
+                    output_tokens: output,
                     cached_input_tokens: cached,
-                    duration_ms: 0.0,
+                    cache_write_tokens: written,
+                    reasoning_tokens: reasoning,
+                    duration_ms,
                     status: None,
                     cost_usd: None,
                 }
@@ -149,9 +169,15 @@ fn price(
     let priced = enricher.enrich(&e);
     let intensity = enricher.intensity(region);
     let by = match &e.body {
-        Body::Inference { model, .. } => match enricher.model_entry(model, e.ts_ms) {
+        Body::Inference {
+            model,
+            input_tokens,
+            ..
+        } => match enricher.model_entry(model, e.ts_ms) {
             Some(m) => {
-                json!({"pattern": m.pattern, "effective_from": m.effective_from, "effective_to": m.effective_to})
+                let tier = tollgate_enrich::Enricher::tier(m, *input_tokens)
+                    .map(|i| json!({"above_input_tokens": m.tiers[i].above_input_tokens}));
+                json!({"pattern": m.pattern, "effective_from": m.effective_from, "effective_to": m.effective_to, "tier": tier})
             }
             None => json!("defaults"),
         },
@@ -170,6 +196,7 @@ fn quote_json(p: &Enriched, by: Value, intensity: f64) -> Map<String, Value> {
     o.insert("unit_cost_usd".into(), json!(p.unit_cost_usd));
     o.insert("energy_wh".into(), json!(p.energy_wh));
     o.insert("carbon_g".into(), json!(p.carbon_g));
+    o.insert("embodied_g".into(), json!(p.embodied_g));
     o.insert("gpu_hours".into(), json!(p.gpu_hours));
     o.insert("carbon_intensity_g_per_kwh".into(), json!(intensity));
     o.insert("priced_by".into(), by);

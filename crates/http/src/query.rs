@@ -257,7 +257,8 @@ pub(crate) fn rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, P
 
 const MEASURES: &str = "sum(events) AS events, sum(input_tokens) AS input_tokens, \
     sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, \
-    sum(energy_wh) AS energy_wh, sum(carbon_g) AS carbon_g, sum(gpu_hours) AS gpu_hours";
+    sum(energy_wh) AS energy_wh, sum(carbon_g) AS carbon_g, \
+    coalesce(sum(embodied_g), 0.0) AS embodied_g, sum(gpu_hours) AS gpu_hours";
 
 /// Numeric measures of a result row, in a fixed order.
 fn measures(r: &Map<String, Value>) -> Map<String, Value> {
@@ -275,6 +276,7 @@ fn totals_json(t: &tollgate_telemetry::live::Totals) -> Map<String, Value> {
     m.insert("cost_usd".into(), json!(t.cost_usd));
     m.insert("energy_wh".into(), json!(t.energy_wh));
     m.insert("carbon_g".into(), json!(t.carbon_g));
+    m.insert("embodied_g".into(), json!(t.embodied_g));
     m.insert("gpu_hours".into(), json!(t.gpu_hours));
     m
 }
@@ -339,19 +341,32 @@ pub async fn summary(
     let (_, batches, _) = run(&s, ctx, &sql, usize::MAX).await?;
     let mut total = Map::new();
     let mut by: [BTreeMap<String, Map<String, Value>>; 3] = Default::default();
+    // SCI per request: inference rows only (the functional unit is a request).
+    let mut sci_total = Sci::default();
+    let mut sci_by: [BTreeMap<String, Sci>; 2] = Default::default();
     for row in rows(&batches)? {
         let m = measures(&row);
         add_into(&mut total, &m);
-        for (i, dim) in ["kind", "model", "team"].iter().enumerate() {
-            let key = row
-                .get(*dim)
+        let key = |dim: &str| {
+            row.get(dim)
                 .and_then(Value::as_str)
                 .unwrap_or("")
-                .to_string();
-            add_into(by[i].entry(key).or_default(), &m);
+                .to_string()
+        };
+        for (i, dim) in ["kind", "model", "team"].iter().enumerate() {
+            add_into(by[i].entry(key(dim)).or_default(), &m);
+        }
+        if key("kind") == "inference" {
+            let sci = Sci::of(&m);
+            sci_total.add(&sci);
+            sci_by[0].entry(key("model")).or_default().add(&sci);
+            sci_by[1].entry(key("team")).or_default().add(&sci);
         }
     }
-    let list = |dim: &str, m: &BTreeMap<String, Map<String, Value>>| -> Vec<Value> {
+    let list = |dim: &str,
+                m: &BTreeMap<String, Map<String, Value>>,
+                sci: Option<&BTreeMap<String, Sci>>|
+     -> Vec<Value> {
         m.iter()
             .map(|(k, v)| {
                 let mut o = Map::new();
@@ -360,6 +375,12 @@ pub async fn summary(
                     if k.is_empty() { Value::Null } else { json!(k) },
                 );
                 o.extend(v.clone());
+                if let Some(sci) = sci {
+                    o.insert(
+                        "sci_g_per_request".into(),
+                        json!(sci.get(k).and_then(Sci::per_request)),
+                    );
+                }
                 Value::Object(o)
             })
             .collect()
@@ -371,11 +392,56 @@ pub async fn summary(
         "period": range.period,
         "source": "rollups",
         "total": total,
-        "by_kind": list("kind", &by[0]),
-        "by_model": list("model", &by[1]),
-        "by_team": list("team", &by[2]),
+        "sci": sci_total.to_json(),
+        "by_kind": list("kind", &by[0], None),
+        "by_model": list("model", &by[1], Some(&sci_by[0])),
+        "by_team": list("team", &by[2], Some(&sci_by[1])),
     }))
     .into_response())
+}
+
+/// The Green Software Foundation's Software Carbon Intensity of inference,
+/// `((E × I) + M) / R`: operational carbon (energy × the region's grid
+/// intensity, `carbon_g`), embodied carbon (`embodied_g`, from the price
+/// book's per-GPU-hour figure), per request.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Sci {
+    pub operational_g: f64,
+    pub embodied_g: f64,
+    pub requests: u64,
+}
+
+impl Sci {
+    pub(crate) fn of(m: &Map<String, Value>) -> Sci {
+        let f = |k: &str| m.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        Sci {
+            operational_g: f("carbon_g"),
+            embodied_g: f("embodied_g"),
+            requests: m.get("events").and_then(Value::as_u64).unwrap_or(0),
+        }
+    }
+
+    pub(crate) fn add(&mut self, o: &Sci) {
+        self.operational_g += o.operational_g;
+        self.embodied_g += o.embodied_g;
+        self.requests += o.requests;
+    }
+
+    /// `None` without requests.
+    pub(crate) fn per_request(&self) -> Option<f64> {
+        (self.requests > 0).then(|| (self.operational_g + self.embodied_g) / self.requests as f64)
+    }
+
+    pub(crate) fn to_json(self) -> Value {
+        json!({
+            "formula": "((E × I) + M) / R",
+            "functional_unit": "inference request",
+            "operational_g": self.operational_g,
+            "embodied_g": self.embodied_g,
+            "requests": self.requests,
+            "g_per_request": self.per_request(),
+        })
+    }
 }
 
 /// `GET /v1/usage`: the team's (or tenant's) usage per window (written

@@ -45,7 +45,7 @@ pub use scoped::{ScanFailed, ScopedTable};
 pub use summary::{partition_month, read_summary, MonthToDate, Summary, TeamTotals};
 pub use tree::{Found, Output, Tree};
 
-pub const SCHEMA_VERSION: &str = "3";
+pub const SCHEMA_VERSION: &str = "4";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RollupError {
@@ -90,13 +90,14 @@ pub(crate) fn io<'p>(
 }
 
 /// The columns that add up across rows and files (`tollgate_window::Totals`).
-pub const TOTALS_COLUMNS: [&str; 7] = [
+pub const TOTALS_COLUMNS: [&str; 8] = [
     "events",
     "input_tokens",
     "output_tokens",
     "cost_usd",
     "energy_wh",
     "carbon_g",
+    "embodied_g",
     "gpu_hours",
 ];
 
@@ -104,7 +105,7 @@ pub const TOTALS_COLUMNS: [&str; 7] = [
 pub fn schema() -> SchemaRef {
     let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let text = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
-    let int = |n: &str| Field::new(n, DataType::Int64, false);
+    let int = |n: &str, null: bool| Field::new(n, DataType::Int64, null);
     let float = |n: &str, null: bool| Field::new(n, DataType::Float64, null);
     Arc::new(Schema::new(vec![
         Field::new("window_start", ts.clone(), false),
@@ -116,15 +117,21 @@ pub fn schema() -> SchemaRef {
         text("model", true),
         text("region", true),
         text("node_id", true),
-        int("events"),
-        int("input_tokens"),
-        int("cached_input_tokens"),
-        int("output_tokens"),
+        int("events", false),
+        int("input_tokens", false),
+        int("cached_input_tokens", false),
+        // Nullable, as every column added since schema 1: older files
+        // read as null.
+        int("cache_write_tokens", true),
+        int("output_tokens", false),
+        int("reasoning_tokens", true),
         float("cost_usd", false),
         float("max_unit_cost_usd", false),
         float("energy_wh", false),
         float("carbon_g", false),
+        float("embodied_g", true),
         float("gpu_hours", false),
+        int("failed_proofs", true),
         float("duration_ms_sum", false),
         float("duration_ms_max", true),
         float("duration_ms_p95", true),
@@ -171,12 +178,16 @@ pub fn to_batch(w: &ClosedWindow) -> Result<RecordBatch, RollupError> {
         int(&|m| m.events),
         int(&|m| m.input_tokens),
         int(&|m| m.cached_input_tokens),
+        int(&|m| m.cache_write_tokens),
         int(&|m| m.output_tokens),
+        int(&|m| m.reasoning_tokens),
         float(&|m| Some(m.cost_usd)),
         float(&|m| Some(m.max_unit_cost_usd)),
         float(&|m| Some(m.energy_wh)),
         float(&|m| Some(m.carbon_g)),
+        float(&|m| Some(m.embodied_g)),
         float(&|m| Some(m.gpu_hours)),
+        int(&|m| m.failed_proofs),
         float(&|m| Some(m.duration_ms_sum)),
         float(&|m| has_duration(m).then_some(m.duration_ms_max)),
         float(&|m| m.duration_ms_p95()),

@@ -94,6 +94,10 @@ fn for_each_row(
             floats("carbon_g")?,
             floats("gpu_hours")?,
         );
+        // Files before schema 4 have no embodied emissions: 0.
+        let embodied = batch
+            .column_by_name("embodied_g")
+            .map(|c| c.as_primitive::<Float64Type>().clone());
         for i in 0..batch.num_rows() {
             let row = TeamTotals {
                 events: events.value(i).max(0) as u64,
@@ -102,6 +106,10 @@ fn for_each_row(
                 cost_usd: cost.value(i),
                 energy_wh: energy.value(i),
                 carbon_g: carbon.value(i),
+                embodied_g: embodied
+                    .as_ref()
+                    .filter(|c| !c.is_null(i))
+                    .map_or(0.0, |c| c.value(i)),
                 gpu_hours: gpu.value(i),
             };
             let team = (!team.is_null(i)).then(|| team.value(i));

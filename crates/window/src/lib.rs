@@ -86,11 +86,17 @@ pub struct Measures {
     pub events: u64,
     pub input_tokens: u64,
     pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
     pub output_tokens: u64,
+    pub reasoning_tokens: u64,
     pub cost_usd: f64,
     pub energy_wh: f64,
     pub carbon_g: f64,
+    /// Embodied emissions (SCI's M), g CO2e.
+    pub embodied_g: f64,
     pub gpu_hours: f64,
+    /// Heartbeats whose `proof_ok` was false.
+    pub failed_proofs: u64,
     pub max_unit_cost_usd: f64,
     pub duration_ms_sum: f64,
     pub duration_ms_max: f64,
@@ -108,24 +114,33 @@ impl Measures {
             input_tokens,
             output_tokens,
             cached_input_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
             ..
         } = e.body
         {
             self.input_tokens += input_tokens;
             self.output_tokens += output_tokens;
             self.cached_input_tokens += cached_input_tokens;
+            self.cache_write_tokens += cache_write_tokens;
+            self.reasoning_tokens += reasoning_tokens;
         }
         if let Body::Heartbeat {
-            uptime_ratio: Some(u),
+            uptime_ratio,
+            proof_ok,
             ..
         } = e.body
         {
-            self.uptime_ratio_min = Some(self.uptime_ratio_min.map_or(u, |m| m.min(u)));
+            if let Some(u) = uptime_ratio {
+                self.uptime_ratio_min = Some(self.uptime_ratio_min.map_or(u, |m| m.min(u)));
+            }
+            self.failed_proofs += u64::from(proof_ok == Some(false));
         }
         self.last_event_ms = self.last_event_ms.max(e.ts_ms);
         self.cost_usd += x.cost_usd;
         self.energy_wh += x.energy_wh;
         self.carbon_g += x.carbon_g;
+        self.embodied_g += x.embodied_g;
         self.gpu_hours += x.gpu_hours;
         self.max_unit_cost_usd = self.max_unit_cost_usd.max(x.unit_cost_usd);
         if let Some(d) = x.duration_ms {
@@ -164,9 +179,11 @@ struct OpenWindow {
 }
 
 /// Additive measures of a set of rows (totals across windows, teams, files).
-/// Serialized as-is where they travel (the spend topic).
+/// Serialized as-is where they travel (the spend topic): a measure a
+/// reader does not know is skipped and one a writer did not send is 0, so
+/// instances of different versions read each other's records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Totals {
     pub events: u64,
     pub input_tokens: u64,
@@ -174,6 +191,7 @@ pub struct Totals {
     pub cost_usd: f64,
     pub energy_wh: f64,
     pub carbon_g: f64,
+    pub embodied_g: f64,
     pub gpu_hours: f64,
 }
 
@@ -186,6 +204,7 @@ impl Totals {
             cost_usd: m.cost_usd,
             energy_wh: m.energy_wh,
             carbon_g: m.carbon_g,
+            embodied_g: m.embodied_g,
             gpu_hours: m.gpu_hours,
         }
     }
@@ -197,6 +216,7 @@ impl Totals {
         self.cost_usd += o.cost_usd;
         self.energy_wh += o.energy_wh;
         self.carbon_g += o.carbon_g;
+        self.embodied_g += o.embodied_g;
         self.gpu_hours += o.gpu_hours;
     }
 }
