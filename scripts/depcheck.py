@@ -33,6 +33,9 @@ FORBIDDEN.update({
     # The export reads the table it is handed; where it lives is the caller's.
     "tollgate-export": ["tollgate-pipeline", "tollgate-http", "tollgate-rollup", "tollgate-kafka",
                         "tollgate-telemetry", "rdkafka"],
+    # Reports read the table and the decisions they are handed.
+    "tollgate-report": ["tollgate-pipeline", "tollgate-http", "tollgate-rollup", "tollgate-decision-log",
+                        "tollgate-kafka", "tollgate-telemetry", "rdkafka"],
 })
 
 # One writer owns the decision log: outside its own crate, a log is opened

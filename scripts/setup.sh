@@ -13,6 +13,8 @@ command -v make >/dev/null || need_apt+=(make)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 # promtool (Debian package prometheus) checks the /metrics output in the tests.
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# Headless Chromium renders the HTML report in the tests (its fonts with it).
+command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"

@@ -5,9 +5,9 @@ use tollgate_config::Config;
 
 use crate::runtime;
 
-pub(crate) fn gate_eval(config: &std::path::Path, print_data: bool) -> Result<()> {
-    use std::io::{BufRead, Write};
-    let cfg = Config::load(config)?;
+/// The policies' effective thresholds (their `[params]` with the config's
+/// overrides), as the gate rules and reports read them.
+pub(crate) fn policy_params(cfg: &Config) -> Result<serde_json::Map<String, serde_json::Value>> {
     let engine = runtime()?.block_on(tollgate_policy::PolicyEngine::load(
         tollgate_policy::EngineOptions {
             dir: cfg.policies.dir.clone(),
@@ -18,7 +18,13 @@ pub(crate) fn gate_eval(config: &std::path::Path, print_data: bool) -> Result<()
             regions: cfg.region_intensities(),
         },
     ))?;
-    let params = engine.params_json();
+    Ok(engine.params_json())
+}
+
+pub(crate) fn gate_eval(config: &std::path::Path, print_data: bool) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let cfg = Config::load(config)?;
+    let params = policy_params(&cfg)?;
     let mut out = std::io::stdout().lock();
     if print_data {
         let data = cfg.gate_data(params);

@@ -8,6 +8,7 @@ mod policy_test;
 mod pricing;
 mod produce;
 mod reload;
+mod report;
 mod run;
 mod spend_reader;
 mod summary;
@@ -167,6 +168,31 @@ enum Command {
     Export {
         #[command(subcommand)]
         command: ExportCommand,
+    },
+    /// One billing period's report: spend, tokens, carbon and unit cost by
+    /// team and model, budget status, the most severe decisions and the
+    /// riskiest nodes (Markdown, HTML with inline SVG charts, or JSON).
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// YYYY-MM (default: this month, UTC).
+        #[arg(long)]
+        period: Option<String>,
+        /// Only this tenant's (default: every tenant's).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// md, html or json (default: from --out's extension, else md).
+        #[arg(long)]
+        format: Option<String>,
+        /// Write it here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Default: the config's output.rollup_dir (a directory or s3://bucket/prefix).
+        #[arg(long)]
+        rollup_dir: Option<PathBuf>,
+        /// Default: the config's decisions.log_dir (every instance's log under it).
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
     },
 }
 
@@ -354,6 +380,23 @@ fn main() -> std::process::ExitCode {
                     granularity,
                 },
         } => export::focus(&rollup_dir, &period, &out, tenant.as_deref(), &granularity),
+        Command::Report {
+            config,
+            period,
+            tenant,
+            format,
+            out,
+            rollup_dir,
+            log_dir,
+        } => report::report(report::ReportArgs {
+            config: config.config,
+            period,
+            tenant,
+            format,
+            out,
+            rollup_dir,
+            log_dir,
+        }),
         Command::Verify { log_dir, json } => verify(&log_dir, json),
         Command::Policy {
             command: PolicyCommand::Test { config, dir },

@@ -689,6 +689,32 @@ pub fn logs_under(root: &Path) -> Result<Vec<PathBuf>, LogError> {
     Ok(logs)
 }
 
+/// Every complete record of the log in `dir` (its JSON line, without the
+/// newline), in order; a line still being written is not one yet. Records
+/// are not verified here (`verify_dir` does that). `f` breaks to stop.
+pub fn for_each_record(
+    dir: &Path,
+    mut f: impl FnMut(&str) -> std::ops::ControlFlow<()>,
+) -> Result<(), LogError> {
+    use std::io::BufRead;
+    for (_, path) in segments(dir)? {
+        let file = File::open(&path).map_err(io(&path))?;
+        let mut reader = std::io::BufReader::new(file);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = reader.read_line(&mut line).map_err(io(&path))?;
+            if read == 0 || !line.ends_with('\n') {
+                break;
+            }
+            if f(line.trim_end_matches('\n')).is_break() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Check every record's form, signature and chain link, id uniqueness, and
 /// the signed `HEAD.json`. Stops at the first bad record.
 pub fn verify_dir(dir: &Path, ring: &KeyRing) -> Result<VerifyReport, LogError> {

@@ -114,6 +114,13 @@ impl DecisionWindow {
 }
 
 /// RFC 3339 UTC with millisecond precision, e.g. `2026-11-22T08:00:00.000Z`.
+/// The tenant a decision's subject names: its first segment, `tenant=<t>`
+/// (tenant names hold no `/`). A decision belongs to that tenant alone.
+pub fn subject_tenant(subject: &str) -> Option<&str> {
+    let first = subject.split('/').next()?;
+    first.strip_prefix("tenant=")
+}
+
 pub fn rfc3339_ms(ms: i64) -> String {
     match chrono::DateTime::from_timestamp_millis(ms) {
         Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),

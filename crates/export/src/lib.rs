@@ -74,6 +74,62 @@ impl Period {
             end_ms: ms(next),
         })
     }
+
+    /// The month `now_ms` is in.
+    pub fn of_ms(now_ms: i64) -> Period {
+        let name = chrono::DateTime::from_timestamp_millis(now_ms)
+            .unwrap_or_default()
+            .format("%Y-%m")
+            .to_string();
+        Period::parse(&name).unwrap_or(Period {
+            name,
+            start_ms: now_ms,
+            end_ms: now_ms,
+        })
+    }
+
+    /// The rollup rows of windows that start in the period: `date` (the
+    /// tree's directories) skips whole days, `window_start` is exact.
+    pub fn filter(&self) -> datafusion::prelude::Expr {
+        let day = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .format("%Y-%m-%d")
+                .to_string()
+        };
+        col("date")
+            .gt_eq(lit(day(self.start_ms)))
+            .and(col("date").lt_eq(lit(day(self.end_ms - 1))))
+            .and(col("window_start").gt_eq(lit(ts(self.start_ms))))
+            .and(col("window_start").lt(lit(ts(self.end_ms))))
+    }
+
+    /// How much of the period has passed at `now_ms`, in [0, 1].
+    pub fn elapsed_ratio(&self, now_ms: i64) -> f64 {
+        elapsed_ratio(self.start_ms, self.end_ms, now_ms)
+    }
+}
+
+/// How much of `[from_ms, to_ms)` has passed at `now_ms`, in [0, 1].
+pub fn elapsed_ratio(from_ms: i64, to_ms: i64, now_ms: i64) -> f64 {
+    if now_ms >= to_ms {
+        return 1.0;
+    }
+    if now_ms <= from_ms {
+        return 0.0;
+    }
+    (now_ms - from_ms) as f64 / (to_ms - from_ms) as f64
+}
+
+/// A period's cost at the rate so far: what is spent, over the share of
+/// the period that has passed (a linear projection; the spend itself once
+/// the period is over; nothing before it starts).
+pub fn projected_cost(cost_usd: f64, elapsed_ratio: f64) -> f64 {
+    if elapsed_ratio <= 0.0 {
+        0.0
+    } else {
+        cost_usd / elapsed_ratio
+    }
 }
 
 /// How long one FOCUS charge period is.
@@ -221,14 +277,6 @@ pub async fn focus(
     granularity: Granularity,
     parties: &Parties,
 ) -> Result<RecordBatch, ExportError> {
-    let first = chrono::DateTime::from_timestamp_millis(period.start_ms)
-        .unwrap_or_default()
-        .format("%Y-%m-%d")
-        .to_string();
-    let last = chrono::DateTime::from_timestamp_millis(period.end_ms - 1)
-        .unwrap_or_default()
-        .format("%Y-%m-%d")
-        .to_string();
     let mut group = vec![date_trunc(lit(granularity.unit()), col("window_start")).alias("start")];
     group.extend(
         DIMS.iter()
@@ -237,13 +285,9 @@ pub async fn focus(
     let df = ctx
         .table("rollups")
         .await?
-        // `date` skips whole directories; `window_start` is exact.
         .filter(
-            col("date")
-                .gt_eq(lit(first))
-                .and(col("date").lt_eq(lit(last)))
-                .and(col("window_start").gt_eq(lit(ts(period.start_ms))))
-                .and(col("window_start").lt(lit(ts(period.end_ms))))
+            period
+                .filter()
                 .and(col("kind").in_list(vec![lit("inference"), lit("training")], false)),
         )?
         .aggregate(group, SUMS.iter().map(|m| sum(col(*m)).alias(*m)).collect())?

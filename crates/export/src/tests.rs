@@ -1,5 +1,5 @@
 use super::*;
-use tollgate_rollup::{to_batch, EncodedWindow, Source, Tree};
+use tollgate_rollup::{Source, Tree};
 use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
 
 // 2026-11-30T23:59:00Z: the last window of November; the next is December's.
@@ -56,11 +56,7 @@ fn write_window(
         topic: kind,
         partition,
     };
-    let batch = to_batch(&w).expect("batch");
-    EncodedWindow::new(&Tree::local(root), src, &w, &batch)
-        .expect("encode")
-        .write()
-        .expect("write");
+    tollgate_rollup::write_window(&Tree::local(root), src, &w).expect("write");
 }
 
 async fn export(root: &std::path::Path, period: &str, g: Granularity) -> RecordBatch {

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tollgate_decision::{rfc3339_ms, Verdict};
+use tollgate_decision::{rfc3339_ms, subject_tenant, Verdict};
 
 use crate::problem::Problem;
 use crate::query::{parse_instant, read_tenant};
@@ -92,6 +92,10 @@ pub async fn search(
     .into_response())
 }
 
+/// Set when a request is dropped (timed out, client gone): a scan stops
+/// at its next line.
+pub(crate) struct StopOnDrop(pub(crate) Arc<std::sync::atomic::AtomicBool>);
+
 struct Filter {
     tenant: Option<String>,
     since: Option<String>,
@@ -119,14 +123,6 @@ impl Filter {
         true
     }
 }
-
-/// The tenant a decision's subject names: its first segment, `tenant=<t>`.
-pub(crate) fn subject_tenant(subject: &str) -> Option<&str> {
-    let first = subject.split('/').next()?;
-    first.strip_prefix("tenant=")
-}
-
-struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {

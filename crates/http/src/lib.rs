@@ -21,6 +21,7 @@ mod nodes;
 mod pricing;
 pub mod problem;
 mod query;
+mod report;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -213,6 +214,8 @@ pub(crate) fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppS
         ("get", "/v1/nodes/{node_id}", get(nodes::one)),
         ("get", "/v1/pricing/quote", get(pricing::quote)),
         ("post", "/v1/placement/suggest", post(pricing::suggest)),
+        ("get", "/v1/reports/summary", get(report::summary)),
+        ("get", "/v1/dashboard/summary", get(report::dashboard)),
         ("get", "/v1/decisions", get(decisions::search)),
         ("post", "/v1/query", post(query::sql)),
     ]

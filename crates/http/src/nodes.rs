@@ -3,8 +3,9 @@
 //! planes' `/v1/ai/nodes/risk`). Tenant-scoped like every read.
 //!
 //! A node's health is scored as the `node-reliability` policy scores it,
-//! with the policy's thresholds in force: a penalty for silence, for a
-//! latency spike, for uptime below target and for a failed proof. Silence is measured as the
+//! with the policy's thresholds in force (`tollgate_report::nodes`): a
+//! penalty for silence, for a latency spike, for uptime below target and
+//! for a failed proof. Silence is measured as the
 //! policy measures it, against a clock of the fleet's own: here the
 //! latest heartbeat of any of the tenant's nodes in the range, so a fleet
 //! whose events stopped arriving is not all stale (`seconds_since_heartbeat`
@@ -18,6 +19,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tollgate_decision::rfc3339_ms;
+
+use tollgate_report::nodes::{self, node_json, Observed, Thresholds, NODE_MEASURES};
 
 use crate::problem::Problem;
 use crate::query::{read_tenant, rows, run, scoped_session, Range};
@@ -52,126 +55,9 @@ impl NodeParams {
 
 /// The node-reliability policy's thresholds, as the gate rules were
 /// compiled with them (`None`: the policy is disabled, nothing is scored).
-#[derive(Debug, Clone, Copy)]
-struct Thresholds {
-    stale_after_secs: f64,
-    latency_spike_ms: f64,
-    uptime_target: f64,
-    stale_penalty: f64,
-    latency_penalty: f64,
-    uptime_penalty: f64,
-    /// Absent from policies written before it: 0.
-    proof_penalty: f64,
-    min_score: f64,
+fn thresholds(s: &AppState) -> Option<Thresholds> {
+    Thresholds::from_params(&s.gates.policy_params())
 }
-
-/// What a node's heartbeats showed (over the range, or in one window).
-#[derive(Debug, Clone, Copy)]
-struct Observed {
-    seconds_silent: f64,
-    max_latency: Option<f64>,
-    min_uptime: Option<f64>,
-    failed_proofs: i64,
-}
-
-impl Observed {
-    fn of(r: &Map<String, Value>, seconds_silent: f64) -> Observed {
-        Observed {
-            seconds_silent,
-            max_latency: r.get("max_latency_ms").and_then(Value::as_f64),
-            min_uptime: r.get("min_uptime_ratio").and_then(Value::as_f64),
-            failed_proofs: r.get("failed_proofs").and_then(Value::as_i64).unwrap_or(0),
-        }
-    }
-
-    fn insert_into(&self, o: &mut Map<String, Value>) {
-        o.insert("seconds_silent".into(), json!(self.seconds_silent));
-        o.insert("max_latency_ms".into(), json!(self.max_latency));
-        o.insert("min_uptime_ratio".into(), json!(self.min_uptime));
-        o.insert("failed_proofs".into(), json!(self.failed_proofs));
-    }
-}
-
-impl Thresholds {
-    fn of(s: &AppState) -> Option<Thresholds> {
-        let params = s.gates.policy_params();
-        let p = params.get("node-reliability")?.as_object()?;
-        let n = |k: &str| p.get(k).and_then(Value::as_f64);
-        Some(Thresholds {
-            stale_after_secs: n("stale_after_secs")?,
-            latency_spike_ms: n("latency_spike_ms")?,
-            uptime_target: n("uptime_target")?,
-            stale_penalty: n("stale_penalty")?,
-            latency_penalty: n("latency_penalty")?,
-            uptime_penalty: n("uptime_penalty")?,
-            proof_penalty: n("proof_penalty").unwrap_or(0.0),
-            min_score: n("min_score")?,
-        })
-    }
-
-    /// The score and its penalties for one node (or one window of it).
-    fn score(&self, o: &Observed) -> Value {
-        let stale = if o.seconds_silent > self.stale_after_secs {
-            self.stale_penalty
-        } else {
-            0.0
-        };
-        let latency = match o.max_latency {
-            Some(l) if l > self.latency_spike_ms => self.latency_penalty,
-            _ => 0.0,
-        };
-        let uptime = match o.min_uptime {
-            Some(u) if u < self.uptime_target => self.uptime_penalty,
-            _ => 0.0,
-        };
-        let proof = if o.failed_proofs > 0 {
-            self.proof_penalty
-        } else {
-            0.0
-        };
-        let score = 100.0 - stale - latency - uptime - proof;
-        json!({
-            "reliability_score": score,
-            "healthy": score >= self.min_score,
-            "stale": stale > 0.0,
-            "penalties": {"stale": stale, "latency": latency, "uptime": uptime, "proof": proof},
-        })
-    }
-}
-
-/// One node's row of the registry.
-fn node_json(r: &Map<String, Value>, clock_ms: i64, now_ms: i64, t: Option<Thresholds>) -> Value {
-    let last = r.get("last_ms").and_then(Value::as_i64).unwrap_or(0);
-    let heartbeats = r.get("heartbeats").and_then(Value::as_i64).unwrap_or(0);
-    let latency_sum = r.get("latency_sum").and_then(Value::as_f64).unwrap_or(0.0);
-    let seen = Observed::of(r, (clock_ms - last).max(0) as f64 / 1000.0);
-    let mut o = Map::new();
-    for k in ["tenant", "node_id", "region"] {
-        o.insert(k.into(), r.get(k).cloned().unwrap_or(Value::Null));
-    }
-    o.insert("heartbeats".into(), json!(heartbeats));
-    o.insert("last_heartbeat".into(), json!(rfc3339_ms(last)));
-    o.insert(
-        "seconds_since_heartbeat".into(),
-        json!((now_ms - last).max(0) as f64 / 1000.0),
-    );
-    o.insert(
-        "avg_latency_ms".into(),
-        json!((heartbeats > 0).then(|| latency_sum / heartbeats as f64)),
-    );
-    seen.insert_into(&mut o);
-    if let Some(t) = t {
-        if let Value::Object(score) = t.score(&seen) {
-            o.extend(score);
-        }
-    }
-    Value::Object(o)
-}
-
-const NODE_MEASURES: &str = "min(region) AS region, sum(events) AS heartbeats, \
-    CAST(max(last_event_time) AS BIGINT) AS last_ms, sum(duration_ms_sum) AS latency_sum, \
-    max(duration_ms_max) AS max_latency_ms, min(uptime_ratio_min) AS min_uptime_ratio, \
-    coalesce(sum(failed_proofs), 0) AS failed_proofs";
 
 /// Every node of the caller's heartbeats in the range, with the fleet's
 /// clock (the latest heartbeat among them).
@@ -194,11 +80,7 @@ async fn registry(
     );
     let (_, batches, _) = run(s, session, &sql, usize::MAX).await?;
     let nodes = rows(&batches)?;
-    let clock = nodes
-        .iter()
-        .filter_map(|r| r.get("last_ms").and_then(Value::as_i64))
-        .max()
-        .unwrap_or(range.to_ms);
+    let clock = nodes::clock(&nodes, range.to_ms);
     Ok((nodes, clock, range, tenant))
 }
 
@@ -210,7 +92,7 @@ pub(crate) async fn node_health(
     q: &NodeParams,
 ) -> Result<std::collections::HashMap<String, (usize, usize)>, Problem> {
     let (nodes, clock, _, _) = registry(s, q, who, None).await?;
-    let t = Thresholds::of(s);
+    let t = thresholds(s);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut out: std::collections::HashMap<String, (usize, usize)> = Default::default();
     for r in &nodes {
@@ -257,7 +139,7 @@ pub async fn list(
                 .to_string(),
         )
     };
-    let thresholds = Thresholds::of(&s);
+    let thresholds = thresholds(&s);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let rest: Vec<&Map<String, Value>> = nodes
         .iter()
@@ -301,7 +183,7 @@ pub async fn risk(
     }
     let limit = q.limit(s.cfg.http.max_page)?;
     let (nodes, clock, range, tenant) = registry(&s, &q, &who, None).await?;
-    let Some(t) = Thresholds::of(&s) else {
+    let Some(t) = thresholds(&s) else {
         return Err(Problem::unavailable(
             "the node-reliability policy is disabled: there is no score to rank by",
         ));
@@ -311,12 +193,7 @@ pub async fn risk(
         .iter()
         .map(|r| node_json(r, clock, now_ms, Some(t)))
         .collect();
-    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-    scored.sort_by(|a, b| {
-        f(a, "reliability_score")
-            .total_cmp(&f(b, "reliability_score"))
-            .then(f(b, "seconds_silent").total_cmp(&f(a, "seconds_silent")))
-    });
+    nodes::rank_riskiest(&mut scored);
     scored.truncate(limit);
     Ok(Json(json!({
         "tenant": tenant,
@@ -352,7 +229,7 @@ pub async fn one(
             "no heartbeat of this node in the range",
         ));
     };
-    let t = Thresholds::of(&s);
+    let t = thresholds(&s);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut out = node_json(node, clock, now_ms, t);
     // The trend: each window, judged against the window's own clock (the

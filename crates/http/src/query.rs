@@ -20,6 +20,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tollgate_decision::rfc3339_ms;
+use tollgate_report::Sci;
 
 use crate::auth::Principal;
 use crate::problem::Problem;
@@ -155,7 +156,7 @@ fn ts(ms: i64) -> datafusion::prelude::Expr {
 /// A query's error: the caller's own mistake (400, with DataFusion's text,
 /// which only ever saw the caller's rows), or a failed scan of the rollup
 /// tree (500, no detail: it may name a server path).
-fn df_error(e: datafusion::error::DataFusionError) -> Problem {
+pub(crate) fn df_error(e: datafusion::error::DataFusionError) -> Problem {
     if tollgate_rollup::ScanFailed::is_cause_of(&e) {
         return Problem::internal(tollgate_rollup::ScanFailed.to_string());
     }
@@ -206,8 +207,8 @@ pub(crate) fn scoped_session(
 
 /// A scoped session and the query slot it runs in.
 pub(crate) struct Session {
-    ctx: SessionContext,
-    slot: crate::engine::Slot,
+    pub(crate) ctx: SessionContext,
+    pub(crate) slot: crate::engine::Slot,
 }
 
 /// Run `sql` (read-only) on the query threads and collect at most
@@ -255,10 +256,7 @@ pub(crate) fn rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, P
     tollgate_policy::json_rows(batches).map_err(Problem::internal)
 }
 
-const MEASURES: &str = "sum(events) AS events, sum(input_tokens) AS input_tokens, \
-    sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, \
-    sum(energy_wh) AS energy_wh, sum(carbon_g) AS carbon_g, \
-    coalesce(sum(embodied_g), 0.0) AS embodied_g, sum(gpu_hours) AS gpu_hours";
+const MEASURES: &str = tollgate_report::USAGE_MEASURES;
 
 /// Numeric measures of a result row, in a fixed order.
 fn measures(r: &Map<String, Value>) -> Map<String, Value> {
@@ -400,50 +398,6 @@ pub async fn summary(
     .into_response())
 }
 
-/// The Green Software Foundation's Software Carbon Intensity of inference,
-/// `((E × I) + M) / R`: operational carbon (energy × the region's grid
-/// intensity, `carbon_g`), embodied carbon (`embodied_g`, from the price
-/// book's per-GPU-hour figure), per request.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Sci {
-    pub operational_g: f64,
-    pub embodied_g: f64,
-    pub requests: u64,
-}
-
-impl Sci {
-    pub(crate) fn of(m: &Map<String, Value>) -> Sci {
-        let f = |k: &str| m.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-        Sci {
-            operational_g: f("carbon_g"),
-            embodied_g: f("embodied_g"),
-            requests: m.get("events").and_then(Value::as_u64).unwrap_or(0),
-        }
-    }
-
-    pub(crate) fn add(&mut self, o: &Sci) {
-        self.operational_g += o.operational_g;
-        self.embodied_g += o.embodied_g;
-        self.requests += o.requests;
-    }
-
-    /// `None` without requests.
-    pub(crate) fn per_request(&self) -> Option<f64> {
-        (self.requests > 0).then(|| (self.operational_g + self.embodied_g) / self.requests as f64)
-    }
-
-    pub(crate) fn to_json(self) -> Value {
-        json!({
-            "formula": "((E × I) + M) / R",
-            "functional_unit": "inference request",
-            "operational_g": self.operational_g,
-            "embodied_g": self.embodied_g,
-            "requests": self.requests,
-            "g_per_request": self.per_request(),
-        })
-    }
-}
-
 /// `GET /v1/usage`: the team's (or tenant's) usage per window (written
 /// rollups plus the windows still open), or with `group_by` its totals per
 /// team, project or model; with `period` also the billing estimate.
@@ -533,7 +487,7 @@ async fn usage_of(s: &AppState, who: &Principal, q: RangeParams) -> Result<Respo
     let ratio = range
         .period
         .as_ref()
-        .map(|_| elapsed_ratio(range.from_ms, range.to_ms, now_ms));
+        .map(|_| tollgate_export::elapsed_ratio(range.from_ms, range.to_ms, now_ms));
     match q.group_by {
         None => {
             let mut windows = Vec::new();
@@ -610,27 +564,10 @@ async fn usage_of(s: &AppState, who: &Principal, q: RangeParams) -> Result<Respo
     Ok(Json(Value::Object(out)).into_response())
 }
 
-/// How much of `[from, to)` has passed at `now`, in 0..=1.
-fn elapsed_ratio(from_ms: i64, to_ms: i64, now_ms: i64) -> f64 {
-    if now_ms >= to_ms {
-        return 1.0;
-    }
-    if now_ms <= from_ms {
-        return 0.0;
-    }
-    (now_ms - from_ms) as f64 / (to_ms - from_ms) as f64
-}
-
-/// The period's cost at the rate so far: what is spent, over the share of
-/// the period that has passed (a linear projection; the spend itself once
-/// the period is over; nothing before it starts).
+/// The group's cost projected over its period.
 fn projected(m: &Map<String, Value>, ratio: f64) -> f64 {
     let cost = m.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0);
-    if ratio <= 0.0 {
-        0.0
-    } else {
-        cost / ratio
-    }
+    tollgate_export::projected_cost(cost, ratio)
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,6 +26,7 @@ const ACME_ADMIN: &str = "acme-admin-scope-001";
 const GLOBEX: &str = "globex-all-scopes-01";
 const OPERATOR: &str = "operator-admin-00001";
 const SCRAPER: &str = "prometheus-scrape-01";
+const ACME_USAGE: &str = "acme-usage-read-0001";
 const SECRET: &[u8] = b"test-secret-0123456789abcdef";
 
 fn tokens() -> Auth {
@@ -44,6 +45,7 @@ fn tokens() -> Auth {
             GLOBEX: {"tenant": "globex", "scopes": all},
             OPERATOR: {"operator": true, "scopes": ["admin"]},
             SCRAPER: {"operator": true, "scopes": ["metrics.scrape"], "subject": "prometheus"},
+            ACME_USAGE: {"tenant": "acme", "scopes": ["usage.read"]},
         })
         .to_string(),
         "test",
@@ -1652,4 +1654,137 @@ carbon_intensity_g_per_kwh = 290
     )
     .await;
     assert!(bad.status.is_client_error(), "{}", bad.text);
+}
+
+#[tokio::test]
+async fn a_report_is_the_callers_period_in_every_form() {
+    let fx = fixture();
+    let root = fx.state.cfg.output.rollup_dir.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    let w = (now - 2 * HOUR_MS) / 60_000 * 60_000;
+    let period = chrono::DateTime::from_timestamp_millis(w)
+        .unwrap()
+        .format("%Y-%m")
+        .to_string();
+    write_rollup(&root, "acme", "search", 12.5, w, 100);
+    write_rollup(&root, "acme", "ads", 2.5, w, 110);
+    write_rollup(&root, "globex", "globex-only-team", 99.0, w, 200);
+    for (token, tenant, other) in [(ACME, "acme", "globex"), (GLOBEX, "globex", "acme")] {
+        let uri = format!("/v1/reports/summary?period={period}");
+        let j = call(&fx.app, "get", &uri, Some(token), None).await;
+        assert_eq!(j.status, StatusCode::OK, "{}", j.text);
+        assert_eq!(j.body["tenant"], json!(tenant));
+        // The same total as the usage summary of the period.
+        let m = call(
+            &fx.app,
+            "get",
+            &format!("/v1/metrics?period={period}"),
+            Some(token),
+            None,
+        )
+        .await;
+        let cost = m.body["total"]["cost_usd"].as_f64().unwrap();
+        assert!(cost >= 15.0, "{}", m.text);
+        assert_eq!(j.body["total"]["cost_usd"], json!(cost), "{}", j.text);
+        assert!(
+            j.body["decisions"].is_object(),
+            "this token reads decisions"
+        );
+        assert_eq!(j.body["budget_usd"], json!(10000.0));
+        let d = call(
+            &fx.app,
+            "get",
+            &format!("/v1/dashboard/summary?period={period}"),
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(d.status, StatusCode::OK, "{}", d.text);
+        assert_eq!(d.body["total"], j.body["total"]);
+        for (format, content_type, start) in [
+            ("md", "text/markdown", "# Tollgate report"),
+            ("html", "text/html", "<!doctype html>"),
+        ] {
+            let a = call(
+                &fx.app,
+                "get",
+                &format!("{uri}&format={format}"),
+                Some(token),
+                None,
+            )
+            .await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+            assert!(
+                a.content_type.starts_with(content_type),
+                "{}",
+                a.content_type
+            );
+            assert!(a.text.starts_with(start), "{}", a.text);
+            assert!(
+                a.text.contains(tenant) && !a.text.contains(other),
+                "{format}: {}",
+                a.text
+            );
+        }
+        for text in [&j.text, &d.text] {
+            assert!(!text.contains(other), "{text}");
+        }
+    }
+    // Without decisions.read the report says so instead of listing them.
+    let a = call(
+        &fx.app,
+        "get",
+        &format!("/v1/reports/summary?period={period}"),
+        Some(ACME_USAGE),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body["decisions"], Value::Null);
+    assert!(a.body["total"]["cost_usd"].as_f64().unwrap() >= 15.0);
+    let md = call(
+        &fx.app,
+        "get",
+        &format!("/v1/reports/summary?period={period}&format=md"),
+        Some(ACME_USAGE),
+        None,
+    )
+    .await;
+    assert!(
+        md.text.contains("needs the `decisions.read` scope"),
+        "{}",
+        md.text
+    );
+    // Refusals name what is wrong.
+    for (uri, status, needle) in [
+        (
+            "/v1/reports/summary?format=pdf",
+            StatusCode::BAD_REQUEST,
+            "format",
+        ),
+        (
+            "/v1/reports/summary?period=2026-13",
+            StatusCode::BAD_REQUEST,
+            "2026-13",
+        ),
+        (
+            "/v1/dashboard/summary?format=md",
+            StatusCode::BAD_REQUEST,
+            "format",
+        ),
+        (
+            "/v1/reports/summary?colour=red",
+            StatusCode::BAD_REQUEST,
+            "colour",
+        ),
+        (
+            "/v1/reports/summary?tenant=globex",
+            StatusCode::FORBIDDEN,
+            "tenant",
+        ),
+    ] {
+        let a = call(&fx.app, "get", uri, Some(ACME), None).await;
+        assert_problem(&a, status);
+        assert!(a.text.contains(needle), "{uri}: {}", a.text);
+    }
 }

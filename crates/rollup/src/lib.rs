@@ -253,6 +253,16 @@ const DICTIONARY_COLUMNS: [&str; 9] = [
 /// thread's CPU, which shares two cores with the consumer.
 const ZSTD_LEVEL: i32 = 1;
 
+/// Encode and publish one closed window, as the writer thread does in two
+/// steps (its decisions made durable between them): for tools and tests.
+pub fn write_window(
+    tree: &Tree,
+    src: Source<'_>,
+    w: &ClosedWindow,
+) -> Result<(PathBuf, u64), RollupError> {
+    EncodedWindow::new(tree, src, w, &to_batch(w)?)?.write()
+}
+
 /// A window's file encoded in memory, not yet on disk: where it goes and
 /// its bytes. The writer thread encodes a window's file while its decisions
 /// are not yet durable, and writes it only once they are.

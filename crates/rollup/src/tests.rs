@@ -4,12 +4,12 @@ use tollgate_window::{DimsRef, Measures, RowSet, Totals};
 
 /// Write one closed window as the writer thread does: encode, then temp
 /// file, fsync, rename, fsync the directory.
-fn write_window(
+fn write_local(
     root: &Path,
     src: Source<'_>,
     w: &ClosedWindow,
 ) -> Result<(PathBuf, u64), RollupError> {
-    EncodedWindow::new(&Tree::local(root), src, w, &to_batch(w)?)?.write()
+    write_window(&Tree::local(root), src, w)
 }
 
 /// `path`'s key in the tree at `root`.
@@ -84,7 +84,7 @@ fn writes_hive_layout_with_deterministic_name_and_metadata() {
     let dir = tempfile::tempdir().expect("tempdir");
     // 2023-11-14T22:13:00Z
     let w = window(1_699_999_980_000, 42, 57);
-    let (path, size) = write_window(dir.path(), SRC, &w).expect("write");
+    let (path, size) = write_local(dir.path(), SRC, &w).expect("write");
     assert!(size > 0);
     let rel = path.strip_prefix(dir.path()).expect("under root");
     assert_eq!(
@@ -93,7 +93,7 @@ fn writes_hive_layout_with_deterministic_name_and_metadata() {
     );
     let bytes = fs::read(&path).expect("read");
     // A replay rewrites an identical file.
-    write_window(dir.path(), SRC, &w).expect("rewrite");
+    write_local(dir.path(), SRC, &w).expect("rewrite");
     assert_eq!(fs::read(&path).expect("read"), bytes);
 
     let found = scan_written(&Tree::local(dir.path()), SRC, None).expect("scan");
@@ -137,7 +137,7 @@ fn columns_are_zstd_with_dictionaries_for_dimensions_only() {
     use parquet::basic::Encoding;
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, size) =
-        write_window(dir.path(), SRC, &window(1_699_999_980_000, 1, 2)).expect("write");
+        write_local(dir.path(), SRC, &window(1_699_999_980_000, 1, 2)).expect("write");
     assert_eq!(size, fs::metadata(&path).expect("stat").len());
     let reader = SerializedFileReader::new(File::open(&path).expect("open")).expect("parquet");
     let group = reader.metadata().row_group(0);
@@ -162,7 +162,7 @@ fn columns_are_zstd_with_dictionaries_for_dimensions_only() {
 #[test]
 fn scan_removes_stale_temp_files_of_its_partition_only() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (path, _) = write_window(dir.path(), SRC, &window(0, 0, 5)).expect("write");
+    let (path, _) = write_local(dir.path(), SRC, &window(0, 0, 5)).expect("write");
     let hour = path.parent().expect("dir");
     // Leftovers: of a process that is gone (pid 0x7fffffff on this machine),
     // and of an old name format, last written two hours ago.
@@ -211,8 +211,8 @@ fn scan_removes_stale_temp_files_of_its_partition_only() {
 #[test]
 fn summary_totals_by_team() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_window(dir.path(), SRC, &window(0, 0, 5)).expect("write");
-    write_window(dir.path(), SRC, &window(60_000, 5, 9)).expect("write");
+    write_local(dir.path(), SRC, &window(0, 0, 5)).expect("write");
+    write_local(dir.path(), SRC, &window(60_000, 5, 9)).expect("write");
     let s = read_summary(&Tree::local(dir.path())).expect("summary");
     assert_eq!(s.files, 2);
     assert_eq!(s.by_team["ai"].events, 6);
@@ -398,9 +398,9 @@ fn month_to_date_reads_each_file_once_and_only_its_month() {
         partition: 0,
     };
     // 2023-11-14T22:13:00Z and 2023-11-30T23:59:00Z; 2023-12-01T00:00:00Z.
-    write_window(dir.path(), SRC, &window(1_699_999_980_000, 1, 2)).expect("write");
-    write_window(dir.path(), training, &window(1_701_388_740_000, 5, 6)).expect("write");
-    write_window(dir.path(), SRC, &window(1_701_388_800_000, 3, 4)).expect("write");
+    write_local(dir.path(), SRC, &window(1_699_999_980_000, 1, 2)).expect("write");
+    write_local(dir.path(), training, &window(1_701_388_740_000, 5, 6)).expect("write");
+    write_local(dir.path(), SRC, &window(1_701_388_800_000, 3, 4)).expect("write");
     // A crash's leftover temp file is not a rollup.
     let hour = dir.path().join("kind=inference/date=2023-11-14/hour=22");
     fs::write(hour.join(".tollgate.inference-2-9.parquet.tmp"), b"partial").expect("tmp");
@@ -431,14 +431,14 @@ fn month_to_date_reads_each_file_once_and_only_its_month() {
     );
     // Nothing new: nothing read again.
     assert_eq!(m.refresh("2023-11").expect("refresh"), 0);
-    write_window(dir.path(), SRC, &window(1_700_000_040_000, 7, 8)).expect("write");
+    write_local(dir.path(), SRC, &window(1_700_000_040_000, 7, 8)).expect("write");
     assert_eq!(m.refresh("2023-11").expect("refresh"), 1);
     assert_eq!(sorted(&m, "2023-11")[1], t(Some("ai"), 9, 4.5));
     assert_eq!(m.files("2023-11"), 3);
 
     // A file this process wrote counts from its rows, once, not read back.
     let w = window(1_700_000_100_000, 9, 10);
-    let (path, _) = write_window(dir.path(), SRC, &w).expect("write");
+    let (path, _) = write_local(dir.path(), SRC, &w).expect("write");
     for _ in 0..2 {
         m.add_written(
             &path,
@@ -480,7 +480,7 @@ fn month_to_date_reads_each_file_once_and_only_its_month() {
 #[test]
 fn month_to_date_counts_nothing_of_a_file_it_cannot_read() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_window(dir.path(), SRC, &window(1_699_999_980_000, 1, 2)).expect("write");
+    write_local(dir.path(), SRC, &window(1_699_999_980_000, 1, 2)).expect("write");
     let bad = dir
         .path()
         .join("kind=inference/date=2023-11-14/hour=22/x-0-0.parquet");
@@ -503,12 +503,12 @@ fn month_to_date_counts_nothing_of_a_file_it_cannot_read() {
 fn a_published_window_is_never_replaced_by_other_bytes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let w = window(1_699_999_980_000, 42, 57);
-    let (path, _) = write_window(dir.path(), SRC, &w).expect("write");
+    let (path, _) = write_local(dir.path(), SRC, &w).expect("write");
     let first = fs::read(&path).expect("read");
-    write_window(dir.path(), SRC, &w).expect("the same window again");
+    write_local(dir.path(), SRC, &w).expect("the same window again");
     let mut other = window(1_699_999_980_000, 42, 50);
     other.duplicates = 7;
-    let err = write_window(dir.path(), SRC, &other).expect_err("other bytes");
+    let err = write_local(dir.path(), SRC, &other).expect_err("other bytes");
     assert!(matches!(err, RollupError::Taken { .. }), "{err}");
     assert!(err.to_string().contains("already published"), "{err}");
     assert_eq!(
