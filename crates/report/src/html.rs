@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::markdown::{grams, name, opt, percent, usd};
+use crate::markdown::{count, grams, name, opt, percent, usd};
 use crate::{Report, TABLE_ROWS};
 
 /// Bars drawn per chart; the rest are summed into one "others" bar.
@@ -65,7 +65,8 @@ struct Bar {
 }
 
 /// A horizontal bar chart, one bar per item (`CHART_BARS` at most), with an
-/// optional dashed marker (a budget).
+/// optional dashed marker (a budget). A marker far beyond the longest bar
+/// would squash every bar into a sliver: then it is named, not drawn.
 fn bars(id: &str, title: &str, items: Vec<Bar>, marker: Option<(f64, String)>) -> String {
     let mut items = items;
     if items.len() > CHART_BARS {
@@ -80,11 +81,13 @@ fn bars(id: &str, title: &str, items: Vec<Bar>, marker: Option<(f64, String)>) -
     }
     let (width, left, right, row) = (760.0, 190.0, 110.0, 26.0);
     let area = width - left - right;
-    let max = items
-        .iter()
-        .map(|b| b.value)
-        .chain(marker.as_ref().map(|m| m.0))
-        .fold(0.0_f64, f64::max);
+    let longest = items.iter().map(|b| b.value).fold(0.0_f64, f64::max);
+    let (drawn, named) = match marker {
+        Some(m) if m.0 <= 1.5 * longest => (Some(m), None),
+        Some(m) => (None, Some(m)),
+        None => (None, None),
+    };
+    let max = longest.max(drawn.as_ref().map_or(0.0, |m| m.0));
     let scale = if max > 0.0 { area / max } else { 0.0 };
     let height = row * items.len().max(1) as f64 + 24.0;
     let mut o = String::new();
@@ -113,7 +116,17 @@ fn bars(id: &str, title: &str, items: Vec<Bar>, marker: Option<(f64, String)>) -
             vx = left + w + 6.0,
         );
     }
-    if let Some((v, label)) = marker {
+    if let Some((v, label)) = named {
+        let _ = write!(
+            o,
+            r#"<text class="off-scale" x="{x}" y="{ty}" text-anchor="end">{label}: off the scale, the longest bar is {share} of it</text>"#,
+            x = width - 4.0,
+            ty = height - 4.0,
+            label = esc(&label),
+            share = percent(if v > 0.0 { longest / v } else { 0.0 }),
+        );
+    }
+    if let Some((v, label)) = drawn {
         let x = left + v * scale;
         let _ = write!(
             o,
@@ -130,7 +143,7 @@ fn bars(id: &str, title: &str, items: Vec<Bar>, marker: Option<(f64, String)>) -
 /// Daily spend as columns, carbon (operational + embodied) as a line on its
 /// own scale.
 fn days_chart(r: &Report) -> String {
-    let (width, height, left, bottom, top) = (760.0, 240.0, 56.0, 36.0, 16.0);
+    let (width, height, left, bottom, top) = (760.0, 240.0, 80.0, 36.0, 16.0);
     let plot_h = height - bottom - top;
     let n = r.days.len().max(1) as f64;
     let step = (width - left - 56.0) / n;
@@ -173,7 +186,7 @@ fn days_chart(r: &Report) -> String {
     for (i, d) in r.days.iter().enumerate() {
         let x = left + step * i as f64;
         let y = y_of(d.cost_usd, max_cost);
-        let w = (step * 0.7).max(1.0);
+        let w = (step * 0.7).clamp(1.0, 24.0);
         let _ = write!(
             o,
             r#"<rect class="col" x="{x:.2}" y="{y:.2}" width="{w:.2}" height="{h:.2}" data-date="{date}" data-value="{v}"><title>{date}: {text}</title></rect>"#,
@@ -261,15 +274,19 @@ pub(crate) fn render(r: &Report) -> String {
         &mut o,
         "requests",
         "Inference requests",
-        &t.requests.to_string(),
-        &format!("{} training jobs", t.training_jobs),
+        &count(t.requests),
+        &format!("{} training jobs", count(t.training_jobs)),
     );
     card(
         &mut o,
         "tokens",
         "Tokens",
-        &(t.input_tokens + t.output_tokens).to_string(),
-        &format!("{} in, {} out", t.input_tokens, t.output_tokens),
+        &count(t.input_tokens + t.output_tokens),
+        &format!(
+            "{} in, {} out",
+            count(t.input_tokens),
+            count(t.output_tokens)
+        ),
     );
     card(
         &mut o,
@@ -345,8 +362,8 @@ pub(crate) fn render(r: &Report) -> String {
             esc(&team_label(l)),
             esc(&usd(u.cost_usd)),
             esc(&usd(l.projected_cost_usd)),
-            u.requests,
-            u.input_tokens + u.output_tokens,
+            count(u.requests),
+            count(u.input_tokens + u.output_tokens),
             esc(&opt(u.cost_per_request, usd)),
             esc(&grams(u.carbon_g + u.embodied_g)),
             esc(&opt(u.sci_g_per_request, grams)),
@@ -361,7 +378,10 @@ pub(crate) fn render(r: &Report) -> String {
         .models
         .iter()
         .map(|l| Bar {
-            label: format!("{} ({})", l.model.as_deref().unwrap_or("—"), l.kind),
+            label: match l.kind.as_str() {
+                "inference" => l.model.as_deref().unwrap_or("—").to_string(),
+                kind => format!("{} ({kind})", l.model.as_deref().unwrap_or("—")),
+            },
             value: l.usage.cost_usd,
             class: "model",
             text: usd(l.usage.cost_usd),
@@ -377,8 +397,8 @@ pub(crate) fn render(r: &Report) -> String {
             esc(l.model.as_deref().unwrap_or("—")),
             esc(&l.kind),
             esc(&usd(u.cost_usd)),
-            u.requests,
-            u.input_tokens + u.output_tokens,
+            count(u.requests),
+            count(u.input_tokens + u.output_tokens),
             esc(&opt(u.cost_per_1k_tokens, usd)),
             esc(&grams(u.carbon_g + u.embodied_g)),
             esc(&opt(u.sci_g_per_request, grams)),

@@ -418,6 +418,8 @@ pub struct Report {
     pub teams: Vec<TeamLine>,
     /// Models by cost, highest first.
     pub models: Vec<ModelLine>,
+    /// Every day of the period up to today (the whole period once it is
+    /// over).
     pub days: Vec<DayLine>,
     /// `None`: the reader may not read decisions.
     pub decisions: Option<DecisionSummary>,
@@ -457,6 +459,14 @@ impl Report {
 async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<Map<String, Value>>, ReportError> {
     let batches = ctx.sql(sql).await?.collect().await?;
     tollgate_policy::json_rows(&batches).map_err(ReportError::Rows)
+}
+
+/// YYYY-MM-DD (UTC), as the tree's `date` directories name days.
+fn day_name(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
 }
 
 fn text(r: &Map<String, Value>, k: &str) -> Option<String> {
@@ -529,26 +539,46 @@ pub async fn gather(
         .collect();
     models.sort_by(|a, b| b.usage.cost_usd.total_cmp(&a.usage.cost_usd));
 
-    let days = query(
+    // Every day of the period up to today, a day without usage as zeros.
+    let mut days: BTreeMap<String, DayLine> = BTreeMap::new();
+    let last_ms = period.end_ms.min(settings.now_ms.max(period.start_ms + 1));
+    let mut day_ms = period.start_ms;
+    while day_ms < last_ms {
+        let date = day_name(day_ms);
+        days.insert(
+            date.clone(),
+            DayLine {
+                date,
+                cost_usd: 0.0,
+                carbon_g: 0.0,
+                embodied_g: 0.0,
+            },
+        );
+        day_ms += 86_400_000;
+    }
+    for r in query(
         ctx,
         &format!(
             "SELECT date, sum(cost_usd) AS cost_usd, sum(carbon_g) AS carbon_g, \
              coalesce(sum(embodied_g), 0.0) AS embodied_g FROM {PERIOD_TABLE} \
-             WHERE kind <> 'heartbeat' GROUP BY date ORDER BY date"
+             WHERE kind <> 'heartbeat' GROUP BY date"
         ),
     )
     .await?
-    .iter()
-    .map(|r| {
+    {
         let f = |k: &str| r.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-        DayLine {
-            date: text(r, "date").unwrap_or_default(),
-            cost_usd: f("cost_usd"),
-            carbon_g: f("carbon_g"),
-            embodied_g: f("embodied_g"),
-        }
-    })
-    .collect();
+        let date = text(&r, "date").unwrap_or_default();
+        days.insert(
+            date.clone(),
+            DayLine {
+                date,
+                cost_usd: f("cost_usd"),
+                carbon_g: f("carbon_g"),
+                embodied_g: f("embodied_g"),
+            },
+        );
+    }
+    let days: Vec<DayLine> = days.into_values().collect();
 
     let until = query(
         ctx,

@@ -7,11 +7,29 @@ use serde_json::Value;
 
 use crate::{Report, Usage, TABLE_ROWS};
 
+/// `1234567` as `1,234,567`.
+pub(crate) fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut o = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            o.push(',');
+        }
+        o.push(c);
+    }
+    o
+}
+
+/// Dollars: cents from $100 up (with thousands separators), else four
+/// decimals (unit costs are fractions of a cent).
 pub(crate) fn usd(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("${v:.2}")
+    let sign = if v < 0.0 { "-" } else { "" };
+    let a = v.abs();
+    if a >= 100.0 {
+        let cents = (a * 100.0).round() as u64;
+        format!("{sign}${}.{:02}", count(cents / 100), cents % 100)
     } else {
-        format!("${v:.4}")
+        format!("{sign}${a:.4}")
     }
 }
 
@@ -46,7 +64,7 @@ fn cell(s: &str) -> String {
 }
 
 fn tokens(u: &Usage) -> String {
-    (u.input_tokens + u.output_tokens).to_string()
+    count(u.input_tokens + u.output_tokens)
 }
 
 pub(crate) fn render(r: &Report) -> String {
@@ -67,8 +85,8 @@ pub(crate) fn render(r: &Report) -> String {
     for (k, v) in [
         ("Spend", usd(t.cost_usd)),
         ("Projected for the period", usd(r.projected_cost_usd)),
-        ("Inference requests", t.requests.to_string()),
-        ("Training jobs", t.training_jobs.to_string()),
+        ("Inference requests", count(t.requests)),
+        ("Training jobs", count(t.training_jobs)),
         ("Tokens (input + output)", tokens(t)),
         ("Cost per request", opt(t.cost_per_request, usd)),
         ("Cost per 1k tokens", opt(t.cost_per_1k_tokens, usd)),
@@ -106,7 +124,7 @@ pub(crate) fn render(r: &Report) -> String {
             cell(&name(l.team.as_deref())),
             usd(u.cost_usd),
             usd(l.projected_cost_usd),
-            u.requests,
+            count(u.requests),
             tokens(u),
             opt(u.cost_per_request, usd),
             grams(u.carbon_g + u.embodied_g),
@@ -127,7 +145,7 @@ pub(crate) fn render(r: &Report) -> String {
             cell(l.model.as_deref().unwrap_or("—")),
             l.kind,
             usd(u.cost_usd),
-            u.requests,
+            count(u.requests),
             tokens(u),
             opt(u.cost_per_1k_tokens, usd),
             grams(u.carbon_g + u.embodied_g),

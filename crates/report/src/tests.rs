@@ -322,11 +322,11 @@ async fn a_tenants_report_is_its_period_by_team_and_model_with_budgets_nodes_and
         (0, None)
     );
 
-    assert_eq!(
-        r.days.iter().map(|d| d.date.as_str()).collect::<Vec<_>>(),
-        ["2026-01-10", "2026-01-11"]
-    );
-    assert!(close(r.days[1].cost_usd, 110.0));
+    // Every day up to today, days without usage as zeros.
+    assert_eq!(r.days.len(), 16, "January 1st to the 16th");
+    let day = |d: &str| r.days.iter().find(|x| x.date == d).expect("day");
+    assert!(close(day("2026-01-11").cost_usd, 110.0) && close(day("2026-01-10").cost_usd, 46.0));
+    assert_eq!(day("2026-01-01").cost_usd, 0.0);
 
     // Decisions of January's windows, and the gate's of January.
     assert_eq!(r.decisions.as_ref().expect("decisions").total, 4);
@@ -366,6 +366,7 @@ async fn an_operators_report_has_every_tenant_and_a_tenants_never_another_tenant
         close(all.projected_cost_usd, all.total.cost_usd),
         "a past month projects what it spent"
     );
+    assert_eq!(all.days.len(), 31, "a past month: every day");
     assert_eq!(
         all.teams
             .iter()
@@ -407,6 +408,8 @@ async fn every_form_escapes_what_the_data_says() {
         );
     }
     assert_eq!(html.matches("<svg").count(), 3);
+    // A budget of 100 against bars of up to 150: drawn on the scale.
+    assert!(html.contains(r#"class="marker""#) && !html.contains("off the scale"));
     assert_eq!(
         html.matches(r#"class="bar "#).count(),
         r.teams.len() + r.models.len()
@@ -420,4 +423,15 @@ async fn every_form_escapes_what_the_data_says() {
     assert_eq!(json["sci"]["formula"], "((E × I) + M) / R");
     assert_eq!(json["teams"][0]["budget"]["status"], "over");
     assert!(Format::parse("pdf").is_err());
+}
+
+#[test]
+fn amounts_read_as_people_write_them() {
+    use crate::markdown::{count, usd};
+    assert_eq!(count(0), "0");
+    assert_eq!(count(1_213_018), "1,213,018");
+    assert_eq!(usd(10_000.0), "$10,000.00");
+    assert_eq!(usd(1234.567), "$1,234.57");
+    assert_eq!(usd(0.02898), "$0.0290");
+    assert_eq!(usd(-150.0), "-$150.00");
 }
