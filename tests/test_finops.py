@@ -323,3 +323,68 @@ def test_the_node_registry_from_heartbeats_on_the_broker(pipeline):
         assert carbons == sorted(carbons) and ranked[0]["region"] == "eu-north-1", ranked
         west = next(s for s in ranked if s["region"] == "eu-west-1")
         assert west["nodes"] == nodes and west["healthy_nodes"] >= 1, west
+
+
+def test_a_silent_node_is_flagged_once_when_stale_and_once_when_back(pipeline):
+    """A node that stops entirely gets one `node-silence` warn when its
+    silence passes stale_after (by its partition's clock, the other nodes'
+    heartbeats), none while it stays silent, one allow when it reports again
+    — across a restart of the pipeline and a replay; and a partition whose
+    heartbeats all stop is judged by its idle clock."""
+    from tollgate_testlib import check_decision_log, decision_lines
+
+    stale_after = 20
+    text = pipeline.config.read_text().replace("stale_after_secs = 30", f"stale_after_secs = {stale_after}")
+    pipeline.config.write_text(text)
+
+    def beats(ks, nodes):
+        return [("heartbeat", partition, node, json.dumps({
+            "event_id": f"hb-{node}-{k}", "ts": BASE + k * 5_000 + 200, "tenant": tenant, "node_id": node,
+            "region": "eu-west-1", "latency_ms": 10.0, "uptime_ratio": 1.0, "proof_ok": True}))
+            for k in ks for tenant, node, partition in nodes
+            if not (node == "a-quiet" and 12 <= k < 40)]  # silent from 55 s to 200 s
+
+    fleet = [("acme", "a-ok", 0), ("acme", "a-quiet", 0), ("globex", "g-ok", 1)]
+
+    def silence():
+        out = defaultdict(lambda: {"warn": set(), "allow": set()})
+        for r in check_decision_log(decision_lines(pipeline.decisions)):
+            if r["policy"] == "node-silence":
+                out[r["observed"]["node_id"]][r["verdict"]].add(r["observed"]["last_heartbeat"])
+                assert r["subject"] == f"tenant={r['observed']['tenant']}/node={r['observed']['node_id']}", r
+        return out
+
+    # Two minutes and a half: a-quiet stops after 55 s while a-ok goes on.
+    pipeline.produce(beats(range(0, 30), fleet))
+    pipeline.run_to_end()
+    s = silence()
+    assert len(s["a-quiet"]["warn"]) == 1 and not s["a-quiet"]["allow"], dict(s)
+    assert not s["a-ok"]["warn"] and not s["g-ok"]["warn"], dict(s)
+    quiet = next(iter(s["a-quiet"]["warn"]))
+    assert quiet.startswith(time.strftime("%Y-%m-%dT%H:%M:5", time.gmtime((BASE + 55_200) / 1000))), quiet
+
+    # A new process, restored from the rollups: a-quiet comes back at 200 s.
+    pipeline.produce(beats(range(30, 60), fleet))
+    pipeline.run_to_end()
+    s = silence()
+    assert s["a-quiet"]["warn"] == {quiet} and len(s["a-quiet"]["allow"]) == 1, dict(s)
+    assert not s["a-ok"]["warn"] and not s["g-ok"]["warn"], dict(s)
+
+    # Everything stops: the idle clock (the watermark moved on by the time
+    # nothing arrived) makes every node stale, each once.
+    proc = pipeline.start("--idle-timeout-secs", "1", "--http-listen", "")
+    deadline = time.time() + 90
+    while time.time() < deadline and not silence()["g-ok"]["warn"]:
+        assert proc.poll() is None, pipeline.log_tail()
+        time.sleep(1)
+    time.sleep(3)  # more ticks: nothing more
+    proc.terminate()
+    proc.wait(30)
+    s = silence()
+    for node in ["a-ok", "g-ok", "a-quiet"]:
+        assert len([w for w in s[node]["warn"] if w > quiet]) == 1, (node, dict(s))
+
+    # A replay of the same group adds nothing.
+    before = decision_lines(pipeline.decisions)
+    pipeline.run_to_end()
+    assert decision_lines(pipeline.decisions) == before

@@ -14,18 +14,20 @@
 //!    files). Consumers of the topic de-duplicate by key: after a crash the
 //!    same bytes may be published twice, never a different record.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use tollgate_config::Config;
-use tollgate_decision::{Draft, Key};
+use tollgate_decision::{rfc3339_ms, DecisionWindow, Draft, Key, Verdict};
 use tollgate_decision_log::{Appended, Committer, DecisionLog, LogOptions};
 use tollgate_event::Kind;
 use tollgate_kafka::DecisionPublisher;
 use tollgate_policy::{tables, EngineOptions, PolicyEngine, WindowInput};
 use tollgate_rollup::{month_name, MonthToDate, Output};
+use tollgate_window::silence::{Change, NodeSilence};
 use tollgate_window::{ClosedWindow, Totals};
 use tracing::{debug, error, info};
 
@@ -188,6 +190,119 @@ pub(crate) struct WindowDecider {
     /// `month_to_date` for the policies: the rollup tree's month so far,
     /// read incrementally (each file once) before each window that needs it.
     month: Mutex<MonthToDate>,
+    /// The silent nodes of each heartbeat partition this worker decides,
+    /// restored from the partition's files at its first window.
+    silence: Mutex<HashMap<(String, i32), NodeSilence>>,
+}
+
+/// The built-in decisions about silent nodes (`node-silence`): one `warn`
+/// when a node has sent no heartbeat for longer than node-reliability's
+/// `stale_after_secs` by its partition's clock, one `allow` when it reports
+/// again. Named (decision id) by the node and its last heartbeat before the
+/// silence, so a replay or a restored partition makes the same decision,
+/// which the log already holds.
+pub const SILENCE_POLICY: &str = "node-silence";
+
+/// When a partition's silent nodes are judged ([`WindowDecider::silence`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum At<'w> {
+    /// A heartbeat window closed.
+    Window(&'w ClosedWindow),
+    /// The partition is idle: nothing arrived for `silent_ms`; its
+    /// watermark (where a tracker restored now reads its files from).
+    Idle {
+        silent_ms: i64,
+        watermark_ms: Option<i64>,
+    },
+}
+const SILENCE_REVISION: &str = "1";
+
+/// How far back a restored partition reads its heartbeat files for its
+/// nodes (and how long a silent node is remembered): an hour, or ten
+/// silences if longer. A node silent longer than that has been reported,
+/// and is a new node when it comes back (no `allow` for its return).
+fn silence_lookback_ms(stale_after_ms: i64) -> i64 {
+    (10 * stale_after_ms).max(3_600_000)
+}
+
+fn silence_draft(source: &str, stale_after_ms: i64, c: Change) -> Draft {
+    let secs = |ms: i64| ms as f64 / 1000.0;
+    let (tenant, node_id, region, window, verdict, observed, reason) = match c {
+        Change::Stale {
+            tenant,
+            node_id,
+            region,
+            last_ms,
+            clock_ms,
+        } => {
+            let silent = secs(clock_ms - last_ms);
+            let reason = format!(
+                "node {node_id} in {} has sent no heartbeat since {}: silent {silent:.0} s by its partition's clock, more than {:.0} s",
+                region.as_deref().unwrap_or("an unknown region"),
+                rfc3339_ms(last_ms),
+                secs(stale_after_ms)
+            );
+            let observed = serde_json::json!({
+                "state": "stale",
+                "last_heartbeat": rfc3339_ms(last_ms),
+                "seconds_silent": silent,
+                "clock": rfc3339_ms(clock_ms),
+            });
+            (
+                tenant,
+                node_id,
+                region,
+                DecisionWindow::from_millis(last_ms, last_ms + stale_after_ms, source),
+                Verdict::Warn,
+                observed,
+                reason,
+            )
+        }
+        Change::Back {
+            tenant,
+            node_id,
+            region,
+            since_ms,
+            back_ms,
+        } => {
+            let reason = format!(
+                "node {node_id} reports again after {:.0} s without a heartbeat",
+                secs(back_ms - since_ms)
+            );
+            let observed = serde_json::json!({
+                "state": "back",
+                "last_heartbeat": rfc3339_ms(back_ms),
+                "silent_since": rfc3339_ms(since_ms),
+                "seconds_silent": secs(back_ms - since_ms),
+            });
+            (
+                tenant,
+                node_id,
+                region,
+                DecisionWindow::from_millis(since_ms, back_ms, source),
+                Verdict::Allow,
+                observed,
+                reason,
+            )
+        }
+    };
+    let mut observed = match observed {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    observed.insert("tenant".into(), tenant.clone().into());
+    observed.insert("node_id".into(), node_id.clone().into());
+    observed.insert("region".into(), region.into());
+    observed.insert("stale_after_secs".into(), secs(stale_after_ms).into());
+    Draft {
+        policy: SILENCE_POLICY.into(),
+        policy_revision: SILENCE_REVISION.into(),
+        subject: format!("tenant={tenant}/node={node_id}"),
+        window: Some(window),
+        observed,
+        verdict,
+        reasons: vec![reason],
+    }
 }
 
 impl WindowDecider {
@@ -207,7 +322,117 @@ impl WindowDecider {
             telemetry,
             rt,
             month,
+            silence: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// node-reliability's `stale_after_secs` in ms (`None`: the policy is
+    /// disabled, and so are silent-node decisions).
+    fn stale_after_ms(&self) -> Option<i64> {
+        let params = self.decisions.engine_of(self.worker).params_json();
+        let secs = params
+            .get("node-reliability")?
+            .get("stale_after_secs")?
+            .as_f64()?;
+        Some((secs * 1000.0) as i64)
+    }
+
+    /// The partition was (re)assigned: what this worker knew of its nodes
+    /// may be behind (another owner ran it); its next window restores it.
+    pub(crate) fn forget(&self, topic: &str, partition: i32) {
+        let mut all = self.silence.lock().unwrap_or_else(|p| p.into_inner());
+        all.remove(&(topic.to_string(), partition));
+    }
+
+    /// A partition's nodes as its heartbeat files since `since_ms` hold them.
+    fn restore_silence(
+        &self,
+        topic: &str,
+        partition: i32,
+        stale_after: i64,
+        since_ms: i64,
+    ) -> NodeSilence {
+        let mut t = NodeSilence::new(stale_after);
+        let src = tollgate_rollup::Source {
+            kind: Kind::Heartbeat.as_str(),
+            topic,
+            partition,
+        };
+        match tollgate_rollup::nodes_seen(&self.decisions.output.rollups, src, since_ms) {
+            Ok((nodes, clock)) => {
+                for n in &nodes {
+                    t.restore(&n.tenant, &n.node_id, n.region.as_deref(), n.last_ms);
+                }
+                if let Some(c) = clock {
+                    t.restored_at(c);
+                }
+                debug!(
+                    topic,
+                    partition,
+                    nodes = nodes.len(),
+                    "silent-node tracker restored from the rollups"
+                );
+            }
+            Err(e) => {
+                error!(topic, partition, error = %e, "cannot read this partition's heartbeat rollups: its silent nodes are judged from the windows to come");
+            }
+        }
+        t
+    }
+
+    /// Feed one heartbeat partition's silence tracker and draft what
+    /// changed. `At::Window`: a closed window's nodes, then the clock at its
+    /// close — the partition's latest heartbeat, never past the window's
+    /// watermark or end (an idle close moves the watermark past the end;
+    /// the heartbeats do not). `At::Idle`: nothing arrived for `silent_ms`;
+    /// the clock is the latest heartbeat moved on by that much.
+    pub(crate) fn silence(&self, topic: &str, partition: i32, at: At<'_>) -> Vec<Draft> {
+        let Some(stale_after) = self.stale_after_ms() else {
+            return Vec::new();
+        };
+        let mut all = self.silence.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (topic.to_string(), partition);
+        if all
+            .get(&key)
+            .is_none_or(|t| t.stale_after_ms() != stale_after)
+        {
+            let since = match at {
+                At::Window(w) => w.start_ms,
+                At::Idle { watermark_ms, .. } => {
+                    watermark_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis())
+                }
+            } - silence_lookback_ms(stale_after);
+            all.insert(
+                key.clone(),
+                self.restore_silence(topic, partition, stale_after, since),
+            );
+        }
+        let Some(tracker) = all.get_mut(&key) else {
+            return Vec::new();
+        };
+        let mut changes = Vec::new();
+        let clock = match at {
+            At::Window(w) => {
+                for (d, m) in w.rows.iter() {
+                    if let Some(node) = d.node_id {
+                        tracker.seen(d.tenant, node, d.region, m.last_event_ms, &mut changes);
+                    }
+                }
+                tracker
+                    .latest_ms()
+                    .map(|l| l.min(w.watermark_ms).min(w.end_ms))
+            }
+            At::Idle { silent_ms, .. } => tracker.latest_ms().map(|l| l.saturating_add(silent_ms)),
+        };
+        if let Some(clock) = clock {
+            tracker.advance(clock, &mut changes);
+        }
+        tracker.forget_older_than(silence_lookback_ms(stale_after));
+        let source = format!("{topic}/{partition}");
+        changes
+            .into_iter()
+            .map(|c| silence_draft(&source, stale_after, c))
+            .collect()
     }
 
     /// Evaluate the policies over a closed window: its decisions as drafts,
@@ -246,12 +471,16 @@ impl WindowDecider {
         for e in &eval.errors {
             error!(source = %source, window_start_ms = w.start_ms, error = %e, "policy failed on this window; the other policies ran");
         }
+        let mut drafts = eval.drafts;
+        if kind == Kind::Heartbeat {
+            drafts.extend(self.silence(topic, partition, At::Window(w)));
+        }
         let decided = DecisionCounts {
             policy_errors: eval.errors.len() as u64,
             micros: started.elapsed().as_micros() as u64,
             ..DecisionCounts::default()
         };
-        (decided, eval.drafts)
+        (decided, drafts)
     }
 
     /// Make a group's drafts durable: commit them to the log (one sync,

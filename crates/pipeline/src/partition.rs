@@ -66,6 +66,8 @@ pub(crate) struct Partition {
     state: PartitionState,
     late: Vec<LateRecord>,
     last_message: Instant,
+    /// When the idle clock was last sent to the writer (heartbeats).
+    clock_sent: Instant,
     /// `Writer::blocked()` when the last message arrived.
     blocked_at_last_message: Duration,
     /// The checkpoint last committed (or restored from).
@@ -137,6 +139,7 @@ impl Partition {
             state,
             late: Vec::new(),
             last_message: Instant::now(),
+            clock_sent: Instant::now(),
             blocked_at_last_message: blocked,
             committed: committed.is_some().then_some(checkpoint),
             resume: Resume::new(checkpoint.offset, committed.is_some()),
@@ -311,6 +314,7 @@ impl Partition {
             .writer
             .blocked()
             .saturating_sub(self.blocked_at_last_message);
+        self.tick_clock(idle_after, backlog, out)?;
         let pending = self.state.open_windows() > 0 || !self.late.is_empty();
         if !tollgate_window::resume::idle_close_due(
             self.last_message.elapsed(),
@@ -330,6 +334,36 @@ impl Partition {
         let closed = self.state.flush_idle();
         self.emit_closed(closed, out)?;
         self.flush_late(out)
+    }
+
+    /// A heartbeat partition with nothing to read for `idle_after` and no
+    /// window open (its idle close sent every heartbeat to the writer):
+    /// how long nothing arrived goes to the writer once a second, where
+    /// silent nodes are judged by the idle clock (the latest heartbeat
+    /// moved on by that much). A partition that is only behind (backlog)
+    /// has no idle clock.
+    fn tick_clock(
+        &mut self,
+        idle_after: Duration,
+        backlog: i64,
+        out: &mut Collector<'_>,
+    ) -> Result<(), PipelineError> {
+        let silent = self.last_message.elapsed();
+        let due = self.kind == Kind::Heartbeat
+            && self.state.open_windows() == 0
+            && backlog <= 0
+            && silent >= idle_after
+            && self.clock_sent.elapsed() >= Duration::from_secs(1);
+        if !due {
+            return Ok(());
+        }
+        self.clock_sent = Instant::now();
+        out.writer.submit(Job::Clock {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            silent_ms: silent.as_millis() as i64,
+            watermark_ms: self.state.watermark(),
+        })
     }
 
     /// The writer made the write starting at `first_offset` durable: it no

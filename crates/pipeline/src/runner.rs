@@ -37,7 +37,7 @@ use tracing::{info, warn};
 use crate::dlq::DeadLetters;
 use crate::events::{CommitAttempted, ConsumerErrorRetried, InternalEvent, WriteDone};
 use crate::partition::{Collector, Env, Handled, Partition};
-use crate::writer::Writer;
+use crate::writer::{Job, Writer};
 use crate::{kafka, PipelineError};
 
 /// How the pipeline runs.
@@ -400,6 +400,10 @@ impl Runner<'_> {
             self.writer.blocked(),
         )?;
         self.partitions.push(restored);
+        self.writer.submit(Job::Forget {
+            topic: topic.into(),
+            partition,
+        })?;
         Ok(self.partitions.len() - 1)
     }
 
@@ -442,6 +446,13 @@ impl Runner<'_> {
     fn collect_written(&mut self) -> Result<(), PipelineError> {
         while let Some(done) = self.writer.try_done()? {
             let written = done.result?;
+            if !done.holds {
+                // A clock tick: its decisions only.
+                let s = &self.telemetry.stats;
+                Stats::add(&s.decisions, written.decided.new);
+                Stats::add(&s.decisions_replayed, written.decided.replayed);
+                continue;
+            }
             if let Some(p) = self
                 .partitions
                 .iter_mut()
@@ -465,8 +476,27 @@ impl Runner<'_> {
         self.collect_written()?;
         let telemetry: &Telemetry = self.telemetry;
         let health = &telemetry.live.health;
-        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        let assignment = consumer.assignment().ok();
+        let assigned = assignment.as_ref().map_or(0, |a| a.count());
         health.report(self.opts.worker, assigned, true);
+        // A heartbeat partition with nothing to read has no operator yet
+        // (they are restored at their first message): restore it, so that
+        // its idle clock judges its silent nodes.
+        let silent: Vec<(String, i32)> = assignment
+            .iter()
+            .flat_map(|a| a.elements())
+            .filter(|e| self.cfg.topics.kind_of(e.topic()) == Some(tollgate_event::Kind::Heartbeat))
+            .filter(|e| {
+                !self
+                    .partitions
+                    .iter()
+                    .any(|p| p.is(e.topic(), e.partition()))
+            })
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        for (topic, partition) in silent {
+            self.partition_index(consumer, &topic, partition)?;
+        }
         if self.live.due(&telemetry.live, self.now) {
             let open = self.partitions.iter().flat_map(Partition::open_rows);
             self.live.publish(&telemetry.live, self.now, open);

@@ -28,7 +28,7 @@ use tollgate_event::Kind;
 use tollgate_rollup::{EncodedWindow, LateRecord, Output, Source};
 use tollgate_window::ClosedWindow;
 
-use crate::decide::{DecisionCounts, WindowDecider};
+use crate::decide::{At, DecisionCounts, WindowDecider};
 use tollgate_telemetry::{Stats, Telemetry};
 
 use crate::PipelineError;
@@ -53,6 +53,16 @@ pub(crate) enum Job {
         first_offset: i64,
         records: Vec<LateRecord>,
     },
+    /// A heartbeat partition has read nothing for `silent_ms`: its silent
+    /// nodes are judged by its idle clock (`WindowDecider::silence`).
+    Clock {
+        topic: Arc<str>,
+        partition: i32,
+        silent_ms: i64,
+        watermark_ms: Option<i64>,
+    },
+    /// The partition was assigned: what the writer knew of it is forgotten.
+    Forget { topic: Arc<str>, partition: i32 },
 }
 
 /// What a finished write reports.
@@ -62,6 +72,8 @@ pub(crate) struct Done {
     /// `first_offset` of the window, or the first late offset: the hold on
     /// the partition's commit point this write releases.
     pub first_offset: i64,
+    /// Whether it holds the commit point at all (a clock tick does not).
+    pub holds: bool,
     pub result: Result<Written, PipelineError>,
 }
 
@@ -221,6 +233,7 @@ impl WriterThread {
         let mut staged = Vec::with_capacity(group.len());
         let mut drafts = Vec::new();
         let mut late = Vec::new();
+        let mut ticks = Vec::new();
         for job in group {
             match job {
                 Job::Window {
@@ -259,6 +272,28 @@ impl WriterThread {
                     first_offset,
                     records,
                 } => late.push((topic, partition, first_offset, records)),
+                Job::Clock {
+                    topic,
+                    partition,
+                    silent_ms,
+                    watermark_ms,
+                } => {
+                    let started = Instant::now();
+                    let at = At::Idle {
+                        silent_ms,
+                        watermark_ms,
+                    };
+                    let drafts = if self.failed {
+                        Vec::new()
+                    } else {
+                        self.decider.silence(&topic, partition, at)
+                    };
+                    ticks.push((topic, partition, drafts, started));
+                }
+                Job::Forget { topic, partition } => {
+                    self.decider.forget(&topic, partition);
+                    ticks.push((topic, partition, Vec::new(), Instant::now()));
+                }
             }
         }
         // 2. Make the group's decisions durable: one commit, one wait.
@@ -303,6 +338,7 @@ impl WriterThread {
                 topic,
                 partition,
                 first_offset,
+                holds: true,
                 result,
             }) {
                 return false;
@@ -313,7 +349,46 @@ impl WriterThread {
                 return false;
             }
         }
+        // 4. The clock ticks' decisions, durable together; they hold no
+        // commit point (a tick lost in a crash is ticked again).
+        for (topic, partition, drafts, started) in ticks {
+            let result = self.tick(drafts, started);
+            self.failed |= result.is_err();
+            if !send(Done {
+                topic,
+                partition,
+                first_offset: -1,
+                holds: false,
+                result,
+            }) {
+                return false;
+            }
+        }
         true
+    }
+
+    /// Make a clock tick's decisions durable.
+    fn tick(&self, drafts: Vec<Draft>, started: Instant) -> Result<Written, PipelineError> {
+        if self.failed {
+            return Err(earlier_failure());
+        }
+        let mut decided = DecisionCounts::default();
+        let (appended, publishing) = self.decider.make_durable(drafts)?;
+        decided.count(&appended, &self.telemetry);
+        let micros = started.elapsed().as_micros() as u64;
+        decided.micros = micros;
+        decided.publish_micros = publishing.as_micros() as u64;
+        Ok(Written {
+            path: PathBuf::new(),
+            bytes: 0,
+            rows: 0,
+            events: 0,
+            duplicates: 0,
+            window_start_ms: None,
+            micros,
+            latency_micros: micros,
+            decided,
+        })
     }
 
     /// Phase 1 for one window: its rows as Arrow, its decisions (drafts, not
@@ -396,6 +471,7 @@ impl WriterThread {
             topic,
             partition,
             first_offset,
+            holds: true,
             result,
         }
     }
@@ -406,6 +482,7 @@ fn failure(topic: Arc<str>, partition: i32, first_offset: i64, e: PipelineError)
         topic,
         partition,
         first_offset,
+        holds: true,
         result: Err(e),
     }
 }

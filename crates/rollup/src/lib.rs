@@ -548,6 +548,23 @@ pub fn scan_written(
     src: Source<'_>,
     since_ms: Option<i64>,
 ) -> Result<Vec<WrittenWindow>, RollupError> {
+    let mut out = Vec::new();
+    for key in partition_files(tree, src, since_ms, true)? {
+        out.push(read_meta(tree, &key)?);
+    }
+    out.sort_by_key(|w| w.first_offset);
+    Ok(out)
+}
+
+/// The keys of one topic-partition's window files, from the hour of
+/// `since_ms` on (every hour without it). With `clean`, a local tree's
+/// stale temp files of the partition are removed on the way.
+fn partition_files(
+    tree: &Tree,
+    src: Source<'_>,
+    since_ms: Option<i64>,
+    clean: bool,
+) -> Result<Vec<String>, RollupError> {
     let prefix = format!("{}-{}-", src.topic, src.partition);
     let from = since_ms
         .and_then(chrono::DateTime::from_timestamp_millis)
@@ -557,7 +574,7 @@ pub fn scan_written(
     for f in tree.walk(&format!("kind={}", src.kind), &from, "date=")? {
         let name = f.name();
         if let Some(tmp) = name.strip_prefix('.') {
-            if let (true, Some(root)) = (tmp.starts_with(&prefix), tree.local_root()) {
+            if let (true, true, Some(root)) = (clean, tmp.starts_with(&prefix), tree.local_root()) {
                 remove_if_stale_temp(&root.join(&f.key), name)?;
             }
             continue;
@@ -573,11 +590,83 @@ pub fn scan_written(
             .nth(2)
             .is_some_and(|h| h.starts_with("hour="));
         if is_ours && in_hour {
-            out.push(read_meta(tree, &f.key)?);
+            out.push(f.key);
         }
     }
-    out.sort_by_key(|w| w.first_offset);
     Ok(out)
+}
+
+/// A node's latest heartbeat in one partition's files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSeen {
+    pub tenant: String,
+    pub node_id: String,
+    pub region: Option<String>,
+    pub last_ms: i64,
+}
+
+/// Every node of one heartbeat partition's files from the hour of
+/// `since_ms` on, with its latest heartbeat, and the partition's clock when
+/// its last file was written (the latest of each file's watermark, but
+/// never past its window's end; `None` without files): what a restarted
+/// partition's silence tracker starts from (`tollgate_window::silence`).
+pub fn nodes_seen(
+    tree: &Tree,
+    src: Source<'_>,
+    since_ms: i64,
+) -> Result<(Vec<NodeSeen>, Option<i64>), RollupError> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::TimestampMillisecondType;
+    let wanted = |c: &str| matches!(c, "tenant" | "node_id" | "region" | "last_event_time");
+    let mut latest: std::collections::BTreeMap<(String, String), NodeSeen> = Default::default();
+    let mut clock: Option<i64> = None;
+    for key in partition_files(tree, src, Some(since_ms), false)? {
+        let (batches, kv) = summary::read_columns(tree, &key, &wanted)?;
+        let meta = |name: &str| {
+            kv.iter()
+                .find(|e| e.key == name)
+                .and_then(|e| e.value.as_deref())
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        if let (Some(wm), Some(end)) = (meta("tollgate.watermark_ms"), meta(META[1])) {
+            clock = clock.max(Some(wm.min(end)));
+        }
+        for b in batches {
+            let (Some(tenant), Some(node), Some(region), Some(last)) = (
+                b.column_by_name("tenant"),
+                b.column_by_name("node_id"),
+                b.column_by_name("region"),
+                b.column_by_name("last_event_time"),
+            ) else {
+                continue; // schema 1: no node_id, nothing to restore
+            };
+            let (tenant, node, region) = (
+                tenant.as_string::<i32>(),
+                node.as_string::<i32>(),
+                region.as_string::<i32>(),
+            );
+            let last = last.as_primitive::<TimestampMillisecondType>();
+            for i in 0..b.num_rows() {
+                if node.is_null(i) || last.is_null(i) {
+                    continue;
+                }
+                let seen = NodeSeen {
+                    tenant: tenant.value(i).to_string(),
+                    node_id: node.value(i).to_string(),
+                    region: (!region.is_null(i)).then(|| region.value(i).to_string()),
+                    last_ms: last.value(i),
+                };
+                let k = (seen.tenant.clone(), seen.node_id.clone());
+                match latest.get(&k) {
+                    Some(prev) if prev.last_ms >= seen.last_ms => {}
+                    _ => {
+                        latest.insert(k, seen);
+                    }
+                }
+            }
+        }
+    }
+    Ok((latest.into_values().collect(), clock))
 }
 
 #[cfg(test)]

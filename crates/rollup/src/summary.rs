@@ -43,14 +43,19 @@ fn row_column(name: &str) -> bool {
     name == "tenant" || name == "team" || crate::TOTALS_COLUMNS.contains(&name)
 }
 
-/// Call `f(tenant, team, totals)` for every row of one rollup file, reading
-/// only the columns it needs. The whole file is read before the first call,
-/// so an unreadable file makes no calls at all.
-fn for_each_row(
+/// The columns of one rollup file that `wanted` names, read whole, and
+/// the file's key-value metadata.
+pub(crate) fn read_columns(
     tree: &Tree,
     key: &str,
-    mut f: impl FnMut(&str, Option<&str>, &TeamTotals),
-) -> Result<(), RollupError> {
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<
+    (
+        Vec<arrow::array::RecordBatch>,
+        Vec<parquet::file::metadata::KeyValue>,
+    ),
+    RollupError,
+> {
     let path = tree.location(key);
     let file = tree.read(key)?.ok_or_else(|| RollupError::Corrupt {
         path: path.clone(),
@@ -61,15 +66,34 @@ fn for_each_row(
         source,
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+    let kv = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
     let fields = builder.parquet_schema().columns();
-    let wanted = (0..fields.len()).filter(|&i| row_column(fields[i].name()));
-    let mask = ProjectionMask::leaves(builder.parquet_schema(), wanted);
+    let columns = (0..fields.len()).filter(|&i| wanted(fields[i].name()));
+    let mask = ProjectionMask::leaves(builder.parquet_schema(), columns);
     let batches = builder
         .with_projection(mask)
         .with_batch_size(64 << 10)
         .build()
         .map_err(pq)?
         .collect::<Result<Vec<_>, _>>()?;
+    Ok((batches, kv))
+}
+
+/// Call `f(tenant, team, totals)` for every row of one rollup file, reading
+/// only the columns it needs. The whole file is read before the first call,
+/// so an unreadable file makes no calls at all.
+fn for_each_row(
+    tree: &Tree,
+    key: &str,
+    mut f: impl FnMut(&str, Option<&str>, &TeamTotals),
+) -> Result<(), RollupError> {
+    let path = tree.location(key);
+    let (batches, _) = read_columns(tree, key, &row_column)?;
     for batch in batches {
         let col = |name: &str| {
             batch

@@ -35,6 +35,7 @@
 mod by_team;
 pub mod resume;
 mod rows;
+pub mod silence;
 mod sketch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
