@@ -9,6 +9,7 @@ import random
 import subprocess
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -388,3 +389,29 @@ def test_a_silent_node_is_flagged_once_when_stale_and_once_when_back(pipeline):
     before = decision_lines(pipeline.decisions)
     pipeline.run_to_end()
     assert decision_lines(pipeline.decisions) == before
+
+
+def test_pricing_check_validates_a_book_and_names_the_entry_and_tier(tollgate_bin, tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    config = root / "pipelines" / "default.toml"
+
+    def check(*args, cfg=config):
+        return subprocess.run([str(tollgate_bin), "pricing", "check", "--config", str(cfg), *args],
+                              capture_output=True, text=True, cwd=root, timeout=60)
+
+    ok = check()
+    assert ok.returncode == 0 and ok.stdout.startswith("price book OK"), ok.stderr
+    assert "embodied 10 g CO2e per GPU-hour" in ok.stdout, ok.stdout
+    old = check("--model", "gpt-4o", "--date", "2024-06-01")
+    assert 'pattern "gpt-4o*" (effective from 2024-05-13' in old.stdout and "input 0.005 USD/1K" in old.stdout, old.stdout
+    tiered = check("--model", "gemini-1.5-pro-002")
+    assert "above 128000 input tokens, the whole request: input 0.0025 USD/1K" in tiered.stdout, tiered.stdout
+    sonnet = check("--model", "claude-3-5-sonnet")
+    assert "cache write 0.00375 USD/1K" in sonnet.stdout, sonnet.stdout
+    unknown = check("--model", "no-such-model")
+    assert "no entry in force; the defaults price it" in unknown.stdout, unknown.stdout
+    # A broken book is refused, naming the entry and the field.
+    broken = tmp_path / "broken.toml"
+    broken.write_text(config.read_text().replace("above_input_tokens = 128000", "above_input_tokens = 0"))
+    bad = check(cfg=broken)
+    assert bad.returncode != 0 and "gemini-1.5-pro*" in bad.stderr and "above_input_tokens" in bad.stderr, bad.stderr

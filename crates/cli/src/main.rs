@@ -50,7 +50,7 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// Pipeline config file.
     #[arg(
         long,
@@ -58,7 +58,7 @@ struct ConfigArg {
         env = "TOLLGATE_CONFIG",
         default_value = "pipelines/default.toml"
     )]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -172,28 +172,7 @@ enum Command {
     /// One billing period's report: spend, tokens, carbon and unit cost by
     /// team and model, budget status, the most severe decisions and the
     /// riskiest nodes (Markdown, HTML with inline SVG charts, or JSON).
-    Report {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// YYYY-MM (default: this month, UTC).
-        #[arg(long)]
-        period: Option<String>,
-        /// Only this tenant's (default: every tenant's).
-        #[arg(long)]
-        tenant: Option<String>,
-        /// md, html or json (default: from --out's extension, else md).
-        #[arg(long)]
-        format: Option<String>,
-        /// Write it here (default: standard output).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Default: the config's output.rollup_dir (a directory or s3://bucket/prefix).
-        #[arg(long)]
-        rollup_dir: Option<PathBuf>,
-        /// Default: the config's decisions.log_dir (every instance's log under it).
-        #[arg(long)]
-        log_dir: Option<PathBuf>,
-    },
+    Report(report::ReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -380,23 +359,7 @@ fn main() -> std::process::ExitCode {
                     granularity,
                 },
         } => export::focus(&rollup_dir, &period, &out, tenant.as_deref(), &granularity),
-        Command::Report {
-            config,
-            period,
-            tenant,
-            format,
-            out,
-            rollup_dir,
-            log_dir,
-        } => report::report(report::ReportArgs {
-            config: config.config,
-            period,
-            tenant,
-            format,
-            out,
-            rollup_dir,
-            log_dir,
-        }),
+        Command::Report(args) => report::report(args),
         Command::Verify { log_dir, json } => verify(&log_dir, json),
         Command::Policy {
             command: PolicyCommand::Test { config, dir },

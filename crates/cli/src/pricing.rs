@@ -13,12 +13,13 @@ pub(crate) fn pricing_check(config: &Path, model: Option<&str>, date: Option<&st
     let mut enricher = Enricher::new(book.clone(), cfg.defaults.clone())
         .with_context(|| format!("the price book in {}", config.display()))?;
     println!(
-        "price book OK ({}): {} model entries, {} GPU types, {} regions, PUE {}",
+        "price book OK ({}): {} model entries, {} GPU types, {} regions, PUE {}, embodied {} g CO2e per GPU-hour",
         config.display(),
         book.models.len(),
         book.gpus.len(),
         book.regions.len(),
-        book.pue
+        book.pue,
+        book.embodied_g_per_gpu_hour
     );
     let Some(model) = model else {
         return Ok(());
@@ -33,16 +34,26 @@ pub(crate) fn pricing_check(config: &Path, model: Option<&str>, date: Option<&st
         .and_utc()
         .timestamp_millis();
     match enricher.model_entry(model, ts_ms) {
-        Some(m) => println!(
-            "{model} on {day}: pattern {:?} (effective from {} to {}): input {} USD/1K, cached input {} USD/1K, output {} USD/1K, energy {} Wh/1K",
-            m.pattern,
-            m.effective_from.as_deref().unwrap_or("the beginning"),
-            m.effective_to.as_deref().unwrap_or("no end"),
-            m.input_per_1k,
-            m.cached_input_per_1k.unwrap_or(m.input_per_1k),
-            m.output_per_1k,
-            m.energy_wh_per_1k.unwrap_or(cfg.defaults.energy_wh_per_1k_tokens),
-        ),
+        Some(m) => {
+            println!(
+                "{model} on {day}: pattern {:?} (effective from {} to {}): input {} USD/1K, cached input {} USD/1K, cache write {} USD/1K, output {} USD/1K, reasoning {} USD/1K, energy {} Wh/1K",
+                m.pattern,
+                m.effective_from.as_deref().unwrap_or("the beginning"),
+                m.effective_to.as_deref().unwrap_or("no end"),
+                m.input_per_1k,
+                m.cached_input_per_1k.unwrap_or(m.input_per_1k),
+                m.cache_write_per_1k.unwrap_or(m.input_per_1k),
+                m.output_per_1k,
+                m.reasoning_per_1k.unwrap_or(m.output_per_1k),
+                m.energy_wh_per_1k.unwrap_or(cfg.defaults.energy_wh_per_1k_tokens),
+            );
+            for t in &m.tiers {
+                println!(
+                    "  above {} input tokens, the whole request: input {} USD/1K, output {} USD/1K",
+                    t.above_input_tokens, t.input_per_1k, t.output_per_1k
+                );
+            }
+        }
         None => {
             let d = &cfg.defaults;
             println!(

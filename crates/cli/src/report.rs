@@ -10,14 +10,28 @@ use anyhow::{Context, Result};
 use tollgate_config::Config;
 use tollgate_report::{Decisions, Format, Period, Settings};
 
+#[derive(clap::Args)]
 pub(crate) struct ReportArgs {
-    pub config: PathBuf,
-    pub period: Option<String>,
-    pub tenant: Option<String>,
-    pub format: Option<String>,
-    pub out: Option<PathBuf>,
-    pub rollup_dir: Option<PathBuf>,
-    pub log_dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: crate::ConfigArg,
+    /// YYYY-MM (default: this month, UTC).
+    #[arg(long)]
+    period: Option<String>,
+    /// Only this tenant's (default: every tenant's).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// md, html or json (default: from --out's extension, else md).
+    #[arg(long)]
+    format: Option<String>,
+    /// Write it here (default: standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Default: the config's output.rollup_dir (a directory or s3://bucket/prefix).
+    #[arg(long)]
+    rollup_dir: Option<PathBuf>,
+    /// Default: the config's decisions.log_dir (every instance's log under it).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
 }
 
 /// `--format`, else the extension of `--out` (`.md`, `.html`, `.json`),
@@ -38,7 +52,7 @@ fn format_of(format: Option<&str>, out: Option<&Path>) -> Result<Format> {
 }
 
 pub(crate) fn report(a: ReportArgs) -> Result<()> {
-    let cfg = Config::load(&a.config)?;
+    let cfg = Config::load(&a.config.config)?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let period = match a.period.as_deref() {
         Some(p) => Period::parse(p)?,

@@ -1,6 +1,6 @@
 use super::*;
 use tollgate_rollup::{Source, Tree};
-use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
+use tollgate_window::{ClosedWindow, DimsRef, Measures};
 
 // 2026-11-30T23:59:00Z: the last window of November; the next is December's.
 const NOV_LAST: i64 = 1_796_083_140_000;
@@ -42,15 +42,7 @@ fn write_window(
     start_ms: i64,
     rows: Vec<(DimsRef<'_>, Measures)>,
 ) {
-    let w = ClosedWindow {
-        start_ms,
-        end_ms: start_ms + 60_000,
-        first_offset: start_ms / 1000,
-        close_offset: start_ms / 1000 + 1,
-        watermark_ms: start_ms + 60_000,
-        duplicates: 0,
-        rows: RowSet::from_rows(rows),
-    };
+    let w = ClosedWindow::of_rows(start_ms, 60_000, start_ms / 1000, rows);
     let src = Source {
         kind,
         topic: kind,

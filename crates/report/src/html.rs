@@ -7,7 +7,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use crate::markdown::{count, grams, name, opt, percent, usd};
-use crate::{Report, TABLE_ROWS};
+use crate::{node_cells, Report, NODE_COLUMNS, TABLE_ROWS};
 
 /// Bars drawn per chart; the rest are summed into one "others" bar.
 const CHART_BARS: usize = 12;
@@ -424,41 +424,30 @@ pub(crate) fn render(r: &Report) -> String {
     let n = &r.nodes;
     let _ = write!(
         o,
-        r#"<section id="nodes"><h2>Riskiest nodes</h2><p>{} nodes, {} unhealthy{}.</p>"#,
-        n.nodes,
-        n.unhealthy,
-        if n.scored {
-            ""
-        } else {
-            " (node-reliability is disabled: not scored)"
-        }
+        r#"<section id="nodes"><h2>Riskiest nodes</h2><p>{}.</p>"#,
+        esc(&n.headline())
     );
     if !n.riskiest.is_empty() {
-        o.push_str(r#"<table><thead><tr><th>node</th><th>region</th><th class="n">score</th><th class="n">silent (s)</th><th class="n">max latency (ms)</th><th class="n">min uptime</th><th class="n">failed proofs</th></tr></thead><tbody>"#);
+        o.push_str("<table><thead><tr>");
+        for (heading, _, number) in NODE_COLUMNS {
+            let class = if number { r#" class="n""# } else { "" };
+            let _ = write!(o, "<th{class}>{}</th>", esc(heading));
+        }
+        o.push_str("</tr></thead><tbody>");
         for v in &n.riskiest {
-            let s = |k: &str| esc(v.get(k).and_then(Value::as_str).unwrap_or("—"));
-            let f = |k: &str| {
-                v.get(k)
-                    .and_then(Value::as_f64)
-                    .map_or("—".into(), |x| format!("{x}"))
-            };
-            let healthy = v.get("healthy").and_then(Value::as_bool);
+            let healthy = v.get("healthy").and_then(Value::as_bool) != Some(false);
+            let cells = node_cells(v);
             let _ = write!(
                 o,
-                r#"<tr data-node="{node}" class="{c}"><td>{node}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
-                s("region"),
-                f("reliability_score"),
-                f("seconds_silent"),
-                f("max_latency_ms"),
-                f("min_uptime_ratio"),
-                f("failed_proofs"),
-                node = s("node_id"),
-                c = if healthy == Some(false) {
-                    "unhealthy"
-                } else {
-                    "healthy"
-                },
+                r#"<tr data-node="{}" class="{}">"#,
+                esc(&cells[0]),
+                if healthy { "healthy" } else { "unhealthy" }
             );
+            for (c, (_, _, number)) in cells.iter().zip(NODE_COLUMNS) {
+                let class = if number { r#" class="n""# } else { "" };
+                let _ = write!(o, "<td{class}>{}</td>", esc(c));
+            }
+            o.push_str("</tr>");
         }
         o.push_str("</tbody></table>");
     }

@@ -395,6 +395,50 @@ pub struct NodeSummary {
     pub riskiest: Vec<Value>,
 }
 
+impl NodeSummary {
+    /// "3 nodes, 1 unhealthy", and why they are not scored.
+    pub fn headline(&self) -> String {
+        format!(
+            "{} nodes, {} unhealthy{}",
+            self.nodes,
+            self.unhealthy,
+            if self.scored {
+                ""
+            } else {
+                " (node-reliability is disabled: not scored)"
+            }
+        )
+    }
+}
+
+/// The node table's columns: heading, field of a [`nodes::node_json`] row,
+/// and whether it is a number.
+pub(crate) const NODE_COLUMNS: [(&str, &str, bool); 7] = [
+    ("node", "node_id", false),
+    ("region", "region", false),
+    ("score", "reliability_score", true),
+    ("silent (s)", "seconds_silent", true),
+    ("max latency (ms)", "max_latency_ms", true),
+    ("min uptime", "min_uptime_ratio", true),
+    ("failed proofs", "failed_proofs", true),
+];
+
+/// A node row's cells, as text (unescaped), in [`NODE_COLUMNS`] order.
+pub(crate) fn node_cells(v: &Value) -> Vec<String> {
+    NODE_COLUMNS
+        .iter()
+        .map(|(_, field, number)| {
+            let x = v.get(*field);
+            let text = if *number {
+                x.and_then(Value::as_f64).map(|n| n.to_string())
+            } else {
+                x.and_then(Value::as_str).map(str::to_string)
+            };
+            text.unwrap_or_else(|| "—".into())
+        })
+        .collect()
+}
+
 /// One billing period's report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {

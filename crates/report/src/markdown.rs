@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::{Report, Usage, TABLE_ROWS};
+use crate::{node_cells, Report, Usage, NODE_COLUMNS, TABLE_ROWS};
 
 /// `1234567` as `1,234,567`.
 pub(crate) fn count(n: u64) -> String {
@@ -169,39 +169,17 @@ pub(crate) fn render(r: &Report) -> String {
     if n.nodes == 0 {
         let _ = writeln!(o, "No heartbeats in the period.");
     } else {
-        let _ = writeln!(
-            o,
-            "{} nodes, {} unhealthy{}.\n",
-            n.nodes,
-            n.unhealthy,
-            if n.scored {
-                ""
-            } else {
-                " (node-reliability is disabled: not scored)"
-            }
-        );
-        let _ = writeln!(
-            o,
-            "| node | region | score | silent (s) | max latency (ms) | min uptime | failed proofs |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |"
-        );
+        let _ = writeln!(o, "{}.\n", n.headline());
+        let row = |cells: &[String]| format!("| {} |", cells.join(" | "));
+        let headings: Vec<String> = NODE_COLUMNS.iter().map(|c| c.0.to_string()).collect();
+        let rule: Vec<String> = NODE_COLUMNS
+            .iter()
+            .map(|c| if c.2 { "---:" } else { "---" }.to_string())
+            .collect();
+        let _ = writeln!(o, "{}\n{}", row(&headings), row(&rule));
         for v in &n.riskiest {
-            let s = |k: &str| cell(v.get(k).and_then(Value::as_str).unwrap_or("—"));
-            let f = |k: &str| {
-                v.get(k)
-                    .and_then(Value::as_f64)
-                    .map_or("—".into(), |x| format!("{x}"))
-            };
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                s("node_id"),
-                s("region"),
-                f("reliability_score"),
-                f("seconds_silent"),
-                f("max_latency_ms"),
-                f("min_uptime_ratio"),
-                f("failed_proofs"),
-            );
+            let cells: Vec<String> = node_cells(v).iter().map(|c| cell(c)).collect();
+            let _ = writeln!(o, "{}", row(&cells));
         }
     }
     o

@@ -1,7 +1,7 @@
 use super::*;
 use datafusion::prelude::{col, lit};
 use tollgate_rollup::{Source, Tree};
-use tollgate_window::{ClosedWindow, DimsRef, Measures, RowSet};
+use tollgate_window::{ClosedWindow, DimsRef, Measures};
 
 // 2026-01-10T00:00:00Z.
 const JAN_10: i64 = 1_768_003_200_000;
@@ -33,15 +33,7 @@ fn usage(events: u64, cost: f64) -> Measures {
 }
 
 fn window(root: &std::path::Path, kind: &str, start_ms: i64, rows: Vec<(DimsRef<'_>, Measures)>) {
-    let w = ClosedWindow {
-        start_ms,
-        end_ms: start_ms + 60_000,
-        first_offset: start_ms / 1000,
-        close_offset: start_ms / 1000 + 1,
-        watermark_ms: start_ms + 60_000,
-        duplicates: 0,
-        rows: RowSet::from_rows(rows),
-    };
+    let w = ClosedWindow::of_rows(start_ms, 60_000, start_ms / 1000, rows);
     let src = Source {
         kind,
         topic: kind,

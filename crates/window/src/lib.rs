@@ -239,6 +239,26 @@ pub struct ClosedWindow {
 }
 
 impl ClosedWindow {
+    /// A window of `rows` from `start_ms`, `size_ms` long, fed by the one
+    /// offset `first_offset` and closed at its end, without duplicates: a
+    /// window as tools and tests write one.
+    pub fn of_rows<'a>(
+        start_ms: i64,
+        size_ms: i64,
+        first_offset: i64,
+        rows: impl IntoIterator<Item = (DimsRef<'a>, Measures)>,
+    ) -> ClosedWindow {
+        ClosedWindow {
+            start_ms,
+            end_ms: start_ms + size_ms,
+            first_offset,
+            close_offset: first_offset + 1,
+            watermark_ms: start_ms + size_ms,
+            duplicates: 0,
+            rows: RowSet::from_rows(rows),
+        }
+    }
+
     pub fn events(&self) -> u64 {
         self.rows.measures().map(|m| m.events).sum()
     }
