@@ -239,8 +239,11 @@ TOKEN_ACME = "acme-writer-reader-0001"
 # The deployment's scrape-only token (an operator's: no tenant).
 TOKEN_ADMIN = "prometheus-scrape-0001"
 TOKEN_GLOBEX = "globex-writer-reader-01"
+# An operator's token with every scope (no tenant).
+TOKEN_ROOT = "operator-every-scope-01"
 _ALL = ["ingest.write", "gates.check", "usage.read", "decisions.read", "query.run"]
 TEST_TOKENS = {
+    TOKEN_ROOT: {"operator": True, "scopes": [*_ALL, "metrics.scrape"], "subject": "root"},
     TOKEN_ACME: {"tenant": "acme", "scopes": _ALL, "subject": "acme-ci"},
     TOKEN_ADMIN: {"operator": True, "scopes": ["metrics.scrape"], "subject": "prometheus"},
     TOKEN_GLOBEX: {"tenant": "globex", "scopes": _ALL, "subject": "globex-ci"},

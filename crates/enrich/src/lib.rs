@@ -313,6 +313,15 @@ fn parse_date_ms(s: &str) -> Option<i64> {
     Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
 }
 
+/// The largest price, power or intensity a book may hold: with events'
+/// bounded sizes (`tollgate_event::MAX_GPU_HOURS`, token counts below
+/// 2^53) every product stays a finite number.
+pub const MAX_RATE: f64 = 1e9;
+
+fn in_range(v: f64) -> bool {
+    v.is_finite() && (0.0..=MAX_RATE).contains(&v)
+}
+
 /// `*`-glob match, case-sensitive.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
@@ -355,13 +364,11 @@ impl Enricher {
                 ]
             });
             for (name, v) in prices.into_iter().chain(tiers) {
-                if let Some(v) = v {
-                    if !(v.is_finite() && v >= 0.0) {
-                        return bad(format!(
-                            "model `{}`: {name} must be a non-negative number",
-                            m.pattern
-                        ));
-                    }
+                if v.is_some_and(|v| !in_range(v)) {
+                    return bad(format!(
+                        "model `{}`: {name} must be a number from 0 to {MAX_RATE:e}",
+                        m.pattern
+                    ));
                 }
             }
             let mut sizes: Vec<u64> = m.tiers.iter().map(|t| t.above_input_tokens).collect();
@@ -401,8 +408,11 @@ impl Enricher {
                 }
             }
         }
-        if !(book.pue.is_finite() && book.pue >= 1.0) {
-            return bad(format!("pue must be >= 1.0, got {}", book.pue));
+        if !(in_range(book.pue) && book.pue >= 1.0) {
+            return bad(format!(
+                "pue must be a number from 1 to {MAX_RATE:e}, got {}",
+                book.pue
+            ));
         }
         let embodied = std::iter::once((
             "embodied_g_per_gpu_hour",

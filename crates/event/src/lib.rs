@@ -279,6 +279,11 @@ struct Wire<'a> {
     cost_usd: Option<Num>,
 }
 
+/// Most GPU-hours one training event may hold (`gpu_count ×
+/// duration_hours`): with the price book's bounded prices its cost, energy
+/// and carbon stay finite numbers.
+pub const MAX_GPU_HOURS: f64 = 1e9;
+
 /// Longest tenant or team name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 
@@ -427,12 +432,22 @@ impl<'a> Wire<'a> {
                 if gpu_count == 0 {
                     return Err(invalid("gpu_count", "must be at least 1"));
                 }
+                let duration_hours = required(self.duration_hours, "duration_hours")?
+                    .non_negative("duration_hours")?;
+                // Its price and energy are products of these: bounded, they stay finite.
+                if gpu_count as f64 * duration_hours > MAX_GPU_HOURS {
+                    return Err(invalid(
+                        "duration_hours",
+                        format!(
+                            "× gpu_count is more than {MAX_GPU_HOURS:e} GPU-hours in one event"
+                        ),
+                    ));
+                }
                 Body::Training {
                     model: ident(self.model, "model")?,
                     gpu_type: ident(self.gpu_type, "gpu_type")?,
                     gpu_count,
-                    duration_hours: required(self.duration_hours, "duration_hours")?
-                        .non_negative("duration_hours")?,
+                    duration_hours,
                     gpu_utilization: opt_ratio(self.gpu_utilization, "gpu_utilization")?,
                     cost_usd: opt_non_negative(self.cost_usd, "cost_usd")?,
                 }

@@ -512,3 +512,12 @@ fn reasoning_and_cache_write_tokens_are_parts_of_output_and_input() {
         assert!(e.to_string().contains(field), "{e}");
     }
 }
+
+#[test]
+fn a_training_event_too_large_to_price_is_refused() {
+    let ok = r#"{"event_id":"t","ts":1,"tenant":"t","model":"m","gpu_type":"h100","gpu_count":8,"duration_hours":1000}"#;
+    assert!(decode(ok.as_bytes(), Kind::Training, &Limits::default()).is_ok());
+    let huge = ok.replace("1000", "1e300");
+    let e = decode(huge.as_bytes(), Kind::Training, &Limits::default()).expect_err("refused");
+    assert!(e.to_string().contains("GPU-hours"), "{e}");
+}

@@ -48,6 +48,56 @@ use problem::Problem;
 /// The OpenAPI document of this API.
 pub const OPENAPI_YAML: &str = include_str!("../../../schemas/openapi.yaml");
 
+/// The JSON Schemas `schemas/openapi.yaml` refers to, by file, and the
+/// component each becomes in the served spec.
+const REFERENCED_SCHEMAS: [(&str, &str, &str); 4] = [
+    (
+        "inference.schema.json",
+        "InferenceEvent",
+        include_str!("../../../schemas/inference.schema.json"),
+    ),
+    (
+        "training.schema.json",
+        "TrainingEvent",
+        include_str!("../../../schemas/training.schema.json"),
+    ),
+    (
+        "heartbeat.schema.json",
+        "HeartbeatEvent",
+        include_str!("../../../schemas/heartbeat.schema.json"),
+    ),
+    (
+        "decision.schema.json",
+        "Decision",
+        include_str!("../../../schemas/decision.schema.json"),
+    ),
+];
+
+/// The spec as served at `/openapi.yaml`: self-contained. Each JSON Schema
+/// file `schemas/openapi.yaml` refers to (`./inference.schema.json`, …) is
+/// inlined under `components/schemas` (as JSON, which is YAML; its `$schema`
+/// and `$id` left out) and the references point there.
+pub fn bundled_openapi() -> &'static str {
+    static BUNDLED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut spec = OPENAPI_YAML.to_string();
+        let mut inlined = String::new();
+        for (file, name, text) in REFERENCED_SCHEMAS {
+            spec = spec.replace(
+                &format!("\"./{file}\""),
+                &format!("\"#/components/schemas/{name}\""),
+            );
+            let mut schema: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+            if let Some(o) = schema.as_object_mut() {
+                o.remove("$schema");
+                o.remove("$id");
+            }
+            inlined.push_str(&format!("    {name}: {schema}\n"));
+        }
+        spec.replacen("\n  schemas:\n", &format!("\n  schemas:\n{inlined}"), 1)
+    });
+    &BUNDLED
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error(transparent)]
@@ -302,7 +352,11 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/yaml")],
+        bundled_openapi(),
+    )
+        .into_response()
 }
 
 /// What the accept loop allows each client.

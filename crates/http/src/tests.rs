@@ -395,11 +395,28 @@ async fn every_route_is_in_the_openapi_spec() {
             );
         }
     }
-    // And the served copy is the file.
+    // And the served copy is the file, bundled.
     let fx = fixture();
     let a = call(&fx.app, "get", "/openapi.yaml", None, None).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.text, OPENAPI_YAML);
+    assert_eq!(a.text, crate::bundled_openapi());
+    // Self-contained: every schema file it refers to is inlined.
+    assert!(!a.text.contains("\"./"), "no reference outside the spec");
+    for name in [
+        "InferenceEvent",
+        "TrainingEvent",
+        "HeartbeatEvent",
+        "Decision",
+    ] {
+        assert!(
+            a.text.contains(&format!("\n    {name}: {{")),
+            "{name} inlined"
+        );
+        assert!(
+            a.text.contains(&format!("#/components/schemas/{name}")),
+            "{name} referred to"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,54 @@
+"""The API contract tells the truth: `openapi-spec-validator` on the spec,
+and schemathesis (property-based tests generated from the served spec, every
+check) against a running `tollgate run` on the real broker, with an
+operator's token holding every scope and with a tenant's token."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tollgate_testlib import TOKEN_ACME, TOKEN_ROOT
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = int(os.environ.get("TOLLGATE_SCHEMATHESIS_EXAMPLES", "25"))
+
+
+def test_the_spec_is_valid_openapi(pipeline, tmp_path):
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.readers import read_from_filename
+
+    spec, base = read_from_filename(str(ROOT / "schemas" / "openapi.yaml"))
+    validate(spec, base_uri=base)
+    pipeline.start()
+    pipeline.wait_api("/readyz", timeout=120)
+    _, _, raw = pipeline.api("GET", "/openapi.yaml")
+    served = tmp_path / "served.yaml"
+    served.write_bytes(raw)
+    spec, base = read_from_filename(str(served))
+    validate(spec, base_uri=base)
+    assert b"./" not in raw.replace(b"../", b""), "the served spec refers to nothing outside it"
+
+
+def schemathesis(pipeline, token, tmp_path, name):
+    cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"http://127.0.0.1:{pipeline.http_port}/openapi.yaml",
+           "--checks", "all", "--max-examples", str(EXAMPLES), "--seed", "19", "--workers", "1",
+           "-H", f"Authorization: Bearer {token}", "--suppress-health-check", "all",
+           "--report", "junit", "--report-dir", str(tmp_path / name)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
+    return r
+
+
+@pytest.mark.skipif(os.environ.get("TOLLGATE_SCHEMATHESIS") != "1",
+                    reason="on demand until the API and its spec agree (issue 20): TOLLGATE_SCHEMATHESIS=1")
+def test_schemathesis_finds_nothing_with_every_scope_or_a_tenants_token(pipeline, tmp_path):
+    pipeline.start()
+    pipeline.wait_api("/readyz", timeout=120)
+    failed = []
+    for name, token in [("operator", TOKEN_ROOT), ("tenant", TOKEN_ACME)]:
+        r = schemathesis(pipeline, token, tmp_path, name)
+        if r.returncode != 0:
+            failed.append(f"--- {name} (exit {r.returncode}):\n{r.stdout[-20000:]}\n{r.stderr[-3000:]}")
+    assert not failed, "\n".join(failed)
