@@ -33,7 +33,8 @@ def test_the_spec_is_valid_openapi(pipeline, tmp_path):
 
 
 def schemathesis(pipeline, token, tmp_path, name):
-    cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"http://127.0.0.1:{pipeline.http_port}/openapi.yaml",
+    cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
+           "run", f"http://127.0.0.1:{pipeline.http_port}/openapi.yaml",
            "--checks", "all", "--max-examples", str(EXAMPLES), "--seed", "19", "--workers", "1",
            "-H", f"Authorization: Bearer {token}", "--suppress-health-check", "all",
            "--report", "junit", "--report-dir", str(tmp_path / name)]

@@ -636,7 +636,9 @@ impl Enricher {
                 let gpu_hours = *gpu_count as f64 * duration_hours;
                 let cost = cost_usd.unwrap_or(gpu_hours * price);
                 let energy = gpu_hours * watts * gpu_utilization.unwrap_or(1.0) * self.book.pue;
-                let unit = if gpu_hours > 0.0 {
+                // Below a GPU-nanohour there is no rate to speak of (and
+                // with the event's bounded cost, the quotient stays finite).
+                let unit = if gpu_hours >= 1e-9 {
                     cost / gpu_hours
                 } else {
                     0.0

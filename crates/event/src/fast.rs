@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use crate::{Num, Tags, Text, Ts, Wire, MAX_ID_BYTES};
+use crate::{too_long, Num, Tags, Text, Ts, Wire};
 
 struct Reader<'a> {
     /// The whole message, checked as UTF-8 once up front, so strings are
@@ -257,7 +257,7 @@ impl<'a> Reader<'a> {
                 let key = r.raw_string()?;
                 r.eat(b':')?;
                 let value = r.string()?;
-                if value.len() > MAX_ID_BYTES {
+                if too_long(&value) {
                     return None;
                 }
                 let slot = match key {

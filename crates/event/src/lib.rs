@@ -15,8 +15,16 @@ mod fast;
 
 /// Default upper bound for one message, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Longest accepted `event_id`, `tenant` and tag value, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
+/// Longest accepted `event_id`, `region`, `node_id`, model name and tag
+/// value, in characters (as JSON Schema's `maxLength` counts them; at most
+/// 1 KiB of UTF-8).
+pub const MAX_ID_CHARS: usize = 256;
+
+/// Longer than [`MAX_ID_CHARS`] characters (counted only past that many
+/// bytes).
+pub(crate) fn too_long(s: &str) -> bool {
+    s.len() > MAX_ID_CHARS && s.chars().count() > MAX_ID_CHARS
+}
 /// Largest integer a JSON number can carry exactly (2^53).
 const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
 
@@ -73,6 +81,82 @@ pub enum DecodeError {
     KindMismatch { expected: Kind, found: Kind },
     #[error("field `ts` is {ahead_secs} s ahead of the clock, more than the {max_secs} s allowed (window.max_future_secs); is it in microseconds, or is the producer's clock wrong?")]
     Future { ahead_secs: i64, max_secs: i64 },
+}
+
+/// A count in a JSON request body or a query string, as JSON Schema's
+/// `integer` reads it: `3` and `3.0` alike, never negative, at most 2^53
+/// (the largest integer JSON carries exactly). For
+/// `#[serde(default, deserialize_with = "tollgate_event::whole::opt")]`
+/// and `deserialize_with = "tollgate_event::whole::one"`.
+pub mod whole {
+    use std::fmt;
+
+    use serde::de::{Deserializer, Error, Visitor};
+
+    const MAX: u64 = 1 << 53;
+
+    struct Whole;
+
+    impl Visitor<'_> for Whole {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a non-negative integer of at most 2^53")
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u64, E> {
+            if v > MAX {
+                return Err(E::custom(format_args!("{v} is more than 2^53")));
+            }
+            Ok(v)
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format_args!("{v} is negative")))
+                .and_then(|v| self.visit_u64(v))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<u64, E> {
+            if v.fract() == 0.0 && (0.0..=MAX as f64).contains(&v) {
+                Ok(v as u64)
+            } else {
+                Err(E::custom(format_args!(
+                    "{v} is not a non-negative integer of at most 2^53"
+                )))
+            }
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<u64, E> {
+            match v.parse::<u64>() {
+                Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => self.visit_u64(n),
+                _ => Err(E::custom(format_args!(
+                    "{v:?} is not a non-negative integer"
+                ))),
+            }
+        }
+    }
+
+    /// A required count.
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(Whole)
+    }
+
+    /// An optional count (null is as absent).
+    pub fn opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        struct Maybe;
+        impl<'de> Visitor<'de> for Maybe {
+            type Value = Option<u64>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a non-negative integer of at most 2^53, or null")
+            }
+            fn visit_none<E: Error>(self) -> Result<Option<u64>, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: Error>(self) -> Result<Option<u64>, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
+                one(d).map(Some)
+            }
+        }
+        d.deserialize_option(Maybe)
+    }
 }
 
 /// An event dated further ahead of `now_ms` than `max_ahead_ms` is refused:
@@ -284,6 +368,13 @@ struct Wire<'a> {
 /// and carbon stay finite numbers.
 pub const MAX_GPU_HOURS: f64 = 1e9;
 
+/// Longest inference request one event may hold, in milliseconds (as
+/// many GPU-hours as [`MAX_GPU_HOURS`]): its embodied carbon stays finite.
+pub const MAX_DURATION_MS: f64 = MAX_GPU_HOURS * 3_600_000.0;
+
+/// Largest provider bill one event may carry (`cost_usd`), USD.
+pub const MAX_COST_USD: f64 = 1e15;
+
 /// Longest tenant or team name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 
@@ -350,10 +441,10 @@ fn check_text(s: &str, field: &'static str) -> Result<(), DecodeError> {
     if s.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
-    if s.len() > MAX_ID_BYTES {
+    if too_long(s) {
         return Err(invalid(
             field,
-            format!("is {} bytes, longer than {MAX_ID_BYTES}", s.len()),
+            format!("is longer than {MAX_ID_CHARS} characters"),
         ));
     }
     Ok(())
@@ -421,10 +512,15 @@ impl<'a> Wire<'a> {
                     cached_input_tokens,
                     cache_write_tokens,
                     reasoning_tokens,
-                    duration_ms: required(self.duration_ms, "duration_ms")?
-                        .non_negative("duration_ms")?,
+                    duration_ms: at_most(
+                        required(self.duration_ms, "duration_ms")?.non_negative("duration_ms")?,
+                        MAX_DURATION_MS,
+                        "duration_ms",
+                    )?,
                     status: self.status.map(|t| t.0),
-                    cost_usd: opt_non_negative(self.cost_usd, "cost_usd")?,
+                    cost_usd: opt_non_negative(self.cost_usd, "cost_usd")?
+                        .map(|c| at_most(c, MAX_COST_USD, "cost_usd"))
+                        .transpose()?,
                 }
             }
             Kind::Training => {
@@ -449,7 +545,9 @@ impl<'a> Wire<'a> {
                     gpu_count,
                     duration_hours,
                     gpu_utilization: opt_ratio(self.gpu_utilization, "gpu_utilization")?,
-                    cost_usd: opt_non_negative(self.cost_usd, "cost_usd")?,
+                    cost_usd: opt_non_negative(self.cost_usd, "cost_usd")?
+                        .map(|c| at_most(c, MAX_COST_USD, "cost_usd"))
+                        .transpose()?,
                 }
             }
             Kind::Heartbeat => {
@@ -485,6 +583,13 @@ impl<'a> Wire<'a> {
             body,
         })
     }
+}
+
+fn at_most(x: f64, max: f64, field: &'static str) -> Result<f64, DecodeError> {
+    if x > max {
+        return Err(invalid(field, format!("is {x}, more than {max:e}")));
+    }
+    Ok(x)
 }
 
 fn opt_non_negative(v: Option<Num>, field: &'static str) -> Result<Option<f64>, DecodeError> {
@@ -527,7 +632,11 @@ impl Num {
     /// A non-negative integer (a count of tokens or GPUs).
     fn count(self, field: &'static str) -> Result<u64, DecodeError> {
         match self {
-            Num::U(u) => Ok(u),
+            Num::U(u) if u <= 1 << 53 => Ok(u),
+            Num::U(u) => Err(invalid(
+                field,
+                format!("is {u}, more than 2^53 (the largest integer JSON carries exactly)"),
+            )),
             Num::I(i) => Err(invalid(
                 field,
                 format!("is {i}, expected a non-negative integer"),
@@ -685,9 +794,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Tags<'a> {
                         map.next_value::<Text<'de>>().map(|t| t.0).map_err(|_| {
                             de::Error::custom(format_args!("tag `{key}` must be a string"))
                         })?;
-                    if value.len() > MAX_ID_BYTES {
+                    if too_long(&value) {
                         return Err(de::Error::custom(format_args!(
-                            "tag `{key}` is longer than {MAX_ID_BYTES} bytes"
+                            "tag `{key}` is longer than {MAX_ID_CHARS} characters"
                         )));
                     }
                     let slot = match key.as_ref() {

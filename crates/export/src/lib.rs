@@ -55,7 +55,9 @@ impl Period {
     /// `YYYY-MM`.
     pub fn parse(v: &str) -> Result<Period, ExportError> {
         let bad = || ExportError::Period(v.to_string());
-        if v.len() != 7 || v.as_bytes().get(4) != Some(&b'-') {
+        let b = v.as_bytes();
+        let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+        if b.len() != 7 || b[4] != b'-' || !digits(0..4) || !digits(5..7) {
             return Err(bad());
         }
         let start =

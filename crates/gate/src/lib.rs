@@ -73,13 +73,13 @@ pub enum GateError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityScan {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tollgate_event::whole::one")]
     pub critical: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tollgate_event::whole::one")]
     pub high: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tollgate_event::whole::one")]
     pub medium: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tollgate_event::whole::one")]
     pub low: u64,
 }
 

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tollgate_decision::{rfc3339_ms, subject_tenant, Verdict};
 
+use crate::param::{Name, NonEmpty};
 use crate::problem::Problem;
 use crate::query::{parse_instant, read_tenant};
 use crate::AppState;
@@ -28,12 +29,13 @@ use crate::{scope, Caller};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
-    since: Option<String>,
-    policy: Option<String>,
+    since: Option<NonEmpty>,
+    policy: Option<NonEmpty>,
     verdict: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
-    tenant: Option<String>,
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    limit: Option<u64>,
+    cursor: Option<NonEmpty>,
+    tenant: Option<Name>,
 }
 
 pub async fn search(
@@ -58,12 +60,7 @@ pub async fn search(
         })
         .transpose()?;
     let max = s.cfg.http.max_page;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > max {
-        return Err(Problem::bad_request(format!(
-            "`limit` must be within 1..={max}"
-        )));
-    }
+    let limit = crate::param::page(q.limit, max)?;
     let after = match q.cursor.as_deref() {
         None => None,
         Some(c) => Some(Cursor::parse(c).ok_or_else(|| {
@@ -73,7 +70,7 @@ pub async fn search(
     let filter = Filter {
         tenant,
         since,
-        policy: q.policy,
+        policy: q.policy.map(|p| p.0),
         verdict,
     };
     let dir = s.decisions_dir.clone();
@@ -138,11 +135,17 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// `s<segment>o<offset>`, each 1 to 19 digits (the spec's pattern).
     fn parse(s: &str) -> Option<Cursor> {
         let (seg, off) = s.strip_prefix('s')?.split_once('o')?;
+        let number = |v: &str| {
+            (!v.is_empty() && v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.parse().ok())
+                .flatten()
+        };
         Some(Cursor {
-            segment: seg.parse().ok()?,
-            offset: off.parse().ok()?,
+            segment: number(seg)?,
+            offset: number(off)?,
         })
     }
 }

@@ -18,6 +18,7 @@ mod gate;
 mod ingest;
 mod metrics;
 mod nodes;
+mod param;
 mod pricing;
 pub mod problem;
 mod query;
@@ -73,10 +74,21 @@ const REFERENCED_SCHEMAS: [(&str, &str, &str); 4] = [
     ),
 ];
 
+/// The fields a single-event ingest route fills in when the body leaves
+/// them out (`ingest::complete`): the token's tenant, the receive time, the
+/// `Idempotency-Key` or a generated id; for training, `gpu_type`
+/// `"default"`.
+const FILLED: [&str; 4] = ["tenant", "ts", "event_id", "gpu_type"];
+
 /// The spec as served at `/openapi.yaml`: self-contained. Each JSON Schema
 /// file `schemas/openapi.yaml` refers to (`./inference.schema.json`, …) is
 /// inlined under `components/schemas` (as JSON, which is YAML; its `$schema`
 /// and `$id` left out) and the references point there.
+///
+/// An event's `…Request` component (the body of its single-event route) is
+/// written in the file as the event itself, which is stricter than the
+/// route; here it becomes the event with the [`FILLED`] fields optional
+/// and `cost_tags` (the control plane's name for `tags`, not with it).
 pub fn bundled_openapi() -> &'static str {
     static BUNDLED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let mut spec = OPENAPI_YAML.to_string();
@@ -92,10 +104,54 @@ pub fn bundled_openapi() -> &'static str {
                 o.remove("$id");
             }
             inlined.push_str(&format!("    {name}: {schema}\n"));
+            if let Some(event) = name.strip_suffix("Event") {
+                spec = route_body(&spec, &format!("{event}Request"), schema);
+            }
         }
         spec.replacen("\n  schemas:\n", &format!("\n  schemas:\n{inlined}"), 1)
     });
     &BUNDLED
+}
+
+/// `spec` with the one-line component `    <name>: …` replaced by `event`
+/// as its route takes it (see [`bundled_openapi`]).
+fn route_body(spec: &str, name: &str, mut event: serde_json::Value) -> String {
+    use serde_json::{json, Value};
+    if let Some(o) = event.as_object_mut() {
+        if let Some(Value::Array(required)) = o.get_mut("required") {
+            required.retain(|f| !f.as_str().is_some_and(|f| FILLED.contains(&f)));
+        }
+        let tags = o
+            .get("properties")
+            .and_then(|p| p.get("tags"))
+            .cloned()
+            .unwrap_or(Value::Bool(true));
+        if let Some(Value::Object(props)) = o.get_mut("properties") {
+            props.insert("cost_tags".into(), tags);
+        }
+        let not_both = json!({"not": {"required": ["tags", "cost_tags"]}});
+        match o.get_mut("allOf") {
+            Some(Value::Array(all)) => all.push(not_both),
+            _ => {
+                o.insert("allOf".into(), json!([not_both]));
+            }
+        }
+        o.insert(
+            "description".into(),
+            json!(format!(
+                "{} Over HTTP, `tenant` (the token's), `ts` (the receive time), `event_id` (the Idempotency-Key, or a generated id) and a training event's `gpu_type` (`default`) may be left out, and `cost_tags` is `tags`.",
+                o.get("description").and_then(Value::as_str).unwrap_or_default()
+            )),
+        );
+    }
+    let prefix = format!("\n    {name}: ");
+    let Some(start) = spec.find(&prefix) else {
+        return spec.to_string();
+    };
+    let line_end = spec[start + 1..]
+        .find('\n')
+        .map_or(spec.len(), |i| start + 1 + i);
+    format!("{}{prefix}{event}{}", &spec[..start], &spec[line_end..])
 }
 
 #[derive(Debug, thiserror::Error)]

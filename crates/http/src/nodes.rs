@@ -22,6 +22,7 @@ use tollgate_decision::rfc3339_ms;
 
 use tollgate_report::nodes::{self, node_json, Observed, Thresholds, NODE_MEASURES};
 
+use crate::param::{Name, NonEmpty};
 use crate::problem::Problem;
 use crate::query::{read_tenant, rows, run, scoped_session, Range};
 use crate::AppState;
@@ -30,12 +31,13 @@ use crate::{scope, Caller};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeParams {
-    from: Option<String>,
-    to: Option<String>,
-    tenant: Option<String>,
-    limit: Option<usize>,
+    from: Option<NonEmpty>,
+    to: Option<NonEmpty>,
+    tenant: Option<Name>,
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    limit: Option<u64>,
     /// The `next_cursor` of the previous page (`GET /v1/nodes`).
-    cursor: Option<String>,
+    cursor: Option<NonEmpty>,
 }
 
 impl NodeParams {
@@ -45,11 +47,7 @@ impl NodeParams {
     }
 
     fn limit(&self, max: usize) -> Result<usize, Problem> {
-        match self.limit {
-            Some(0) => Err(Problem::bad_request("`limit` must be at least 1")),
-            Some(n) => Ok(n.min(max)),
-            None => Ok(100.min(max)),
-        }
+        crate::param::page(self.limit, max)
     }
 }
 
@@ -118,15 +116,13 @@ pub async fn list(
     let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
     let limit = q.limit(s.cfg.http.max_page)?;
     let (nodes, clock, range, tenant) = registry(&s, &q, &who, None).await?;
-    // The cursor is the last row's `tenant/node_id` (as JSON, so any text
-    // round-trips).
-    let after: Option<(String, String)> = match &q.cursor {
-        Some(c) => Some(
-            serde_json::from_str(c)
-                .map_err(|_| Problem::bad_request("`cursor` is not a cursor this API gave"))?,
-        ),
-        None => None,
-    };
+    // The cursor is the last row's `<tenant>/<node_id>` (a tenant name
+    // holds no `/`). Any text is a place in the (tenant, node_id) order, so
+    // no cursor is refused: one without `/` is read as a tenant's start.
+    let after: Option<(String, String)> = q.cursor.as_deref().map(|c| {
+        let (t, n) = c.split_once('/').unwrap_or((c, ""));
+        (t.to_string(), n.to_string())
+    });
     let key = |r: &Map<String, Value>| {
         (
             r.get("tenant")
@@ -152,8 +148,10 @@ pub async fn list(
         .collect();
     let next = (rest.len() > limit)
         .then(|| {
-            rest.get(limit - 1)
-                .map(|r| serde_json::to_string(&key(r)).unwrap_or_default())
+            rest.get(limit - 1).map(|r| {
+                let (t, n) = key(r);
+                format!("{t}/{n}")
+            })
         })
         .flatten();
     Ok(Json(json!({

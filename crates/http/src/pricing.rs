@@ -16,6 +16,7 @@ use tollgate_enrich::Enriched;
 use tollgate_event::{Body, Event, Tags};
 
 use crate::nodes::{node_health, NodeParams};
+use crate::param::NonEmpty;
 use crate::problem::Problem;
 use crate::{parse_json, AppState};
 use crate::{scope, Caller};
@@ -25,21 +26,27 @@ use crate::{scope, Caller};
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     /// The model (inference; for training, what is trained).
-    model: Option<String>,
+    model: Option<NonEmpty>,
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
     input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
     output_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
     cached_input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
     cache_write_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
     reasoning_tokens: Option<u64>,
     /// How long a request runs (its embodied emissions: one GPU for this long).
     duration_ms: Option<f64>,
-    gpu_type: Option<String>,
+    gpu_type: Option<NonEmpty>,
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
     gpu_count: Option<u64>,
     hours: Option<f64>,
     gpu_utilization: Option<f64>,
-    region: Option<String>,
+    region: Option<NonEmpty>,
     /// YYYY-MM-DD: which prices (default today, UTC).
-    date: Option<String>,
+    date: Option<NonEmpty>,
 }
 
 enum Kind {
@@ -108,10 +115,13 @@ impl Workload {
                     ));
                 }
                 let duration_ms = self.duration_ms.unwrap_or(0.0);
-                if !(duration_ms.is_finite() && duration_ms >= 0.0) {
-                    return Err(Problem::bad_request(
-                        "`duration_ms` must be a non-negative number",
-                    ));
+                if !(duration_ms.is_finite()
+                    && (0.0..=tollgate_event::MAX_DURATION_MS).contains(&duration_ms))
+                {
+                    return Err(Problem::bad_request(format!(
+                        "`duration_ms` must be a number from 0 to {:e}",
+                        tollgate_event::MAX_DURATION_MS
+                    )));
                 }
                 Body::Inference {
                     model: Cow::Borrowed(self.model.as_deref().unwrap_or_default()),
@@ -130,6 +140,16 @@ impl Workload {
                 if !(hours.is_finite() && hours > 0.0) {
                     return Err(Problem::bad_request("`hours` must be a positive number"));
                 }
+                let gpu_count = self.gpu_count.unwrap_or(1);
+                if gpu_count == 0 {
+                    return Err(Problem::bad_request("`gpu_count` must be at least 1"));
+                }
+                if gpu_count as f64 * hours > tollgate_event::MAX_GPU_HOURS {
+                    return Err(Problem::bad_request(format!(
+                        "`hours` × `gpu_count` is more than {:e} GPU-hours",
+                        tollgate_event::MAX_GPU_HOURS
+                    )));
+                }
                 if let Some(u) = self.gpu_utilization {
                     if !(0.0..=1.0).contains(&u) {
                         return Err(Problem::bad_request("`gpu_utilization` must be in [0, 1]"));
@@ -138,7 +158,7 @@ impl Workload {
                 Body::Training {
                     model: Cow::Borrowed(self.model.as_deref().unwrap_or("")),
                     gpu_type: Cow::Borrowed(self.gpu_type.as_deref().unwrap_or_default()),
-                    gpu_count: self.gpu_count.unwrap_or(1).max(1),
+                    gpu_count,
                     duration_hours: hours,
                     gpu_utilization: self.gpu_utilization,
                     cost_usd: None,
@@ -244,7 +264,8 @@ struct Placement {
     regions: Vec<String>,
     #[serde(default)]
     objective: Objective,
-    limit: Option<usize>,
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    limit: Option<u64>,
 }
 
 /// Split a placement body into its choice and its workload.
@@ -341,7 +362,15 @@ pub async fn suggest(
             .then(tiebreak(&a.1).total_cmp(&tiebreak(&b.1)))
             .then(a.0.cmp(&b.0))
     });
-    let limit = req.limit.unwrap_or(candidates.len()).max(1);
+    if req.limit == Some(0) {
+        return Err(Problem::unprocessable("`limit` must be at least 1"));
+    }
+    let limit = req
+        .limit
+        .map_or(candidates.len(), |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        })
+        .max(1);
     let objective = match req.objective {
         Objective::Cost => "cost",
         Objective::Carbon => "carbon",

@@ -23,24 +23,34 @@ use tollgate_decision::rfc3339_ms;
 use tollgate_report::Sci;
 
 use crate::auth::Principal;
+use crate::param::{Name, NonEmpty};
 use crate::problem::Problem;
 use crate::{parse_json, AppState};
 use crate::{scope, Caller};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Parse an instant given as RFC 3339 or epoch milliseconds.
+/// The instants a read may name: the years RFC 3339 can write, 0000 to
+/// 9999 (UTC). An instant outside is moved to the nearer end, so a range's
+/// day bounds stay dates of four-digit years.
+const FIRST_MS: i64 = -62_167_219_200_000;
+const LAST_MS: i64 = 253_402_300_799_999;
+
+/// Parse an instant given as RFC 3339 or epoch milliseconds (1 to 14
+/// digits, the spec's `Instant`).
 pub(crate) fn parse_instant(name: &str, v: &str) -> Result<i64, Problem> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| {
-            Problem::bad_request(format!(
-                "`{name}` must be RFC 3339 (2026-11-22T10:00:00Z) or epoch milliseconds, got {v:?}"
-            ))
-        })
+    let ms = if !v.is_empty() && v.len() <= 14 && v.bytes().all(|b| b.is_ascii_digit()) {
+        v.parse::<i64>().ok()
+    } else {
+        chrono::DateTime::parse_from_rfc3339(v)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    };
+    ms.map(|ms| ms.clamp(FIRST_MS, LAST_MS)).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "`{name}` must be RFC 3339 (2026-11-22T10:00:00Z) or epoch milliseconds (up to 14 digits), got {v:?}"
+        ))
+    })
 }
 
 /// The tenant a read is limited to: the token's, or with `AUTH_MODE=none`
@@ -58,13 +68,13 @@ pub(crate) fn read_tenant(who: &Principal, asked: Option<&str>) -> Result<Option
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RangeParams {
-    from: Option<String>,
-    to: Option<String>,
-    /// A UTC month, `YYYY-MM`, instead of `from`/`to`.
-    period: Option<String>,
-    tenant: Option<String>,
-    team: Option<String>,
-    project: Option<String>,
+    from: Option<NonEmpty>,
+    to: Option<NonEmpty>,
+    /// A UTC month, `YYYY-MM`; with `from`/`to`, the part of it they bound.
+    period: Option<NonEmpty>,
+    tenant: Option<Name>,
+    team: Option<Name>,
+    project: Option<NonEmpty>,
     /// `/v1/usage` only: totals per team, project or model instead of
     /// per window.
     group_by: Option<GroupBy>,
@@ -104,28 +114,35 @@ pub(crate) fn parse_period(v: &str) -> Result<(i64, i64), Problem> {
 }
 
 impl RangeParams {
-    /// Default: the last 24 hours.
+    /// Default: the last 24 hours. A `period` with `from`/`to` is the
+    /// part of the month they bound, without the month's estimate.
     fn range(&self) -> Result<Range, Problem> {
-        if let Some(p) = &self.period {
-            if self.from.is_some() || self.to.is_some() {
-                return Err(Problem::bad_request(
-                    "give either `period` or `from`/`to`, not both",
-                ));
-            }
-            let (from_ms, to_ms) = parse_period(p)?;
-            return Ok(Range {
-                from_ms,
-                to_ms,
-                period: Some(p.clone()),
-            });
+        let (from, to) = (self.from.as_deref(), self.to.as_deref());
+        let Some(p) = &self.period else {
+            return Range::between(from, to);
+        };
+        let (start_ms, end_ms) = parse_period(p)?;
+        let mut range = Range {
+            from_ms: start_ms,
+            to_ms: end_ms,
+            period: Some(p.0.clone()),
+        };
+        if let Some(v) = from {
+            range.from_ms = range.from_ms.max(parse_instant("from", v)?);
+            range.period = None;
         }
-        Range::between(self.from.as_deref(), self.to.as_deref())
+        if let Some(v) = to {
+            range.to_ms = range.to_ms.min(parse_instant("to", v)?);
+            range.period = None;
+        }
+        Ok(range)
     }
 }
 
 impl Range {
     /// `from`/`to` as given (RFC 3339 or epoch ms); by default the 24
-    /// hours up to now.
+    /// hours up to `to`. A range whose `from` is not before its `to` holds
+    /// nothing (as `window_start >= from AND window_start < to` would say).
     pub(crate) fn between(from: Option<&str>, to: Option<&str>) -> Result<Range, Problem> {
         let to_ms = match to {
             Some(v) => parse_instant("to", v)?,
@@ -135,9 +152,6 @@ impl Range {
             Some(v) => parse_instant("from", v)?,
             None => to_ms - DAY_MS,
         };
-        if from_ms >= to_ms {
-            return Err(Problem::bad_request("`from` must be before `to`"));
-        }
         Ok(Range {
             from_ms,
             to_ms,
@@ -311,10 +325,10 @@ fn scoped_read(
     let tenant = read_tenant(who, q.tenant.as_deref())?;
     let mut equal = Vec::new();
     if let Some(t) = &q.team {
-        equal.push(("team", t.as_str()));
+        equal.push(("team", &**t));
     }
     if let Some(p) = &q.project {
-        equal.push(("project", p.as_str()));
+        equal.push(("project", &**p));
     }
     let ctx = scoped_session(s, tenant.as_deref(), Some(&range), &equal)?;
     Ok((q, range, tenant, ctx))
@@ -419,12 +433,12 @@ pub async fn project_usage(
     q: Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(mut q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
-    if q.project.as_ref().is_some_and(|p| *p != project) {
+    if q.project.as_ref().is_some_and(|p| p.0 != project) {
         return Err(Problem::bad_request(
             "the project is in the path; leave `project` out of the query",
         ));
     }
-    q.project = Some(project);
+    q.project = Some(NonEmpty(project));
     usage_of(&s, &who, q).await
 }
 
@@ -474,8 +488,8 @@ async fn usage_of(s: &AppState, who: &Principal, q: RangeParams) -> Result<Respo
 
     let mut out = Map::new();
     out.insert("tenant".into(), json!(tenant));
-    out.insert("team".into(), json!(q.team));
-    out.insert("project".into(), json!(q.project));
+    out.insert("team".into(), json!(q.team.as_deref()));
+    out.insert("project".into(), json!(q.project.as_deref()));
     out.insert("from".into(), json!(rfc3339_ms(range.from_ms)));
     out.insert("to".into(), json!(rfc3339_ms(range.to_ms)));
     out.insert("period".into(), json!(range.period));
@@ -574,8 +588,8 @@ fn projected(m: &Map<String, Value>, ratio: f64) -> f64 {
 #[serde(deny_unknown_fields)]
 struct SqlRequest {
     sql: String,
-    #[serde(default)]
-    max_rows: Option<usize>,
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    max_rows: Option<u64>,
 }
 
 /// `POST /v1/query`: read-only SQL over `rollups` (the caller's tenant).
@@ -585,11 +599,14 @@ pub async fn sql(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let req: SqlRequest = parse_json(&body)?;
-    if req.sql.trim().is_empty() {
+    if req.sql.is_empty() {
         return Err(Problem::unprocessable("`sql` is empty"));
     }
     let cap = s.cfg.http.max_query_rows;
-    let max = req.max_rows.unwrap_or(cap).min(cap);
+    let max = req
+        .max_rows
+        .map_or(cap, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        .min(cap);
     let ctx = scoped_session(&s, who.tenant.as_deref(), None, &[])?;
     let (columns, batches, truncated) = run(&s, ctx, &req.sql, max).await?;
     let rows = rows(&batches)?;
@@ -605,10 +622,10 @@ pub async fn sql(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FocusParams {
-    period: Option<String>,
+    period: Option<NonEmpty>,
     format: Option<String>,
     granularity: Option<String>,
-    tenant: Option<String>,
+    tenant: Option<Name>,
 }
 
 /// `GET /v1/export/focus`: the caller's FOCUS cost-and-usage dataset of

@@ -18,6 +18,7 @@ use tollgate_report::{Decisions, Format, Period, Report, ReportError, Settings};
 
 use crate::auth::{Principal, Scope};
 use crate::decisions::StopOnDrop;
+use crate::param::{Name, NonEmpty};
 use crate::problem::Problem;
 use crate::query::{df_error, read_tenant, scoped_session, Range, Session};
 use crate::AppState;
@@ -27,8 +28,8 @@ use crate::{scope, Caller};
 #[serde(deny_unknown_fields)]
 pub struct ReportParams {
     /// YYYY-MM (default: this month, UTC).
-    period: Option<String>,
-    tenant: Option<String>,
+    period: Option<NonEmpty>,
+    tenant: Option<Name>,
     /// json (default), md or html: `/v1/reports/summary` only.
     format: Option<String>,
 }

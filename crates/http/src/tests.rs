@@ -407,6 +407,9 @@ async fn every_route_is_in_the_openapi_spec() {
         "TrainingEvent",
         "HeartbeatEvent",
         "Decision",
+        "InferenceRequest",
+        "TrainingRequest",
+        "HeartbeatRequest",
     ] {
         assert!(
             a.text.contains(&format!("\n    {name}: {{")),
@@ -417,6 +420,18 @@ async fn every_route_is_in_the_openapi_spec() {
             "{name} referred to"
         );
     }
+    // A route's body is its event with what the route fills in optional.
+    let line = a
+        .text
+        .lines()
+        .find(|l| l.starts_with("    TrainingRequest: "))
+        .unwrap();
+    let body: Value = serde_json::from_str(&line["    TrainingRequest: ".len()..]).unwrap();
+    assert_eq!(
+        body["required"],
+        json!(["model", "gpu_count", "duration_hours"])
+    );
+    assert!(body["properties"]["cost_tags"].is_object(), "{body}");
 }
 
 #[tokio::test]
@@ -555,15 +570,34 @@ async fn reads_only_ever_show_the_callers_tenant() {
     }
     let bad = call(&fx.app, "get", "/v1/usage?period=2026-13", Some(ACME), None).await;
     assert_problem(&bad, StatusCode::BAD_REQUEST);
-    let both = call(
-        &fx.app,
-        "get",
-        &format!("/v1/usage?period={period}&from=0"),
-        Some(ACME),
-        None,
-    )
-    .await;
-    assert_problem(&both, StatusCode::BAD_REQUEST);
+    // `from`/`to` with a period bound a part of it, without the estimate;
+    // a range that ends before it starts holds nothing.
+    let start = &format!("{period}-01T00:00:00Z");
+    for (q, cost) in [
+        (format!("period={period}&from=0"), 3.0),
+        (format!("period={period}&to={start}"), 0.0),
+        (format!("from={start}&to=0"), 0.0),
+    ] {
+        let part = call(&fx.app, "get", &format!("/v1/usage?{q}"), Some(ACME), None).await;
+        assert_eq!(part.status, StatusCode::OK, "{q}: {}", part.text);
+        assert!(part.body.get("estimate").is_none(), "{q}: {}", part.text);
+        assert_eq!(
+            part.body["total"]["cost_usd"],
+            json!(cost),
+            "{q}: {}",
+            part.text
+        );
+    }
+    for q in [
+        "from=",
+        "team=",
+        "tenant=a%2Fb",
+        "from=%2B5",
+        "period=2026-1x",
+    ] {
+        let bad = call(&fx.app, "get", &format!("/v1/usage?{q}"), Some(ACME), None).await;
+        assert_problem(&bad, StatusCode::BAD_REQUEST);
+    }
 
     let d = call(&fx.app, "get", "/v1/decisions", Some(GLOBEX), None).await;
     assert_eq!(d.status, StatusCode::OK, "{}", d.text);
@@ -1507,7 +1541,19 @@ async fn the_node_registry_scores_each_tenants_nodes_and_ranks_the_riskiest() {
     let other = call(&fx.app, "get", "/v1/nodes/g-1", Some(ACME), None).await;
     assert_problem(&other, StatusCode::NOT_FOUND);
     assert!(!other.text.contains("globex"), "{}", other.text);
-    let bad = call(&fx.app, "get", "/v1/nodes?cursor=nope", Some(ACME), None).await;
+    // A cursor is a place in the (tenant, node_id) order: any text is one.
+    assert_eq!(cursor, "acme/n-ok");
+    for (c, first) in [("acme", json!("n-dip")), ("zzz", Value::Null)] {
+        let uri = format!("/v1/nodes?cursor={c}");
+        let page = call(&fx.app, "get", &uri, Some(ACME), None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert_eq!(
+            page.body["nodes"][0]["node_id"], first,
+            "{c}: {}",
+            page.text
+        );
+    }
+    let bad = call(&fx.app, "get", "/v1/nodes?cursor=", Some(ACME), None).await;
     assert_problem(&bad, StatusCode::BAD_REQUEST);
 }
 
