@@ -95,7 +95,11 @@ pub mod whole {
 
     const MAX: u64 = 1 << 53;
 
-    struct Whole;
+    /// `text`: also digits in a string (a query string's values are all
+    /// text; a JSON body's count must be a number).
+    struct Whole {
+        text: bool,
+    }
 
     impl Visitor<'_> for Whole {
         type Value = u64;
@@ -124,7 +128,7 @@ pub mod whole {
         }
         fn visit_str<E: Error>(self, v: &str) -> Result<u64, E> {
             match v.parse::<u64>() {
-                Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => self.visit_u64(n),
+                Ok(n) if self.text && v.bytes().all(|b| b.is_ascii_digit()) => self.visit_u64(n),
                 _ => Err(E::custom(format_args!(
                     "{v:?} is not a non-negative integer"
                 ))),
@@ -132,30 +136,39 @@ pub mod whole {
         }
     }
 
-    /// A required count.
-    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        d.deserialize_any(Whole)
+    struct Maybe {
+        text: bool,
     }
 
-    /// An optional count (null is as absent).
-    pub fn opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        struct Maybe;
-        impl<'de> Visitor<'de> for Maybe {
-            type Value = Option<u64>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a non-negative integer of at most 2^53, or null")
-            }
-            fn visit_none<E: Error>(self) -> Result<Option<u64>, E> {
-                Ok(None)
-            }
-            fn visit_unit<E: Error>(self) -> Result<Option<u64>, E> {
-                Ok(None)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
-                one(d).map(Some)
-            }
+    impl<'de> Visitor<'de> for Maybe {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a non-negative integer of at most 2^53, or null")
         }
-        d.deserialize_option(Maybe)
+        fn visit_none<E: Error>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
+            d.deserialize_any(Whole { text: self.text }).map(Some)
+        }
+    }
+
+    /// A required count in a JSON body.
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(Whole { text: false })
+    }
+
+    /// An optional count in a JSON body (null is as absent).
+    pub fn opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        d.deserialize_option(Maybe { text: false })
+    }
+
+    /// An optional count in a query string (digits).
+    pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        d.deserialize_option(Maybe { text: true })
     }
 }
 

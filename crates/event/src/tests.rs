@@ -521,3 +521,47 @@ fn a_training_event_too_large_to_price_is_refused() {
     let e = decode(huge.as_bytes(), Kind::Training, &Limits::default()).expect_err("refused");
     assert!(e.to_string().contains("GPU-hours"), "{e}");
 }
+
+#[test]
+fn the_bounds_the_json_schemas_state_are_the_decoders() {
+    // Integers up to 2^53, strings up to 256 characters (not bytes), a
+    // bounded duration and bill, null for an optional field.
+    let with = |field: &str, v: &str| OK.replacen('{', &format!("{{\"{field}\":{v},"), 1);
+    let two53 = 1u64 << 53;
+    let tokens = |n: u64| OK.replace("\"input_tokens\":1200", &format!("\"input_tokens\":{n}"));
+    assert!(inf(&tokens(two53)).is_ok());
+    let e = inf(&tokens(two53 + 1)).unwrap_err().to_string();
+    assert!(e.contains("2^53"), "{e}");
+    let long = "é".repeat(MAX_ID_CHARS);
+    let id = OK.replace("\"event_id\":\"e1\"", &format!("\"event_id\":\"{long}\""));
+    assert!(inf(&id).is_ok(), "256 characters of two bytes each");
+    let id = OK.replace("\"event_id\":\"e1\"", &format!("\"event_id\":\"{long}é\""));
+    assert!(inf(&id).unwrap_err().to_string().contains("characters"));
+    let slow = OK.replace("812.5", "3.7e15");
+    assert!(inf(&slow).unwrap_err().to_string().contains("duration_ms"));
+    let billed = with("cost_usd", "2e15");
+    assert!(inf(&billed).unwrap_err().to_string().contains("cost_usd"));
+    for field in ["cost_usd", "kind", "status", "reasoning_tokens", "tags", "node_id"] {
+        let e = OK.replace(",\"tags\":{\"team\":\"ai\",\"environment\":\"prod\",\"other\":\"x\"}", "");
+        let v = e.replacen('{', &format!("{{\"{field}\":null,"), 1);
+        assert!(inf(&v).is_ok(), "{field}: null is as absent");
+    }
+}
+
+#[test]
+fn whole_numbers_read_as_json_schema_integers() {
+    #[derive(Deserialize)]
+    struct B {
+        #[serde(default, deserialize_with = "whole::opt")]
+        n: Option<u64>,
+    }
+    let n = |s: &str| serde_json::from_str::<B>(s).map(|b| b.n);
+    assert_eq!(n(r#"{"n":3}"#).unwrap(), Some(3));
+    assert_eq!(n(r#"{"n":3.0}"#).unwrap(), Some(3));
+    assert_eq!(n(r#"{"n":null}"#).unwrap(), None);
+    assert_eq!(n("{}").unwrap(), None);
+    assert_eq!(n(r#"{"n":9007199254740992}"#).unwrap(), Some(1 << 53));
+    for bad in [r#"{"n":-1}"#, r#"{"n":3.5}"#, r#"{"n":9007199254740993}"#, r#"{"n":"3"}"#] {
+        assert!(n(bad).is_err(), "{bad}");
+    }
+}

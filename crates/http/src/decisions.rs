@@ -32,7 +32,7 @@ pub struct SearchParams {
     since: Option<NonEmpty>,
     policy: Option<NonEmpty>,
     verdict: Option<String>,
-    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt_text")]
     limit: Option<u64>,
     cursor: Option<NonEmpty>,
     tenant: Option<Name>,

@@ -34,7 +34,7 @@ pub struct NodeParams {
     from: Option<NonEmpty>,
     to: Option<NonEmpty>,
     tenant: Option<Name>,
-    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt_text")]
     limit: Option<u64>,
     /// The `next_cursor` of the previous page (`GET /v1/nodes`).
     cursor: Option<NonEmpty>,

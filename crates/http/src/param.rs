@@ -95,7 +95,7 @@ mod tests {
         let e = read("team=a%2Fb").unwrap_err();
         assert!(e.contains("team: has a character other than"), "{e}");
         assert!(!e.contains("a/b"), "the value is not echoed: {e}");
-        let q = read("team=ml-1&project=x y").unwrap();
+        let q = read("team=ml-1&project=x%20y").unwrap();
         assert_eq!(q.team.as_deref(), Some("ml-1"));
         assert_eq!(q.project.as_deref(), Some("x y"));
         assert!(read("").unwrap().team.is_none());

@@ -27,20 +27,20 @@ use crate::{scope, Caller};
 pub struct Workload {
     /// The model (inference; for training, what is trained).
     model: Option<NonEmpty>,
-    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt_text")]
     input_tokens: Option<u64>,
-    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt_text")]
     output_tokens: Option<u64>,
-    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt_text")]
     cached_input_tokens: Option<u64>,
-    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt_text")]
     cache_write_tokens: Option<u64>,
-    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt_text")]
     reasoning_tokens: Option<u64>,
     /// How long a request runs (its embodied emissions: one GPU for this long).
     duration_ms: Option<f64>,
     gpu_type: Option<NonEmpty>,
-    #[serde(default, deserialize_with = "tollgate_event::whole::opt")]
+    #[serde(default, deserialize_with = "tollgate_event::whole::opt_text")]
     gpu_count: Option<u64>,
     hours: Option<f64>,
     gpu_utilization: Option<f64>,
@@ -55,6 +55,16 @@ enum Kind {
 }
 
 impl Workload {
+    /// Its count fields.
+    const COUNTS: [&'static str; 6] = [
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+        "gpu_count",
+    ];
+
     fn kind(&self) -> Result<Kind, Problem> {
         let tokens = self.input_tokens.is_some() || self.output_tokens.is_some();
         let gpus = self.gpu_type.is_some() || self.gpu_count.is_some() || self.hours.is_some();
@@ -275,6 +285,16 @@ fn placement_request(body: &Bytes) -> Result<(Placement, Workload), Problem> {
         return Err(Problem::unprocessable(
             "`region` is what a placement chooses; give the allowed ones as `regions`",
         ));
+    }
+    // The workload's counts are read as a query string's text (the quote
+    // shares them); in a JSON body a count is a number.
+    if let Some(k) = Workload::COUNTS
+        .iter()
+        .find(|k| fields.get(**k).is_some_and(Value::is_string))
+    {
+        return Err(Problem::unprocessable(format!(
+            "`{k}` must be a number, not a string"
+        )));
     }
     let mut choice = Map::new();
     for k in ["regions", "objective", "limit"] {
