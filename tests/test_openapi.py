@@ -34,6 +34,37 @@ def test_the_spec_is_valid_openapi(pipeline, tmp_path):
     assert b"./" not in raw.replace(b"../", b""), "the served spec refers to nothing outside it"
 
 
+def test_every_operation_lists_what_every_route_can_answer():
+    """The layers around every route answer 408 (deadline), 503 (shed, with
+    Retry-After) and 500; a protected route 401 and 403; a body 400, 413
+    and 422; query parameters 400. Each is in the spec, as a problem."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "schemas" / "openapi.yaml").read_text())
+    missing = []
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if method not in ("get", "post"):
+                continue
+            want = {"408", "500", "503"}
+            if op.get("security", spec["security"]) != []:
+                want |= {"401", "403"}
+            if "requestBody" in op:
+                want |= {"400", "413", "422"}
+            if any(p.get("in", "query") == "query" for p in op.get("parameters", []) if "$ref" not in p) \
+                    or any(p.get("$ref", "").rsplit("/", 1)[-1] not in ("IdempotencyKey",) for p in op.get("parameters", [])
+                           if "$ref" in p):
+                want.add("400")
+            have = {str(k) for k in op["responses"]}
+            if want - have:
+                missing.append(f"{method.upper()} {path}: {sorted(want - have)}")
+            for status, r in op["responses"].items():
+                if str(status).startswith(("4", "5")) and "$ref" not in r:
+                    media = r.get("content", {})
+                    assert "application/problem+json" in media or path == "/readyz", (path, status)
+    assert not missing, "\n".join(missing)
+
+
 def schemathesis(pipeline, token, tmp_path, name):
     cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
            "run", f"http://127.0.0.1:{pipeline.http_port}/openapi.yaml",

@@ -541,8 +541,18 @@ fn the_bounds_the_json_schemas_state_are_the_decoders() {
     assert!(inf(&slow).unwrap_err().to_string().contains("duration_ms"));
     let billed = with("cost_usd", "2e15");
     assert!(inf(&billed).unwrap_err().to_string().contains("cost_usd"));
-    for field in ["cost_usd", "kind", "status", "reasoning_tokens", "tags", "node_id"] {
-        let e = OK.replace(",\"tags\":{\"team\":\"ai\",\"environment\":\"prod\",\"other\":\"x\"}", "");
+    for field in [
+        "cost_usd",
+        "kind",
+        "status",
+        "reasoning_tokens",
+        "tags",
+        "node_id",
+    ] {
+        let e = OK.replace(
+            ",\"tags\":{\"team\":\"ai\",\"environment\":\"prod\",\"other\":\"x\"}",
+            "",
+        );
         let v = e.replacen('{', &format!("{{\"{field}\":null,"), 1);
         assert!(inf(&v).is_ok(), "{field}: null is as absent");
     }
@@ -561,7 +571,12 @@ fn whole_numbers_read_as_json_schema_integers() {
     assert_eq!(n(r#"{"n":null}"#).unwrap(), None);
     assert_eq!(n("{}").unwrap(), None);
     assert_eq!(n(r#"{"n":9007199254740992}"#).unwrap(), Some(1 << 53));
-    for bad in [r#"{"n":-1}"#, r#"{"n":3.5}"#, r#"{"n":9007199254740993}"#, r#"{"n":"3"}"#] {
+    for bad in [
+        r#"{"n":-1}"#,
+        r#"{"n":3.5}"#,
+        r#"{"n":9007199254740993}"#,
+        r#"{"n":"3"}"#,
+    ] {
         assert!(n(bad).is_err(), "{bad}");
     }
 }

@@ -687,3 +687,46 @@ pub async fn focus_export(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod instant_tests {
+    use super::*;
+
+    #[test]
+    fn instants_are_rfc3339_or_up_to_14_digits_within_four_digit_years() {
+        assert_eq!(
+            parse_instant("from", "1700000000000").ok(),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_instant("from", "2026-11-22T10:00:00+01:00").ok(),
+            Some(1_795_338_000_000)
+        );
+        for bad in [
+            "",
+            "+5",
+            "-5",
+            "1e3",
+            "123456789012345",
+            "2026-11-22",
+            "yesterday",
+        ] {
+            let e = parse_instant("from", bad).unwrap_err();
+            assert!(e.detail.contains("`from`"), "{bad}: {}", e.detail);
+        }
+        // The ends of RFC 3339's years, whatever the offset.
+        assert_eq!(
+            parse_instant("to", "9999-12-31T23:59:59-23:59").ok(),
+            Some(LAST_MS)
+        );
+        assert_eq!(
+            parse_instant("to", "0000-01-01T00:00:00+23:59").ok(),
+            Some(FIRST_MS)
+        );
+        assert_eq!(&rfc3339_ms(LAST_MS)[..10], "9999-12-31");
+        assert_eq!(&rfc3339_ms(FIRST_MS)[..10], "0000-01-01");
+        // An empty range is a range.
+        let r = Range::between(Some("2000"), Some("1000")).unwrap();
+        assert!(r.from_ms > r.to_ms);
+    }
+}
