@@ -257,7 +257,7 @@ impl<'a> Reader<'a> {
                 let key = r.raw_string()?;
                 r.eat(b':')?;
                 let value = r.string()?;
-                if too_long(&value) {
+                if too_long(value) {
                     return None;
                 }
                 let slot = match key {

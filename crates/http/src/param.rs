@@ -65,6 +65,7 @@ pub(crate) fn page(limit: Option<u64>, max: usize) -> Result<usize, crate::probl
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -689,6 +689,7 @@ pub async fn focus_export(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod instant_tests {
     use super::*;
 
