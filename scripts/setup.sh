@@ -23,7 +23,7 @@ fi
 scripts/ensure-tansu.sh
 
 if [ "${1:-}" != "--no-python" ]; then
-  if ! python3 -c 'import confluent_kafka, pyarrow, duckdb, pytest, regopy, yaml, kubernetes_validate, moto.server, boto3' 2>/dev/null; then
+  if ! python3 -c 'import confluent_kafka, pyarrow, duckdb, pytest, regopy, yaml, kubernetes_validate, moto.server, boto3, schemathesis, openapi_spec_validator' 2>/dev/null; then
     echo "setup: installing Python test clients (tests/requirements.txt)" >&2
     python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt
   fi
