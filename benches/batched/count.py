@@ -21,9 +21,11 @@ def main():
     ap.add_argument("--brokers", required=True)
     ap.add_argument("--topics", default="tollgate.inference,tollgate.training,tollgate.heartbeat")
     ap.add_argument("--expect", type=int, required=True)
+    ap.add_argument("--fetch-wait-max-ms", type=int, help="librdkafka's fetch.wait.max.ms (default 500)")
     a = ap.parse_args()
     c = Consumer({"bootstrap.servers": a.brokers, "group.id": f"count-{os.getpid()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  **({"fetch.wait.max.ms": a.fetch_wait_max_ms} if a.fetch_wait_max_ms is not None else {})})
     c.subscribe(a.topics.split(","))
     n, first, cpu0 = 0, None, cpu_seconds()
     deadline = time.monotonic() + 600
