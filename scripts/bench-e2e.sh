@@ -2,6 +2,7 @@
 # End-to-end benchmark (release build): raw consume vs the pipeline on the same
 # 1 M events over 10,000 teams, and the pipeline's peak RSS.
 #   scripts/bench-e2e.sh [--count N] [--teams N] [--workers N] [--python]
+#                        [--producer batched [--jitter-ms N] [--linger-ms N] [--batch-messages N]]
 # --python also runs benches/python_pipeline/rollup.py (needs confluent-kafka and pyarrow: scripts/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,7 +8,11 @@
 //!    (decode, enrich, windows; closed windows dropped), events/s;
 //! 4. the pipeline (same consumer settings, new group) reads the same topics
 //!    until every rollup is written, events/s, and its peak RSS;
-//! 5. prints the ratio pipeline ÷ raw consume.
+//! 5. prints the ratio pipeline ÷ raw consume, and CPU-seconds per million
+//!    events.
+//!
+//! `--producer batched` writes the events as a fleet's client libraries do
+//! (`benches/batched/produce.py`), `--teams 12` as well as 10,000.
 //!
 //! `scripts/bench-e2e.sh` starts the broker and runs this.
 
@@ -46,6 +50,22 @@ struct Args {
     /// pyarrow) on the same topics, as a baseline.
     #[arg(long)]
     python: bool,
+    /// Who writes the events: `loadgen` (Tollgate's generator, every kind,
+    /// keyed by tenant/team) or `batched` (`benches/batched/produce.py`:
+    /// confluent-kafka keyed by team, batching with `--linger-ms` and
+    /// `--batch-messages`, inference events in event-time order with
+    /// `--jitter-ms`; needs confluent-kafka).
+    #[arg(long, value_enum, default_value_t = Producer::Loadgen)]
+    producer: Producer,
+    /// `--producer batched`: each event's time moved by up to ± this.
+    #[arg(long, default_value_t = 2000)]
+    jitter_ms: u64,
+    /// `--producer batched`: librdkafka's `linger.ms`.
+    #[arg(long, default_value_t = 20)]
+    linger_ms: u64,
+    /// `--producer batched`: librdkafka's `batch.num.messages`.
+    #[arg(long, default_value_t = 10_000)]
+    batch_messages: u64,
     /// Internal: run one phase in a child process and print its result on
     /// stdout, so that the pipeline's process holds none of its memory.
     #[arg(long, hide = true)]
@@ -56,6 +76,12 @@ struct Args {
     /// Internal (`raw-consume`, `core-consume`): messages to read.
     #[arg(long, hide = true, default_value_t = 0)]
     expect: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Producer {
+    Loadgen,
+    Batched,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -299,6 +325,31 @@ fn produce_sentinels(cfg: &Config, ts_ms: i64) -> Result<u64> {
     Ok(n)
 }
 
+/// `benches/batched/produce.py` to this run's inference topic (its events
+/// span the same ten minutes as the load generator's): the events sent.
+fn produce_batched(cfg: &Config, args: &Args) -> Result<u64> {
+    let run = std::process::Command::new("python3")
+        .arg("benches/batched/produce.py")
+        .args(["--brokers", &cfg.kafka.brokers])
+        .args(["--topic", &cfg.topics.inference])
+        .args(["--count", &args.count.to_string()])
+        .args(["--teams", &args.teams.to_string()])
+        .args(["--jitter-ms", &args.jitter_ms.to_string()])
+        .args(["--linger-ms", &args.linger_ms.to_string()])
+        .args(["--batch-messages", &args.batch_messages.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("run python3 benches/batched/produce.py")?;
+    if !run.status.success() {
+        bail!("the batched producer failed: {}", run.status);
+    }
+    let text = String::from_utf8_lossy(&run.stdout);
+    text.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("the batched producer printed {text:?}"))
+}
+
 /// `benches/python_pipeline/rollup.py` on this run's topics: its
 /// `[events/s, CPU-s, read, counted, files]`.
 fn python_pipeline(cfg: &Config, args: &Args, sent: u64) -> Result<[f64; 5]> {
@@ -377,7 +428,12 @@ fn main() -> Result<()> {
     match args.phase {
         Some(Phase::Produce) => {
             let started = Instant::now();
-            let sent = tollgate_loadgen::produce(&cfg, spec, 0, |n| eprint!("\rproduced {n}"))?;
+            let sent = match args.producer {
+                Producer::Loadgen => {
+                    tollgate_loadgen::produce(&cfg, spec, 0, |n| eprint!("\rproduced {n}"))?
+                }
+                Producer::Batched => produce_batched(&cfg, &args)?,
+            };
             eprintln!(
                 "\nproduced {sent} events in {:.1}s",
                 started.elapsed().as_secs_f64()
@@ -527,6 +583,12 @@ fn main() -> Result<()> {
         tollgate_rollup::read_summary(&tollgate_rollup::Tree::open(&cfg.output.rollup_dir)?)?;
     println!("events                     {sent}");
     println!("teams                      {}", args.teams);
+    if args.producer == Producer::Batched {
+        println!(
+            "producer                   batched (confluent-kafka keyed by team, linger.ms={}, batch.num.messages={}, event time ±{} ms)",
+            args.linger_ms, args.batch_messages, args.jitter_ms
+        );
+    }
     println!("raw consume                {raw:.0} events/s");
     println!(
         "core alone                 {core:.0} events/s (ratio {:.2}): one thread, decode + enrich + windows, no output; on a core {:.0}% of the time",
